@@ -1,0 +1,1 @@
+"""Byte transports that carry sig frames: TCP and UART. They know nothing of routing."""

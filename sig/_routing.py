@@ -1,0 +1,212 @@
+"""The routing core: who sends what, who listens to what (no I/O, no asyncio).
+
+Rules (the seed's, kept exactly; the brief's "Semantics"):
+
+1. A sender has a unique live name and declares its events up front; it can
+   trigger only those, plus the router's own ``#connect`` / ``#disconnect``.
+2. A subscription is a key ``(sender, event)``, either part may be None:
+   ``(S, e)`` one event of one sender; ``(S, None)`` every event of S;
+   ``(None, "#ch")`` channel ``#ch`` from any sender; ``(None, None)`` everything.
+3. ``(None, e)`` for a name without ``#`` matches nothing: targeted events never
+   leak to anonymous listeners.
+4. ``#connect`` / ``#disconnect`` are channel events of the sender that came or
+   went, fired by the router with ``{"events": [...], "requests": [...]}``.
+5. Subscriptions are by name, so listening to a sender that is not there yet is
+   allowed, and listeners of a sender that went away receive again when it is back.
+
+Matching is a dict lookup of at most four keys per (sender, event); the merged
+result is cached per (sender, event) and the cache is dropped on any change of
+subscriptions, so a trigger costs O(matching subscribers), whatever the number
+of registrations that do not match.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from .errors import DuplicateSenderError, InvalidNameError, UnknownEventError
+
+logger = logging.getLogger(__name__)
+
+CONNECT = "#connect"
+DISCONNECT = "#disconnect"
+#: Events every sender has without declaring them; the router fires them.
+BUILTIN_EVENTS = (CONNECT, DISCONNECT)
+#: Names beginning with this are reserved for the router itself.
+RESERVED_PREFIX = "$"
+#: Longest name in UTF-8 bytes (the wire limit).
+MAX_NAME = 255
+
+Sub = TypeVar("Sub", bound=Hashable)
+Key = tuple["str | None", "str | None"]
+
+
+def is_channel(event: str) -> bool:
+    """A ``#name`` event is a channel: anonymous listeners may receive it."""
+    return event.startswith("#")
+
+
+def check_name(kind: str, name: object) -> str:
+    """Return ``name`` if it is a valid sender/event/method name, else raise."""
+    if not isinstance(name, str):
+        raise InvalidNameError(f"{kind} name must be a str, not {type(name).__name__}")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= MAX_NAME:
+        raise InvalidNameError(f"{kind} name must be 1..{MAX_NAME} UTF-8 bytes: {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class SenderInfo:
+    """A live sender as the router knows it."""
+
+    name: str
+    events: tuple[str, ...]
+    methods: tuple[str, ...] = ()
+    default_handler: bool = False
+    owner: Any = field(default=None, compare=False, repr=False)
+
+    def announcement(self) -> dict[str, list[str]]:
+        """Data of this sender's ``#connect`` / ``#disconnect``."""
+        return {"events": list(self.events), "requests": list(self.methods)}
+
+    def declares(self, event: str) -> bool:
+        return event in self.events or event in BUILTIN_EVENTS
+
+    def handles(self, method: str) -> bool:
+        return self.default_handler or method in self.methods
+
+
+Announce = Callable[[SenderInfo, str], None]
+
+
+class RoutingTable(Generic[Sub]):
+    """Senders and subscriptions; answers "who gets (sender, event)?".
+
+    ``announce(sender, "#connect" | "#disconnect")`` is called after a sender is
+    added or removed; the owner of the table turns it into a delivery.
+    Subscribers are any hashable objects; one subscriber subscribed under several
+    matching keys is returned once per match.
+    """
+
+    def __init__(self, announce: Announce | None = None) -> None:
+        self._senders: dict[str, SenderInfo] = {}
+        self._subs: dict[Key, dict[Sub, int]] = {}
+        self._cache: dict[tuple[str, str], tuple[Sub, ...]] = {}
+        self._announce = announce
+
+    # --- senders ----------------------------------------------------------
+
+    @property
+    def senders(self) -> Mapping[str, SenderInfo]:
+        return MappingProxyType(self._senders)
+
+    def add_sender(
+        self,
+        name: str,
+        events: Iterable[str],
+        methods: Iterable[str] = (),
+        *,
+        default_handler: bool = False,
+        owner: Any = None,
+    ) -> SenderInfo:
+        """Register a live sender and fire its ``#connect``."""
+        check_name("sender", name)
+        if name.startswith(RESERVED_PREFIX):
+            raise InvalidNameError(f"sender names starting with {RESERVED_PREFIX!r} are reserved")
+        if isinstance(events, str):
+            raise InvalidNameError("events must be a list of names, not one str")
+        event_list = tuple(dict.fromkeys(check_name("event", e) for e in events))
+        method_list = tuple(dict.fromkeys(check_name("method", m) for m in methods))
+        if name in self._senders:
+            raise DuplicateSenderError(f"a sender named {name!r} is already connected")
+        info = SenderInfo(name, event_list, method_list, default_handler, owner)
+        self._senders[name] = info
+        logger.debug("sender %s connected with events %s", name, event_list)
+        if self._announce is not None:
+            self._announce(info, CONNECT)
+        return info
+
+    def remove_sender(self, name: str) -> SenderInfo | None:
+        """Remove a sender and fire its ``#disconnect``; None if it was not there."""
+        info = self._senders.pop(name, None)
+        if info is None:
+            return None
+        for key in [k for k in self._cache if k[0] == name]:
+            del self._cache[key]
+        logger.debug("sender %s disconnected", name)
+        if self._announce is not None:
+            self._announce(info, DISCONNECT)
+        return info
+
+    def sender(self, name: str) -> SenderInfo | None:
+        return self._senders.get(name)
+
+    def check_trigger(self, sender: str, event: str) -> SenderInfo:
+        """The live sender ``sender`` if it may trigger ``event``, else raise."""
+        info = self._senders.get(sender)
+        if info is None:
+            raise UnknownEventError(f"sender {sender!r} is not connected")
+        if event not in info.events:
+            raise UnknownEventError(f"sender {sender!r} did not declare event {event!r}")
+        return info
+
+    # --- subscriptions ----------------------------------------------------
+
+    def subscribe(self, sub: Sub, sender: str | None, event: str | None) -> None:
+        if sender is not None:
+            check_name("sender", sender)
+        if event is not None:
+            check_name("event", event)
+        bucket = self._subs.setdefault((sender, event), {})
+        bucket[sub] = bucket.get(sub, 0) + 1
+        self._cache.clear()
+
+    def unsubscribe(self, sub: Sub, sender: str | None, event: str | None) -> bool:
+        """Drop one subscription of ``sub`` under the key; False if there was none."""
+        key = (sender, event)
+        bucket = self._subs.get(key)
+        if bucket is None or sub not in bucket:
+            return False
+        if bucket[sub] > 1:
+            bucket[sub] -= 1
+        else:
+            del bucket[sub]
+            if not bucket:
+                del self._subs[key]
+        self._cache.clear()
+        return True
+
+    def subscribers(self, sender: str | None, event: str | None) -> tuple[Sub, ...]:
+        """Subscribers registered under exactly this key."""
+        return tuple(self._subs.get((sender, event), ()))
+
+    def subscription_count(self) -> int:
+        return sum(sum(b.values()) for b in self._subs.values())
+
+    def match(self, sender: str, event: str) -> Collection[Sub]:
+        """Subscribers that get ``event`` of ``sender``, each once."""
+        try:
+            return self._cache[(sender, event)]
+        except KeyError:
+            pass
+        subs = self._subs
+        found: dict[Sub, None] = {}
+        for key in (
+            (sender, event),
+            (sender, None),
+            (None, event) if is_channel(event) else None,
+            (None, None),
+        ):
+            if key is not None:
+                bucket = subs.get(key)
+                if bucket:
+                    found.update(dict.fromkeys(bucket))
+        result = tuple(found)
+        if sender in self._senders:  # cache only for live senders: bounded by their events
+            self._cache[(sender, event)] = result
+        return result
