@@ -1,0 +1,242 @@
+"""The brief's Semantics, one test per rule, on the in-process LocalRouter."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import sig
+from sig._routing import RoutingTable
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str, Any]] = []
+
+    def __call__(self, info: dict[str, Any], data: Any) -> None:
+        self.got.append((info["sender"], info["event"], data))
+
+    def events(self) -> list[tuple[str, str]]:
+        return [(s, e) for s, e, _ in self.got]
+
+
+@pytest.fixture
+def router() -> sig.LocalRouter:
+    return sig.LocalRouter()
+
+
+def test_targeted_event_reaches_only_its_listener(router: sig.LocalRouter) -> None:
+    a, b = Recorder(), Recorder()
+    router.add_listener(a, "S", "e1")
+    router.add_listener(b, "S", "e2")
+    s = router.add_sender("S", ["e1", "e2"])
+    s.get_signal("e1").trigger(1)
+    assert a.got == [("S", "e1", 1)]
+    assert b.got == []
+
+
+def test_same_event_name_of_another_sender_is_not_delivered(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, "S", "tick")
+    other = router.add_sender("T", ["tick"])
+    other.trigger("tick", 1)
+    assert rec.got == []
+
+
+def test_targeted_event_is_not_delivered_to_anonymous_listener(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, None, "tick")
+    s = router.add_sender("S", ["tick"])
+    s.trigger("tick", 1)
+    assert rec.got == []
+
+
+def test_sender_broadcast_gets_every_event_of_that_sender(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, "S", None)
+    s = router.add_sender("S", ["tick", "tac", "#ch"])
+    router.add_sender("T", ["tick"]).trigger("tick")
+    s.trigger("tick", 1)
+    s.trigger("tac")
+    s.trigger("#ch", 3)
+    assert rec.got == [
+        ("S", "#connect", {"events": ["tick", "tac", "#ch"], "requests": []}),
+        ("S", "tick", 1),
+        ("S", "tac", None),
+        ("S", "#ch", 3),
+    ]
+
+
+def test_channel_reaches_anonymous_listeners_from_any_sender(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, None, "#temp")
+    router.add_sender("A", ["#temp"]).trigger("#temp", 20)
+    router.add_sender("B", ["#temp"]).trigger("#temp", 21)
+    assert rec.got == [("A", "#temp", 20), ("B", "#temp", 21)]
+
+
+def test_channel_with_a_named_sender_is_targeted(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, "A", "#temp")
+    router.add_sender("A", ["#temp"]).trigger("#temp", 20)
+    router.add_sender("B", ["#temp"]).trigger("#temp", 21)
+    assert rec.got == [("A", "#temp", 20)]
+
+
+def test_router_broadcast_gets_everything(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, None, None)
+    s = router.add_sender("S", ["e"])
+    s.trigger("e", 1)
+    router.remove_sender("S")
+    assert rec.events() == [("S", "#connect"), ("S", "e"), ("S", "#disconnect")]
+
+
+def test_connect_and_disconnect_are_fired_by_the_router(router: sig.LocalRouter) -> None:
+    any_connect, s_disconnect = Recorder(), Recorder()
+    router.add_listener(any_connect, None, "#connect")
+    router.add_listener(s_disconnect, "S", "#disconnect")
+    router.add_sender("S", ["e", "#c"], {"get": lambda p: p, None: lambda m, p: p})
+    router.add_sender("T", [])
+    router.remove_sender("S")
+    router.remove_sender("T")
+    data = {"events": ["e", "#c"], "requests": ["get"]}
+    assert any_connect.got == [
+        ("S", "#connect", data),
+        ("T", "#connect", {"events": [], "requests": []}),
+    ]
+    assert s_disconnect.got == [("S", "#disconnect", data)]
+
+
+def test_listening_before_the_sender_exists(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, "later", "e")
+    assert router.get_sender("later") is None
+    router.add_sender("later", ["e"]).trigger("e", "hi")
+    assert rec.got == [("later", "e", "hi")]
+
+
+def test_listeners_get_events_again_when_the_sender_comes_back(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, "S", "e")
+    router.add_sender("S", ["e"]).trigger("e", 1)
+    router.remove_sender("S")
+    router.add_sender("S", ["e"]).trigger("e", 2)
+    assert rec.got == [("S", "e", 1), ("S", "e", 2)]
+
+
+def test_removed_listener_gets_nothing_more(router: sig.LocalRouter) -> None:
+    rec, kept = Recorder(), Recorder()
+    handle = router.add_listener(rec, "S", "e")
+    router.add_listener(kept, "S", "e")
+    s = router.add_sender("S", ["e"])
+    s.trigger("e", 1)
+    assert router.remove_listener(handle)
+    assert not router.remove_listener(handle)
+    s.trigger("e", 2)
+    assert rec.got == [("S", "e", 1)]
+    assert kept.got == [("S", "e", 1), ("S", "e", 2)]
+
+
+def test_remove_listener_by_callback_and_key(router: sig.LocalRouter) -> None:
+    rec = Recorder()
+    router.add_listener(rec, "S", "e")
+    s = router.add_sender("S", ["e"])
+    assert router.remove_listener(rec, "S", "e")
+    s.trigger("e", 1)
+    assert rec.got == []
+
+
+def test_duplicate_sender_name_is_refused(router: sig.LocalRouter) -> None:
+    router.add_sender("S", ["e"])
+    with pytest.raises(sig.DuplicateSenderError, match="'S' is already connected"):
+        router.add_sender("S", ["f"])
+    assert router.list_senders() == {"S": {"events": ["e"], "requests": []}}
+
+
+def test_removed_sender_can_no_longer_trigger(router: sig.LocalRouter) -> None:
+    s = router.add_sender("S", ["e"])
+    router.remove_sender(s)
+    with pytest.raises(sig.NoSuchSender):
+        s.trigger("e", 1)
+
+
+def test_undeclared_event_cannot_be_triggered(router: sig.LocalRouter) -> None:
+    s = router.add_sender("S", ["e"])
+    with pytest.raises(sig.UnknownEventError, match="did not declare event 'x'"):
+        s.get_signal("x")
+
+
+def test_requests_with_named_and_default_handlers(router: sig.LocalRouter) -> None:
+    router.add_sender("S", [], {"double": lambda p: p * 2, None: lambda method, p: f"{method}:{p}"})
+    assert router.request("S", "double", 21) == 42
+    assert router.request("S", "other", 1) == "other:1"
+
+
+def test_request_errors_are_typed(router: sig.LocalRouter) -> None:
+    def boom(params: Any) -> None:
+        raise RuntimeError("sensor offline")
+
+    router.add_sender("S", [], {"boom": boom})
+    with pytest.raises(sig.NoSuchSender):
+        router.request("nobody", "x")
+    with pytest.raises(sig.NoSuchMethod):
+        router.request("S", "x")
+    with pytest.raises(sig.HandlerError, match="sensor offline"):
+        router.request("S", "boom")
+
+
+def test_a_raising_listener_does_not_stop_the_others(
+    router: sig.LocalRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+
+    def bad(info: dict[str, Any], data: Any) -> None:
+        raise ValueError("listener bug")
+
+    router.add_listener(bad, "S", "e")
+    router.add_listener(rec, "S", "e")
+    with caplog.at_level(logging.ERROR, logger="sig"):
+        router.add_sender("S", ["e"]).trigger("e", 1)
+    assert rec.got == [("S", "e", 1)]
+    assert router.listener_errors == 1
+    assert "listener bug" in caplog.text
+
+
+def test_wrong_types_from_the_api_get_clear_errors(router: sig.LocalRouter) -> None:
+    with pytest.raises(sig.InvalidNameError):
+        router.add_sender("", ["e"])
+    with pytest.raises(sig.InvalidNameError, match="list of event names"):
+        router.add_sender("S", "tick")
+    with pytest.raises(sig.InvalidNameError):
+        router.add_sender("S", [42])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="not callable"):
+        router.add_listener("not a function", "S", "e")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not callable"):
+        router.add_sender("S", ["e"], {"m": 3})  # type: ignore[dict-item]
+    with pytest.raises(sig.InvalidNameError, match="reserved"):
+        router.add_sender("$gateway", [])
+
+
+def test_lookup_does_not_grow_with_unrelated_registrations() -> None:
+    # O(1) in the number of registrations: match() touches at most four buckets,
+    # so 10,000 non-matching subscriptions leave the result (and the buckets read) alone.
+    table: RoutingTable[str] = RoutingTable()
+    table.add_sender("S", ["e"])
+    for i in range(10_000):
+        table.subscribe(f"other{i}", f"T{i}", "e")
+    table.subscribe("mine", "S", "e")
+    assert table.match("S", "e") == ("mine",)
+    assert len(table._subs) == 10_001
+
+
+def test_one_subscriber_under_several_matching_keys_is_returned_once() -> None:
+    table: RoutingTable[str] = RoutingTable()
+    table.add_sender("S", ["#e"])
+    for key in (("S", "#e"), ("S", None), (None, "#e"), (None, None)):
+        table.subscribe("conn", *key)
+    assert table.match("S", "#e") == ("conn",)
+    table.unsubscribe("conn", None, None)
+    assert table.match("S", "#e") == ("conn",)
