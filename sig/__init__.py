@@ -6,6 +6,8 @@ gateway connects TCP peers and UART devices and tells everyone who is there
 (``#connect`` / ``#disconnect``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._api import Listener, Sender, Signal
 from ._compat import LOG_LEVELS, SimpleLogger, setup_logger
 from ._local import LocalRouter
@@ -34,10 +36,39 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+# The network routers pull in asyncio; import them only when asked for, so that
+# the codec and routing core stay importable without any I/O machinery.
+_LAZY = {
+    "AsyncClientRouter": ".client",
+    "Backoff": ".client",
+    "ClientRouter": "._sync",
+    "ServerRouter": ".server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sig' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from ._sync import ClientRouter
+    from .client import AsyncClientRouter, Backoff
+    from .server import ServerRouter
+
 __all__ = [
     "CONNECT",
     "DISCONNECT",
     "LOG_LEVELS",
+    "AsyncClientRouter",
+    "Backoff",
+    "ClientRouter",
     "ConnectError",
     "DecodeError",
     "DuplicateSenderError",
@@ -58,6 +89,7 @@ __all__ = [
     "RequestTooLarge",
     "Sender",
     "SenderGone",
+    "ServerRouter",
     "SigError",
     "Signal",
     "SimpleLogger",

@@ -152,3 +152,55 @@ class LocalRouterAliases:
 
     def listSenders(self: _LocalLike) -> dict[str, dict[str, list[str]]]:
         return self.list_senders()
+
+
+class _ClientLike(_LocalLike, Protocol):
+    @property
+    def is_connected(self) -> bool: ...
+    def close(self) -> None: ...
+    def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any: ...
+
+
+class ClientRouterAliases(LocalRouterAliases):
+    """The seed's ClientRouter names: ``addRemoteSender``, ``remoteRequest`` and friends.
+
+    On a client router every registration is network-wide, so ``addSender`` and
+    ``addRemoteSender`` (likewise the listener names) are the same call.
+    """
+
+    __slots__ = ()
+
+    def addRemoteSender(
+        self: _ClientLike, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        return self.add_sender(name, flatten_events(events), requests)
+
+    def removeRemoteSender(self: _ClientLike, sender: str | Sender) -> bool:
+        return self.remove_sender(sender)
+
+    def addRemoteListener(
+        self: _ClientLike,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> Listener:
+        return self.add_listener(callback, sender, event)
+
+    def removeRemoteListener(
+        self: _ClientLike,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        return self.remove_listener(listener, sender, event)
+
+    def remoteRequest(self: _ClientLike, sender: str, method: str, params: Any = None) -> Any:
+        return self.request(sender, method, params)
+
+    def isConnected(self: _ClientLike) -> bool:
+        return self.is_connected
+
+    def disconnect(self: _ClientLike) -> None:
+        self.close()

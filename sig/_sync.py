@@ -1,0 +1,256 @@
+"""ClientRouter: the synchronous client for plain scripts (and the seed's API).
+
+One background thread runs the asyncio client (all I/O). Listener callbacks and
+``on_connected`` / ``on_disconnected`` run on a second thread, the dispatcher,
+in arrival order; request handlers run on a small thread pool. So a callback
+or a handler may itself call ``request``, ``add_sender`` or ``trigger``
+without deadlocking the I/O thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._api import Handlers, Listener, ListenerCallback, Sender
+from ._compat import ClientRouterAliases
+from .client import DEFAULT_BACKOFF, AsyncClientRouter, Backoff
+from .errors import ConnectError, RequestTimeout, SigError
+
+if TYPE_CHECKING:
+    from .carrier.tcpclient import CarrierTCPClient
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class ClientRouter(ClientRouterAliases):
+    """A gateway client with blocking methods; I/O runs on a background thread.
+
+    ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
+    seed's ``ClientRouter(CarrierTCPClient())`` then ``carrier.connect(host, port)``.
+    """
+
+    def __init__(
+        self,
+        carrier: CarrierTCPClient | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        name: str | None = None,
+        auto_reconnect: bool = True,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        keepalive: float = 10.0,
+        handler_threads: int = 4,
+    ) -> None:
+        self._client = AsyncClientRouter(
+            host,
+            port,
+            name=name,
+            auto_reconnect=auto_reconnect,
+            backoff=backoff,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            keepalive=keepalive,
+        )
+        #: Called on the dispatcher thread after every (re)connect.
+        self.on_connected: Callable[[], Any] | None = None
+        #: Called on the dispatcher thread when the connection is lost.
+        self.on_disconnected: Callable[[], Any] | None = None
+        self._carrier = carrier
+        if carrier is not None:
+            carrier._bind(self)
+        self._client.on_connected = self._connected_hook
+        self._client.on_disconnected = self._disconnected_hook
+        self._loop = asyncio.new_event_loop()
+        self._io = threading.Thread(target=self._loop.run_forever, name="sig-io", daemon=True)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="sig-dispatch", daemon=True
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(handler_threads, "sig-handler")
+        self._client.dispatch = self._enqueue
+        self._client.run_handler = self._run_handler
+        self._started = False
+        self._closed = False
+        self._connect_future: concurrent.futures.Future[None] | None = None
+
+    # --- threads ----------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._closed:
+            raise SigError("this ClientRouter was closed")
+        if not self._started:
+            self._started = True
+            self._io.start()
+            self._dispatcher.start()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        self._ensure_started()
+        if threading.current_thread() is self._io:
+            coro.close()
+            raise SigError("blocking sig call from the I/O thread; use the asyncio API there")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise RequestTimeout(f"no answer within {timeout} s") from None
+
+    def _enqueue(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._queue.put((func, args))
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            func, args = item
+            try:
+                result = func(*args)
+                if inspect.isawaitable(result):
+                    asyncio.run_coroutine_threadsafe(_await(result), self._loop)
+            except Exception:
+                self._client.stats["listener_errors"] += 1
+                logger.exception("callback %r raised", func)
+
+    def _run_handler(self, handler: Callable[[Any], Any], params: Any) -> asyncio.Future[Any]:
+        return self._loop.run_in_executor(self._pool, handler, params)
+
+    def _connected_hook(self) -> None:
+        for hook in (self.on_connected, getattr(self._carrier, "on_connected", None)):
+            if hook is not None:
+                hook()
+
+    def _disconnected_hook(self) -> None:
+        for hook in (self.on_disconnected, getattr(self._carrier, "on_disconnected", None)):
+            if hook is not None:
+                hook()
+
+    # --- connection -------------------------------------------------------
+
+    def connect(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        auto_reconnect: bool | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Connect to the gateway; True once connected.
+
+        Waits up to ``timeout`` (default: the connect timeout) for the first
+        connection. With auto_reconnect it then returns False and keeps trying
+        in the background; without, it raises :class:`sig.ConnectError`.
+        """
+        client = self._client
+        if host is not None:
+            client.host = host
+        if port is not None:
+            client.port = int(port)
+        if auto_reconnect is not None:
+            client.auto_reconnect = auto_reconnect
+        self._ensure_started()
+        if self._connect_future is not None:
+            raise SigError("connect() was already called")
+        self._connect_future = asyncio.run_coroutine_threadsafe(client.connect(), self._loop)
+        wait = client.connect_timeout if timeout is None else timeout
+        try:
+            self._connect_future.result(wait + 0.5)
+        except concurrent.futures.TimeoutError:
+            if not client.auto_reconnect:
+                raise ConnectError(f"cannot connect to {client.host}:{client.port}") from None
+            logger.warning(
+                "gateway %s:%s not reachable yet; retrying in the background",
+                client.host,
+                client.port,
+            )
+            return False
+        return True
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until connected; raises ConnectError after ``timeout`` seconds."""
+        self._call(self._client.wait_connected(timeout))
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client.is_connected
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self._client.stats)
+
+    def close(self) -> None:
+        """Disconnect for good and stop the background threads."""
+        if self._closed:
+            return
+        if self._started:
+            self._call(self._client.close(), 5.0)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._io.join(5.0)
+            self._queue.put(_STOP)
+            if threading.current_thread() is not self._dispatcher:
+                self._dispatcher.join(5.0)
+        self._pool.shutdown(wait=False)
+        self._closed = True
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> ClientRouter:
+        if self._connect_future is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- API --------------------------------------------------------------
+
+    def add_sender(
+        self, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        """Declare a sender on the gateway (idempotent for the same name and events)."""
+        return self._call(self._client.add_sender(name, events, requests))
+
+    def remove_sender(self, sender: str | Sender) -> bool:
+        return self._call(self._client.remove_sender(sender))
+
+    def get_sender(self, name: str) -> Sender | None:
+        return self._client.get_sender(name)
+
+    def add_listener(
+        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+    ) -> Listener:
+        """Register ``callback(info, data)`` network-wide (idempotent per callback and key)."""
+        return self._call(self._client.add_listener(callback, sender, event))
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        return self._call(self._client.remove_listener(listener, sender, event))
+
+    def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler; returns the result or raises a RequestError subclass."""
+        return self._call(self._client.request(sender, method, params, timeout))
+
+    def list_senders(self) -> dict[str, dict[str, Any]]:
+        return self._call(self._client.list_senders())
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

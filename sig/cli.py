@@ -1,0 +1,384 @@
+"""The ``sig`` command: run a gateway, or talk to one from the shell.
+
+Every command prints one clear line and exits non-zero on failure:
+1 when the gateway is unreachable or a request fails, 2 for bad usage or
+a gateway that cannot start (port in use, bad address, bad config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConnectError, RequestError, SigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+logger = logging.getLogger("sig.cli")
+
+DEFAULTS: dict[str, Any] = {
+    "host": "0.0.0.0",
+    "port": 3000,
+    "name": "sig-gateway",
+    "request_timeout": 10.0,
+    "timer": True,
+    "timer_name": "timer",
+    "timer_event": "tick",
+    "timer_interval": 5.0,
+    "serial": [],
+    "log_level": "info",
+}
+
+
+class UsageError(SigError):
+    """Bad command line or config file (exit code 2)."""
+
+
+# --- configuration ----------------------------------------------------------
+
+
+def load_config(path: str | None) -> dict[str, Any]:
+    """Read a TOML config into flat settings (see examples/sig.toml)."""
+    if path is None:
+        return {}
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path} is not valid TOML: {exc}") from exc
+    out: dict[str, Any] = {}
+    gateway = doc.get("gateway", {})
+    for key in ("host", "port", "name", "request_timeout", "log_level"):
+        if key in gateway:
+            out[key] = gateway[key]
+    timer = doc.get("timer", {})
+    for key, target in (
+        ("enabled", "timer"),
+        ("name", "timer_name"),
+        ("event", "timer_event"),
+        ("interval", "timer_interval"),
+    ):
+        if key in timer:
+            out[target] = timer[key]
+    if "serial" in doc:
+        if not isinstance(doc["serial"], list):
+            raise UsageError("config: [[serial]] must be an array of tables")
+        out["serial"] = doc["serial"]
+    unknown = set(doc) - {"gateway", "timer", "serial"}
+    if unknown:
+        raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
+    return out
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the config file, then command-line flags (flags win)."""
+    merged = dict(DEFAULTS)
+    merged.update(load_config(args.config))
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None and value != []:
+            merged[key] = value
+    if merged["timer_interval"] is not None and float(merged["timer_interval"]) <= 0:
+        raise UsageError("--timer-interval must be positive")
+    return merged
+
+
+# --- sig serve --------------------------------------------------------------
+
+
+async def serve(conf: dict[str, Any], ready: Any = None) -> int:
+    from .server import ServerRouter
+
+    router = ServerRouter(
+        conf["host"],
+        int(conf["port"]),
+        name=conf["name"],
+        request_timeout=float(conf["request_timeout"]),
+    )
+    try:
+        await router.start()
+    except ConnectError as exc:
+        print(f"sig serve: cannot listen on {conf['host']}:{conf['port']}: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig_no in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig_no, stop.set)
+    if conf["serial"]:
+        from .serial_links import open_serial_links
+
+        await open_serial_links(router, conf["serial"])
+    if conf["timer"]:
+        router.spawn(
+            demo_timer(
+                router, conf["timer_name"], conf["timer_event"], float(conf["timer_interval"])
+            ),
+            "sig-demo-timer",
+        )
+    print(f"sig gateway {conf['name']!r} listening on {conf['host']}:{router.port}", flush=True)
+    await stop.wait()
+    logger.info("shutting down")
+    await router.stop()
+    return 0
+
+
+async def demo_timer(router: Any, name: str, event: str, interval: float) -> None:
+    """The seed's demo sender: ``timer`` triggers ``tick`` with a count every interval."""
+    ticks = 0
+    sender = router.add_sender(name, [event], {"get_ticks": lambda params: ticks})
+    while True:
+        await asyncio.sleep(interval)
+        ticks += 1
+        sender.trigger(event, ticks)
+
+
+# --- client commands --------------------------------------------------------
+
+
+async def _client(args: argparse.Namespace, name: str) -> Any:
+    from .client import AsyncClientRouter
+
+    client = AsyncClientRouter(
+        args.host,
+        args.port,
+        name=name,
+        auto_reconnect=False,
+        connect_timeout=args.timeout,
+        request_timeout=args.timeout,
+    )
+    await client.connect()
+    return client
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return repr(value)
+
+
+async def cmd_listen(args: argparse.Namespace) -> int:
+    client = await _client(args, "sig-listen")
+    client.auto_reconnect = True  # once reachable, survive gateway restarts
+    done = asyncio.Event()
+    count = 0
+
+    def show(info: dict[str, Any], data: Any) -> None:
+        nonlocal count
+        line = {
+            "time": round(time.time(), 6),
+            "sender": info["sender"],
+            "event": info["event"],
+            "data": data,
+        }
+        print(json.dumps(line, default=_json_default), flush=True)
+        count += 1
+        if args.count and count >= args.count:
+            done.set()
+
+    await client.add_listener(show, args.sender, args.event)
+    loop = asyncio.get_running_loop()
+    for sig_no in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig_no, done.set)
+    await done.wait()
+    await client.close()
+    return 0
+
+
+async def cmd_send(args: argparse.Namespace) -> int:
+    data = _parse_json(args.data)
+    client = await _client(args, "sig-send")
+    try:
+        sender = await client.add_sender(args.sender, [args.event])
+        sender.trigger(args.event, data)
+    finally:
+        await client.close()
+    return 0
+
+
+async def cmd_request(args: argparse.Namespace) -> int:
+    params = _parse_json(args.params)
+    client = await _client(args, "sig-request")
+    try:
+        result = await client.request(args.sender, args.method, params, timeout=args.timeout)
+    finally:
+        await client.close()
+    print(json.dumps(result, default=_json_default))
+    return 0
+
+
+async def cmd_senders(args: argparse.Namespace) -> int:
+    client = await _client(args, "sig-senders")
+    try:
+        senders = await client.list_senders()
+    finally:
+        await client.close()
+    if args.json:
+        print(json.dumps(senders, indent=1, default=_json_default))
+    elif not senders:
+        print("no senders connected")
+    else:
+        width = max(len(n) for n in senders)
+        for name in sorted(senders):
+            info = senders[name]
+            print(
+                f"{name:<{width}}  events: {', '.join(info['events']) or '-'}"
+                f"  requests: {', '.join(info['requests']) or '-'}  link: {info['link']}"
+            )
+    return 0
+
+
+async def cmd_links(args: argparse.Namespace) -> int:
+    client = await _client(args, "sig-links")
+    try:
+        links = await client.request("$gateway", "links")
+    finally:
+        await client.close()
+    if args.json:
+        print(json.dumps(links, indent=1, default=_json_default))
+        return 0
+    for link in sorted(links, key=lambda x: x["link"]):
+        counters = " ".join(
+            f"{k}={v}" for k, v in link.items() if k not in ("link", "state", "peer", "senders")
+        )
+        print(
+            f"{link['link']}  {link['state']}  peer={link['peer'] or '-'}  "
+            f"senders={','.join(link['senders']) or '-'}  {counters}"
+        )
+    return 0
+
+
+def _parse_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"not valid JSON: {text!r} ({exc.msg})") from exc
+
+
+# --- argument parsing -------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sig", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_p = sub.add_parser("serve", help="run the gateway (TCP, serial ports, demo timer)")
+    serve_p.add_argument("--config", help="TOML config file; flags win over it")
+    serve_p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    serve_p.add_argument("--port", type=int, help="TCP port (default 3000)")
+    serve_p.add_argument("--name", help="gateway name sent to peers")
+    serve_p.add_argument("--request-timeout", type=float, help="seconds (default 10)")
+    serve_p.add_argument(
+        "--serial",
+        action="append",
+        default=[],
+        metavar="PATH[:BAUD]",
+        help="serial port to open (repeatable; default baud 115200)",
+    )
+    serve_p.add_argument("--timer-name", help="demo sender name (default timer)")
+    serve_p.add_argument("--timer-event", help="demo event name (default tick)")
+    serve_p.add_argument("--timer-interval", type=float, help="seconds between ticks (default 5)")
+    serve_p.add_argument(
+        "--no-timer",
+        dest="timer",
+        action="store_const",
+        const=False,
+        help="do not run the demo sender",
+    )
+    serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+        p.add_argument("--port", type=int, default=3000, help="gateway port (default 3000)")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+        return p
+
+    listen_p = client_parser("listen", "print one JSON line per event")
+    listen_p.add_argument("--sender", help="only this sender (default: any)")
+    listen_p.add_argument("--event", help="only this event (default: any)")
+    listen_p.add_argument("--count", type=int, default=0, help="exit after N events")
+
+    send_p = client_parser("send", "register SENDER for a moment and trigger EVENT once")
+    send_p.add_argument("sender")
+    send_p.add_argument("event")
+    send_p.add_argument("data", nargs="?", help="JSON data (default: none)")
+
+    request_p = client_parser("request", "call METHOD of SENDER and print the JSON result")
+    request_p.add_argument("sender")
+    request_p.add_argument("method")
+    request_p.add_argument("params", nargs="?", help="JSON params (default: none)")
+
+    senders_p = client_parser("senders", "list connected senders")
+    senders_p.add_argument("--json", action="store_true")
+    links_p = client_parser("links", "list the gateway's links with their counters")
+    links_p.add_argument("--json", action="store_true")
+
+    sim_p = sub.add_parser("device-sim", help="emulate a UART device (see PROTOCOL.md)")
+    sim_p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+COMMANDS = {
+    "listen": cmd_listen,
+    "send": cmd_send,
+    "request": cmd_request,
+    "senders": cmd_senders,
+    "links": cmd_links,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command
+    try:
+        if command == "serve":
+            conf = settings(args)
+            logging.basicConfig(
+                level=str(conf["log_level"]).upper(),
+                format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            )
+            return asyncio.run(serve(conf))
+        if command == "device-sim":
+            from .device_sim import main as sim_main
+
+            return int(sim_main(args.rest))
+        logging.basicConfig(level=logging.WARNING, format="sig %(levelname)s: %(message)s")
+        return asyncio.run(COMMANDS[command](args))
+    except UsageError as exc:
+        print(f"sig {command}: {exc}", file=sys.stderr)
+        return 2
+    except ConnectError as exc:
+        print(
+            f"sig {command}: cannot reach the gateway at {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    except RequestError as exc:
+        print(f"sig {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except SigError as exc:
+        print(f"sig {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

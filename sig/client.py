@@ -1,0 +1,607 @@
+"""AsyncClientRouter: an application's connection to a gateway (asyncio API).
+
+The client keeps its own registry of senders and listeners and replays it
+after every (re)connect, before it calls ``on_connected``. Registrations are
+idempotent: adding a sender that already exists with the same events, or the
+same callback for the same (sender, event) again, returns the existing object.
+So code written in the seed's style, which registers inside ``on_connected``,
+and code that registers once up front both end up with one registration each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from carriers.stream import StreamLink
+from carriers.tcp import connect_tcp
+
+from . import _wire as w
+from ._api import (
+    Handlers,
+    Listener,
+    ListenerCallback,
+    Sender,
+    check_listener_args,
+    check_sender_args,
+    resolve_handler,
+)
+from ._data import pack, unpack
+from ._frame import encode_frame
+from ._routing import Key, RoutingTable
+from .errors import (
+    ConnectError,
+    DecodeError,
+    DuplicateSenderError,
+    EncodeError,
+    ErrorCode,
+    InvalidNameError,
+    NotConnectedError,
+    RemoteProtocolError,
+    RequestError,
+    RequestTimeout,
+    SigError,
+    request_error_for,
+)
+
+logger = logging.getLogger(__name__)
+
+GATEWAY_SENDER = "$gateway"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: ``initial`` doubling up to ``maximum``, +/- ``jitter`` (a fraction)."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.1
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.factor ** max(0, attempt))
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+@dataclass
+class _SenderEntry:
+    sender: Sender
+    ref: int
+    event_refs: dict[str, int]
+    prefixes: dict[str, bytes]  # event -> TRIGGER header + event_ref varint
+
+
+Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
+
+
+class AsyncClientRouter:
+    """Connects to a gateway; senders, listeners and requests over the network."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        *,
+        name: str | None = None,
+        auto_reconnect: bool = True,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        keepalive: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.name = name or f"client-{os.getpid()}"
+        self.auto_reconnect = auto_reconnect
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self.keepalive = keepalive
+        #: Called (no arguments) after every (re)connect, once registrations are replayed.
+        self.on_connected: Callable[[], Any] | None = None
+        #: Called (no arguments) when an established connection is lost.
+        self.on_disconnected: Callable[[], Any] | None = None
+        self.stats = {
+            "events_in": 0,
+            "triggers": 0,
+            "dropped_offline": 0,
+            "bad_data": 0,
+            "listener_errors": 0,
+            "reconnects": 0,
+        }
+        self._ids = itertools.count(1)
+        self._senders: dict[str, _SenderEntry] = {}
+        self._table: RoutingTable[Listener] = RoutingTable()
+        self._listen_ids: dict[Key, int] = {}
+        self._waiters: dict[int, asyncio.Future[w.Message]] = {}
+        self._requests: dict[int, asyncio.Future[w.Response]] = {}
+        self._link: StreamLink | None = None
+        self._welcome: asyncio.Future[w.Welcome] | None = None
+        self._gateway_max_body = 65535
+        self._connected = False
+        self._closing = False
+        self._runner: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_rx = 0.0
+        self._last_tx = 0.0
+        self._offline_logged = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        #: How listener callbacks and on_connected/on_disconnected are run (sync API swaps it).
+        self.dispatch: Dispatch = self._dispatch_inline
+        #: How a request handler is run; returns an awaitable of its result.
+        self.run_handler: Callable[[Callable[[Any], Any], Any], Awaitable[Any]] = self._run_inline
+
+    # --- connection -------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    async def connect(self) -> None:
+        """Connect and register; returns once connected.
+
+        With ``auto_reconnect`` (the default) it keeps trying in the background;
+        without it, a failed first attempt raises :class:`sig.ConnectError`.
+        """
+        if self._runner is not None:
+            raise SigError("connect() was already called")
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        first: asyncio.Future[None] = self._loop.create_future()
+        self._runner = asyncio.create_task(self._run(first), name=f"sig-client-{self.name}")
+        await first
+
+    async def close(self) -> None:
+        """Disconnect for good (no reconnect)."""
+        self._closing = True
+        link = self._link
+        if link is not None:
+            link.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            if link is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(link.closed.wait(), 2.0)
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def __aenter__(self) -> AsyncClientRouter:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected (and registrations replayed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._connected:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ConnectError(f"not connected to {self.host}:{self.port} within {timeout} s")
+            await asyncio.sleep(0.02)
+
+    async def _run(self, first: asyncio.Future[None]) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                link = await connect_tcp(self, self.host, self.port, self.connect_timeout)
+                self._link = link
+                await self._handshake(link)
+            except (ConnectError, SigError, OSError) as exc:
+                self._drop_link()
+                if not self.auto_reconnect:
+                    if not first.done():
+                        first.set_exception(
+                            exc if isinstance(exc, SigError) else ConnectError(str(exc))
+                        )
+                    return
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                logger.info(
+                    "cannot reach gateway %s:%s (%s); retrying in %.1f s",
+                    self.host,
+                    self.port,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self._connected = True
+            self._offline_logged = False
+            if not first.done():
+                first.set_result(None)
+            else:
+                self.stats["reconnects"] += 1
+            logger.info("connected to gateway %s:%s", self.host, self.port)
+            if self.on_connected is not None:
+                self.dispatch(self.on_connected, ())
+            keepalive = asyncio.create_task(self._keepalive(link))
+            try:
+                await link.closed.wait()
+            finally:
+                keepalive.cancel()
+                was_connected = self._connected
+                self._drop_link()
+            if was_connected:
+                logger.info("disconnected from gateway %s:%s", self.host, self.port)
+                if self.on_disconnected is not None:
+                    self.dispatch(self.on_disconnected, ())
+            if not self.auto_reconnect:
+                return
+            await asyncio.sleep(self.backoff.delay(0))
+
+    async def _handshake(self, link: StreamLink) -> None:
+        assert self._loop is not None
+        self._welcome = self._loop.create_future()
+        self._send(w.Hello(self.name, 65535, int(self.keepalive * 1000)))
+        try:
+            welcome = await asyncio.wait_for(self._welcome, self.connect_timeout)
+        except asyncio.TimeoutError:
+            link.close()
+            raise ConnectError("gateway did not answer HELLO") from None
+        self._gateway_max_body = welcome.max_body
+        waits: list[tuple[Any, asyncio.Future[w.Message]]] = []
+        for entry in list(self._senders.values()):
+            waits.append((entry, self._register(entry)))
+        for key, lid in list(self._listen_ids.items()):
+            waits.append((key, self._expect(lid, w.Listen(lid, *key))))
+        for what, fut in waits:
+            try:
+                await asyncio.wait_for(fut, self.connect_timeout)
+            except RequestError as exc:
+                logger.error("re-registering %s failed: %s", _describe(what), exc)
+            except asyncio.TimeoutError:
+                link.close()
+                raise ConnectError("gateway did not answer the registrations") from None
+
+    def _drop_link(self) -> None:
+        self._connected = False
+        self._link = None
+        lost = NotConnectedError("connection to the gateway was lost")
+        for fut in list(self._waiters.values()) + list(self._requests.values()):
+            if not fut.done():
+                fut.set_exception(lost)
+                fut.exception()  # mark retrieved: nobody may be waiting any more
+        self._waiters.clear()
+        self._requests.clear()
+
+    async def _keepalive(self, link: StreamLink) -> None:
+        interval = self.keepalive
+        if interval <= 0:
+            return
+        while not link.closed.is_set():
+            await asyncio.sleep(interval / 2)
+            now = time.monotonic()
+            if now - self._last_rx > 3 * interval:
+                logger.warning("gateway silent for %.1f s, reconnecting", now - self._last_rx)
+                link.abort()
+                return
+            if now - self._last_tx >= interval:
+                self._send(w.Ping(0))
+
+    # --- FrameHandler -----------------------------------------------------
+
+    def link_up(self, link: StreamLink) -> None:
+        self._last_rx = self._last_tx = time.monotonic()
+
+    def link_down(self, link: StreamLink, exc: BaseException | None) -> None:
+        if exc is not None:
+            logger.debug("link to gateway lost: %s", exc)
+
+    def frames(self, link: StreamLink, bodies: list[bytes]) -> None:
+        self._last_rx = time.monotonic()
+        for body in bodies:
+            try:
+                msg = w.decode(body)
+            except RemoteProtocolError as exc:
+                logger.warning("gateway sent a bad message: %s", exc)
+                continue
+            if isinstance(msg, w.Event):
+                self._on_event(msg)
+            elif isinstance(msg, w.Response):
+                fut = self._requests.pop(msg.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            elif isinstance(msg, w.Request):
+                self._spawn(self._on_request(msg))
+            elif isinstance(msg, (w.SenderRegistered, w.Listening)):
+                ref = msg.sender_ref if isinstance(msg, w.SenderRegistered) else msg.listener_id
+                waiter = self._waiters.pop(ref, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(msg)
+            elif isinstance(msg, w.Error):
+                self._on_error(msg)
+            elif isinstance(msg, w.Welcome):
+                if self._welcome is not None and not self._welcome.done():
+                    self._welcome.set_result(msg)
+            elif isinstance(msg, w.Ping):
+                self._send(w.Pong(msg.token))
+            elif isinstance(msg, w.Invite):
+                logger.info("gateway invites us to register again")
+                link.close()  # the reconnect path replays everything
+            elif not isinstance(msg, w.Pong):
+                logger.warning("unexpected %s from the gateway", type(msg).__name__)
+
+    def _on_error(self, msg: w.Error) -> None:
+        waiter = self._waiters.pop(msg.ref, None) if msg.ref else None
+        if waiter is not None and not waiter.done():
+            exc: SigError
+            if msg.code == ErrorCode.DUPLICATE_SENDER:
+                exc = DuplicateSenderError(msg.message)
+            elif msg.code == ErrorCode.INVALID_NAME:
+                exc = InvalidNameError(msg.message)
+            else:
+                exc = request_error_for(msg.code, msg.message)
+            waiter.set_exception(exc)
+            return
+        logger.warning("gateway error %s (ref %s): %s", msg.code, msg.ref, msg.message)
+
+    def _on_event(self, msg: w.Event) -> None:
+        self.stats["events_in"] += 1
+        listeners = self._table.match(msg.sender, msg.event)
+        if not listeners:
+            return
+        try:
+            value = unpack(msg.data)
+        except DecodeError as exc:
+            self.stats["bad_data"] += 1
+            logger.warning("dropping %s:%s: %s", msg.sender, msg.event, exc)
+            return
+        info = {"sender": msg.sender, "event": msg.event}
+        dispatch = self.dispatch
+        for listener in listeners:
+            dispatch(listener.callback, (dict(info), value))
+
+    async def _on_request(self, msg: w.Request) -> None:
+        status, message, result = ErrorCode.OK, "", b""
+        entry = self._senders.get(msg.sender)
+        try:
+            if entry is None:
+                raise request_error_for(
+                    ErrorCode.NO_SUCH_SENDER, f"no sender {msg.sender!r} on this client"
+                )
+            handler = resolve_handler(entry.sender.handlers, msg.sender, msg.method)
+            result = pack(await self.run_handler(handler, unpack(msg.data)))
+        except RequestError as exc:
+            status, message = exc.code, str(exc)
+        except Exception as exc:
+            logger.exception("request handler %s.%s raised", msg.sender, msg.method)
+            status, message = ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}"
+        if self._connected:
+            self._send(w.Response(msg.request_id, status, message[:500], result))
+
+    # --- senders ----------------------------------------------------------
+
+    async def add_sender(
+        self, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        """Declare a sender on the gateway; raises DuplicateSenderError if the name is taken."""
+        name, event_list, handlers = check_sender_args(name, events, requests)
+        existing = self._senders.get(name)
+        if existing is not None:
+            if existing.sender.events != event_list:
+                raise DuplicateSenderError(
+                    f"this client already has a sender {name!r} with events "
+                    f"{list(existing.sender.events)}"
+                )
+            existing.sender.handlers.clear()
+            existing.sender.handlers.update(handlers)
+            return existing.sender
+        sender = Sender(self, name, event_list, handlers)
+        refs = {e: next(self._ids) for e in event_list}
+        entry = _SenderEntry(
+            sender,
+            next(self._ids),
+            refs,
+            {e: bytes([w.MessageType.TRIGGER]) + _varint(r) for e, r in refs.items()},
+        )
+        self._senders[name] = entry
+        if self._connected:
+            try:
+                await asyncio.wait_for(self._register(entry), self.request_timeout)
+            except BaseException:
+                self._senders.pop(name, None)
+                raise
+        return sender
+
+    def _register(self, entry: _SenderEntry) -> asyncio.Future[w.Message]:
+        s = entry.sender
+        msg = w.RegisterSender(
+            entry.ref,
+            s.name,
+            tuple((r, e) for e, r in entry.event_refs.items()),
+            s.methods,
+            s.default_handler,
+        )
+        return self._expect(entry.ref, msg)
+
+    async def remove_sender(self, sender: str | Sender) -> bool:
+        name = sender.name if isinstance(sender, Sender) else sender
+        entry = self._senders.pop(name, None)
+        if entry is None:
+            return False
+        if self._connected:
+            self._send(w.UnregisterSender(entry.ref))
+        return True
+
+    def get_sender(self, name: str) -> Sender | None:
+        entry = self._senders.get(name)
+        return entry.sender if entry else None
+
+    def _emit(self, sender: Sender, event: str, data: Any) -> None:
+        loop = self._loop
+        if loop is not None and not _in_loop(loop):
+            payload = pack(data)  # type errors surface in the caller's thread
+            loop.call_soon_threadsafe(self._emit_raw, sender, event, payload)
+            return
+        self._emit_raw(sender, event, pack(data))
+
+    def _emit_raw(self, sender: Sender, event: str, payload: bytes) -> None:
+        entry = self._senders.get(sender.name)
+        if entry is None or entry.sender is not sender:
+            raise NotConnectedError(f"sender {sender.name!r} was removed from this client")
+        link = self._link
+        if not self._connected or link is None:
+            self.stats["dropped_offline"] += 1
+            if not self._offline_logged:
+                self._offline_logged = True
+                logger.warning(
+                    "not connected: dropping events of %s (counted in stats)", sender.name
+                )
+            return
+        body = entry.prefixes[event] + payload
+        if len(body) > self._gateway_max_body:
+            raise EncodeError(
+                f"event of {len(body)} bytes exceeds the gateway's limit "
+                f"of {self._gateway_max_body}"
+            )
+        self.stats["triggers"] += 1
+        self._last_tx = time.monotonic()
+        link.send(encode_frame(body))
+
+    # --- listeners --------------------------------------------------------
+
+    async def add_listener(
+        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+    ) -> Listener:
+        """Call ``callback(info, data)`` for each matching event on the network."""
+        check_listener_args(callback, sender, event)
+        key = (sender, event)
+        for existing in self._table.subscribers(sender, event):
+            if existing.callback == callback:
+                return existing
+        listener = Listener(callback, sender, event)
+        self._table.subscribe(listener, sender, event)
+        if key not in self._listen_ids:
+            lid = next(self._ids)
+            self._listen_ids[key] = lid
+            if self._connected:
+                try:
+                    await asyncio.wait_for(
+                        self._expect(lid, w.Listen(lid, sender, event)), self.request_timeout
+                    )
+                except BaseException:
+                    self._table.unsubscribe(listener, sender, event)
+                    self._listen_ids.pop(key, None)
+                    raise
+        return listener
+
+    async def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        if not isinstance(listener, Listener):
+            found = [x for x in self._table.subscribers(sender, event) if x.callback == listener]
+            if not found:
+                return False
+            listener = found[0]
+        key = (listener.sender, listener.event)
+        if not self._table.unsubscribe(listener, *key):
+            return False
+        if not self._table.subscribers(*key):
+            lid = self._listen_ids.pop(key)
+            if self._connected:
+                self._send(w.Unlisten(lid))
+        return True
+
+    # --- requests ---------------------------------------------------------
+
+    async def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler anywhere on the network; raises a RequestError subclass."""
+        if not self._connected:
+            raise NotConnectedError(f"not connected to the gateway at {self.host}:{self.port}")
+        assert self._loop is not None
+        rid = next(self._ids)
+        fut: asyncio.Future[w.Response] = self._loop.create_future()
+        self._requests[rid] = fut
+        wait = self.request_timeout if timeout is None else timeout
+        try:
+            self._send(w.Request(rid, sender, method, pack(params)))
+            response = await asyncio.wait_for(fut, wait)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no response from {sender}.{method} within {wait} s") from None
+        finally:
+            self._requests.pop(rid, None)
+        if response.status:
+            raise request_error_for(response.status, response.message)
+        return unpack(response.data)
+
+    async def list_senders(self) -> dict[str, dict[str, Any]]:
+        """Senders connected to the gateway, with their events, requests and link."""
+        result: dict[str, dict[str, Any]] = await self.request(GATEWAY_SENDER, "senders")
+        return result
+
+    # --- helpers ----------------------------------------------------------
+
+    def _send(self, msg: w.Message) -> None:
+        link = self._link
+        if link is None:
+            raise NotConnectedError("not connected to the gateway")
+        self._last_tx = time.monotonic()
+        link.send(encode_frame(w.encode(msg)))
+
+    def _expect(self, ref: int, msg: w.Message) -> asyncio.Future[w.Message]:
+        assert self._loop is not None
+        fut: asyncio.Future[w.Message] = self._loop.create_future()
+        self._waiters[ref] = fut
+        self._send(msg)
+        return fut
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch_inline(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            result = func(*args)
+            if inspect.isawaitable(result):
+                self._spawn(result)
+        except Exception:
+            self.stats["listener_errors"] += 1
+            logger.exception("callback %r raised", func)
+
+    async def _run_inline(self, handler: Callable[[Any], Any], params: Any) -> Any:
+        result = handler(params)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    w.write_varint(out, value)
+    return bytes(out)
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _describe(what: Any) -> str:
+    if isinstance(what, _SenderEntry):
+        return f"sender {what.sender.name!r}"
+    return f"listener {what!r}"
