@@ -93,6 +93,9 @@ class GatewayCore:
         self._deadlines: list[tuple[float, int]] = []
         self._ids = itertools.count(1)
         self.local_senders: dict[str, LocalSender] = {}
+        #: Extra rows for ``$gateway links``: links that exist without a session,
+        #: such as a serial port that is currently unplugged and being reopened.
+        self.link_reporters: list[Callable[[], list[dict[str, Any]]]] = []
         self.counters = {
             "triggers": 0,
             "events_out": 0,
@@ -440,7 +443,7 @@ class GatewayCore:
                 for name, info in self.table.senders.items()
             }
         if method == "links":
-            return [self.link_info(s) for s in self.sessions]
+            return self.links()
         if method == "stats":
             return {
                 **self.counters,
@@ -454,6 +457,13 @@ class GatewayCore:
     @staticmethod
     def _owner_name(owner: Any) -> str:
         return owner.link.name if isinstance(owner, Session) else "local"
+
+    def links(self) -> list[dict[str, Any]]:
+        """One row per link: every session, then what the link reporters add."""
+        rows = [self.link_info(s) for s in self.sessions]
+        for report in self.link_reporters:
+            rows.extend(report())
+        return rows
 
     def link_info(self, s: Session) -> dict[str, Any]:
         return {

@@ -203,5 +203,5 @@ class ServerRouter(LocalRouterAliases):
         return unpack(data)
 
     def links(self) -> list[dict[str, Any]]:
-        """Per-link state and counters."""
-        return [self.core.link_info(s) for s in self.core.sessions]
+        """Per-link state and counters (closed serial ports included)."""
+        return self.core.links()
