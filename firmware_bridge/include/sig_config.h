@@ -1,0 +1,87 @@
+/*
+ * sig_config.h - compile-time sizes of the sig device library.
+ *
+ * Every option is a macro with a small default; override any of them on the
+ * compiler command line (-DSIG_CONFIG_MAX_BODY=256) or by defining them before
+ * this header is included. All memory the library uses lives in the
+ * sig_device_t the application declares; these macros decide its size.
+ */
+#ifndef SIG_CONFIG_H
+#define SIG_CONFIG_H
+
+/* Largest message body this device receives, in bytes (PROTOCOL.md section 1:
+ * announced as max_body in HELLO). Receive buffer = SIG_CONFIG_MAX_BODY + 2
+ * bytes (body + CRC). Range 3..65535. */
+#ifndef SIG_CONFIG_MAX_BODY
+#define SIG_CONFIG_MAX_BODY 128
+#endif
+
+/* Largest message body this device sends, in bytes. Transmit buffer =
+ * SIG_CONFIG_TX_MAX_BODY + 2 bytes. A REGISTER_SENDER with all names of one
+ * sender must fit. The gateway's max_body from WELCOME may lower the limit
+ * further at run time. Range 16..65535. */
+#ifndef SIG_CONFIG_TX_MAX_BODY
+#define SIG_CONFIG_TX_MAX_BODY 128
+#endif
+
+/* Senders one device can register. */
+#ifndef SIG_CONFIG_MAX_SENDERS
+#define SIG_CONFIG_MAX_SENDERS 2
+#endif
+
+/* Events per sender (event_ref = sender index * this + event index + 1). */
+#ifndef SIG_CONFIG_MAX_EVENTS
+#define SIG_CONFIG_MAX_EVENTS 8
+#endif
+
+/* Listener registrations (LISTEN) one device can hold. */
+#ifndef SIG_CONFIG_MAX_LISTENERS
+#define SIG_CONFIG_MAX_LISTENERS 4
+#endif
+
+/* Outgoing REQUESTs that can wait for their RESPONSE at the same time. */
+#ifndef SIG_CONFIG_MAX_PENDING
+#define SIG_CONFIG_MAX_PENDING 2
+#endif
+
+/* Nesting depth sig_cbor_skip() accepts when it checks that event data is one
+ * well-formed CBOR item (arrays, maps, tags, indefinite strings). Each level
+ * costs 4 bytes of stack. */
+#ifndef SIG_CONFIG_CBOR_MAX_DEPTH
+#define SIG_CONFIG_CBOR_MAX_DEPTH 8
+#endif
+
+/* 1: check that received EVENT/REQUEST/RESPONSE data is exactly one CBOR item
+ * and drop (and count) those that are not, as PROTOCOL.md section 2 asks of a
+ * receiver. 0 saves the flash of the CBOR walker; callbacks then see any data. */
+#ifndef SIG_CONFIG_CHECK_DATA
+#define SIG_CONFIG_CHECK_DATA 1
+#endif
+
+/* 1: the message codec handles every message type in both directions (the
+ * gateway's view too: decode HELLO/REGISTER_SENDER/LISTEN/..., encode
+ * WELCOME/EVENT/...). Host tests and the ctypes library build with 1.
+ * 0 (default): only what a device sends and receives is compiled in; decoding a
+ * peer-to-gateway message returns SIG_ERR_UNSUPPORTED and the session ignores it. */
+#ifndef SIG_CONFIG_FULL_CODEC
+#define SIG_CONFIG_FULL_CODEC 0
+#endif
+
+/* Milliseconds between HELLOs while no WELCOME has come, when the device asked
+ * for keepalive_ms = 0 (otherwise keepalive_ms is used). */
+#ifndef SIG_CONFIG_HELLO_RETRY_MS
+#define SIG_CONFIG_HELLO_RETRY_MS 2000u
+#endif
+
+#if SIG_CONFIG_MAX_BODY < 3 || SIG_CONFIG_MAX_BODY > 65535
+#error "SIG_CONFIG_MAX_BODY must be within 3..65535"
+#endif
+#if SIG_CONFIG_TX_MAX_BODY < 16 || SIG_CONFIG_TX_MAX_BODY > 65535
+#error "SIG_CONFIG_TX_MAX_BODY must be within 16..65535"
+#endif
+#if SIG_CONFIG_MAX_SENDERS < 1 || SIG_CONFIG_MAX_EVENTS < 1 || \
+    SIG_CONFIG_MAX_SENDERS * SIG_CONFIG_MAX_EVENTS > 65535
+#error "SIG_CONFIG_MAX_SENDERS and SIG_CONFIG_MAX_EVENTS must be >= 1"
+#endif
+
+#endif /* SIG_CONFIG_H */

@@ -1,0 +1,482 @@
+/*
+ * sig_device.h - sig device library: frames, messages, CBOR, device session.
+ *
+ * C99, no malloc, no VLAs, no global state: everything lives in buffers the
+ * caller passes or in the sig_device_t the application declares. Every
+ * function that can fail returns a sig_err_t (SIG_OK = 0, negative otherwise)
+ * and is marked SIG_CHECK so the compiler warns when a result is ignored.
+ * PROTOCOL.md is the wire specification; the layers below follow its sections:
+ *   1. frames   - CRC-16, COBS, frame encoder, streaming frame decoder
+ *   2. messages - sig_msg_t <-> frame body
+ *   -  CBOR     - small writer/reader for event data
+ *   3. session  - sig_device_t: HELLO, registrations, keepalive, dispatch
+ */
+#ifndef SIG_DEVICE_H
+#define SIG_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "sig_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SIG_CHECK __attribute__((warn_unused_result))
+#else
+#define SIG_CHECK
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* One error enum, negatives grouped by area. Message errors are
+ * SIG_ERR_WIRE_BASE - (wire error code), so sig_err_wire_code() maps back. */
+typedef enum {
+    SIG_OK = 0,
+    /* general, -1..-9 */
+    SIG_ERR_ARG = -1,         /* bad argument (NULL, name length 0 or > 255, ...) */
+    SIG_ERR_NO_SPACE = -2,    /* destination buffer too small */
+    SIG_ERR_IO = -3,          /* the platform write callback failed */
+    SIG_ERR_STATE = -4,       /* not allowed now (e.g. trigger before WELCOME) */
+    SIG_ERR_FULL = -5,        /* a table of sig_config.h is full */
+    SIG_ERR_NOT_FOUND = -6,   /* no such handle / name / request id */
+    SIG_ERR_UNSUPPORTED = -7, /* compiled out (SIG_CONFIG_FULL_CODEC = 0) */
+    /* frames, -10..-19 */
+    SIG_ERR_COBS = -10,       /* not valid COBS */
+    SIG_ERR_CRC = -11,        /* CRC mismatch */
+    SIG_ERR_FRAME_SHORT = -12,/* fewer than 3 decoded bytes */
+    /* messages, -21..-38: SIG_ERR_WIRE_BASE - wire error code */
+    SIG_ERR_MALFORMED = -21,
+    SIG_ERR_UNKNOWN_TYPE = -22,
+    SIG_ERR_UNSUPPORTED_VERSION = -23,
+    SIG_ERR_INVALID_NAME = -26,
+    SIG_ERR_TOO_LARGE = -35,  /* body above max_body / 65535 */
+    SIG_ERR_UNSUPPORTED_FEATURE = -36,
+    /* CBOR, -40..-49 */
+    SIG_ERR_CBOR = -40,       /* not well-formed CBOR */
+    SIG_ERR_CBOR_TYPE = -41,  /* well-formed, but another type than asked */
+    SIG_ERR_CBOR_RANGE = -42, /* value does not fit the C type */
+    SIG_ERR_CBOR_DEPTH = -43  /* nesting deeper than SIG_CONFIG_CBOR_MAX_DEPTH */
+} sig_err_t;
+
+#define SIG_ERR_WIRE_BASE (-20)
+
+/* Wire error code (PROTOCOL.md "Error codes") of a message error, or 0. */
+uint32_t sig_err_wire_code(sig_err_t err);
+
+/* Wire error codes. */
+typedef enum {
+    SIG_CODE_OK = 0,
+    SIG_CODE_MALFORMED = 1,
+    SIG_CODE_UNKNOWN_TYPE = 2,
+    SIG_CODE_UNSUPPORTED_VERSION = 3,
+    SIG_CODE_NO_SESSION = 4,
+    SIG_CODE_DUPLICATE_SENDER = 5,
+    SIG_CODE_INVALID_NAME = 6,
+    SIG_CODE_DUPLICATE_REF = 7,
+    SIG_CODE_UNKNOWN_REF = 8,
+    SIG_CODE_NO_SUCH_SENDER = 9,
+    SIG_CODE_NO_SUCH_METHOD = 10,
+    SIG_CODE_HANDLER_ERROR = 11,
+    SIG_CODE_TIMEOUT = 12,
+    SIG_CODE_SENDER_GONE = 13,
+    SIG_CODE_NOT_AUTHORISED = 14,
+    SIG_CODE_TOO_LARGE = 15,
+    SIG_CODE_UNSUPPORTED_FEATURE = 16,
+    SIG_CODE_BUSY = 17,
+    SIG_CODE_UNKNOWN_EVENT = 18
+} sig_code_t;
+
+/* A run of bytes inside some buffer (names, text, CBOR data). Not
+ * NUL-terminated. Decoded slices point into the buffer that was decoded. */
+typedef struct {
+    const uint8_t *ptr;
+    size_t len;
+} sig_bytes_t;
+
+/* true when b holds exactly the bytes of the C string s. */
+bool sig_bytes_eq(sig_bytes_t b, const char *s);
+
+/* ------------------------------------------------------------------------ */
+/* 1. Frames: COBS(body || CRC16) || 0x00                                    */
+/* ------------------------------------------------------------------------ */
+
+#define SIG_PROTOCOL_VERSION 1u
+#define SIG_MAX_BODY_LIMIT 65535u
+#define SIG_MAX_NAME 255u
+#define SIG_CRC_SIZE 2u
+
+/* Largest COBS encoding of n bytes: n + ceil(n / 254), and 1 for n = 0. */
+#define SIG_COBS_ENCODED_MAX(n) ((n) + ((n) + 253u) / 254u + ((n) == 0u ? 1u : 0u))
+/* Largest frame on the wire for a body of n bytes (PROTOCOL.md section 1):
+ * n + 2 + ceil((n + 2) / 254) + 1. */
+#define SIG_FRAME_ENCODED_MAX(n) (SIG_COBS_ENCODED_MAX((n) + SIG_CRC_SIZE) + 1u)
+/* Encoded bytes (delimiter excluded) the streaming decoder accepts for a
+ * max_body before it counts `oversize`. Same limit as sig/_frame.py
+ * (encoded_size_max(max_body) - 1), so both decoders count alike. */
+#define SIG_RX_ENCODED_LIMIT(max_body) \
+    ((uint32_t)(max_body) + 2u + ((uint32_t)(max_body) + 2u) / 254u + 1u)
+
+/* CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, not reflected, no xor out. */
+#define SIG_CRC16_INIT 0xFFFFu
+uint16_t sig_crc16_update(uint16_t crc, const uint8_t *p, size_t n);
+uint16_t sig_crc16(const uint8_t *p, size_t n);
+
+/* COBS as Python's `cobs` package: dst gets at most SIG_COBS_ENCODED_MAX(n)
+ * bytes, no delimiter. SIG_ERR_NO_SPACE if cap is too small (nothing is
+ * written past dst + cap). */
+SIG_CHECK sig_err_t sig_cobs_encode(uint8_t *dst, size_t cap, const uint8_t *src, size_t n,
+                                    size_t *out_len);
+/* SIG_ERR_COBS on a zero byte or a code byte that runs past the end. */
+SIG_CHECK sig_err_t sig_cobs_decode(uint8_t *dst, size_t cap, const uint8_t *src, size_t n,
+                                    size_t *out_len);
+
+/* Whole frame (COBS, CRC and delimiter) of a body of 1..65535 bytes into dst. */
+SIG_CHECK sig_err_t sig_frame_encode(uint8_t *dst, size_t cap, const uint8_t *body, size_t n,
+                                     size_t *out_len);
+
+/* Counters of PROTOCOL.md section 1; never reset by the decoder. */
+typedef struct {
+    uint32_t frames;         /* good frames returned */
+    uint32_t empty;          /* 0x00 with nothing before it */
+    uint32_t crc_errors;     /* CRC did not match */
+    uint32_t framing_errors; /* not valid COBS, or fewer than 3 decoded bytes */
+    uint32_t oversize;       /* longer than max_body allows */
+} sig_rx_stats_t;
+
+/* Streaming frame decoder. It decodes COBS as bytes arrive, so its buffer
+ * needs only max_body + 2 bytes. Fields are private; read `stats`. */
+typedef struct {
+    uint8_t *buf;        /* decoded bytes: body then CRC */
+    uint32_t limit;      /* SIG_RX_ENCODED_LIMIT(max_body) */
+    uint32_t enc;        /* encoded bytes of the current frame */
+    uint16_t cap;        /* max_body + 2 */
+    uint16_t len;        /* decoded bytes stored */
+    uint8_t remaining;   /* data bytes left in the current COBS block */
+    uint8_t flags;       /* zero pending / skipping / too long / frame ready */
+    sig_rx_stats_t stats;
+} sig_rx_t;
+
+/* buf must hold max_body + 2 bytes; max_body is 1..65533. */
+SIG_CHECK sig_err_t sig_rx_init(sig_rx_t *rx, uint8_t *buf, size_t buf_len, uint16_t max_body);
+/* Feed one received byte. Returns true when it completed a good frame: the
+ * body is then sig_rx_body(rx), valid until the next call to sig_rx_feed.
+ * Never fails: bad input is only counted. Safe to call from an ISR. */
+bool sig_rx_feed(sig_rx_t *rx, uint8_t byte);
+sig_bytes_t sig_rx_body(const sig_rx_t *rx);
+
+/* ------------------------------------------------------------------------ */
+/* 2. Messages                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    SIG_MSG_HELLO = 0x01,
+    SIG_MSG_WELCOME = 0x02,
+    SIG_MSG_PING = 0x03,
+    SIG_MSG_PONG = 0x04,
+    SIG_MSG_INVITE = 0x05,
+    SIG_MSG_ERROR = 0x06,
+    SIG_MSG_ACK = 0x07,
+    SIG_MSG_REGISTER_SENDER = 0x10,
+    SIG_MSG_SENDER_REGISTERED = 0x11,
+    SIG_MSG_UNREGISTER_SENDER = 0x12,
+    SIG_MSG_LISTEN = 0x13,
+    SIG_MSG_LISTENING = 0x14,
+    SIG_MSG_UNLISTEN = 0x15,
+    SIG_MSG_TRIGGER = 0x20,
+    SIG_MSG_EVENT = 0x21,
+    SIG_MSG_REQUEST = 0x22,
+    SIG_MSG_RESPONSE = 0x23
+} sig_msg_type_t;
+
+#define SIG_HEADER_TYPE_MASK 0x3Fu
+#define SIG_HEADER_FLAG_AUTH 0x40u
+#define SIG_HEADER_FLAG_SEQ 0x80u
+#define SIG_REGISTER_FLAG_DEFAULT_HANDLER 0x01u
+#define SIG_VARINT_MAX_LEN 5u
+
+typedef struct {
+    uint32_t ref;
+    sig_bytes_t name;
+} sig_event_decl_t;
+
+/* One message. Slices point into the decoded body (zero copy) or, when
+ * encoding, at the caller's bytes. A name? of length 0 means "none". */
+typedef struct {
+    sig_msg_type_t type;
+    union {
+        struct { uint32_t version; sig_bytes_t name; uint32_t max_body, keepalive_ms, features;
+                 sig_bytes_t credentials; } hello;
+        struct { uint32_t version; sig_bytes_t name; uint32_t max_body, keepalive_ms, features; } welcome;
+        struct { uint32_t token; } ping;        /* PING and PONG */
+        struct { uint32_t code, ref; sig_bytes_t message; } error;
+        struct { uint32_t seq; } ack;
+        struct {
+            uint32_t sender_ref; sig_bytes_t name; uint8_t flags;
+            uint32_t n_events; uint32_t n_methods;
+            const sig_event_decl_t *events;     /* encode: n_events entries */
+            const sig_bytes_t *methods;         /* encode: n_methods entries */
+            sig_bytes_t lists;                  /* decode: read with sig_reg_iter_t */
+        } register_sender;
+        struct { uint32_t ref; } ref;           /* SENDER_REGISTERED, UNREGISTER_SENDER,
+                                                   LISTENING, UNLISTEN */
+        struct { uint32_t listener_id; sig_bytes_t sender, event; } listen;
+        struct { uint32_t event_ref; sig_bytes_t data; } trigger;
+        struct { sig_bytes_t sender, event, data; } event;
+        struct { uint32_t request_id; sig_bytes_t sender, method, data; } request;
+        struct { uint32_t request_id, status; sig_bytes_t message, data; } response;
+    } u;
+} sig_msg_t;
+
+/* Encode m as a frame body into buf (capacity cap). */
+SIG_CHECK sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *out_len);
+/* Decode one body. Errors: SIG_ERR_MALFORMED, SIG_ERR_UNKNOWN_TYPE,
+ * SIG_ERR_UNSUPPORTED_VERSION, SIG_ERR_INVALID_NAME, SIG_ERR_UNSUPPORTED_FEATURE
+ * (map to the wire with sig_err_wire_code), SIG_ERR_UNSUPPORTED (compiled out). */
+SIG_CHECK sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m);
+
+/* Iterates the events then the methods of a decoded REGISTER_SENDER. */
+typedef struct {
+    const uint8_t *p, *end;
+    uint32_t events_left, methods_left;
+    bool in_methods;
+} sig_reg_iter_t;
+void sig_reg_iter_init(sig_reg_iter_t *it, const sig_msg_t *m);
+bool sig_reg_next_event(sig_reg_iter_t *it, sig_event_decl_t *out);
+bool sig_reg_next_method(sig_reg_iter_t *it, sig_bytes_t *out);
+
+/* Unsigned LEB128 of at most 5 bytes / 2^32-1. */
+SIG_CHECK sig_err_t sig_varint_encode(uint32_t v, uint8_t *buf, size_t cap, size_t *out_len);
+SIG_CHECK sig_err_t sig_varint_decode(const uint8_t *buf, size_t len, uint32_t *v, size_t *used);
+
+/* ------------------------------------------------------------------------ */
+/* CBOR (RFC 8949) helpers for event data                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Writer with a sticky error: the puts do nothing after the first error,
+ * sig_cbor_finish() reports it. Preferred serialisation: shortest ints,
+ * shortest float that keeps the value. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+    size_t len;
+    sig_err_t err;
+} sig_cbor_writer_t;
+
+void sig_cbor_writer_init(sig_cbor_writer_t *w, uint8_t *buf, size_t cap);
+void sig_cbor_put_null(sig_cbor_writer_t *w);
+void sig_cbor_put_bool(sig_cbor_writer_t *w, bool v);
+void sig_cbor_put_int(sig_cbor_writer_t *w, int64_t v);
+void sig_cbor_put_float32(sig_cbor_writer_t *w, float v);   /* F9 or FA */
+void sig_cbor_put_float64(sig_cbor_writer_t *w, double v);  /* F9, FA or FB */
+void sig_cbor_put_text(sig_cbor_writer_t *w, const char *s, size_t n);
+void sig_cbor_put_bytes(sig_cbor_writer_t *w, const uint8_t *p, size_t n);
+void sig_cbor_put_array(sig_cbor_writer_t *w, uint32_t n); /* then n items */
+void sig_cbor_put_map(sig_cbor_writer_t *w, uint32_t n);   /* then n key, value pairs */
+SIG_CHECK sig_err_t sig_cbor_finish(const sig_cbor_writer_t *w, size_t *out_len);
+
+/* Reader: each get reads one item at the cursor and advances past it only
+ * on success. Strings are returned as slices (definite length only). */
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+} sig_cbor_reader_t;
+
+void sig_cbor_reader_init(sig_cbor_reader_t *r, const uint8_t *p, size_t n);
+bool sig_cbor_at_end(const sig_cbor_reader_t *r);
+SIG_CHECK sig_err_t sig_cbor_get_null(sig_cbor_reader_t *r);
+SIG_CHECK sig_err_t sig_cbor_get_bool(sig_cbor_reader_t *r, bool *v);
+SIG_CHECK sig_err_t sig_cbor_get_int(sig_cbor_reader_t *r, int64_t *v);
+/* half, single or double; also accepts integers. */
+SIG_CHECK sig_err_t sig_cbor_get_double(sig_cbor_reader_t *r, double *v);
+/* half or single exactly; a double is rounded to float. */
+SIG_CHECK sig_err_t sig_cbor_get_float(sig_cbor_reader_t *r, float *v);
+SIG_CHECK sig_err_t sig_cbor_get_text(sig_cbor_reader_t *r, sig_bytes_t *v);
+SIG_CHECK sig_err_t sig_cbor_get_bytes(sig_cbor_reader_t *r, sig_bytes_t *v);
+SIG_CHECK sig_err_t sig_cbor_get_array(sig_cbor_reader_t *r, uint32_t *n); /* definite */
+SIG_CHECK sig_err_t sig_cbor_get_map(sig_cbor_reader_t *r, uint32_t *n);   /* definite */
+/* Skip one whole well-formed item (any type, tags, indefinite lengths). */
+SIG_CHECK sig_err_t sig_cbor_skip(sig_cbor_reader_t *r);
+/* SIG_OK when p[0..n) is empty (no data) or exactly one well-formed item. */
+SIG_CHECK sig_err_t sig_cbor_check_data(const uint8_t *p, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* 3. Device session                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Platform layer. Contract:
+ *  - write(ctx, buf, len): send all len bytes (or queue them) and return
+ *    true; return false on an I/O error. After false, any prefix of buf may
+ *    have gone out: the library reports SIG_ERR_IO to its caller and sends a
+ *    lone 0x00 before its next frame so the gateway drops the torn frame.
+ *    Called only from sig_device_* functions, never from an ISR by the library.
+ *  - millis(ctx): a free-running millisecond clock; wrap-around is handled. */
+typedef struct {
+    void *ctx;
+    bool (*write)(void *ctx, const uint8_t *buf, size_t len);
+    uint32_t (*millis)(void *ctx);
+} sig_platform_t;
+
+typedef struct sig_device sig_device_t;
+
+typedef uint8_t sig_sender_t;     /* sender handle: index of registration */
+typedef uint16_t sig_event_ref_t; /* event handle: the event_ref on the wire */
+
+/* A received EVENT, for listeners. Slices point into the receive buffer and
+ * are valid during the callback only. */
+typedef struct {
+    sig_bytes_t sender, event, data;
+} sig_event_t;
+
+/* A received REQUEST for one of this device's senders. */
+typedef struct {
+    uint32_t request_id;
+    sig_bytes_t sender, method, data;
+} sig_request_t;
+
+/* A RESPONSE to a REQUEST this device sent (status SIG_CODE_TIMEOUT when the
+ * local timeout fired; then message and data are empty). */
+typedef struct {
+    uint32_t request_id;
+    uint32_t status;
+    sig_bytes_t message, data;
+} sig_response_t;
+
+typedef void (*sig_event_cb)(sig_device_t *dev, void *user, const sig_event_t *ev);
+/* A request handler answers with sig_device_respond(dev, req->request_id, ...),
+ * during the call or later. */
+typedef void (*sig_request_cb)(sig_device_t *dev, void *user, const sig_request_t *req);
+typedef void (*sig_response_cb)(sig_device_t *dev, void *user, const sig_response_t *resp);
+
+typedef struct {
+    const char *name;
+    sig_request_cb handler;
+} sig_method_t;
+
+/* A sender, described in (usually const, flash) memory the application keeps
+ * alive as long as the device: the library stores the pointer only. */
+typedef struct {
+    const char *name;
+    const char *const *events;  /* event names; index i gets its own event_ref */
+    uint8_t n_events;
+    const sig_method_t *methods;
+    uint8_t n_methods;
+    sig_request_cb default_handler; /* NULL: none (unknown methods -> NO_SUCH_METHOD) */
+    void *user;                     /* passed to the handlers */
+} sig_sender_desc_t;
+
+typedef enum {
+    SIG_STATUS_HELLO = 1,      /* HELLO sent */
+    SIG_STATUS_WELCOME,        /* WELCOME received; registrations sent */
+    SIG_STATUS_REGISTERED,     /* SENDER_REGISTERED; ref = sender handle */
+    SIG_STATUS_LISTENING,      /* LISTENING; ref = listener handle */
+    SIG_STATUS_INVITE,         /* INVITE received: starting over */
+    SIG_STATUS_NO_SESSION,     /* ERROR(NO_SESSION) received: starting over */
+    SIG_STATUS_LINK_TIMEOUT,   /* nothing received for 3 x keepalive: starting over */
+    SIG_STATUS_DATA_DROPPED    /* EVENT/REQUEST/RESPONSE with data that is not one CBOR item */
+} sig_status_t;
+
+typedef void (*sig_status_cb)(sig_device_t *dev, void *user, sig_status_t status, uint32_t ref);
+/* An ERROR message from the gateway (code, ref, message; e.g. DUPLICATE_SENDER
+ * with ref = sender_ref = sender handle + 1). */
+typedef void (*sig_error_cb)(sig_device_t *dev, void *user, uint32_t code, uint32_t ref,
+                             sig_bytes_t message);
+
+typedef struct {
+    const char *name;      /* device name in HELLO, 1..255 bytes, kept by pointer */
+    uint16_t max_body;     /* announced receive limit; 0 = SIG_CONFIG_MAX_BODY */
+    uint16_t keepalive_ms; /* asked for; 0 = the gateway's default */
+    sig_platform_t platform;
+    sig_status_cb on_status; /* may be NULL */
+    sig_error_cb on_error;   /* may be NULL */
+    void *user;              /* passed to on_status / on_error */
+} sig_device_config_t;
+
+/* The device context. Declare one (static or on the stack); fields are
+ * private. sizeof(sig_device_t) is all the RAM the library uses. */
+struct sig_device {
+    sig_platform_t plat;
+    const char *name;
+    sig_status_cb on_status;
+    sig_error_cb on_error;
+    void *user;
+    uint32_t last_rx, last_tx, last_hello;
+    uint32_t next_request_id;
+    uint16_t ping_token;
+    uint16_t max_body;       /* ours */
+    uint16_t peer_max_body;  /* the gateway's, from WELCOME */
+    uint16_t keepalive_req;  /* asked for in HELLO */
+    uint16_t keepalive_ms;   /* agreed in WELCOME */
+    uint8_t state;
+    uint8_t tx_torn;         /* a write failed: send 0x00 first */
+    uint8_t n_senders, n_listeners;
+    uint32_t data_dropped;
+    const sig_sender_desc_t *senders[SIG_CONFIG_MAX_SENDERS];
+    struct {
+        const char *sender, *event;
+        sig_event_cb cb;
+        void *user;
+    } listeners[SIG_CONFIG_MAX_LISTENERS];
+    struct {
+        uint32_t id, deadline;
+        sig_response_cb cb;
+        void *user;
+    } pending[SIG_CONFIG_MAX_PENDING];
+    sig_rx_t rx;
+    uint8_t rx_buf[SIG_CONFIG_MAX_BODY + SIG_CRC_SIZE];
+    uint8_t tx_buf[SIG_CONFIG_TX_MAX_BODY + SIG_CRC_SIZE];
+};
+
+SIG_CHECK sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg);
+
+/* Registrations: allowed any time; while online they are sent at once,
+ * otherwise after the next WELCOME (and again after every INVITE). */
+SIG_CHECK sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc,
+                                          sig_sender_t *out);
+/* Handle of event `index` of a sender, for sig_device_trigger. */
+SIG_CHECK sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender,
+                                     uint8_t index, sig_event_ref_t *out);
+/* sender / event may be NULL (wildcard, PROTOCOL.md section 4). */
+SIG_CHECK sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *event,
+                                      sig_event_cb cb, void *user, uint8_t *out);
+
+/* Send a lone 0x00 and HELLO; the session runs from here on. */
+SIG_CHECK sig_err_t sig_device_start(sig_device_t *dev);
+/* Push received bytes. Complete frames are handled inside the call (the
+ * callbacks run in it), so call it from the main loop; from an ISR, queue the
+ * bytes in a ring buffer and feed them from the loop. Returns the first
+ * SIG_ERR_IO of an answer it had to send, else SIG_OK. */
+SIG_CHECK sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len);
+SIG_CHECK sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte);
+/* Timers: HELLO retry, PING after keepalive_ms without sending, link timeout
+ * after 3 x keepalive_ms without a valid frame, request timeouts. Call often. */
+SIG_CHECK sig_err_t sig_device_poll(sig_device_t *dev);
+
+/* TRIGGER: data is one CBOR item or len 0 (no data). SIG_ERR_STATE before WELCOME. */
+SIG_CHECK sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev,
+                                       const uint8_t *data, size_t len);
+/* REQUEST to another sender; cb gets the RESPONSE or a local TIMEOUT. */
+SIG_CHECK sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *method,
+                                       const uint8_t *params, size_t len, uint32_t timeout_ms,
+                                       sig_response_cb cb, void *user, uint32_t *request_id);
+/* RESPONSE to a REQUEST received by a handler. status SIG_CODE_OK with data
+ * (CBOR or len 0), or an error code with a message (may be NULL). */
+SIG_CHECK sig_err_t sig_device_respond(sig_device_t *dev, uint32_t request_id, uint32_t status,
+                                       const char *message, const uint8_t *data, size_t len);
+
+bool sig_device_online(const sig_device_t *dev);
+const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev);
+/* Agreed keepalive (0 before WELCOME) and the gateway's max_body. */
+uint16_t sig_device_keepalive_ms(const sig_device_t *dev);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SIG_DEVICE_H */

@@ -1,0 +1,589 @@
+/* Small CBOR (RFC 8949) writer and reader for event data; no library.
+ * Float conversions are done on the bit patterns with integer operations, so
+ * a device without an FPU pulls in no soft-float routine (except
+ * sig_cbor_get_float of a double, which rounds with a cast). */
+#include <string.h>
+
+#include "sig_internal.h"
+
+#define CBOR_UINT 0u
+#define CBOR_NEGINT 1u
+#define CBOR_BYTES 2u
+#define CBOR_TEXT 3u
+#define CBOR_ARRAY 4u
+#define CBOR_MAP 5u
+#define CBOR_TAG 6u
+#define CBOR_SIMPLE 7u
+#define CBOR_AI_INDEF 31u
+
+/* ---- writer ---- */
+
+void sig_cbor_writer_init(sig_cbor_writer_t *w, uint8_t *buf, size_t cap)
+{
+    w->buf = buf;
+    w->cap = buf == NULL ? 0u : cap;
+    w->len = 0;
+    w->err = buf == NULL ? SIG_ERR_ARG : SIG_OK;
+}
+
+sig_err_t sig_cbor_finish(const sig_cbor_writer_t *w, size_t *out_len)
+{
+    if (w->err != SIG_OK) {
+        return w->err;
+    }
+    if (out_len != NULL) {
+        *out_len = w->len;
+    }
+    return SIG_OK;
+}
+
+static void put_head(sig_cbor_writer_t *w, uint8_t major, uint64_t v)
+{
+    uint8_t tmp[9];
+    size_t n, i;
+    uint8_t mt = (uint8_t)(major << 5);
+    if (v < 24u) {
+        tmp[0] = (uint8_t)(mt | v);
+        n = 1;
+    } else if (v <= 0xFFu) {
+        tmp[0] = (uint8_t)(mt | 24u);
+        n = 2;
+    } else if (v <= 0xFFFFu) {
+        tmp[0] = (uint8_t)(mt | 25u);
+        n = 3;
+    } else if (v <= 0xFFFFFFFFu) {
+        tmp[0] = (uint8_t)(mt | 26u);
+        n = 5;
+    } else {
+        tmp[0] = (uint8_t)(mt | 27u);
+        n = 9;
+    }
+    for (i = 1; i < n; i++) {
+        tmp[i] = (uint8_t)(v >> (8u * (n - 1u - i)));
+    }
+    sig__put_raw(w, tmp, n);
+}
+
+void sig_cbor_put_null(sig_cbor_writer_t *w)
+{
+    sig__put_u8(w, 0xF6u);
+}
+
+void sig_cbor_put_bool(sig_cbor_writer_t *w, bool v)
+{
+    sig__put_u8(w, v ? 0xF5u : 0xF4u);
+}
+
+void sig_cbor_put_int(sig_cbor_writer_t *w, int64_t v)
+{
+    if (v >= 0) {
+        put_head(w, CBOR_UINT, (uint64_t)v);
+    } else {
+        put_head(w, CBOR_NEGINT, (uint64_t)(-(v + 1))); /* no overflow at INT64_MIN */
+    }
+}
+
+static void put_half(sig_cbor_writer_t *w, uint16_t h)
+{
+    uint8_t tmp[3];
+    tmp[0] = 0xF9u;
+    tmp[1] = (uint8_t)(h >> 8);
+    tmp[2] = (uint8_t)h;
+    sig__put_raw(w, tmp, 3u);
+}
+
+static void put_f32_bits(sig_cbor_writer_t *w, uint32_t f)
+{
+    uint16_t sign = (uint16_t)((f >> 16) & 0x8000u);
+    uint32_t efield = (f >> 23) & 0xFFu;
+    uint32_t man = f & 0x7FFFFFu;
+    if (efield == 0xFFu) { /* inf, NaN: half keeps them (NaN canonical) */
+        put_half(w, man != 0u ? (uint16_t)0x7E00u : (uint16_t)(sign | 0x7C00u));
+        return;
+    }
+    if (efield == 0u && man == 0u) {
+        put_half(w, sign);
+        return;
+    }
+    if (efield != 0u) {
+        int32_t e = (int32_t)efield - 127;
+        if (e >= -14 && e <= 15 && (man & 0x1FFFu) == 0u) {
+            put_half(w, (uint16_t)(sign | (uint16_t)((uint32_t)(e + 15) << 10) | (man >> 13)));
+            return;
+        }
+        if (e >= -24 && e < -14) {
+            uint32_t full = man | 0x800000u;
+            uint32_t shift = (uint32_t)(-e - 1);
+            if ((full & ((1u << shift) - 1u)) == 0u) {
+                put_half(w, (uint16_t)(sign | (full >> shift)));
+                return;
+            }
+        }
+    }
+    {
+        uint8_t tmp[5];
+        tmp[0] = 0xFAu;
+        tmp[1] = (uint8_t)(f >> 24);
+        tmp[2] = (uint8_t)(f >> 16);
+        tmp[3] = (uint8_t)(f >> 8);
+        tmp[4] = (uint8_t)f;
+        sig__put_raw(w, tmp, 5u);
+    }
+}
+
+void sig_cbor_put_float32(sig_cbor_writer_t *w, float v)
+{
+    uint32_t f;
+    memcpy(&f, &v, sizeof f);
+    put_f32_bits(w, f);
+}
+
+void sig_cbor_put_float64(sig_cbor_writer_t *w, double v)
+{
+    uint64_t d;
+    uint32_t efield;
+    uint64_t man;
+    uint32_t sign;
+    memcpy(&d, &v, sizeof d);
+    efield = (uint32_t)((d >> 52) & 0x7FFu);
+    man = d & 0xFFFFFFFFFFFFFull;
+    sign = (uint32_t)(d >> 32) & 0x80000000u;
+    if (efield == 0x7FFu) {
+        put_f32_bits(w, sign | 0x7F800000u | (man != 0u ? 0x400000u : 0u));
+        return;
+    }
+    if (efield == 0u && man == 0u) {
+        put_f32_bits(w, sign);
+        return;
+    }
+    if (efield != 0u) {
+        int32_t e = (int32_t)efield - 1023;
+        if (e >= -126 && e <= 127 && (man & 0x1FFFFFFFu) == 0u) {
+            put_f32_bits(w, sign | ((uint32_t)(e + 127) << 23) | (uint32_t)(man >> 29));
+            return;
+        }
+        if (e >= -149 && e < -126) {
+            uint64_t full = man | 0x10000000000000ull;
+            uint32_t shift = (uint32_t)(-97 - e);
+            if ((full & ((1ull << shift) - 1u)) == 0u) {
+                put_f32_bits(w, sign | (uint32_t)(full >> shift));
+                return;
+            }
+        }
+    }
+    {
+        uint8_t tmp[9];
+        size_t i;
+        tmp[0] = 0xFBu;
+        for (i = 0; i < 8u; i++) {
+            tmp[1u + i] = (uint8_t)(d >> (56u - 8u * i));
+        }
+        sig__put_raw(w, tmp, 9u);
+    }
+}
+
+void sig_cbor_put_text(sig_cbor_writer_t *w, const char *s, size_t n)
+{
+    if (s == NULL && n > 0u) {
+        w->err = w->err == SIG_OK ? SIG_ERR_ARG : w->err;
+        return;
+    }
+    put_head(w, CBOR_TEXT, (uint64_t)n);
+    sig__put_raw(w, (const uint8_t *)s, n);
+}
+
+void sig_cbor_put_bytes(sig_cbor_writer_t *w, const uint8_t *p, size_t n)
+{
+    if (p == NULL && n > 0u) {
+        w->err = w->err == SIG_OK ? SIG_ERR_ARG : w->err;
+        return;
+    }
+    put_head(w, CBOR_BYTES, (uint64_t)n);
+    sig__put_raw(w, p, n);
+}
+
+void sig_cbor_put_array(sig_cbor_writer_t *w, uint32_t n)
+{
+    put_head(w, CBOR_ARRAY, n);
+}
+
+void sig_cbor_put_map(sig_cbor_writer_t *w, uint32_t n)
+{
+    put_head(w, CBOR_MAP, n);
+}
+
+/* ---- reader ---- */
+
+void sig_cbor_reader_init(sig_cbor_reader_t *r, const uint8_t *p, size_t n)
+{
+    r->p = p;
+    r->len = p == NULL ? 0u : n;
+    r->pos = 0;
+}
+
+bool sig_cbor_at_end(const sig_cbor_reader_t *r)
+{
+    return r->pos >= r->len;
+}
+
+typedef struct {
+    uint8_t major, ai;
+    uint64_t val;   /* argument; for major 7 with ai 25..27, the float bits */
+    size_t next;    /* position after the head */
+} head_t;
+
+/* Parse the head at pos. SIG_ERR_CBOR when truncated or reserved (ai 28..30). */
+static sig_err_t read_head(const sig_cbor_reader_t *r, size_t pos, head_t *h)
+{
+    uint8_t ib;
+    size_t n, i;
+    if (pos >= r->len) {
+        return SIG_ERR_CBOR;
+    }
+    ib = r->p[pos];
+    h->major = (uint8_t)(ib >> 5);
+    h->ai = (uint8_t)(ib & 0x1Fu);
+    h->val = h->ai;
+    pos++;
+    if (h->ai < 24u || h->ai == CBOR_AI_INDEF) {
+        h->next = pos;
+        return SIG_OK;
+    }
+    if (h->ai > 27u) {
+        return SIG_ERR_CBOR;
+    }
+    n = (size_t)1u << (h->ai - 24u);
+    if (n > r->len - pos) {
+        return SIG_ERR_CBOR;
+    }
+    h->val = 0;
+    for (i = 0; i < n; i++) {
+        h->val = (h->val << 8) | r->p[pos + i];
+    }
+    h->next = pos + n;
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_null(sig_cbor_reader_t *r)
+{
+    if (r->pos >= r->len) {
+        return SIG_ERR_CBOR;
+    }
+    if (r->p[r->pos] != 0xF6u) {
+        return SIG_ERR_CBOR_TYPE;
+    }
+    r->pos++;
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_bool(sig_cbor_reader_t *r, bool *v)
+{
+    if (r->pos >= r->len) {
+        return SIG_ERR_CBOR;
+    }
+    if (r->p[r->pos] != 0xF4u && r->p[r->pos] != 0xF5u) {
+        return SIG_ERR_CBOR_TYPE;
+    }
+    *v = r->p[r->pos] == 0xF5u;
+    r->pos++;
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_int(sig_cbor_reader_t *r, int64_t *v)
+{
+    head_t h;
+    sig_err_t e = read_head(r, r->pos, &h);
+    if (e != SIG_OK) {
+        return e;
+    }
+    if ((h.major != CBOR_UINT && h.major != CBOR_NEGINT)) {
+        return SIG_ERR_CBOR_TYPE;
+    }
+    if (h.ai == CBOR_AI_INDEF) {
+        return SIG_ERR_CBOR;
+    }
+    if (h.val > (uint64_t)INT64_MAX) {
+        return SIG_ERR_CBOR_RANGE;
+    }
+    *v = h.major == CBOR_UINT ? (int64_t)h.val : -1 - (int64_t)h.val;
+    r->pos = h.next;
+    return SIG_OK;
+}
+
+static uint32_t half_to_single(uint32_t hb)
+{
+    uint32_t sign = (hb & 0x8000u) << 16;
+    uint32_t e = (hb >> 10) & 0x1Fu;
+    uint32_t man = hb & 0x3FFu;
+    if (e == 0u) {
+        if (man == 0u) {
+            return sign;
+        }
+        e = 113u; /* subnormal: normalise */
+        while ((man & 0x400u) == 0u) {
+            man <<= 1;
+            e--;
+        }
+        return sign | (e << 23) | ((man & 0x3FFu) << 13);
+    }
+    if (e == 31u) {
+        return sign | 0x7F800000u | (man << 13);
+    }
+    return sign | ((e + 112u) << 23) | (man << 13);
+}
+
+static uint64_t single_to_double(uint32_t f)
+{
+    uint64_t sign = (uint64_t)(f >> 31) << 63;
+    uint32_t e = (f >> 23) & 0xFFu;
+    uint64_t man = f & 0x7FFFFFu;
+    if (e == 0u) {
+        uint32_t de = 897u;
+        if (man == 0u) {
+            return sign;
+        }
+        while ((man & 0x800000u) == 0u) {
+            man <<= 1;
+            de--;
+        }
+        return sign | ((uint64_t)de << 52) | ((man & 0x7FFFFFu) << 29);
+    }
+    if (e == 0xFFu) {
+        return sign | 0x7FF0000000000000ull | (man << 29);
+    }
+    return sign | ((uint64_t)(e + 896u) << 52) | (man << 29);
+}
+
+/* Float head: ai 25/26/27 of major 7. */
+static sig_err_t read_float_head(const sig_cbor_reader_t *r, head_t *h)
+{
+    sig_err_t e = read_head(r, r->pos, h);
+    if (e != SIG_OK) {
+        return e;
+    }
+    if (h->major != CBOR_SIMPLE || h->ai < 25u || h->ai > 27u) {
+        return SIG_ERR_CBOR_TYPE;
+    }
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_double(sig_cbor_reader_t *r, double *v)
+{
+    head_t h;
+    uint64_t d;
+    sig_err_t e = read_float_head(r, &h);
+    if (e != SIG_OK) {
+        return e;
+    }
+    if (h.ai == 25u) {
+        d = single_to_double(half_to_single((uint32_t)h.val));
+    } else if (h.ai == 26u) {
+        d = single_to_double((uint32_t)h.val);
+    } else {
+        d = h.val;
+    }
+    memcpy(v, &d, sizeof d);
+    r->pos = h.next;
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_float(sig_cbor_reader_t *r, float *v)
+{
+    head_t h;
+    uint32_t f;
+    sig_err_t e = read_float_head(r, &h);
+    if (e != SIG_OK) {
+        return e;
+    }
+    if (h.ai == 27u) {
+        double d;
+        uint64_t bits = h.val;
+        memcpy(&d, &bits, sizeof d);
+        *v = (float)d;
+    } else {
+        f = h.ai == 25u ? half_to_single((uint32_t)h.val) : (uint32_t)h.val;
+        memcpy(v, &f, sizeof f);
+    }
+    r->pos = h.next;
+    return SIG_OK;
+}
+
+static sig_err_t get_string(sig_cbor_reader_t *r, uint8_t major, sig_bytes_t *v)
+{
+    head_t h;
+    sig_err_t e = read_head(r, r->pos, &h);
+    if (e != SIG_OK) {
+        return e;
+    }
+    if (h.major != major || h.ai == CBOR_AI_INDEF) {
+        return SIG_ERR_CBOR_TYPE; /* indefinite strings: use sig_cbor_skip */
+    }
+    if (h.val > r->len - h.next) {
+        return SIG_ERR_CBOR;
+    }
+    v->ptr = r->p + h.next;
+    v->len = (size_t)h.val;
+    r->pos = h.next + (size_t)h.val;
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_text(sig_cbor_reader_t *r, sig_bytes_t *v)
+{
+    return get_string(r, CBOR_TEXT, v);
+}
+
+sig_err_t sig_cbor_get_bytes(sig_cbor_reader_t *r, sig_bytes_t *v)
+{
+    return get_string(r, CBOR_BYTES, v);
+}
+
+static sig_err_t get_container(sig_cbor_reader_t *r, uint8_t major, uint32_t *n)
+{
+    head_t h;
+    sig_err_t e = read_head(r, r->pos, &h);
+    if (e != SIG_OK) {
+        return e;
+    }
+    if (h.major != major || h.ai == CBOR_AI_INDEF) {
+        return SIG_ERR_CBOR_TYPE;
+    }
+    if (h.val > r->len - h.next) {
+        return SIG_ERR_CBOR; /* every item takes at least one byte */
+    }
+    *n = (uint32_t)h.val;
+    r->pos = h.next;
+    return SIG_OK;
+}
+
+sig_err_t sig_cbor_get_array(sig_cbor_reader_t *r, uint32_t *n)
+{
+    return get_container(r, CBOR_ARRAY, n);
+}
+
+sig_err_t sig_cbor_get_map(sig_cbor_reader_t *r, uint32_t *n)
+{
+    return get_container(r, CBOR_MAP, n);
+}
+
+#define LVL_INDEF 0xFFFFFFFFu
+#define KIND_CONTAINER 0u
+#define KIND_STRING 0x10u  /* | major: chunks of an indefinite string */
+#define KIND_ODD 0x20u     /* indefinite map holding an odd number of items */
+
+sig_err_t sig_cbor_skip(sig_cbor_reader_t *r)
+{
+    uint32_t left[SIG_CONFIG_CBOR_MAX_DEPTH];
+    uint8_t kind[SIG_CONFIG_CBOR_MAX_DEPTH];
+    size_t depth = 0, pos = r->pos;
+    for (;;) {
+        head_t h;
+        bool done = true; /* the item at pos is complete after its head */
+        sig_err_t e = read_head(r, pos, &h);
+        if (e != SIG_OK) {
+            return e;
+        }
+        if (h.major == CBOR_SIMPLE && h.ai == CBOR_AI_INDEF) { /* break */
+            if (depth == 0u || left[depth - 1u] != LVL_INDEF || (kind[depth - 1u] & KIND_ODD)) {
+                return SIG_ERR_CBOR;
+            }
+            depth--;
+            pos = h.next;
+        } else {
+            if (depth > 0u && (kind[depth - 1u] & KIND_STRING) &&
+                (h.major != (kind[depth - 1u] & 0x0Fu) || h.ai == CBOR_AI_INDEF)) {
+                return SIG_ERR_CBOR; /* a chunk must be a definite string of the same type */
+            }
+            pos = h.next;
+            switch (h.major) {
+            case CBOR_UINT:
+            case CBOR_NEGINT:
+            case CBOR_TAG:
+                if (h.ai == CBOR_AI_INDEF) {
+                    return SIG_ERR_CBOR;
+                }
+                done = h.major != CBOR_TAG; /* a tag's content follows */
+                break;
+            case CBOR_SIMPLE:
+                if (h.ai == 24u && h.val < 32u) {
+                    return SIG_ERR_CBOR; /* two-byte simple below 32 is not well-formed */
+                }
+                break;
+            default: /* strings, arrays, maps */
+                if ((h.major == CBOR_BYTES || h.major == CBOR_TEXT) && h.ai != CBOR_AI_INDEF) {
+                    if (h.val > r->len - pos) {
+                        return SIG_ERR_CBOR;
+                    }
+                    pos += (size_t)h.val;
+                    break;
+                }
+                /* an indefinite string is a level of chunks, like an array */
+                if (h.ai != CBOR_AI_INDEF) {
+                    uint64_t count = h.val;
+                    if (h.major == CBOR_MAP) {
+                        if (count > (r->len - pos) / 2u) {
+                            return SIG_ERR_CBOR;
+                        }
+                        count *= 2u;
+                    } else if (count > r->len - pos) {
+                        return SIG_ERR_CBOR;
+                    }
+                    if (count == 0u) {
+                        break;
+                    }
+                    if (count >= LVL_INDEF) {
+                        return SIG_ERR_CBOR_RANGE;
+                    }
+                    h.val = count;
+                }
+                if (depth >= SIG_CONFIG_CBOR_MAX_DEPTH) {
+                    return SIG_ERR_CBOR_DEPTH;
+                }
+                left[depth] = h.ai == CBOR_AI_INDEF ? LVL_INDEF : (uint32_t)h.val;
+                kind[depth] = (h.major == CBOR_BYTES || h.major == CBOR_TEXT)
+                                  ? (uint8_t)(KIND_STRING | h.major)
+                                  : (uint8_t)KIND_CONTAINER;
+                if (h.major == CBOR_MAP && h.ai == CBOR_AI_INDEF) {
+                    kind[depth] |= 0x40u; /* marks an indefinite map (parity tracked) */
+                }
+                depth++;
+                done = false;
+                break;
+            }
+            if (!done) {
+                continue;
+            }
+        }
+        /* one item completed: count it in the enclosing levels */
+        while (depth > 0u) {
+            if (left[depth - 1u] == LVL_INDEF) {
+                if (kind[depth - 1u] & 0x40u) {
+                    kind[depth - 1u] ^= KIND_ODD;
+                }
+                break;
+            }
+            if (--left[depth - 1u] > 0u) {
+                break;
+            }
+            depth--; /* that container is complete: an item of its parent */
+        }
+        if (depth == 0u) {
+            r->pos = pos;
+            return SIG_OK;
+        }
+    }
+}
+
+sig_err_t sig_cbor_check_data(const uint8_t *p, size_t n)
+{
+    sig_cbor_reader_t r;
+    sig_err_t e;
+    if (n == 0u) {
+        return SIG_OK;
+    }
+    sig_cbor_reader_init(&r, p, n);
+    e = sig_cbor_skip(&r);
+    if (e != SIG_OK) {
+        return e;
+    }
+    return sig_cbor_at_end(&r) ? SIG_OK : SIG_ERR_CBOR;
+}

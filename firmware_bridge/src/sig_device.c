@@ -1,0 +1,627 @@
+/* Device session (PROTOCOL.md section 3, device side) and local dispatch of
+ * EVENTs by the routing rules of section 4.
+ *
+ * States: IDLE (before sig_device_start) -> HELLO (HELLO sent, waiting for
+ * WELCOME; HELLO repeated every retry period) -> ONLINE (registrations sent;
+ * keepalive runs). ONLINE -> HELLO on INVITE, on ERROR(NO_SESSION) and when
+ * nothing valid was received for 3 x keepalive_ms. A WELCOME in any state
+ * (re)opens the session and sends every registration again. */
+#include "sig_internal.h"
+
+enum { DEV_IDLE = 0, DEV_HELLO = 1, DEV_ONLINE = 2 };
+
+static uint32_t now_ms(const sig_device_t *dev)
+{
+    return dev->plat.millis(dev->plat.ctx);
+}
+
+static void status(sig_device_t *dev, sig_status_t st, uint32_t ref)
+{
+    if (dev->on_status != NULL) {
+        dev->on_status(dev, dev->user, st, ref);
+    }
+}
+
+static bool name_ok(const char *s)
+{
+    size_t n;
+    if (s == NULL) {
+        return false;
+    }
+    n = sig__strlen(s);
+    return n >= 1u && n <= SIG_MAX_NAME;
+}
+
+/* ---- sending ---- */
+
+static bool out(sig_device_t *dev, const uint8_t *p, size_t n)
+{
+    if (!dev->plat.write(dev->plat.ctx, p, n)) {
+        dev->tx_torn = 1;
+        return false;
+    }
+    return true;
+}
+
+/* Frame tx_buf[0..len) and write it block by block: COBS without a second
+ * buffer. */
+static sig_err_t send_body(sig_device_t *dev, size_t len)
+{
+    static const uint8_t zero = 0u;
+    uint16_t crc = sig_crc16(dev->tx_buf, len);
+    size_t total = len + SIG_CRC_SIZE, i = 0;
+    dev->tx_buf[len] = (uint8_t)(crc >> 8);
+    dev->tx_buf[len + 1u] = (uint8_t)crc;
+    if (dev->tx_torn) {
+        if (!out(dev, &zero, 1u)) {
+            return SIG_ERR_IO;
+        }
+        dev->tx_torn = 0;
+    }
+    for (;;) {
+        size_t run = 0;
+        uint8_t code;
+        while (i + run < total && run < 254u && dev->tx_buf[i + run] != 0u) {
+            run++;
+        }
+        code = (uint8_t)(run + 1u);
+        if (!out(dev, &code, 1u) || (run > 0u && !out(dev, dev->tx_buf + i, run))) {
+            return SIG_ERR_IO;
+        }
+        i += run;
+        if (i == total) {
+            break;
+        }
+        if (run < 254u) {
+            i++; /* the zero this block stands for */
+        }
+    }
+    if (!out(dev, &zero, 1u)) {
+        return SIG_ERR_IO;
+    }
+    dev->last_tx = now_ms(dev);
+    return SIG_OK;
+}
+
+static size_t tx_cap(const sig_device_t *dev)
+{
+    size_t cap = SIG_CONFIG_TX_MAX_BODY;
+    return dev->peer_max_body < cap ? dev->peer_max_body : cap;
+}
+
+static sig_err_t send_msg(sig_device_t *dev, const sig_msg_t *m)
+{
+    size_t len = 0;
+    sig_err_t e = sig_msg_encode(m, dev->tx_buf, tx_cap(dev), &len);
+    if (e == SIG_ERR_NO_SPACE) {
+        return SIG_ERR_TOO_LARGE;
+    }
+    if (e != SIG_OK) {
+        return e;
+    }
+    return send_body(dev, len);
+}
+
+static sig_bytes_t cstr(const char *s)
+{
+    sig_bytes_t b;
+    b.ptr = (const uint8_t *)s;
+    b.len = s == NULL ? 0u : sig__strlen(s);
+    return b;
+}
+
+static sig_err_t send_hello(sig_device_t *dev)
+{
+    sig_msg_t m;
+    sig_err_t e;
+    dev->state = DEV_HELLO;
+    dev->keepalive_ms = 0;
+    dev->peer_max_body = 0xFFFFu;
+    dev->tx_torn = 1; /* a lone 0x00 first: the gateway drops any torn frame */
+    dev->last_hello = now_ms(dev);
+    m.type = SIG_MSG_HELLO;
+    m.u.hello.version = SIG_PROTOCOL_VERSION;
+    m.u.hello.name = cstr(dev->name);
+    m.u.hello.max_body = dev->max_body;
+    m.u.hello.keepalive_ms = dev->keepalive_req;
+    m.u.hello.features = 0;
+    m.u.hello.credentials.ptr = NULL;
+    m.u.hello.credentials.len = 0;
+    e = send_msg(dev, &m);
+    status(dev, SIG_STATUS_HELLO, 0);
+    return e;
+}
+
+/* REGISTER_SENDER of sender i, built from its description. */
+static sig_err_t encode_register(sig_device_t *dev, uint8_t i, size_t cap, size_t *len)
+{
+    const sig_sender_desc_t *d = dev->senders[i];
+    sig_wr_t w;
+    uint8_t k;
+    sig_cbor_writer_init(&w, dev->tx_buf, cap);
+    sig__put_u8(&w, SIG_MSG_REGISTER_SENDER);
+    sig__put_varint(&w, (uint32_t)i + 1u);
+    sig__put_name(&w, (const uint8_t *)d->name, sig__strlen(d->name), false);
+    sig__put_u8(&w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
+    sig__put_varint(&w, d->n_events);
+    for (k = 0; k < d->n_events; k++) {
+        sig__put_varint(&w, (uint32_t)i * SIG_CONFIG_MAX_EVENTS + k + 1u);
+        sig__put_name(&w, (const uint8_t *)d->events[k], sig__strlen(d->events[k]), false);
+    }
+    sig__put_varint(&w, d->n_methods);
+    for (k = 0; k < d->n_methods; k++) {
+        const char *mn = d->methods[k].name;
+        sig__put_name(&w, (const uint8_t *)mn, sig__strlen(mn), false);
+    }
+    return sig_cbor_finish(&w, len) == SIG_ERR_NO_SPACE ? SIG_ERR_TOO_LARGE : w.err;
+}
+
+static sig_err_t send_register(sig_device_t *dev, uint8_t i)
+{
+    size_t len = 0;
+    sig_err_t e = encode_register(dev, i, tx_cap(dev), &len);
+    return e != SIG_OK ? e : send_body(dev, len);
+}
+
+static sig_err_t send_listen(sig_device_t *dev, uint8_t i)
+{
+    sig_msg_t m;
+    m.type = SIG_MSG_LISTEN;
+    m.u.listen.listener_id = (uint32_t)i + 1u;
+    m.u.listen.sender = cstr(dev->listeners[i].sender);
+    m.u.listen.event = cstr(dev->listeners[i].event);
+    return send_msg(dev, &m);
+}
+
+static sig_err_t first_err(sig_err_t a, sig_err_t b)
+{
+    return a != SIG_OK ? a : b;
+}
+
+/* ---- public: setup ---- */
+
+sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
+{
+    uint8_t *p;
+    size_t i;
+    if (dev == NULL || cfg == NULL || !name_ok(cfg->name) || cfg->platform.write == NULL ||
+        cfg->platform.millis == NULL || cfg->max_body > SIG_CONFIG_MAX_BODY ||
+        (cfg->max_body != 0u && cfg->max_body < 3u)) {
+        return SIG_ERR_ARG;
+    }
+    p = (uint8_t *)dev;
+    for (i = 0; i < sizeof *dev; i++) {
+        p[i] = 0u;
+    }
+    dev->plat = cfg->platform;
+    dev->name = cfg->name;
+    dev->on_status = cfg->on_status;
+    dev->on_error = cfg->on_error;
+    dev->user = cfg->user;
+    dev->max_body = cfg->max_body != 0u ? cfg->max_body : (uint16_t)SIG_CONFIG_MAX_BODY;
+    dev->keepalive_req = cfg->keepalive_ms;
+    dev->peer_max_body = 0xFFFFu;
+    dev->next_request_id = 1;
+    dev->state = DEV_IDLE;
+    return sig_rx_init(&dev->rx, dev->rx_buf, sizeof dev->rx_buf, dev->max_body);
+}
+
+sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc, sig_sender_t *out_h)
+{
+    uint8_t k, i;
+    size_t len;
+    sig_err_t e;
+    if (dev == NULL || desc == NULL || !name_ok(desc->name) ||
+        desc->n_events > SIG_CONFIG_MAX_EVENTS || (desc->n_events > 0u && desc->events == NULL) ||
+        (desc->n_methods > 0u && desc->methods == NULL)) {
+        return SIG_ERR_ARG;
+    }
+    for (k = 0; k < desc->n_events; k++) {
+        if (!name_ok(desc->events[k])) {
+            return SIG_ERR_ARG;
+        }
+    }
+    for (k = 0; k < desc->n_methods; k++) {
+        if (!name_ok(desc->methods[k].name) || desc->methods[k].handler == NULL) {
+            return SIG_ERR_ARG;
+        }
+    }
+    if (dev->n_senders >= SIG_CONFIG_MAX_SENDERS) {
+        return SIG_ERR_FULL;
+    }
+    i = dev->n_senders;
+    dev->senders[i] = desc;
+    /* dry run: the registration must fit the transmit buffer */
+    e = encode_register(dev, i, SIG_CONFIG_TX_MAX_BODY, &len);
+    if (e != SIG_OK) {
+        dev->senders[i] = NULL;
+        return e;
+    }
+    dev->n_senders++;
+    if (out_h != NULL) {
+        *out_h = i;
+    }
+    return dev->state == DEV_ONLINE ? send_register(dev, i) : SIG_OK;
+}
+
+sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender, uint8_t index,
+                           sig_event_ref_t *out_ref)
+{
+    if (dev == NULL || out_ref == NULL || sender >= dev->n_senders ||
+        index >= dev->senders[sender]->n_events) {
+        return SIG_ERR_NOT_FOUND;
+    }
+    *out_ref = (sig_event_ref_t)((unsigned)sender * SIG_CONFIG_MAX_EVENTS + index + 1u);
+    return SIG_OK;
+}
+
+sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *event,
+                            sig_event_cb cb, void *user, uint8_t *out_h)
+{
+    uint8_t i;
+    if (dev == NULL || cb == NULL || (sender != NULL && !name_ok(sender)) ||
+        (event != NULL && !name_ok(event))) {
+        return SIG_ERR_ARG;
+    }
+    if (dev->n_listeners >= SIG_CONFIG_MAX_LISTENERS) {
+        return SIG_ERR_FULL;
+    }
+    i = dev->n_listeners++;
+    dev->listeners[i].sender = sender;
+    dev->listeners[i].event = event;
+    dev->listeners[i].cb = cb;
+    dev->listeners[i].user = user;
+    if (out_h != NULL) {
+        *out_h = i;
+    }
+    return dev->state == DEV_ONLINE ? send_listen(dev, i) : SIG_OK;
+}
+
+sig_err_t sig_device_start(sig_device_t *dev)
+{
+    if (dev == NULL) {
+        return SIG_ERR_ARG;
+    }
+    dev->last_rx = now_ms(dev);
+    return send_hello(dev);
+}
+
+/* ---- receiving ---- */
+
+static sig_err_t respond(sig_device_t *dev, uint32_t id, uint32_t st, sig_bytes_t msg,
+                         const uint8_t *data, size_t len)
+{
+    sig_msg_t m;
+    m.type = SIG_MSG_RESPONSE;
+    m.u.response.request_id = id;
+    m.u.response.status = st;
+    m.u.response.message = msg;
+    m.u.response.data.ptr = data;
+    m.u.response.data.len = len;
+    return send_msg(dev, &m);
+}
+
+static bool data_ok(sig_device_t *dev, sig_bytes_t data)
+{
+#if SIG_CONFIG_CHECK_DATA
+    if (sig_cbor_check_data(data.ptr, data.len) != SIG_OK) {
+        dev->data_dropped++;
+        status(dev, SIG_STATUS_DATA_DROPPED, dev->data_dropped);
+        return false;
+    }
+#else
+    (void)dev;
+    (void)data;
+#endif
+    return true;
+}
+
+static void dispatch_event(sig_device_t *dev, const sig_msg_t *m)
+{
+    sig_event_t ev;
+    uint8_t i;
+    ev.sender = m->u.event.sender;
+    ev.event = m->u.event.event;
+    ev.data = m->u.event.data;
+    if (!data_ok(dev, ev.data)) {
+        return;
+    }
+    for (i = 0; i < dev->n_listeners; i++) {
+        const char *ls = dev->listeners[i].sender, *le = dev->listeners[i].event;
+        if (ls == NULL && le != NULL && ev.event.ptr[0] != (uint8_t)'#') {
+            continue; /* (none, e) is a channel listener: '#' events only */
+        }
+        if ((ls == NULL || sig_bytes_eq(ev.sender, ls)) && (le == NULL || sig_bytes_eq(ev.event, le))) {
+            dev->listeners[i].cb(dev, dev->listeners[i].user, &ev);
+        }
+    }
+}
+
+static sig_err_t dispatch_request(sig_device_t *dev, const sig_msg_t *m)
+{
+    sig_request_t req;
+    uint8_t i, k;
+    req.request_id = m->u.request.request_id;
+    req.sender = m->u.request.sender;
+    req.method = m->u.request.method;
+    req.data = m->u.request.data;
+    if (!data_ok(dev, req.data)) {
+        return respond(dev, req.request_id, SIG_CODE_MALFORMED, cstr(NULL), NULL, 0);
+    }
+    for (i = 0; i < dev->n_senders; i++) {
+        const sig_sender_desc_t *d = dev->senders[i];
+        if (!sig_bytes_eq(req.sender, d->name)) {
+            continue;
+        }
+        for (k = 0; k < d->n_methods; k++) {
+            if (sig_bytes_eq(req.method, d->methods[k].name)) {
+                d->methods[k].handler(dev, d->user, &req);
+                return SIG_OK;
+            }
+        }
+        if (d->default_handler != NULL) {
+            d->default_handler(dev, d->user, &req);
+            return SIG_OK;
+        }
+        return respond(dev, req.request_id, SIG_CODE_NO_SUCH_METHOD, cstr(NULL), NULL, 0);
+    }
+    return respond(dev, req.request_id, SIG_CODE_NO_SUCH_SENDER, cstr(NULL), NULL, 0);
+}
+
+static void dispatch_response(sig_device_t *dev, const sig_msg_t *m)
+{
+    uint8_t i;
+    for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
+        if (dev->pending[i].cb != NULL && dev->pending[i].id == m->u.response.request_id) {
+            sig_response_t resp;
+            sig_response_cb cb = dev->pending[i].cb;
+            void *user = dev->pending[i].user;
+            dev->pending[i].cb = NULL; /* free the slot before the callback */
+            resp.request_id = m->u.response.request_id;
+            resp.status = m->u.response.status;
+            resp.message = m->u.response.message;
+            resp.data = m->u.response.data;
+            if (!data_ok(dev, resp.data)) {
+                resp.status = SIG_CODE_MALFORMED;
+                resp.data.len = 0;
+            }
+            cb(dev, user, &resp);
+            return;
+        }
+    }
+}
+
+static sig_err_t on_welcome(sig_device_t *dev, const sig_msg_t *m)
+{
+    sig_err_t e = SIG_OK;
+    uint8_t i;
+    uint32_t ka = m->u.welcome.keepalive_ms, mb = m->u.welcome.max_body;
+    dev->state = DEV_ONLINE;
+    dev->keepalive_ms = (uint16_t)(ka > 0xFFFFu ? 0xFFFFu : ka);
+    dev->peer_max_body = (uint16_t)(mb > 0xFFFFu ? 0xFFFFu : mb);
+    status(dev, SIG_STATUS_WELCOME, 0);
+    for (i = 0; i < dev->n_senders && dev->state == DEV_ONLINE; i++) {
+        e = first_err(e, send_register(dev, i));
+    }
+    for (i = 0; i < dev->n_listeners && dev->state == DEV_ONLINE; i++) {
+        e = first_err(e, send_listen(dev, i));
+    }
+    return e;
+}
+
+static sig_err_t on_frame(sig_device_t *dev, sig_bytes_t body)
+{
+    sig_msg_t m;
+    sig_err_t e;
+    dev->last_rx = now_ms(dev);
+    e = sig_msg_decode(body.ptr, body.len, &m);
+    if (e != SIG_OK) {
+        uint32_t code = sig_err_wire_code(e), ref = 0;
+        if (code == 0u || (body.ptr[0] & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR) {
+            return SIG_OK; /* compiled out, or a bad ERROR: never answer an ERROR */
+        }
+        if (code == SIG_CODE_UNKNOWN_TYPE) {
+            ref = body.ptr[0];
+        } else if (code == SIG_CODE_UNSUPPORTED_VERSION) {
+            ref = SIG_PROTOCOL_VERSION;
+        }
+        m.type = SIG_MSG_ERROR;
+        m.u.error.code = code;
+        m.u.error.ref = ref;
+        m.u.error.message = cstr(NULL);
+        return send_msg(dev, &m);
+    }
+    switch (m.type) {
+    case SIG_MSG_PING:
+        m.type = SIG_MSG_PONG;
+        return send_msg(dev, &m);
+    case SIG_MSG_WELCOME:
+        return on_welcome(dev, &m);
+    case SIG_MSG_INVITE:
+        status(dev, SIG_STATUS_INVITE, 0);
+        return send_hello(dev);
+    case SIG_MSG_ERROR:
+        if (dev->on_error != NULL) {
+            dev->on_error(dev, dev->user, m.u.error.code, m.u.error.ref, m.u.error.message);
+        }
+        if (m.u.error.code == SIG_CODE_NO_SESSION) {
+            status(dev, SIG_STATUS_NO_SESSION, 0);
+            return send_hello(dev);
+        }
+        return SIG_OK;
+    case SIG_MSG_SENDER_REGISTERED:
+        if (m.u.ref.ref >= 1u && m.u.ref.ref <= dev->n_senders) {
+            status(dev, SIG_STATUS_REGISTERED, m.u.ref.ref - 1u);
+        }
+        return SIG_OK;
+    case SIG_MSG_LISTENING:
+        if (m.u.ref.ref >= 1u && m.u.ref.ref <= dev->n_listeners) {
+            status(dev, SIG_STATUS_LISTENING, m.u.ref.ref - 1u);
+        }
+        return SIG_OK;
+    case SIG_MSG_EVENT:
+        dispatch_event(dev, &m);
+        return SIG_OK;
+    case SIG_MSG_REQUEST:
+        return dispatch_request(dev, &m);
+    case SIG_MSG_RESPONSE:
+        dispatch_response(dev, &m);
+        return SIG_OK;
+    default: /* PONG, ACK, and messages meant for the gateway */
+        return SIG_OK;
+    }
+}
+
+sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte)
+{
+    if (!sig_rx_feed(&dev->rx, byte)) {
+        return SIG_OK;
+    }
+    return on_frame(dev, sig_rx_body(&dev->rx));
+}
+
+sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len)
+{
+    sig_err_t e = SIG_OK;
+    size_t i;
+    if (dev == NULL || (buf == NULL && len > 0u)) {
+        return SIG_ERR_ARG;
+    }
+    for (i = 0; i < len; i++) {
+        e = first_err(e, sig_device_feed_byte(dev, buf[i]));
+    }
+    return e;
+}
+
+/* ---- timers ---- */
+
+sig_err_t sig_device_poll(sig_device_t *dev)
+{
+    sig_err_t e = SIG_OK;
+    uint32_t now;
+    uint8_t i;
+    if (dev == NULL) {
+        return SIG_ERR_ARG;
+    }
+    now = now_ms(dev);
+    if (dev->state == DEV_HELLO) {
+        uint32_t retry = dev->keepalive_req != 0u ? dev->keepalive_req : SIG_CONFIG_HELLO_RETRY_MS;
+        if (now - dev->last_hello >= retry) {
+            e = send_hello(dev);
+        }
+    } else if (dev->state == DEV_ONLINE && dev->keepalive_ms != 0u) {
+        if (now - dev->last_rx >= 3u * (uint32_t)dev->keepalive_ms) {
+            status(dev, SIG_STATUS_LINK_TIMEOUT, 0);
+            e = send_hello(dev);
+        } else if (now - dev->last_tx >= dev->keepalive_ms) {
+            sig_msg_t m;
+            m.type = SIG_MSG_PING;
+            m.u.ping.token = ++dev->ping_token;
+            e = send_msg(dev, &m);
+        }
+    }
+    for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
+        if (dev->pending[i].cb != NULL && (int32_t)(now - dev->pending[i].deadline) >= 0) {
+            sig_response_t resp;
+            sig_response_cb cb = dev->pending[i].cb;
+            dev->pending[i].cb = NULL;
+            resp.request_id = dev->pending[i].id;
+            resp.status = SIG_CODE_TIMEOUT;
+            resp.message = cstr(NULL);
+            resp.data = cstr(NULL);
+            cb(dev, dev->pending[i].user, &resp);
+        }
+    }
+    return e;
+}
+
+/* ---- public: use ---- */
+
+sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_t *data, size_t len)
+{
+    sig_msg_t m;
+    uint32_t s, k;
+    if (dev == NULL || ev == 0u || (data == NULL && len > 0u)) {
+        return SIG_ERR_ARG;
+    }
+    s = ((uint32_t)ev - 1u) / SIG_CONFIG_MAX_EVENTS;
+    k = ((uint32_t)ev - 1u) % SIG_CONFIG_MAX_EVENTS;
+    if (s >= dev->n_senders || k >= dev->senders[s]->n_events) {
+        return SIG_ERR_NOT_FOUND;
+    }
+    if (dev->state != DEV_ONLINE) {
+        return SIG_ERR_STATE;
+    }
+    m.type = SIG_MSG_TRIGGER;
+    m.u.trigger.event_ref = ev;
+    m.u.trigger.data.ptr = data;
+    m.u.trigger.data.len = len;
+    return send_msg(dev, &m);
+}
+
+sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *method,
+                             const uint8_t *params, size_t len, uint32_t timeout_ms,
+                             sig_response_cb cb, void *user, uint32_t *request_id)
+{
+    sig_msg_t m;
+    sig_err_t e;
+    uint8_t i;
+    if (dev == NULL || cb == NULL || !name_ok(sender) || !name_ok(method) ||
+        (params == NULL && len > 0u) || timeout_ms > 0x7FFFFFFFu) {
+        return SIG_ERR_ARG;
+    }
+    if (dev->state != DEV_ONLINE) {
+        return SIG_ERR_STATE;
+    }
+    for (i = 0; i < SIG_CONFIG_MAX_PENDING && dev->pending[i].cb != NULL; i++) {
+    }
+    if (i == SIG_CONFIG_MAX_PENDING) {
+        return SIG_ERR_FULL;
+    }
+    m.type = SIG_MSG_REQUEST;
+    m.u.request.request_id = dev->next_request_id;
+    m.u.request.sender = cstr(sender);
+    m.u.request.method = cstr(method);
+    m.u.request.data.ptr = params;
+    m.u.request.data.len = len;
+    e = send_msg(dev, &m);
+    if (e != SIG_OK) {
+        return e;
+    }
+    dev->pending[i].id = dev->next_request_id;
+    dev->pending[i].deadline = now_ms(dev) + timeout_ms;
+    dev->pending[i].cb = cb;
+    dev->pending[i].user = user;
+    if (request_id != NULL) {
+        *request_id = dev->next_request_id;
+    }
+    dev->next_request_id = dev->next_request_id == 0xFFFFFFFFu ? 1u : dev->next_request_id + 1u;
+    return SIG_OK;
+}
+
+sig_err_t sig_device_respond(sig_device_t *dev, uint32_t request_id, uint32_t st,
+                             const char *message, const uint8_t *data, size_t len)
+{
+    if (dev == NULL || (data == NULL && len > 0u)) {
+        return SIG_ERR_ARG;
+    }
+    if (dev->state != DEV_ONLINE) {
+        return SIG_ERR_STATE;
+    }
+    return respond(dev, request_id, st, cstr(message), data, len);
+}
+
+bool sig_device_online(const sig_device_t *dev)
+{
+    return dev->state == DEV_ONLINE;
+}
+
+const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev)
+{
+    return &dev->rx.stats;
+}
+
+uint16_t sig_device_keepalive_ms(const sig_device_t *dev)
+{
+    return dev->keepalive_ms;
+}

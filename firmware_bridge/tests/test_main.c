@@ -1,0 +1,61 @@
+/* Host test runner: every TEST of test_codec.c and test_session.c. */
+#include <stdlib.h>
+
+#include "unittest.h"
+
+int ut_checks, ut_current_failed;
+static int ut_passed, ut_failed;
+
+void ut_run(const char *name, void (*fn)(void))
+{
+    int before = ut_checks;
+    ut_current_failed = 0;
+    fn();
+    if (ut_checks == before) {
+        printf("FAIL %s: asserted nothing\n", name);
+        ut_current_failed = 1;
+    }
+    if (ut_current_failed) {
+        ut_failed++;
+        printf("FAIL %s\n", name);
+    } else {
+        ut_passed++;
+        printf("ok   %s\n", name);
+    }
+    fflush(stdout);
+}
+
+int main(void)
+{
+    RUN(crc_vectors);
+    RUN(cobs_vectors);
+    RUN(cobs_bounds);
+    RUN(varint_vectors);
+    RUN(message_vectors_decode);
+    RUN(message_vectors_encode);
+    RUN(frame_vectors);
+    RUN(frame_vectors_every_split);
+    RUN(bad_bodies);
+    RUN(streams);
+    RUN(streams_byte_by_byte);
+    RUN(rx_max_body_boundaries);
+    RUN(encode_capacity_checks);
+    RUN(cbor_vector_data);
+    RUN(cbor_rfc8949_examples);
+    RUN(cbor_writer_capacity);
+    RUN(cbor_reader_errors);
+    RUN(random_frame_decoder);
+    RUN(random_message_decoder);
+    RUN(random_cbor);
+    RUN(mutated_vectors);
+    RUN(session_hello_register_vectors);
+    RUN(session_dispatch_and_requests);
+    RUN(session_keepalive_and_timeout);
+    RUN(session_invite_and_no_session);
+    RUN(session_errors_answered);
+    RUN(session_random_input);
+    RUN(session_write_faults);
+    printf("%d checks\n", ut_checks);
+    printf("%d passed, %d failed\n", ut_passed, ut_failed);
+    return ut_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
