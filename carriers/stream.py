@@ -76,6 +76,14 @@ class StreamLink(asyncio.Protocol):
             if not self.name:
                 peer = transport.get_extra_info("peername")
                 self.name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
+        if isinstance(transport, asyncio.WriteTransport):
+            # The stall timer starts on pause_writing, so the transport must pause
+            # below our high-water mark: above it events are dropped and its buffer
+            # would never grow enough to pause (asyncio's default pause is 64 KiB).
+            low, high = transport.get_write_buffer_limits()
+            if high >= self.high_water:
+                high = max(1, self.high_water // 2)
+                transport.set_write_buffer_limits(high, min(low, high // 4))
         self.handler.link_up(self)
 
     def data_received(self, data: bytes) -> None:
