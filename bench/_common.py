@@ -1,0 +1,241 @@
+"""Shared helpers of the benchmark scripts: machine line, statistics, tables, processes.
+
+Benchmarks are scripts, not tests: each prints the machine, the method and a
+table of medians with min-max over several runs. Child processes talk to the
+driving script over pipes with one line per message (``READY ...``,
+``GO``, ``RESULT {json}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+PROCS = BENCH_DIR / "_procs.py"
+
+
+def machine() -> str:
+    """One line: CPU count and model, Python, OS, load (the machine may be shared)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = " load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs ({model or platform.machine()}), "
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.release()},{load}"
+    )
+
+
+def header(title: str, method: Sequence[str]) -> None:
+    print(f"# {title}")
+    print(f"machine: {machine()}")
+    for line in method:
+        print(f"method: {line}")
+    print()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def summary(values: Sequence[float], fmt: str = "{:,.0f}") -> str:
+    """``median (min-max)`` of the runs, or ``-`` when there are none."""
+    vals = [v for v in values if v == v]  # drop NaN
+    if not vals:
+        return "-"
+    med = fmt.format(statistics.median(vals))
+    if len(vals) == 1:
+        return med
+    return f"{med} ({fmt.format(min(vals))}-{fmt.format(max(vals))})"
+
+
+def median(values: Sequence[float]) -> float:
+    vals = [v for v in values if v == v]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (readable as plain text too)."""
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for row in rows:
+        lines.append(
+            "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        )
+    return "\n".join(lines)
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+class Child:
+    """A child process speaking the line protocol; always stopped by its PID."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PROCS), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+            env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def expect(self, prefix: str, timeout: float = 30.0) -> str:
+        """Read lines until one starts with ``prefix``; return the rest of it."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.args[0]} exited ({self.proc.poll()}) before {prefix}")
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        raise RuntimeError(f"{self.args[0]}: no {prefix} within {timeout} s")
+
+    def result(self, timeout: float = 120.0) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.expect("RESULT ", timeout))
+        return out
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self.send("QUIT")
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto broker binary, or None."""
+    for candidate in (
+        shutil.which("mosquitto"),
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+MOSQUITTO_HINT = (
+    "mosquitto not found: install it (Debian/Ubuntu: apt-get install mosquitto; "
+    "macOS: brew install mosquitto) and paho-mqtt (pip install -e '.[bench]')"
+)
+
+
+class Mosquitto:
+    """A private broker on 127.0.0.1:port, configured for no silent QoS-0 drops."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.conf = workdir / f"mosquitto-{self.port}.conf"
+        self.log = workdir / f"mosquitto-{self.port}.log"
+        self.conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} 127.0.0.1",
+                    "allow_anonymous true",
+                    # 0 = no limit: QoS-0 messages for a subscriber whose socket is
+                    # full are queued, not dropped (mosquitto 2 drops them once
+                    # either queue limit is reached).
+                    "max_queued_messages 0",
+                    "max_queued_bytes 0",
+                    "max_inflight_messages 0",
+                    "persistence false",
+                    "set_tcp_nodelay true",
+                    f"log_dest file {self.log}",
+                    "log_type error",
+                    "log_type warning",
+                    "",
+                ]
+            )
+        )
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mosquitto did not start (see {self.log})") from None
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
