@@ -128,6 +128,8 @@ class GatewayCore:
 
     def breach(self, session: Session, reason: str) -> None:
         """An unanswerable protocol breach: log once, close the link."""
+        if session.state in (State.ERROR, State.CLOSED):
+            return
         logger.warning("closing %s: %s", session.link.name, reason)
         self._end_session(session, reason)
         session.step(Input.BREACH)
@@ -137,6 +139,8 @@ class GatewayCore:
 
     def receive(self, session: Session, body: bytes) -> None:
         """Handle one frame body from ``session``'s link."""
+        if session.state in (State.ERROR, State.CLOSED):
+            return  # the rest of a read that ended in a breach: the link is closing
         session.last_rx = self.clock()
         if session.state is State.OPEN and body[0] == w.MessageType.TRIGGER:
             self._on_trigger_fast(session, body)
