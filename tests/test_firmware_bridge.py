@@ -360,3 +360,145 @@ def test_stream(lib: ctypes.CDLL, vec: dict[str, Any]) -> None:
     want = {k: 0 for k in ("frames", "empty", "crc_errors", "framing_errors", "oversize")}
     want.update(vec["stats"])
     assert {k: getattr(rx.stats, k) for k in want} == want
+
+
+# --- the example device against the Python codec, over a socat pty pair -----
+
+
+def _raw_pty(path: str) -> int:
+    import os
+    import termios
+    import tty
+
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    return fd
+
+
+def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
+    import os
+    import select
+    import time
+
+    from sig import _wire as w
+    from sig._frame import FrameDecoder, encode_frame
+
+    assert shutil.which("socat"), "the example test needs socat (installed by CI)"
+    proc = _make("examples")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gw_path, dev_path = tmp_path / "gw", tmp_path / "dev"
+    socat = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={gw_path}", f"pty,raw,echo=0,link={dev_path}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    device = None
+    try:
+        for _ in range(100):
+            if gw_path.exists() and dev_path.exists():
+                break
+            time.sleep(0.05)
+        gw = _raw_pty(str(gw_path))
+        device = subprocess.Popen(
+            [str(FW / "build" / "posix_device"), "--port", str(dev_path), "--interval-ms", "100",
+             "--keepalive-ms", "1000"],
+            stdout=subprocess.PIPE,
+        )
+        assert device.stdout is not None
+        out_fd = device.stdout.fileno()
+        partial = [b""]
+        gw_closed = False
+        decoder = FrameDecoder(max_body=65535)
+        inbox: list[w.Message] = []
+        lines: list[str] = []
+
+        def pump(deadline: float) -> None:
+            fds = [out_fd] if gw_closed else [gw, out_fd]
+            r, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
+            if gw in r and not gw_closed:
+                inbox.extend(w.decode(b) for b in decoder.feed(os.read(gw, 4096)))
+            if out_fd in r:
+                chunk = os.read(out_fd, 4096)
+                if not chunk:
+                    time.sleep(0.01)
+                *done, partial[0] = (partial[0] + chunk).split(b"\n")
+                lines.extend(d.decode().strip() for d in done)
+
+        def expect_msg(kind: type, timeout: float = 5.0) -> Any:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for i, m in enumerate(inbox):
+                    if isinstance(m, kind):
+                        del inbox[: i + 1]
+                        return m
+                pump(deadline)
+            raise AssertionError(f"no {kind.__name__}; got {inbox} {lines}")
+
+        def expect_line(prefix: str, timeout: float = 5.0) -> str:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for i, ln in enumerate(lines):
+                    if ln.startswith(prefix):
+                        del lines[: i + 1]
+                        return ln
+                pump(deadline)
+            raise AssertionError(f"no line {prefix!r}; got {lines}")
+
+        def send(m: w.Message) -> None:
+            os.write(gw, encode_frame(w.encode(m)))
+
+        for round_ in range(2):  # the second round starts with an INVITE
+            hello = expect_msg(w.Hello)
+            assert hello.name == "sensor1" and hello.version == 1 and hello.keepalive_ms == 1000
+            send(w.Welcome(name="gateway", max_body=65535, keepalive_ms=1000))
+            expect_line("welcome")
+            reg = expect_msg(w.RegisterSender)
+            assert reg.name == "sensor1" and reg.default_handler
+            assert [e for _, e in reg.events] == ["temperature", "#alarm", "echo"]
+            assert reg.methods == ("get_temp",)
+            listen = expect_msg(w.Listen)
+            assert (listen.sender, listen.event) == ("timer", "tick")
+            send(w.SenderRegistered(reg.sender_ref))
+            expect_line("registered sensor1")
+            trig = expect_msg(w.Trigger)
+            assert trig.event_ref == dict((n, r) for r, n in reg.events)["temperature"]
+            assert trig.data[:1] in (b"\xf9", b"\xfa")
+            send(w.Event("timer", "tick", bytes.fromhex("182a")))  # 42, as in the vectors
+            assert expect_line("event timer tick") == "event timer tick 42"
+            echo = expect_msg(w.Trigger)
+            while echo.event_ref != dict((n, r) for r, n in reg.events)["echo"]:
+                echo = expect_msg(w.Trigger)
+            assert echo.data == bytes.fromhex("182a")
+            send(w.Request(9, "sensor1", "get_temp", b""))
+            expect_line("request get_temp")
+            resp = expect_msg(w.Response)
+            assert resp.request_id == 9 and resp.status == 0 and resp.data[:1] in (b"\xf9", b"\xfa")
+            send(w.Request(10, "sensor1", "whatever", b""))
+            resp = expect_msg(w.Response)
+            assert (resp.request_id, resp.status, resp.data) == (10, 0, b"\x68whatever")
+            send(w.Error(5, reg.sender_ref, "sender 'sensor1' exists"))
+            assert expect_line("error 5") == "error 5 sender 'sensor1' exists"
+            send(w.Ping(7))
+            assert expect_msg(w.Pong).token == 7
+            if round_ == 0:
+                send(w.Invite())
+                expect_line("invite")
+        # the tty goes away: the device says so and exits with status 2
+        socat.terminate()
+        socat.wait(timeout=5)
+        os.close(gw)
+        gw_closed = True
+        expect_line("tty_error", timeout=10)
+        assert device.wait(timeout=10) == 2
+    finally:
+        if device is not None:
+            if device.poll() is None:
+                device.kill()
+                device.wait()
+            if device.stdout is not None:
+                device.stdout.close()
+        if socat.poll() is None:
+            socat.terminate()
+            socat.wait()

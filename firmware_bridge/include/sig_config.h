@@ -58,6 +58,14 @@
 #define SIG_CONFIG_CHECK_DATA 1
 #endif
 
+/* 1: names and texts received must be valid UTF-8 (INVALID_NAME /
+ * MALFORMED otherwise), as PROTOCOL.md section 2 says. 0 saves ~200 bytes of
+ * flash: the device compares names byte for byte and never needs to decode
+ * them, and the gateway validates every name it forwards. */
+#ifndef SIG_CONFIG_CHECK_UTF8
+#define SIG_CONFIG_CHECK_UTF8 1
+#endif
+
 /* 1: the message codec handles every message type in both directions (the
  * gateway's view too: decode HELLO/REGISTER_SENDER/LISTEN/..., encode
  * WELCOME/EVENT/...). Host tests and the ctypes library build with 1.

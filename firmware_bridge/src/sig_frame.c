@@ -196,7 +196,15 @@ sig_err_t sig_rx_init(sig_rx_t *rx, uint8_t *buf, size_t buf_len, uint16_t max_b
     }
     rx->buf = buf;
     rx->cap = (uint16_t)(max_body + 2u);
-    rx->limit = SIG_RX_ENCODED_LIMIT(max_body);
+    {
+        /* SIG_RX_ENCODED_LIMIT without a division (no __udivsi3 on a Cortex-M0) */
+        uint32_t n = (uint32_t)max_body + 2u, q = 0, r = n;
+        while (r >= 254u) {
+            r -= 254u;
+            q++;
+        }
+        rx->limit = n + q + 1u;
+    }
     rx->enc = 0;
     rx->len = 0;
     rx->remaining = 0;

@@ -106,6 +106,28 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
         sig__put_varint(&w, m->u.error.ref);
         put_text_b(&w, m->u.error.message);
         break;
+    case SIG_MSG_LISTEN:
+        sig__put_varint(&w, m->u.listen.listener_id);
+        put_name_b(&w, m->u.listen.sender, true);
+        put_name_b(&w, m->u.listen.event, true);
+        break;
+    case SIG_MSG_TRIGGER:
+        sig__put_varint(&w, m->u.trigger.event_ref);
+        sig__put_raw(&w, m->u.trigger.data.ptr, m->u.trigger.data.len);
+        break;
+    case SIG_MSG_REQUEST:
+        sig__put_varint(&w, m->u.request.request_id);
+        put_name_b(&w, m->u.request.sender, false);
+        put_name_b(&w, m->u.request.method, false);
+        sig__put_raw(&w, m->u.request.data.ptr, m->u.request.data.len);
+        break;
+    case SIG_MSG_RESPONSE:
+        sig__put_varint(&w, m->u.response.request_id);
+        sig__put_varint(&w, m->u.response.status);
+        put_text_b(&w, m->u.response.message);
+        sig__put_raw(&w, m->u.response.data.ptr, m->u.response.data.len);
+        break;
+#if SIG_CONFIG_FULL_CODEC
     case SIG_MSG_REGISTER_SENDER: {
         const sig_event_decl_t *ev = m->u.register_sender.events;
         const sig_bytes_t *me = m->u.register_sender.methods;
@@ -132,28 +154,6 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
     case SIG_MSG_UNLISTEN:
         sig__put_varint(&w, m->u.ref.ref);
         break;
-    case SIG_MSG_LISTEN:
-        sig__put_varint(&w, m->u.listen.listener_id);
-        put_name_b(&w, m->u.listen.sender, true);
-        put_name_b(&w, m->u.listen.event, true);
-        break;
-    case SIG_MSG_TRIGGER:
-        sig__put_varint(&w, m->u.trigger.event_ref);
-        sig__put_raw(&w, m->u.trigger.data.ptr, m->u.trigger.data.len);
-        break;
-    case SIG_MSG_REQUEST:
-        sig__put_varint(&w, m->u.request.request_id);
-        put_name_b(&w, m->u.request.sender, false);
-        put_name_b(&w, m->u.request.method, false);
-        sig__put_raw(&w, m->u.request.data.ptr, m->u.request.data.len);
-        break;
-    case SIG_MSG_RESPONSE:
-        sig__put_varint(&w, m->u.response.request_id);
-        sig__put_varint(&w, m->u.response.status);
-        put_text_b(&w, m->u.response.message);
-        sig__put_raw(&w, m->u.response.data.ptr, m->u.response.data.len);
-        break;
-#if SIG_CONFIG_FULL_CODEC
     case SIG_MSG_WELCOME:
         sig__put_varint(&w, m->u.welcome.version);
         put_name_b(&w, m->u.welcome.name, false);
@@ -263,6 +263,10 @@ static sig_bytes_t rd_raw(rd_t *r, uint32_t n)
 /* Strict UTF-8 as Python's decoder: no overlongs, surrogates or > U+10FFFF. */
 static bool utf8_valid(sig_bytes_t s)
 {
+#if !SIG_CONFIG_CHECK_UTF8
+    (void)s;
+    return true;
+#else
     size_t i = 0;
     while (i < s.len) {
         uint8_t c = s.ptr[i];
@@ -304,6 +308,7 @@ static bool utf8_valid(sig_bytes_t s)
         i += need + 1u;
     }
     return true;
+#endif
 }
 
 static sig_bytes_t rd_name(rd_t *r, bool optional)
