@@ -15,7 +15,8 @@ Rules (the seed's, kept exactly; the brief's "Semantics"):
    allowed, and listeners of a sender that went away receive again when it is back.
 
 Matching is a dict lookup of at most four keys per (sender, event); the merged
-result is cached per (sender, event) and the cache is dropped on any change of
+result is cached per (sender, event) (for live senders, and for up to
+``MATCH_CACHE_LIMIT`` other pairs) and the cache is dropped on any change of
 subscriptions, so a trigger costs O(matching subscribers), whatever the number
 of registrations that do not match.
 """
@@ -40,6 +41,8 @@ BUILTIN_EVENTS = (CONNECT, DISCONNECT)
 RESERVED_PREFIX = "$"
 #: Longest name in UTF-8 bytes (the wire limit).
 MAX_NAME = 255
+#: Cached match results for (sender, event) pairs of senders that are not live.
+MATCH_CACHE_LIMIT = 4096
 
 Sub = TypeVar("Sub", bound=Hashable)
 Key = tuple["str | None", "str | None"]
@@ -207,6 +210,8 @@ class RoutingTable(Generic[Sub]):
                 if bucket:
                     found.update(dict.fromkeys(bucket))
         result = tuple(found)
-        if sender in self._senders:  # cache only for live senders: bounded by their events
+        # Live senders are bounded by their declared events; any other pair (the
+        # client's table knows no senders, it only listens) up to a fixed bound.
+        if sender in self._senders or len(self._cache) < MATCH_CACHE_LIMIT:
             self._cache[(sender, event)] = result
         return result
