@@ -96,7 +96,11 @@ class ClientRouter(ClientRouterAliases):
             self._dispatcher.start()
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        self._ensure_started()
+        try:
+            self._ensure_started()
+        except SigError:
+            coro.close()  # never scheduled: no "coroutine was never awaited" warning
+            raise
         if threading.current_thread() is self._io:
             coro.close()
             raise SigError("blocking sig call from the I/O thread; use the asyncio API there")
