@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
+
 from carriers.stream import StreamLink
 from carriers.tcp import connect_tcp
 
@@ -56,6 +58,7 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 GATEWAY_SENDER = "$gateway"
+_loads = cbor2.loads
 
 
 @dataclass(frozen=True)
@@ -307,13 +310,18 @@ class AsyncClientRouter:
     def frames(self, link: StreamLink, bodies: list[bytes]) -> None:
         self._last_rx = time.monotonic()
         for body in bodies:
+            if body[0] == _EVENT:  # the hot path: no message object for an EVENT
+                fields = _split_event(body)
+                if fields is not None:
+                    self._on_event(*fields)
+                    continue
             try:
                 msg = w.decode(body)
             except RemoteProtocolError as exc:
                 logger.warning("gateway sent a bad message: %s", exc)
                 continue
             if isinstance(msg, w.Event):
-                self._on_event(msg)
+                self._on_event(msg.sender, msg.event, msg.data)
             elif isinstance(msg, w.Response):
                 fut = self._requests.pop(msg.request_id, None)
                 if fut is not None and not fut.done():
@@ -352,21 +360,20 @@ class AsyncClientRouter:
             return
         logger.warning("gateway error %s (ref %s): %s", msg.code, msg.ref, msg.message)
 
-    def _on_event(self, msg: w.Event) -> None:
+    def _on_event(self, sender: str, event: str, data: bytes) -> None:
         self.stats["events_in"] += 1
-        listeners = self._table.match(msg.sender, msg.event)
+        listeners = self._table.match(sender, event)
         if not listeners:
-            return
+            return  # data nobody listens to is never decoded
         try:
-            value = unpack(msg.data)
+            value = _unpack(data)
         except DecodeError as exc:
             self.stats["bad_data"] += 1
-            logger.warning("dropping %s:%s: %s", msg.sender, msg.event, exc)
+            logger.warning("dropping %s:%s: %s", sender, event, exc)
             return
-        info = {"sender": msg.sender, "event": msg.event}
         dispatch = self.dispatch
-        for listener in listeners:
-            dispatch(listener.callback, (dict(info), value))
+        for listener in listeners:  # each callback gets its own info dict
+            dispatch(listener.callback, ({"sender": sender, "event": event}, value))
 
     async def _on_request(self, msg: w.Request) -> None:
         status, message, result = ErrorCode.OK, "", b""
@@ -575,7 +582,7 @@ class AsyncClientRouter:
     def _dispatch_inline(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
             result = func(*args)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 self._spawn(result)
         except Exception:
             self.stats["listener_errors"] += 1
@@ -586,6 +593,64 @@ class AsyncClientRouter:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+
+_EVENT = w.MessageType.EVENT.value
+
+
+def _split_event(body: bytes) -> tuple[str, str, bytes] | None:
+    """(sender, event, data) of an EVENT body whose names are 1..127 bytes, else None.
+
+    The common case of :func:`sig._wire.decode` for EVENT without building a
+    message object; anything unusual (longer names, a short or bad body) returns
+    None so that the full decoder handles and reports it.
+    """
+    size = len(body)
+    n = body[1] if size > 1 else 0
+    if not 0 < n < 0x80 or 2 + n >= size:
+        return None
+    m = body[2 + n]
+    end = 3 + n + m
+    if not 0 < m < 0x80 or end > size:
+        return None
+    try:
+        return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
+    except UnicodeDecodeError:
+        return None
+
+
+def _cbor_size(raw: bytes) -> int:
+    """Size of ``raw``'s first CBOR item if it is a number, simple value or string; else -1."""
+    head = raw[0]
+    major, info = head >> 5, head & 0x1F
+    if info < 24:
+        hdr, arg = 1, info
+    elif info <= 27:
+        hdr = 1 + (1 << (info - 24))
+        if len(raw) < hdr:
+            return -1
+        arg = int.from_bytes(raw[1:hdr], "big")
+    else:
+        return -1
+    if major in (0, 1, 7):
+        return hdr
+    if major in (2, 3):
+        return hdr + arg
+    return -1
+
+
+def _unpack(raw: bytes) -> Any:
+    """:func:`sig._data.unpack`, with cbor2.loads for a lone scalar or string item.
+
+    cbor2.loads ignores trailing bytes, so it is used only when the item's size,
+    read from its head, is the whole of ``raw``; everything else takes unpack.
+    """
+    if raw and _cbor_size(raw) == len(raw):
+        try:
+            return _loads(raw)
+        except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
+            raise DecodeError(f"event data is not one valid CBOR item: {exc}") from exc
+    return unpack(raw)
 
 
 def _varint(value: int) -> bytes:
