@@ -1,0 +1,38 @@
+/* libFuzzer: the frame decoder, the message decoder (and re-encoder) and the
+ * CBOR walker on arbitrary bytes. `make fuzz` (clang). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sig_device.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static uint8_t rxbuf[66];
+    sig_rx_t rx;
+    sig_msg_t m;
+    size_t i;
+    if (sig_rx_init(&rx, rxbuf, sizeof rxbuf, 64) != SIG_OK) {
+        abort();
+    }
+    for (i = 0; i < size; i++) {
+        if (sig_rx_feed(&rx, data[i])) {
+            sig_bytes_t b = sig_rx_body(&rx);
+            if (b.len < 1 || b.len > 64) {
+                abort();
+            }
+        }
+    }
+    if (sig_msg_decode(data, size, &m) == SIG_OK && m.type != SIG_MSG_REGISTER_SENDER) {
+        uint8_t out[700];
+        size_t n;
+        sig_msg_t m2;
+        if (sig_msg_encode(&m, out, sizeof out, &n) != SIG_OK || sig_msg_decode(out, n, &m2) != SIG_OK ||
+            m2.type != m.type) {
+            abort();
+        }
+    }
+    (void)!sig_cbor_check_data(data, size);
+    return 0;
+}
