@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sig._frame import DEFAULT_MAX_BODY, FrameDecoder
@@ -60,6 +61,7 @@ class StreamLink(asyncio.Protocol):
         self._flush_scheduled = False
         self._stall_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._buffered: Callable[[], int] = self._nothing_buffered
         self.frames_out = 0
         self.bytes_out = 0
         self.dropped = 0
@@ -70,6 +72,8 @@ class StreamLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self._loop = asyncio.get_running_loop()
+        if isinstance(transport, asyncio.WriteTransport):  # looked up once, asked per event
+            self._buffered = transport.get_write_buffer_size
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -126,7 +130,7 @@ class StreamLink(asyncio.Protocol):
             if droppable:
                 self.dropped += 1
             return False
-        if droppable and self._out_bytes + self.write_buffer_size() > self.high_water:
+        if droppable and self._out_bytes + self._buffered() > self.high_water:
             self.dropped += 1
             return False
         self._out.append(frame)
@@ -138,9 +142,11 @@ class StreamLink(asyncio.Protocol):
         return True
 
     def write_buffer_size(self) -> int:
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport):
-            return transport.get_write_buffer_size()
+        """Bytes the transport holds that the kernel has not taken yet."""
+        return self._buffered()
+
+    @staticmethod
+    def _nothing_buffered() -> int:
         return 0
 
     def _flush(self) -> None:

@@ -44,6 +44,8 @@ MAX_PROTOCOL_ERRORS = 32
 #: Keepalive the gateway asks of UART devices that announce none.
 DEFAULT_SERIAL_KEEPALIVE_MS = 2000
 KEEPALIVE_MIN_MS, KEEPALIVE_MAX_MS = 500, 60000
+#: Encoded EVENT heads kept (the cache starts again when it is full).
+EVENT_HEAD_CACHE = 4096
 
 Subscriber = Session | Listener
 Done = Callable[[int, str, bytes], None]  # (status, message, data)
@@ -93,6 +95,7 @@ class GatewayCore:
         self._deadlines: list[tuple[float, int]] = []
         self._ids = itertools.count(1)
         self.local_senders: dict[str, LocalSender] = {}
+        self._event_heads: dict[tuple[str, str], bytes] = {}
         #: Extra rows for ``$gateway links``: links that exist without a session,
         #: such as a serial port that is currently unplugged and being reopened.
         self.link_reporters: list[Callable[[], list[dict[str, Any]]]] = []
@@ -313,20 +316,20 @@ class GatewayCore:
         if not subs:
             return
         frame: bytes | None = None
-        body_len = 0
+        body_len = delivered = dropped = 0
         value: Any = _UNSET
         for sub in subs:
             if type(sub) is Session:
-                if frame is None:
-                    body = w.encode(w.Event(sender, event, data))
+                if frame is None:  # one frame for all links: EVENT head + data as it came
+                    body = self._event_head(sender, event) + data
                     body_len = len(body)
                     frame = encode_frame(body)
-                if body_len > sub.peer_max_body or not sub.link.send(frame, True):
-                    sub.dropped_events += 1
-                    self.counters["dropped_events"] += 1
-                else:
+                if body_len <= sub.peer_max_body and sub.link.send(frame, True):
                     sub.events_out += 1
-                    self.counters["events_out"] += 1
+                    delivered += 1
+                else:
+                    sub.dropped_events += 1
+                    dropped += 1
             else:
                 assert isinstance(sub, Listener)
                 if value is _UNSET:
@@ -343,6 +346,20 @@ class GatewayCore:
                 except Exception:
                     self.counters["listener_errors"] += 1
                     logger.exception("listener %r raised on %s:%s", sub, sender, event)
+        if delivered:
+            self.counters["events_out"] += delivered
+        if dropped:
+            self.counters["dropped_events"] += dropped
+
+    def _event_head(self, sender: str, event: str) -> bytes:
+        """The EVENT body up to its data (type and both names), cached per pair."""
+        key = (sender, event)
+        head = self._event_heads.get(key)
+        if head is None:
+            if len(self._event_heads) >= EVENT_HEAD_CACHE:
+                self._event_heads.clear()
+            head = self._event_heads[key] = w.encode(w.Event(sender, event))
+        return head
 
     def _announce(self, info: SenderInfo, event: str) -> None:
         self.route(info.name, event, pack(info.announcement()))
