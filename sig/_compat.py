@@ -124,7 +124,7 @@ class LocalRouterAliases:
     __slots__ = ()
 
     def addSender(
-        self: _LocalLike, name: str, events: Iterable[str], requests: Handlers | None = None
+        self: _LocalLike, name: str, events: Iterable[Any], requests: Handlers | None = None
     ) -> Sender:
         return self.add_sender(name, flatten_events(events), requests)
 
@@ -173,7 +173,7 @@ class ClientRouterAliases(LocalRouterAliases):
     __slots__ = ()
 
     def addRemoteSender(
-        self: _ClientLike, name: str, events: Iterable[str], requests: Handlers | None = None
+        self: _ClientLike, name: str, events: Iterable[Any], requests: Handlers | None = None
     ) -> Sender:
         return self.add_sender(name, flatten_events(events), requests)
 

@@ -151,7 +151,7 @@ class ClientRouter(ClientRouterAliases):
         auto_reconnect: bool | None = None,
         timeout: float | None = None,
     ) -> bool:
-        """Connect to the gateway; True once connected.
+        """Connect to the gateway; True once connected and ``on_connected`` has run.
 
         Waits up to ``timeout`` (default: the connect timeout) for the first
         connection. With auto_reconnect it then returns False and keeps trying
@@ -180,6 +180,14 @@ class ClientRouter(ClientRouterAliases):
                 client.port,
             )
             return False
+        # on_connected was queued before the connection was reported: let it run
+        # first, so that what it sets up (the seed registers there) is in place
+        # when connect() returns.
+        if threading.current_thread() is not self._dispatcher:
+            hooks_done = threading.Event()
+            self._queue.put((hooks_done.set, ()))
+            if not hooks_done.wait(wait):
+                logger.warning("on_connected did not return within %.1f s", wait)
         return True
 
     def wait_connected(self, timeout: float | None = None) -> None:

@@ -110,12 +110,18 @@ class Proc:
         rc = self.popen.wait(timeout)
         for t in self._readers:
             t.join(timeout)
+        self._close_streams()
         return rc
 
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()
         self.popen.wait(TIMEOUT)
+        for t in self._readers:
+            t.join(TIMEOUT)
+        self._close_streams()
+
+    def _close_streams(self) -> None:
         for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):

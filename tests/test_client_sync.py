@@ -196,3 +196,18 @@ def test_seed_api_end_to_end(gateway: Gateway) -> None:
     b.disconnect()
     assert not b.isConnected()
     assert events.empty()
+
+
+def test_connect_returns_after_on_connected_ran(gateway: Gateway) -> None:
+    """The seed registers inside on_connected and uses the result right after connect()."""
+    tcp = CarrierTCPClient()
+    client = sig.ClientRouter(tcp)
+    made: list[sig.Sender] = []
+    tcp.on_connected = lambda: made.append(client.addRemoteSender("early", [["tick"]]))
+    try:
+        tcp.connect("127.0.0.1", gateway.port)
+        assert len(made) == 1  # registered (a network round trip) before connect returned
+        made[0].getSignal("tick").trigger(1)
+        assert "early" in client.list_senders()
+    finally:
+        tcp.disconnect()
