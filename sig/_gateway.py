@@ -400,7 +400,12 @@ class GatewayCore:
         owner = info.owner
         if isinstance(owner, LocalSender):
             handler = resolve_handler(owner.handlers, sender, method)
-            self._answer_inline(done, lambda: handler(unpack(params)), f"{sender}.{method}")
+            try:
+                value = unpack(params)
+            except DecodeError as exc:
+                done(ErrorCode.MALFORMED, str(exc), b"")
+                return
+            self._answer_inline(done, lambda: handler(value), f"{sender}.{method}")
             return
         assert isinstance(owner, Session)
         if len(owner.handling) >= MAX_PENDING_PER_LINK:

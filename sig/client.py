@@ -384,7 +384,11 @@ class AsyncClientRouter:
                     ErrorCode.NO_SUCH_SENDER, f"no sender {msg.sender!r} on this client"
                 )
             handler = resolve_handler(entry.sender.handlers, msg.sender, msg.method)
-            result = pack(await self.run_handler(handler, unpack(msg.data)))
+            try:
+                params = unpack(msg.data)
+            except DecodeError as exc:
+                raise _Malformed(str(exc)) from None
+            result = pack(await self.run_handler(handler, params))
         except RequestError as exc:
             status, message = exc.code, str(exc)
         except Exception as exc:
@@ -651,6 +655,12 @@ def _unpack(raw: bytes) -> Any:
         except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
             raise DecodeError(f"event data is not one valid CBOR item: {exc}") from exc
     return unpack(raw)
+
+
+class _Malformed(RequestError):
+    """The request's params are not one CBOR item (answered as MALFORMED)."""
+
+    code = ErrorCode.MALFORMED
 
 
 def _varint(value: int) -> bytes:

@@ -280,3 +280,13 @@ def test_local_listener_and_sender_share_the_table(core: GatewayCore) -> None:
     frame = encode_frame(w.encode(w.Trigger(1, b"\xff")))  # not one CBOR item
     core.receive(sa, FrameDecoder().feed(frame)[0])
     assert core.counters["bad_data"] == 1 and len(got) == 2
+
+
+def test_request_with_bad_params_is_malformed(core: GatewayCore) -> None:
+    core.add_local_sender("local", (), {"echo": lambda params: params})
+    a, sa = connect(core, "a")
+    a.take()
+    feed(core, sa, w.Request(3, "local", "echo", b"\xff"), w.Request(4, "local", "echo", pack(5)))
+    bad, good = [m for m in a.take() if isinstance(m, w.Response)]
+    assert bad.status == ErrorCode.MALFORMED and bad.request_id == 3
+    assert good == w.Response(4, 0, "", pack(5))
