@@ -165,8 +165,9 @@ class ClientRouter(ClientRouterAliases):
         if auto_reconnect is not None:
             client.auto_reconnect = auto_reconnect
         self._ensure_started()
-        if self._connect_future is not None:
-            raise SigError("connect() was already called")
+        previous = self._connect_future
+        if previous is not None and not (previous.done() and previous.exception() is not None):
+            raise SigError("connect() was already called")  # a failed attempt may be retried
         self._connect_future = asyncio.run_coroutine_threadsafe(client.connect(), self._loop)
         wait = client.connect_timeout if timeout is None else timeout
         try:

@@ -158,7 +158,7 @@ class AsyncClientRouter:
         With ``auto_reconnect`` (the default) it keeps trying in the background;
         without it, a failed first attempt raises :class:`sig.ConnectError`.
         """
-        if self._runner is not None:
+        if self._runner is not None and not self._runner.done():
             raise SigError("connect() was already called")
         self._loop = asyncio.get_running_loop()
         self._closing = False

@@ -211,3 +211,24 @@ def test_connect_returns_after_on_connected_ran(gateway: Gateway) -> None:
         assert "early" in client.list_senders()
     finally:
         tcp.disconnect()
+
+
+def test_seed_connect_may_be_retried_after_a_failure() -> None:
+    port = closed_port()
+    tcp = CarrierTCPClient()
+    client = sig.ClientRouter(tcp)
+    try:
+        for _ in range(2):
+            with pytest.raises(sig.ConnectError):
+                tcp.connect("127.0.0.1", port, auto_reconnect=False)
+        gw = Gateway(port)
+        try:
+            assert tcp.connect("127.0.0.1", port, auto_reconnect=False) is True
+            assert tcp.isConnected()
+            with pytest.raises(sig.SigError, match="already called"):
+                tcp.connect("127.0.0.1", port, auto_reconnect=False)
+        finally:
+            tcp.disconnect()
+            assert gw.stop() == 0
+    finally:
+        client.close()
