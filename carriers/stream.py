@@ -84,7 +84,10 @@ class StreamLink(asyncio.Protocol):
             # The stall timer starts on pause_writing, so the transport must pause
             # below our high-water mark: above it events are dropped and its buffer
             # would never grow enough to pause (asyncio's default pause is 64 KiB).
-            low, high = transport.get_write_buffer_limits()
+            try:
+                low, high = transport.get_write_buffer_limits()
+            except NotImplementedError:  # pyserial-asyncio's transport has only the setter
+                low, high = self.high_water // 8, self.high_water
             if high >= self.high_water:
                 high = max(1, self.high_water // 2)
                 transport.set_write_buffer_limits(high, min(low, high // 4))
