@@ -72,16 +72,42 @@ class Counter:
         return {"count": self.count, "t_first": self.t_first, "t_last": self.t_last}
 
 
+class Recorder(Counter):
+    """Also keeps (data, arrival time) of every delivery (data is the sequence number)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[tuple[Any, float]] = []
+
+    def hit(self, *args: Any) -> None:
+        super().hit()
+        self.arrivals.append((args[-1], self.t_last))
+
+    def result(self) -> dict[str, Any]:
+        return {**super().result(), "arrivals": self.arrivals}
+
+
 # --- sig ----------------------------------------------------------------------
 
 
-async def sig_gateway(high_water: str = "") -> None:
+async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
     from sig.server import ServerRouter
 
     options: dict[str, Any] = {}
     if high_water:
         options["high_water"] = int(high_water)
     async with ServerRouter("127.0.0.1", 0, **options) as gw:
+        if serial_port:  # attach the port as the serial carrier does: a persistent StreamLink
+            import serial_asyncio
+
+            from carriers.stream import StreamLink
+
+            await serial_asyncio.create_serial_connection(
+                asyncio.get_running_loop(),
+                lambda: StreamLink(gw, name=f"serial:{serial_port}", persistent=True),
+                serial_port,
+                baudrate=921600,
+            )
         say("READY", str(gw.port))
         loop = asyncio.get_running_loop()
         while True:
@@ -92,10 +118,10 @@ async def sig_gateway(high_water: str = "") -> None:
                 break
 
 
-async def sig_listen(port: str, expected: str) -> None:
+async def sig_listen(port: str, expected: str, record: str = "") -> None:
     from sig.client import AsyncClientRouter
 
-    counter = Counter()
+    counter = Recorder() if record else Counter()
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
         await client.add_listener(counter.hit, None, EVENT)
         say("READY")
@@ -290,7 +316,69 @@ def mqtt_request(port: str, count: str) -> None:
     say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat)})
 
 
+# --- a minimal UART device (sig._frame + sig._wire only) -------------------------
+
+
+def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
+    """A device on a pty: HELLO, REGISTER_SENDER "dev" with "#e", then TRIGGERs.
+
+    mode "rate": the triggers (data = sequence number) as fast as the pty takes
+    them, 64 frames per write; mode "lat": one frame per write, ``interval_us``
+    apart, with the time each write returned.
+    """
+    import os
+    import select
+
+    from sig import _wire as w
+    from sig._data import pack
+    from sig._frame import FrameDecoder, encode_frame
+
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    decoder = FrameDecoder(512)
+
+    def expect(kind: type) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                for body in decoder.feed(os.read(fd, 4096)):
+                    if isinstance(w.decode(body), kind):
+                        return
+        raise RuntimeError(f"no {kind.__name__} from the gateway")
+
+    def frame(msg: w.Message) -> bytes:
+        return encode_frame(w.encode(msg))
+
+    def write_all(data: bytes) -> None:
+        while data:  # a pty may take part of a write
+            data = data[os.write(fd, data) :]
+
+    write_all(b"\x00" + frame(w.Hello("dev", 512, 60000)))
+    expect(w.Welcome)
+    write_all(frame(w.RegisterSender(1, "dev", ((1, EVENT),))))
+    expect(w.SenderRegistered)
+    frames = [frame(w.Trigger(1, pack(i))) for i in range(int(count))]
+    say("READY", str(sum(map(len, frames)) / len(frames)))
+    wait_line("GO")
+    sent_at: list[float] = []
+    t_start = time.monotonic()
+    if mode == "rate":
+        for i in range(0, len(frames), 64):
+            write_all(b"".join(frames[i : i + 64]))
+    else:
+        pause = int(interval_us) / 1e6
+        for f in frames:
+            write_all(f)
+            sent_at.append(time.monotonic())
+            time.sleep(pause)
+    t_end = time.monotonic()
+    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": len(frames), "sent_at": sent_at})
+    wait_line("QUIT")
+    os.close(fd)
+
+
 ROLES: dict[str, Any] = {
+    "dev-sim": dev_sim,
     "sig-gateway": sig_gateway,
     "sig-listen": sig_listen,
     "sig-send": sig_send,
