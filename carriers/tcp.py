@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +34,8 @@ def describe(exc: BaseException) -> str:
         return f"bad address ({exc.strerror})"
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # asyncio's strerror is "Connect call failed (...)"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 

@@ -123,6 +123,7 @@ def test_unreachable_gateway_is_one_line_and_exit_1(free_port: int, command: lis
     r = sig_cli(command[0], "--port", str(free_port), *command[1:])
     assert r.returncode == 1, r
     assert "cannot reach the gateway" in one_line(r.stderr)
+    assert "Connection refused" in r.stderr
 
 
 def test_serve_on_a_port_in_use_is_one_line_and_exit_2(bound_port: int) -> None:
