@@ -1,0 +1,64 @@
+"""The asyncio client against an in-process gateway: reconnect the nats-core way
+(stop the real gateway, start a new one on the same port, the same listener
+receives again) and coroutine callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import sig
+from sig.client import AsyncClientRouter, Backoff
+from sig.server import ServerRouter
+
+FAST = Backoff(initial=0.05, maximum=0.2, jitter=0.1)
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or cond}"
+        await asyncio.sleep(0.005)
+
+
+async def test_same_listener_receives_after_gateway_restart() -> None:
+    gw = ServerRouter("127.0.0.1", 0)
+    await gw.start()
+    port = gw.port
+    got: list[Any] = []
+    connects: list[int] = []
+
+    async def on_tick(info: dict[str, Any], data: Any) -> None:  # coroutine callbacks work
+        await asyncio.sleep(0)
+        got.append(data)
+
+    listener = AsyncClientRouter("127.0.0.1", port, name="l", backoff=FAST)
+    sender_client = AsyncClientRouter("127.0.0.1", port, name="s", backoff=FAST)
+    listener.on_connected = lambda: connects.append(1)
+    async with listener, sender_client:
+        await listener.add_listener(on_tick, "remote", "tick")
+        sender = await sender_client.add_sender("remote", ["tick"], {"n": lambda p: len(got)})
+        for rnd in range(3):
+            sender.trigger("tick", rnd)
+
+            def arrived(r: int = rnd) -> bool:
+                return got == list(range(r + 1))
+
+            await until(arrived, what=f"tick {rnd}")
+            assert await listener.request("remote", "n") == rnd + 1
+            await gw.stop()
+            await until(lambda: not listener.is_connected and not sender_client.is_connected)
+            with pytest.raises(sig.NotConnectedError):
+                await listener.request("remote", "n")
+            gw = ServerRouter("127.0.0.1", port)
+            await gw.start()
+            await listener.wait_connected(10)
+            await sender_client.wait_connected(10)
+            senders = await listener.list_senders()
+            assert list(senders) == ["remote"]
+        assert listener.stats["reconnects"] == 3 and len(connects) == 4
+    await gw.stop()
