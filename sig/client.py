@@ -84,6 +84,9 @@ class _SenderEntry:
     ref: int
     event_refs: dict[str, int]
     prefixes: dict[str, bytes]  # event -> TRIGGER header + event_ref varint
+    #: Registered (or being registered) on the current connection; False after
+    #: the gateway refused it (name taken meanwhile): its triggers are dropped.
+    live: bool = False
 
 
 Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
@@ -120,6 +123,7 @@ class AsyncClientRouter:
             "events_in": 0,
             "triggers": 0,
             "dropped_offline": 0,
+            "dropped_unregistered": 0,
             "bad_data": 0,
             "listener_errors": 0,
             "reconnects": 0,
@@ -201,11 +205,14 @@ class AsyncClientRouter:
     async def _run(self, first: asyncio.Future[None]) -> None:
         attempt = 0
         while not self._closing:
+            link = None
             try:
                 link = await connect_tcp(self, self.host, self.port, self.connect_timeout)
                 self._link = link
                 await self._handshake(link)
             except (ConnectError, SigError, OSError) as exc:
+                if link is not None:
+                    link.abort()  # never leave a half-registered connection behind
                 self._drop_link()
                 if not self.auto_reconnect:
                     if not first.done():
@@ -267,7 +274,9 @@ class AsyncClientRouter:
         for what, fut in waits:
             try:
                 await asyncio.wait_for(fut, self.connect_timeout)
-            except RequestError as exc:
+            except (RequestError, DuplicateSenderError, InvalidNameError) as exc:
+                if isinstance(what, _SenderEntry):
+                    what.live = False
                 logger.error("re-registering %s failed: %s", _describe(what), exc)
             except asyncio.TimeoutError:
                 link.close()
@@ -276,6 +285,8 @@ class AsyncClientRouter:
     def _drop_link(self) -> None:
         self._connected = False
         self._link = None
+        for entry in self._senders.values():
+            entry.live = False
         lost = NotConnectedError("connection to the gateway was lost")
         for fut in list(self._waiters.values()) + list(self._requests.values()):
             if not fut.done():
@@ -413,6 +424,12 @@ class AsyncClientRouter:
                 )
             existing.sender.handlers.clear()
             existing.sender.handlers.update(handlers)
+            if self._connected and not existing.live:  # refused at the last replay: retry
+                try:
+                    await asyncio.wait_for(self._register(existing), self.request_timeout)
+                except BaseException:
+                    existing.live = False
+                    raise
             return existing.sender
         sender = Sender(self, name, event_list, handlers)
         refs = {e: next(self._ids) for e in event_list}
@@ -427,6 +444,7 @@ class AsyncClientRouter:
             try:
                 await asyncio.wait_for(self._register(entry), self.request_timeout)
             except BaseException:
+                entry.live = False
                 self._senders.pop(name, None)
                 raise
         return sender
@@ -440,6 +458,7 @@ class AsyncClientRouter:
             s.methods,
             s.default_handler,
         )
+        entry.live = True  # TRIGGERs may follow REGISTER_SENDER at once (PROTOCOL.md 3.2)
         return self._expect(entry.ref, msg)
 
     async def remove_sender(self, sender: str | Sender) -> bool:
@@ -474,6 +493,15 @@ class AsyncClientRouter:
                 self._offline_logged = True
                 logger.warning(
                     "not connected: dropping events of %s (counted in stats)", sender.name
+                )
+            return
+        if not entry.live:
+            self.stats["dropped_unregistered"] += 1
+            if self.stats["dropped_unregistered"] == 1:
+                logger.warning(
+                    "sender %s is not registered on the gateway: dropping its events"
+                    " (counted in stats)",
+                    sender.name,
                 )
             return
         body = entry.prefixes[event] + payload

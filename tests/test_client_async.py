@@ -62,3 +62,61 @@ async def test_same_listener_receives_after_gateway_restart() -> None:
             assert list(senders) == ["remote"]
         assert listener.stats["reconnects"] == 3 and len(connects) == 4
     await gw.stop()
+
+
+async def test_name_taken_while_away_does_not_break_the_connection() -> None:
+    """A's sender name is taken by someone else when A comes back: A stays
+    connected with its listeners, its triggers for that sender are dropped and
+    counted (not sent as TRIGGERs the gateway would refuse), no connection leaks."""
+    gw = ServerRouter("127.0.0.1", 0)
+    await gw.start()
+    port = gw.port
+    got: list[Any] = []
+    a = AsyncClientRouter("127.0.0.1", port, name="a", backoff=FAST)
+    async with a:
+        mine = await a.add_sender("x", ["e"])
+        await a.add_listener(lambda info, data: got.append(data), "beacon", "b")
+        await gw.stop()
+        await until(lambda: not a.is_connected)
+        gw = ServerRouter("127.0.0.1", port)
+        await gw.start()
+        gw.add_sender("x", ["e"])  # taken before A can come back
+        beacon = gw.add_sender("beacon", ["b"])
+        await a.wait_connected(10)
+        for i in range(50):
+            mine.trigger("e", i)
+        beacon.trigger("b", "still here")
+        await until(lambda: got == ["still here"], what="listener of A still served")
+        links = gw.links()
+        assert [x["peer"] for x in links] == ["a"]  # one link: nothing leaked
+        # The refused registration is its only error: no refused TRIGGERs.
+        assert links[0]["protocol_errors"] == 1 and links[0]["senders"] == []
+        assert a.is_connected and a.stats["reconnects"] == 1
+        assert a.stats["dropped_unregistered"] == 50
+    await gw.stop()
+
+
+async def test_adding_a_refused_sender_again_retries_and_reports() -> None:
+    """Seed-style code calls add_sender again in on_connected: it gets the clear
+    error while the name is taken, and the sender works once the name is free."""
+    gw = ServerRouter("127.0.0.1", 0)
+    await gw.start()
+    port = gw.port
+    a = AsyncClientRouter("127.0.0.1", port, name="a", backoff=FAST)
+    async with a:
+        await a.add_sender("x", ["e"])
+        await gw.stop()
+        await until(lambda: not a.is_connected)
+        gw = ServerRouter("127.0.0.1", port)
+        await gw.start()
+        gw.add_sender("x", ["e"])
+        await a.wait_connected(10)
+        with pytest.raises(sig.DuplicateSenderError):
+            await a.add_sender("x", ["e"])
+        gw.remove_sender("x")
+        got: list[Any] = []
+        gw.add_listener(lambda info, data: got.append(data), "x", "e")
+        sender = await a.add_sender("x", ["e"])
+        sender.trigger("e", 1)
+        await until(lambda: got == [1])
+    await gw.stop()
