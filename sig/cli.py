@@ -119,9 +119,14 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig_no, stop.set)
     if conf["serial"]:
-        from .serial_links import open_serial_links
+        from .serial_links import SerialSpecError, open_serial_links
 
-        await open_serial_links(router, conf["serial"])
+        try:
+            await open_serial_links(router, conf["serial"])
+        except SerialSpecError as exc:
+            print(f"sig serve: {exc}", file=sys.stderr)
+            await router.stop()
+            return 2
     if conf["timer"]:
         router.spawn(
             demo_timer(
@@ -345,6 +350,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["device-sim"]:  # argparse's REMAINDER drops a leading --option
+        from .device_sim import main as sim_main
+
+        return int(sim_main(argv[1:]))
     args = build_parser().parse_args(argv)
     command = args.command
     try:

@@ -1,0 +1,197 @@
+"""Serial carrier: a UART (or any pyserial URL) carrying sig frames.
+
+The port is opened with pyserial and driven by pyserial-asyncio's transport;
+the bytes are framed by the same :class:`~carriers.stream.StreamLink` as TCP,
+with ``persistent=True``: on a UART the link outlives sessions, line noise is
+counted rather than fatal, and the gateway sends INVITE whenever the port is
+(re)opened.
+
+When the port vanishes (USB adapter unplugged, pty whose other side died)
+pyserial raises on the next read: ``os.read`` fails with EIO, or the device
+reports readable but returns no data. pyserial-asyncio then closes the
+transport and calls ``connection_lost`` with that exception; the link hands a
+:class:`sig.errors.ReadError` (its cause the pyserial exception) to the
+handler and sets ``link.closed``, which is what the supervisor in
+:mod:`sig.serial_links` waits on before it reopens the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import serial
+import serial_asyncio
+
+from sig.errors import ConnectError, ReadError
+
+from .stream import FrameHandler, StreamLink
+from .tcp import describe, map_exceptions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BAUD = 115200
+PARITIES = {
+    "N": serial.PARITY_NONE,
+    "E": serial.PARITY_EVEN,
+    "O": serial.PARITY_ODD,
+    "M": serial.PARITY_MARK,
+    "S": serial.PARITY_SPACE,
+}
+STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: serial.STOPBITS_TWO}
+BYTESIZES = (5, 6, 7, 8)
+#: Keys a ``[[serial]]`` table may hold.
+SPEC_KEYS = frozenset(
+    {"port", "baud", "parity", "stopbits", "bytesize", "rtscts", "exclusive", "name"}
+)
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    """How to open one port. ``port`` is a device path or a pyserial URL."""
+
+    port: str
+    baud: int = DEFAULT_BAUD
+    parity: str = "N"
+    stopbits: float = 1
+    bytesize: int = 8
+    rtscts: bool = False
+    #: Lock the port (flock) so a second program cannot open it by mistake.
+    exclusive: bool = True
+    #: Link name shown in ``sig links``; default ``serial:<port>``.
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            raise ValueError("serial port path is empty")
+        if isinstance(self.baud, bool) or not isinstance(self.baud, int) or self.baud <= 0:
+            raise ValueError(
+                f"serial {self.port}: baud must be a positive integer, not {self.baud!r}"
+            )
+        if self.parity not in PARITIES:
+            raise ValueError(
+                f"serial {self.port}: parity must be one of {', '.join(PARITIES)}, "
+                f"not {self.parity!r}"
+            )
+        if self.stopbits not in STOPBITS:
+            raise ValueError(
+                f"serial {self.port}: stopbits must be 1, 1.5 or 2, not {self.stopbits!r}"
+            )
+        if self.bytesize not in BYTESIZES:
+            raise ValueError(f"serial {self.port}: bytesize must be 5..8, not {self.bytesize!r}")
+        for flag in ("rtscts", "exclusive"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"serial {self.port}: {flag} must be true or false")
+
+    @property
+    def link_name(self) -> str:
+        return self.name or f"serial:{self.port}"
+
+    @classmethod
+    def from_spec(cls, spec: str | Mapping[str, Any]) -> SerialSettings:
+        """Parse ``"PATH[:BAUD]"`` (command line) or a ``[[serial]]`` table (config).
+
+        Raises ValueError with a one-line message naming what is wrong.
+        """
+        if isinstance(spec, str):
+            path, sep, baud_text = spec.rpartition(":")
+            if "://" in spec and spec.split("://", 1)[1].count(":") < 2:
+                sep = ""  # a URL such as socket://host:port, without a baud
+            if not sep:
+                return cls(spec)
+            if not baud_text.isdigit():
+                raise ValueError(f"serial spec {spec!r}: baud {baud_text!r} is not a number")
+            if not path:
+                raise ValueError(f"serial spec {spec!r}: no port path before ':'")
+            return cls(path, int(baud_text))
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"serial spec must be 'PATH[:BAUD]' or a table, not {spec!r}")
+        unknown = set(spec) - SPEC_KEYS
+        if unknown:
+            raise ValueError(
+                f"[[serial]] {spec.get('port', '?')}: unknown key(s) {', '.join(sorted(unknown))}"
+                f" (known: {', '.join(sorted(SPEC_KEYS))})"
+            )
+        if not isinstance(spec.get("port"), str):
+            raise ValueError('[[serial]] table without a port = "/dev/..." string')
+        parity = spec.get("parity", "N")
+        return cls(
+            port=spec["port"],
+            baud=spec.get("baud", DEFAULT_BAUD),
+            parity=parity.upper() if isinstance(parity, str) else parity,
+            stopbits=spec.get("stopbits", 1),
+            bytesize=spec.get("bytesize", 8),
+            rtscts=spec.get("rtscts", False),
+            exclusive=spec.get("exclusive", True),
+            name=str(spec.get("name", "")),
+        )
+
+
+class SerialLink(StreamLink):
+    """A StreamLink on a serial port: persistent, with the port's settings in its stats."""
+
+    def __init__(self, handler: FrameHandler, settings: SerialSettings, **options: Any) -> None:
+        super().__init__(handler, name=settings.link_name, persistent=True, **options)
+        self.settings = settings
+        #: Set by the supervisor: how often the port was reopened after it was lost.
+        self.reopens = 0
+        #: Why the port closed (None: closed by us).
+        self.error: BaseException | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if exc is not None and not isinstance(exc, ReadError):
+            mapped = ReadError(f"{self.settings.port}: {describe(exc)}")
+            mapped.__cause__ = exc
+            exc = mapped
+        self.error = exc
+        super().connection_lost(exc)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **super().stats(),
+            "port": self.settings.port,
+            "baud": self.settings.baud,
+            "port_state": "closed" if self.closed.is_set() else "open",
+            "reopens": self.reopens,
+        }
+
+
+class _SerialTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
+    """pyserial-asyncio's transport, minus the traceback it logs on a dead port.
+
+    A failed write (EIO after an unplug) is an ordinary event for a UART
+    gateway; the link reports it through ``connection_lost`` like a failed read.
+    """
+
+    def _fatal_error(self, exc: BaseException, message: str = "") -> None:
+        logger.debug("%s: %s", message or "serial transport error", exc)
+        self._abort(exc)
+
+
+async def open_serial(
+    handler: FrameHandler, settings: SerialSettings, **link_options: Any
+) -> SerialLink:
+    """Open the port and start framing; raises sig.ConnectError if it cannot be opened."""
+    loop = asyncio.get_running_loop()
+    link = SerialLink(handler, settings, **link_options)
+    with map_exceptions({serial.SerialException: ConnectError, OSError: ConnectError}):
+        port = serial.serial_for_url(
+            settings.port,
+            baudrate=settings.baud,
+            parity=PARITIES[settings.parity],
+            stopbits=STOPBITS[settings.stopbits],
+            bytesize=settings.bytesize,
+            rtscts=settings.rtscts,
+            exclusive=settings.exclusive,
+            timeout=0,
+        )
+    try:
+        _SerialTransport(loop, link, port)
+    except BaseException:
+        port.close()
+        raise
+    logger.debug("opened %s at %d baud", settings.port, settings.baud)
+    return link
