@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from sig._frame import DEFAULT_MAX_BODY, FrameDecoder
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"sig.{__name__}")  # under "sig": setup_logger covers it
 
 DEFAULT_HIGH_WATER = 1 << 20  #: bytes queued before events to this link are dropped
 DEFAULT_STALL_TIMEOUT = 30.0  #: seconds a link may stay unwritable before it is closed

@@ -14,6 +14,7 @@ from ._local import LocalRouter
 from ._routing import CONNECT, DISCONNECT
 from .errors import (
     ConnectError,
+    ConnectionLost,
     DecodeError,
     DuplicateSenderError,
     EncodeError,
@@ -70,6 +71,7 @@ __all__ = [
     "Backoff",
     "ClientRouter",
     "ConnectError",
+    "ConnectionLost",
     "DecodeError",
     "DuplicateSenderError",
     "EncodeError",

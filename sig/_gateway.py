@@ -564,11 +564,14 @@ class GatewayCore:
         session.link.send(encode_frame(w.encode(msg)))
 
     def _protocol_error(self, session: Session, code: int, ref: int, message: str) -> None:
-        session.protocol_errors += 1
+        if code not in _REFUSALS:
+            session.protocol_errors += 1
         if code not in session.logged_codes:  # once per kind per link: noise must not flood
             session.logged_codes.add(code)
             logger.warning("%s (%s): %s", session.link.name, ErrorCode(code).name, message)
         self._send(session, w.Error(code, ref, message[:200]))
+        if code in _REFUSALS:  # an answer to a legitimate registration, not a breach
+            return
         if not session.link.persistent and session.protocol_errors > MAX_PROTOCOL_ERRORS:
             self.breach(session, f"more than {MAX_PROTOCOL_ERRORS} protocol errors")
 
@@ -607,6 +610,9 @@ def raise_no_method(method: str) -> Any:
 
     raise NoSuchMethod(f"{GATEWAY_SENDER} has no method {method!r} (senders, links, stats)")
 
+
+#: Errors that refuse a well-formed registration; they never count toward a breach.
+_REFUSALS = frozenset({ErrorCode.DUPLICATE_SENDER, ErrorCode.INVALID_NAME})
 
 _UNSET: Any = object()
 _BAD: Any = object()

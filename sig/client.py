@@ -42,6 +42,7 @@ from ._frame import encode_frame
 from ._routing import Key, RoutingTable
 from .errors import (
     ConnectError,
+    ConnectionLost,
     DecodeError,
     DuplicateSenderError,
     EncodeError,
@@ -287,7 +288,7 @@ class AsyncClientRouter:
         self._link = None
         for entry in self._senders.values():
             entry.live = False
-        lost = NotConnectedError("connection to the gateway was lost")
+        lost = ConnectionLost("connection to the gateway was lost")
         for fut in list(self._waiters.values()) + list(self._requests.values()):
             if not fut.done():
                 fut.set_exception(lost)

@@ -162,6 +162,15 @@ class RequestTooLarge(RequestError):
     code = ErrorCode.TOO_LARGE
 
 
+class ConnectionLost(RequestError, NotConnectedError):
+    """The connection to the gateway was lost before the response arrived.
+
+    The handler may or may not have run; like SenderGone, the outcome is unknown.
+    """
+
+    code = ErrorCode.SENDER_GONE
+
+
 class GatewayBusy(RequestError):
     """Too many requests are pending on the handler's link."""
 

@@ -290,3 +290,15 @@ def test_request_with_bad_params_is_malformed(core: GatewayCore) -> None:
     bad, good = [m for m in a.take() if isinstance(m, w.Response)]
     assert bad.status == ErrorCode.MALFORMED and bad.request_id == 3
     assert good == w.Response(4, 0, "", pack(5))
+
+
+def test_refused_registrations_do_not_count_as_protocol_errors(core: GatewayCore) -> None:
+    a, sa = connect(core, "a")
+    b, sb = connect(core, "b")
+    feed(core, sa, w.RegisterSender(1, "S", ()))
+    for ref in range(2, 60):  # a client retrying a taken name, far past the breach limit
+        feed(core, sb, w.RegisterSender(ref, "S", ()))
+    assert not b.closed and sb.protocol_errors == 0
+    for _ in range(40):  # real protocol errors still close a TCP link
+        core.receive(sb, bytes([0x3F]))
+    assert b.closed
