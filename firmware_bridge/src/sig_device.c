@@ -89,88 +89,99 @@ static size_t tx_cap(const sig_device_t *dev)
     return dev->peer_max_body < cap ? dev->peer_max_body : cap;
 }
 
-static sig_err_t send_msg(sig_device_t *dev, const sig_msg_t *m)
+/* Every message a device sends starts with its type and a varint. The
+ * per-message encoders below write into tx_buf with the sig__put_* helpers
+ * (sticky error, capacity checked before each write); tx_send frames it. */
+static void tx_begin(sig_device_t *dev, sig_wr_t *w, size_t cap, uint8_t type, uint32_t v)
 {
-    size_t len = 0;
-    sig_err_t e = sig_msg_encode(m, dev->tx_buf, tx_cap(dev), &len);
-    if (e == SIG_ERR_NO_SPACE) {
-        return SIG_ERR_TOO_LARGE;
-    }
-    if (e != SIG_OK) {
-        return e;
-    }
-    return send_body(dev, len);
+    sig_cbor_writer_init(w, dev->tx_buf, cap);
+    sig__put_u8(w, type);
+    sig__put_varint(w, v);
 }
 
-static sig_bytes_t cstr(const char *s)
+/* A C string (NULL = empty) as varint length + bytes: names were checked
+ * (1..255) when they were given to the library; texts may be empty. */
+static void put_cstr(sig_wr_t *w, const char *s)
 {
-    sig_bytes_t b;
-    b.ptr = (const uint8_t *)s;
-    b.len = s == NULL ? 0u : sig__strlen(s);
-    return b;
+    sig__put_text(w, (const uint8_t *)s, s == NULL ? 0u : sig__strlen(s));
+}
+
+static sig_err_t tx_err(const sig_wr_t *w)
+{
+    return w->err == SIG_ERR_NO_SPACE ? SIG_ERR_TOO_LARGE : w->err;
+}
+
+static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
+{
+    sig_err_t e = tx_err(w);
+    return e != SIG_OK ? e : send_body(dev, w->len);
+}
+
+/* PING, PONG, or ERROR(code = v, ref) with an empty message. */
+static sig_err_t send_short(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref)
+{
+    sig_wr_t w;
+    tx_begin(dev, &w, tx_cap(dev), type, v);
+    if (type == SIG_MSG_ERROR) {
+        sig__put_varint(&w, ref);
+        sig__put_u8(&w, 0u);
+    }
+    return tx_send(dev, &w);
 }
 
 static sig_err_t send_hello(sig_device_t *dev)
 {
-    sig_msg_t m;
+    sig_wr_t w;
     sig_err_t e;
     dev->state = DEV_HELLO;
     dev->keepalive_ms = 0;
     dev->peer_max_body = 0xFFFFu;
     dev->tx_torn = 1; /* a lone 0x00 first: the gateway drops any torn frame */
     dev->last_hello = now_ms(dev);
-    m.type = SIG_MSG_HELLO;
-    m.u.hello.version = SIG_PROTOCOL_VERSION;
-    m.u.hello.name = cstr(dev->name);
-    m.u.hello.max_body = dev->max_body;
-    m.u.hello.keepalive_ms = dev->keepalive_req;
-    m.u.hello.features = 0;
-    m.u.hello.credentials.ptr = NULL;
-    m.u.hello.credentials.len = 0;
-    e = send_msg(dev, &m);
+    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_HELLO, SIG_PROTOCOL_VERSION);
+    put_cstr(&w, dev->name);
+    sig__put_varint(&w, dev->max_body);
+    sig__put_varint(&w, dev->keepalive_req);
+    sig__put_u8(&w, 0u); /* features */
+    sig__put_u8(&w, 0u); /* credentials: none */
+    e = tx_send(dev, &w);
     status(dev, SIG_STATUS_HELLO, 0);
     return e;
 }
 
 /* REGISTER_SENDER of sender i, built from its description. */
-static sig_err_t encode_register(sig_device_t *dev, uint8_t i, size_t cap, size_t *len)
+static void encode_register(sig_device_t *dev, sig_wr_t *w, uint8_t i, size_t cap)
 {
     const sig_sender_desc_t *d = dev->senders[i];
-    sig_wr_t w;
     uint8_t k;
-    sig_cbor_writer_init(&w, dev->tx_buf, cap);
-    sig__put_u8(&w, SIG_MSG_REGISTER_SENDER);
-    sig__put_varint(&w, (uint32_t)i + 1u);
-    sig__put_name(&w, (const uint8_t *)d->name, sig__strlen(d->name), false);
-    sig__put_u8(&w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
-    sig__put_varint(&w, d->n_events);
+    tx_begin(dev, w, cap, SIG_MSG_REGISTER_SENDER, (uint32_t)i + 1u);
+    put_cstr(w, d->name);
+    sig__put_u8(w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
+    sig__put_varint(w, d->n_events);
     for (k = 0; k < d->n_events; k++) {
-        sig__put_varint(&w, (uint32_t)i * SIG_CONFIG_MAX_EVENTS + k + 1u);
-        sig__put_name(&w, (const uint8_t *)d->events[k], sig__strlen(d->events[k]), false);
+        sig__put_varint(w, (uint32_t)i * SIG_CONFIG_MAX_EVENTS + k + 1u);
+        put_cstr(w, d->events[k]);
     }
-    sig__put_varint(&w, d->n_methods);
+    sig__put_varint(w, d->n_methods);
     for (k = 0; k < d->n_methods; k++) {
-        const char *mn = d->methods[k].name;
-        sig__put_name(&w, (const uint8_t *)mn, sig__strlen(mn), false);
+        put_cstr(w, d->methods[k].name);
     }
-    return sig_cbor_finish(&w, len) == SIG_ERR_NO_SPACE ? SIG_ERR_TOO_LARGE : w.err;
 }
 
 static sig_err_t send_register(sig_device_t *dev, uint8_t i)
 {
-    size_t len = 0;
-    sig_err_t e = encode_register(dev, i, tx_cap(dev), &len);
-    return e != SIG_OK ? e : send_body(dev, len);
+    sig_wr_t w;
+    encode_register(dev, &w, i, tx_cap(dev));
+    return tx_send(dev, &w);
 }
 
 static sig_err_t send_listen(sig_device_t *dev, uint8_t i)
 {
-    sig_msg_t m;
-    m.type = SIG_MSG_LISTEN;
-    m.u.listen.listener_id = (uint32_t)i + 1u;
-    m.u.listen.sender = cstr(dev->listeners[i].sender);
-    m.u.listen.event = cstr(dev->listeners[i].event);
-    return send_msg(dev, &m);
+    sig_wr_t w;
+    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_LISTEN, (uint32_t)i + 1u);
+    put_cstr(&w, dev->listeners[i].sender);
+    put_cstr(&w, dev->listeners[i].event);
+    return tx_send(dev, &w);
 }
 
 static sig_err_t first_err(sig_err_t a, sig_err_t b)
@@ -182,14 +193,14 @@ static sig_err_t first_err(sig_err_t a, sig_err_t b)
 
 sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
 {
-    uint8_t *p;
+    volatile uint8_t *p; /* volatile: a plain loop would become a call to memset */
     size_t i;
     if (dev == NULL || cfg == NULL || !name_ok(cfg->name) || cfg->platform.write == NULL ||
         cfg->platform.millis == NULL || cfg->max_body > SIG_CONFIG_MAX_BODY ||
         (cfg->max_body != 0u && cfg->max_body < 3u)) {
         return SIG_ERR_ARG;
     }
-    p = (uint8_t *)dev;
+    p = (volatile uint8_t *)dev;
     for (i = 0; i < sizeof *dev; i++) {
         p[i] = 0u;
     }
@@ -209,7 +220,7 @@ sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
 sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc, sig_sender_t *out_h)
 {
     uint8_t k, i;
-    size_t len;
+    sig_wr_t w;
     sig_err_t e;
     if (dev == NULL || desc == NULL || !name_ok(desc->name) ||
         desc->n_events > SIG_CONFIG_MAX_EVENTS || (desc->n_events > 0u && desc->events == NULL) ||
@@ -232,7 +243,8 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     i = dev->n_senders;
     dev->senders[i] = desc;
     /* dry run: the registration must fit the transmit buffer */
-    e = encode_register(dev, i, SIG_CONFIG_TX_MAX_BODY, &len);
+    encode_register(dev, &w, i, SIG_CONFIG_TX_MAX_BODY);
+    e = tx_err(&w);
     if (e != SIG_OK) {
         dev->senders[i] = NULL;
         return e;
@@ -288,17 +300,15 @@ sig_err_t sig_device_start(sig_device_t *dev)
 
 /* ---- receiving ---- */
 
-static sig_err_t respond(sig_device_t *dev, uint32_t id, uint32_t st, sig_bytes_t msg,
+static sig_err_t respond(sig_device_t *dev, uint32_t id, uint32_t st, const char *msg,
                          const uint8_t *data, size_t len)
 {
-    sig_msg_t m;
-    m.type = SIG_MSG_RESPONSE;
-    m.u.response.request_id = id;
-    m.u.response.status = st;
-    m.u.response.message = msg;
-    m.u.response.data.ptr = data;
-    m.u.response.data.len = len;
-    return send_msg(dev, &m);
+    sig_wr_t w;
+    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_RESPONSE, id);
+    sig__put_varint(&w, st);
+    put_cstr(&w, msg);
+    sig__put_raw(&w, data, len);
+    return tx_send(dev, &w);
 }
 
 static bool data_ok(sig_device_t *dev, sig_bytes_t data)
@@ -316,16 +326,13 @@ static bool data_ok(sig_device_t *dev, sig_bytes_t data)
     return true;
 }
 
-static void dispatch_event(sig_device_t *dev, const sig_msg_t *m)
+static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m)
 {
     sig_event_t ev;
     uint8_t i;
-    ev.sender = m->u.event.sender;
-    ev.event = m->u.event.event;
-    ev.data = m->u.event.data;
-    if (!data_ok(dev, ev.data)) {
-        return;
-    }
+    ev.sender = m->str[0];
+    ev.event = m->str[1];
+    ev.data = m->str[2];
     for (i = 0; i < dev->n_listeners; i++) {
         const char *ls = dev->listeners[i].sender, *le = dev->listeners[i].event;
         if (ls == NULL && le != NULL && ev.event.ptr[0] != (uint8_t)'#') {
@@ -337,65 +344,67 @@ static void dispatch_event(sig_device_t *dev, const sig_msg_t *m)
     }
 }
 
-static sig_err_t dispatch_request(sig_device_t *dev, const sig_msg_t *m)
+static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data)
 {
     sig_request_t req;
     uint8_t i, k;
-    req.request_id = m->u.request.request_id;
-    req.sender = m->u.request.sender;
-    req.method = m->u.request.method;
-    req.data = m->u.request.data;
-    if (!data_ok(dev, req.data)) {
-        return respond(dev, req.request_id, SIG_CODE_MALFORMED, cstr(NULL), NULL, 0);
-    }
-    for (i = 0; i < dev->n_senders; i++) {
-        const sig_sender_desc_t *d = dev->senders[i];
-        if (!sig_bytes_eq(req.sender, d->name)) {
-            continue;
-        }
-        for (k = 0; k < d->n_methods; k++) {
-            if (sig_bytes_eq(req.method, d->methods[k].name)) {
-                d->methods[k].handler(dev, d->user, &req);
+    uint32_t code = SIG_CODE_NO_SUCH_SENDER;
+    req.request_id = m->num[0];
+    req.sender = m->str[0];
+    req.method = m->str[1];
+    req.data = m->str[2];
+    if (!good_data) {
+        code = SIG_CODE_MALFORMED; /* PROTOCOL.md section 2: params not one CBOR item */
+    } else {
+        for (i = 0; i < dev->n_senders; i++) {
+            const sig_sender_desc_t *d = dev->senders[i];
+            sig_request_cb h = d->default_handler;
+            if (!sig_bytes_eq(req.sender, d->name)) {
+                continue;
+            }
+            for (k = 0; k < d->n_methods; k++) {
+                if (sig_bytes_eq(req.method, d->methods[k].name)) {
+                    h = d->methods[k].handler;
+                    break;
+                }
+            }
+            if (h != NULL) {
+                h(dev, d->user, &req);
                 return SIG_OK;
             }
+            code = SIG_CODE_NO_SUCH_METHOD;
+            break;
         }
-        if (d->default_handler != NULL) {
-            d->default_handler(dev, d->user, &req);
-            return SIG_OK;
-        }
-        return respond(dev, req.request_id, SIG_CODE_NO_SUCH_METHOD, cstr(NULL), NULL, 0);
     }
-    return respond(dev, req.request_id, SIG_CODE_NO_SUCH_SENDER, cstr(NULL), NULL, 0);
+    return respond(dev, req.request_id, code, NULL, NULL, 0);
 }
 
-static void dispatch_response(sig_device_t *dev, const sig_msg_t *m)
+static void dispatch_response(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data)
 {
     uint8_t i;
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
-        if (dev->pending[i].cb != NULL && dev->pending[i].id == m->u.response.request_id) {
+        if (dev->pending[i].cb != NULL && dev->pending[i].id == m->num[0]) {
             sig_response_t resp;
             sig_response_cb cb = dev->pending[i].cb;
-            void *user = dev->pending[i].user;
             dev->pending[i].cb = NULL; /* free the slot before the callback */
-            resp.request_id = m->u.response.request_id;
-            resp.status = m->u.response.status;
-            resp.message = m->u.response.message;
-            resp.data = m->u.response.data;
-            if (!data_ok(dev, resp.data)) {
-                resp.status = SIG_CODE_MALFORMED;
+            resp.request_id = m->num[0];
+            resp.status = good_data ? m->num[1] : SIG_CODE_MALFORMED;
+            resp.message = m->str[0];
+            resp.data = m->str[1];
+            if (!good_data) {
                 resp.data.len = 0;
             }
-            cb(dev, user, &resp);
+            cb(dev, dev->pending[i].user, &resp);
             return;
         }
     }
 }
 
-static sig_err_t on_welcome(sig_device_t *dev, const sig_msg_t *m)
+static sig_err_t on_welcome(sig_device_t *dev, const sig__rx_msg_t *m)
 {
     sig_err_t e = SIG_OK;
     uint8_t i;
-    uint32_t ka = m->u.welcome.keepalive_ms, mb = m->u.welcome.max_body;
+    uint32_t mb = m->num[1], ka = m->num[2];
     dev->state = DEV_ONLINE;
     dev->keepalive_ms = (uint16_t)(ka > 0xFFFFu ? 0xFFFFu : ka);
     dev->peer_max_body = (uint16_t)(mb > 0xFFFFu ? 0xFFFFu : mb);
@@ -409,32 +418,44 @@ static sig_err_t on_welcome(sig_device_t *dev, const sig_msg_t *m)
     return e;
 }
 
-static sig_err_t on_frame(sig_device_t *dev, sig_bytes_t body)
+/* One good frame: checked and dispatched in one pass by sig__rx_parse (no
+ * sig_msg_t). PROTOCOL.md section 2: an unknown type is answered
+ * ERROR(UNKNOWN_TYPE, ref = type), a WELCOME of another version
+ * ERROR(UNSUPPORTED_VERSION, ref = 1), header flags and bad bodies
+ * ERROR(code, ref = 0); an ERROR is never answered, not even a bad one. */
+static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
 {
-    sig_msg_t m;
-    sig_err_t e;
+    sig__rx_msg_t m;
+    uint8_t t = body[0];
+    uint8_t code;
+    bool good_data = true;
     dev->last_rx = now_ms(dev);
-    e = sig_msg_decode(body.ptr, body.len, &m);
-    if (e != SIG_OK) {
-        uint32_t code = sig_err_wire_code(e), ref = 0;
-        if (code == 0u || (body.ptr[0] & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR) {
-            return SIG_OK; /* compiled out, or a bad ERROR: never answer an ERROR */
+    code = sig__rx_parse(body, len, &m);
+#if SIG_CONFIG_FULL_CODEC
+    if (code == SIG__RX_IGNORE) {
+        /* the full codec also checks the messages only a gateway receives
+         * (and a bad one is answered); a device build ignores them unread */
+        sig_msg_t full;
+        code = (uint8_t)sig_err_wire_code(sig_msg_decode(body, len, &full));
+        if (code == 0u) {
+            code = SIG__RX_IGNORE;
         }
-        if (code == SIG_CODE_UNKNOWN_TYPE) {
-            ref = body.ptr[0];
-        } else if (code == SIG_CODE_UNSUPPORTED_VERSION) {
-            ref = SIG_PROTOCOL_VERSION;
-        }
-        m.type = SIG_MSG_ERROR;
-        m.u.error.code = code;
-        m.u.error.ref = ref;
-        m.u.error.message = cstr(NULL);
-        return send_msg(dev, &m);
     }
-    switch (m.type) {
+#endif
+    if (code != 0u) {
+        if (code == SIG__RX_IGNORE || (t & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR) {
+            return SIG_OK;
+        }
+        return send_short(dev, SIG_MSG_ERROR, code,
+                          code == SIG_CODE_UNKNOWN_TYPE ? t
+                          : code == SIG_CODE_UNSUPPORTED_VERSION ? SIG_PROTOCOL_VERSION : 0u);
+    }
+    if (t >= SIG_MSG_EVENT) { /* EVENT, REQUEST, RESPONSE: data is their last field */
+        good_data = data_ok(dev, m.str[t == SIG_MSG_RESPONSE ? 1 : 2]);
+    }
+    switch (t) {
     case SIG_MSG_PING:
-        m.type = SIG_MSG_PONG;
-        return send_msg(dev, &m);
+        return send_short(dev, SIG_MSG_PONG, m.num[0], 0);
     case SIG_MSG_WELCOME:
         return on_welcome(dev, &m);
     case SIG_MSG_INVITE:
@@ -442,32 +463,34 @@ static sig_err_t on_frame(sig_device_t *dev, sig_bytes_t body)
         return send_hello(dev);
     case SIG_MSG_ERROR:
         if (dev->on_error != NULL) {
-            dev->on_error(dev, dev->user, m.u.error.code, m.u.error.ref, m.u.error.message);
+            dev->on_error(dev, dev->user, m.num[0], m.num[1], m.str[0]);
         }
-        if (m.u.error.code == SIG_CODE_NO_SESSION) {
+        if (m.num[0] == SIG_CODE_NO_SESSION) {
             status(dev, SIG_STATUS_NO_SESSION, 0);
             return send_hello(dev);
         }
         return SIG_OK;
     case SIG_MSG_SENDER_REGISTERED:
-        if (m.u.ref.ref >= 1u && m.u.ref.ref <= dev->n_senders) {
-            status(dev, SIG_STATUS_REGISTERED, m.u.ref.ref - 1u);
+        if (m.num[0] >= 1u && m.num[0] <= dev->n_senders) {
+            status(dev, SIG_STATUS_REGISTERED, m.num[0] - 1u);
         }
         return SIG_OK;
     case SIG_MSG_LISTENING:
-        if (m.u.ref.ref >= 1u && m.u.ref.ref <= dev->n_listeners) {
-            status(dev, SIG_STATUS_LISTENING, m.u.ref.ref - 1u);
+        if (m.num[0] >= 1u && m.num[0] <= dev->n_listeners) {
+            status(dev, SIG_STATUS_LISTENING, m.num[0] - 1u);
         }
         return SIG_OK;
     case SIG_MSG_EVENT:
-        dispatch_event(dev, &m);
+        if (good_data) {
+            dispatch_event(dev, &m);
+        }
         return SIG_OK;
     case SIG_MSG_REQUEST:
-        return dispatch_request(dev, &m);
+        return dispatch_request(dev, &m, good_data);
     case SIG_MSG_RESPONSE:
-        dispatch_response(dev, &m);
+        dispatch_response(dev, &m, good_data);
         return SIG_OK;
-    default: /* PONG, ACK, and messages meant for the gateway */
+    default: /* PONG, ACK */
         return SIG_OK;
     }
 }
@@ -477,7 +500,7 @@ sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte)
     if (!sig_rx_feed(&dev->rx, byte)) {
         return SIG_OK;
     }
-    return on_frame(dev, sig_rx_body(&dev->rx));
+    return on_frame(dev, dev->rx.buf, dev->rx.len);
 }
 
 sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len)
@@ -505,6 +528,8 @@ sig_err_t sig_device_poll(sig_device_t *dev)
     }
     now = now_ms(dev);
     if (dev->state == DEV_HELLO) {
+        /* PROTOCOL.md section 3.1: HELLO again every keepalive_ms (2 s if it
+         * asked for none) until WELCOME; no link timeout before WELCOME */
         uint32_t retry = dev->keepalive_req != 0u ? dev->keepalive_req : SIG_CONFIG_HELLO_RETRY_MS;
         if (now - dev->last_hello >= retry) {
             e = send_hello(dev);
@@ -514,10 +539,7 @@ sig_err_t sig_device_poll(sig_device_t *dev)
             status(dev, SIG_STATUS_LINK_TIMEOUT, 0);
             e = send_hello(dev);
         } else if (now - dev->last_tx >= dev->keepalive_ms) {
-            sig_msg_t m;
-            m.type = SIG_MSG_PING;
-            m.u.ping.token = ++dev->ping_token;
-            e = send_msg(dev, &m);
+            e = send_short(dev, SIG_MSG_PING, ++dev->ping_token, 0);
         }
     }
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
@@ -527,8 +549,10 @@ sig_err_t sig_device_poll(sig_device_t *dev)
             dev->pending[i].cb = NULL;
             resp.request_id = dev->pending[i].id;
             resp.status = SIG_CODE_TIMEOUT;
-            resp.message = cstr(NULL);
-            resp.data = cstr(NULL);
+            resp.message.ptr = NULL;
+            resp.message.len = 0;
+            resp.data.ptr = NULL;
+            resp.data.len = 0;
             cb(dev, dev->pending[i].user, &resp);
         }
     }
@@ -539,7 +563,7 @@ sig_err_t sig_device_poll(sig_device_t *dev)
 
 sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_t *data, size_t len)
 {
-    sig_msg_t m;
+    sig_wr_t w;
     uint32_t s, k;
     if (dev == NULL || ev == 0u || (data == NULL && len > 0u)) {
         return SIG_ERR_ARG;
@@ -552,18 +576,16 @@ sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_
     if (dev->state != DEV_ONLINE) {
         return SIG_ERR_STATE;
     }
-    m.type = SIG_MSG_TRIGGER;
-    m.u.trigger.event_ref = ev;
-    m.u.trigger.data.ptr = data;
-    m.u.trigger.data.len = len;
-    return send_msg(dev, &m);
+    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_TRIGGER, ev);
+    sig__put_raw(&w, data, len);
+    return tx_send(dev, &w);
 }
 
 sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *method,
                              const uint8_t *params, size_t len, uint32_t timeout_ms,
                              sig_response_cb cb, void *user, uint32_t *request_id)
 {
-    sig_msg_t m;
+    sig_wr_t w;
     sig_err_t e;
     uint8_t i;
     if (dev == NULL || cb == NULL || !name_ok(sender) || !name_ok(method) ||
@@ -578,13 +600,11 @@ sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *
     if (i == SIG_CONFIG_MAX_PENDING) {
         return SIG_ERR_FULL;
     }
-    m.type = SIG_MSG_REQUEST;
-    m.u.request.request_id = dev->next_request_id;
-    m.u.request.sender = cstr(sender);
-    m.u.request.method = cstr(method);
-    m.u.request.data.ptr = params;
-    m.u.request.data.len = len;
-    e = send_msg(dev, &m);
+    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_REQUEST, dev->next_request_id);
+    put_cstr(&w, sender);
+    put_cstr(&w, method);
+    sig__put_raw(&w, params, len);
+    e = tx_send(dev, &w);
     if (e != SIG_OK) {
         return e;
     }
@@ -608,7 +628,7 @@ sig_err_t sig_device_respond(sig_device_t *dev, uint32_t request_id, uint32_t st
     if (dev->state != DEV_ONLINE) {
         return SIG_ERR_STATE;
     }
-    return respond(dev, request_id, st, cstr(message), data, len);
+    return respond(dev, request_id, st, message, data, len);
 }
 
 bool sig_device_online(const sig_device_t *dev)

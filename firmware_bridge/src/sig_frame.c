@@ -28,7 +28,7 @@ bool sig_bytes_eq(sig_bytes_t b, const char *s)
 size_t sig__strlen(const char *s)
 {
     size_t n = 0;
-    while (s[n] != '\0') {
+    while (n <= SIG_MAX_BODY_LIMIT && s[n] != '\0') { /* capped: not turned into strlen() */
         n++;
     }
     return n;

@@ -14,6 +14,37 @@ void sig__put_varint(sig_wr_t *w, uint32_t v);
 /* name: 1..255 bytes (optional: 0 allowed); else SIG_ERR_INVALID_NAME. */
 void sig__put_name(sig_wr_t *w, const uint8_t *p, size_t n, bool optional);
 void sig__put_text(sig_wr_t *w, const uint8_t *p, size_t n);
+/* Length of s, capped at SIG_MAX_BODY_LIMIT + 1 (longer never fits a body). */
 size_t sig__strlen(const char *s);
+
+/* Unsigned LEB128 (PROTOCOL.md section 2) at p, reading no byte at or past
+ * end: at most 5 bytes and 2^32-1. Returns the position after it, or NULL
+ * when it is truncated, too long or too large (MALFORMED). */
+const uint8_t *sig__varint(const uint8_t *p, const uint8_t *end, uint32_t *v);
+/* Strict UTF-8 as Python's decoder (no overlongs, surrogates, > U+10FFFF);
+ * always true when SIG_CONFIG_CHECK_UTF8 is 0. */
+bool sig__utf8_ok(const uint8_t *p, size_t n);
+
+/* The device's receive path: checks a body and picks out its fields in one
+ * pass, without a sig_msg_t. Fields of the types a device receives, in wire
+ * order: varints go to num[], names and texts to str[], then the data.
+ *   WELCOME   num = version, max_body, keepalive_ms, features; str = name
+ *   PING/PONG num = token           INVITE (none)
+ *   ERROR     num = code, ref; str = message
+ *   ACK, SENDER_REGISTERED, LISTENING  num = seq / ref
+ *   EVENT     str = sender, event, data
+ *   REQUEST   num = request_id; str = sender, method, data
+ *   RESPONSE  num = request_id, status; str = message, data
+ * Returns 0 when the body is valid, SIG__RX_IGNORE for the types only a
+ * gateway receives (HELLO, REGISTER_SENDER, UNREGISTER_SENDER, LISTEN,
+ * UNLISTEN, TRIGGER; not checked), else the wire error code sig_msg_decode
+ * would give (MALFORMED, UNKNOWN_TYPE, UNSUPPORTED_VERSION, INVALID_NAME,
+ * UNSUPPORTED_FEATURE). Reads only body[0..len). */
+#define SIG__RX_IGNORE 0xFFu
+typedef struct {
+    uint32_t num[4];
+    sig_bytes_t str[3];
+} sig__rx_msg_t;
+uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m);
 
 #endif

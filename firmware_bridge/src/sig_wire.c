@@ -200,30 +200,40 @@ static void rd_fail(rd_t *r, sig_err_t e)
     }
 }
 
-sig_err_t sig_varint_decode(const uint8_t *buf, size_t len, uint32_t *v, size_t *used)
+const uint8_t *sig__varint(const uint8_t *p, const uint8_t *end, uint32_t *v)
 {
     uint32_t result = 0;
-    size_t i;
+    unsigned shift = 0;
+    for (;;) {
+        uint8_t b;
+        if (p == end) {
+            return NULL;
+        }
+        b = *p++;
+        if (shift == 28u && b > 0x0Fu) {
+            return NULL; /* a 5th byte above 0x0F: above 2^32 - 1 or longer than 5 bytes */
+        }
+        result |= (uint32_t)(b & 0x7Fu) << shift;
+        if (b < 0x80u) {
+            *v = result;
+            return p;
+        }
+        shift += 7u;
+    }
+}
+
+sig_err_t sig_varint_decode(const uint8_t *buf, size_t len, uint32_t *v, size_t *used)
+{
+    const uint8_t *q;
     if (buf == NULL || v == NULL || used == NULL) {
         return SIG_ERR_ARG;
     }
-    for (i = 0; i < SIG_VARINT_MAX_LEN; i++) {
-        uint8_t b;
-        if (i >= len) {
-            return SIG_ERR_MALFORMED;
-        }
-        b = buf[i];
-        if (i == 4u && (b & 0x7Fu) > 0x0Fu) {
-            return SIG_ERR_MALFORMED; /* above 2^32 - 1 (or longer than 5 bytes) */
-        }
-        result |= (uint32_t)(b & 0x7Fu) << (7u * i);
-        if (b < 0x80u) {
-            *v = result;
-            *used = i + 1u;
-            return SIG_OK;
-        }
+    q = sig__varint(buf, buf + len, v);
+    if (q == NULL) {
+        return SIG_ERR_MALFORMED;
     }
-    return SIG_ERR_MALFORMED;
+    *used = (size_t)(q - buf);
+    return SIG_OK;
 }
 
 static uint32_t rd_varint(rd_t *r)
@@ -260,55 +270,51 @@ static sig_bytes_t rd_raw(rd_t *r, uint32_t n)
     return b;
 }
 
-/* Strict UTF-8 as Python's decoder: no overlongs, surrogates or > U+10FFFF. */
-static bool utf8_valid(sig_bytes_t s)
+bool sig__utf8_ok(const uint8_t *p, size_t n)
 {
-#if !SIG_CONFIG_CHECK_UTF8
-    (void)s;
-    return true;
-#else
-    size_t i = 0;
-    while (i < s.len) {
-        uint8_t c = s.ptr[i];
-        size_t need;
-        uint8_t lo = 0x80u, hi = 0xBFu;
+#if SIG_CONFIG_CHECK_UTF8
+    const uint8_t *end = p + n;
+    while (p != end) {
+        uint8_t c = *p++, lo = 0x80u, hi = 0xBFu;
+        unsigned need;
         if (c < 0x80u) {
-            i++;
             continue;
-        } else if (c >= 0xC2u && c <= 0xDFu) {
-            need = 1;
-        } else if (c >= 0xE0u && c <= 0xEFu) {
-            need = 2;
-            if (c == 0xE0u) {
-                lo = 0xA0u;
-            } else if (c == 0xEDu) {
-                hi = 0x9Fu;
-            }
-        } else if (c >= 0xF0u && c <= 0xF4u) {
-            need = 3;
-            if (c == 0xF0u) {
-                lo = 0x90u;
-            } else if (c == 0xF4u) {
-                hi = 0x8Fu;
-            }
-        } else {
+        }
+        if (c < 0xC2u || c > 0xF4u) {
             return false;
         }
-        if (need > s.len - i - 1u) {
+        need = c >= 0xF0u ? 3u : (c >= 0xE0u ? 2u : 1u);
+        if (c == 0xE0u) {
+            lo = 0xA0u; /* overlong */
+        } else if (c == 0xEDu) {
+            hi = 0x9Fu; /* surrogates */
+        } else if (c == 0xF0u) {
+            lo = 0x90u; /* overlong */
+        } else if (c == 0xF4u) {
+            hi = 0x8Fu; /* above U+10FFFF */
+        }
+        if (need > (size_t)(end - p)) {
             return false;
         }
-        for (size_t k = 1; k <= need; k++) {
-            uint8_t d = s.ptr[i + k];
+        for (; need > 0u; need--) {
+            uint8_t d = *p++;
             if (d < lo || d > hi) {
                 return false;
             }
             lo = 0x80u;
             hi = 0xBFu;
         }
-        i += need + 1u;
     }
-    return true;
+#else
+    (void)p;
+    (void)n;
 #endif
+    return true;
+}
+
+static bool utf8_valid(sig_bytes_t s)
+{
+    return sig__utf8_ok(s.ptr, s.len);
 }
 
 static sig_bytes_t rd_name(rd_t *r, bool optional)
@@ -555,4 +561,98 @@ bool sig_reg_next_method(sig_reg_iter_t *it, sig_bytes_t *out)
     }
     it->methods_left--;
     return it_name(it, out);
+}
+
+/* ---- the device's receive path ---- */
+
+/* Field kinds, 3 bits each, first field in the low bits. */
+#define K_VAR 1u  /* varint */
+#define K_VER 2u  /* varint that must be SIG_PROTOCOL_VERSION */
+#define K_NAME 3u /* name: 1..255 bytes of UTF-8 (INVALID_NAME otherwise) */
+#define K_TEXT 4u /* text: UTF-8 (MALFORMED otherwise) */
+#define K_DATA 5u /* all remaining bytes */
+#define F(a, b, c, d, e) ((a) | (b) << 3 | (c) << 6 | (d) << 9 | (e) << 12)
+#define SPEC_UNKNOWN 0x8000u
+#define SPEC_IGNORE 0x8001u
+
+/* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 at ((t >> 1) & 0x18) | (t & 7). */
+static const uint16_t RX_SPECS[20] = {
+    SPEC_UNKNOWN,                                /* 0x00 */
+    SPEC_IGNORE,                                 /* HELLO */
+    F(K_VER, K_NAME, K_VAR, K_VAR, K_VAR),       /* WELCOME */
+    F(K_VAR, 0, 0, 0, 0),                        /* PING */
+    F(K_VAR, 0, 0, 0, 0),                        /* PONG */
+    0,                                           /* INVITE */
+    F(K_VAR, K_VAR, K_TEXT, 0, 0),               /* ERROR */
+    F(K_VAR, 0, 0, 0, 0),                        /* ACK */
+    SPEC_IGNORE,                                 /* REGISTER_SENDER */
+    F(K_VAR, 0, 0, 0, 0),                        /* SENDER_REGISTERED */
+    SPEC_IGNORE,                                 /* UNREGISTER_SENDER */
+    SPEC_IGNORE,                                 /* LISTEN */
+    F(K_VAR, 0, 0, 0, 0),                        /* LISTENING */
+    SPEC_IGNORE,                                 /* UNLISTEN */
+    SPEC_UNKNOWN,                                /* 0x16 */
+    SPEC_UNKNOWN,                                /* 0x17 */
+    SPEC_IGNORE,                                 /* TRIGGER */
+    F(K_NAME, K_NAME, K_DATA, 0, 0),             /* EVENT */
+    F(K_VAR, K_NAME, K_NAME, K_DATA, 0),         /* REQUEST */
+    F(K_VAR, K_VAR, K_TEXT, K_DATA, 0),          /* RESPONSE */
+};
+
+uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
+{
+    const uint8_t *p = body, *end = body + len;
+    uint32_t *num = m->num;
+    sig_bytes_t *str = m->str;
+    unsigned spec;
+    uint8_t t;
+    if (len == 0u) {
+        return SIG_CODE_MALFORMED;
+    }
+    t = *p++;
+    if (t & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) {
+        return SIG_CODE_UNSUPPORTED_FEATURE;
+    }
+    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : RX_SPECS[((t >> 1) & 0x18u) | (t & 7u)];
+    if (spec == SPEC_UNKNOWN) {
+        return SIG_CODE_UNKNOWN_TYPE;
+    }
+    if (spec == SPEC_IGNORE) {
+        return SIG__RX_IGNORE;
+    }
+    for (; spec != 0u; spec >>= 3) {
+        unsigned k = spec & 7u;
+        uint32_t v = 0;
+        size_t n;
+        if (k == K_DATA) {
+            n = (size_t)(end - p);
+        } else {
+            p = sig__varint(p, end, &v);
+            if (p == NULL) {
+                return SIG_CODE_MALFORMED;
+            }
+            if (k <= K_VER) {
+                if (k == K_VER && v != SIG_PROTOCOL_VERSION) {
+                    return SIG_CODE_UNSUPPORTED_VERSION;
+                }
+                *num++ = v;
+                continue;
+            }
+            if (k == K_NAME && v - 1u >= SIG_MAX_NAME) {
+                return SIG_CODE_INVALID_NAME; /* 0 or above 255 */
+            }
+            if (v > (size_t)(end - p)) {
+                return SIG_CODE_MALFORMED;
+            }
+            n = v;
+            if (!sig__utf8_ok(p, n)) {
+                return k == K_NAME ? SIG_CODE_INVALID_NAME : SIG_CODE_MALFORMED;
+            }
+        }
+        str->ptr = p;
+        str->len = n;
+        str++;
+        p += n;
+    }
+    return p != end ? (uint8_t)SIG_CODE_MALFORMED : 0u; /* bytes after the last field */
 }

@@ -372,6 +372,31 @@ TEST(session_dispatch_and_requests)
     CHECK(app.responses == 1 && app.last_resp.status == 0 && app.last_resp.request_id == rid &&
           memcmp(app.resp_data, TEMP, sizeof TEMP) == 0);
     CHECK(gw_send(&m) == SIG_OK && app.responses == 1); /* a second RESPONSE is ignored */
+    /* PROTOCOL.md section 2: a RESPONSE whose data is not one CBOR item reaches
+     * the requester as MALFORMED, without data; a REQUEST whose params are not
+     * is answered RESPONSE(MALFORMED) and its handler is not called */
+    CHECK(sig_device_request(&dev, "sensor1", "get_temp", NULL, 0, 500, on_response, NULL, &rid) == SIG_OK);
+    CHECK(expect_bytes(fake.out, fake.out_len) && expect_end());
+    m.u.response.request_id = rid;
+    m.u.response.data.ptr = (const uint8_t *)"\x82\x01";
+    m.u.response.data.len = 2;
+    CHECK(gw_send(&m) == SIG_OK);
+    CHECK(app.responses == 2 && app.last_resp.status == SIG_CODE_MALFORMED && app.last_resp.request_id == rid &&
+          app.last_resp.data.len == 0 && dev.data_dropped == 2);
+    app.responses = 1;
+    m.type = SIG_MSG_REQUEST;
+    m.u.request.request_id = 78;
+    m.u.request.sender = B("sensor1");
+    m.u.request.method = B("get_temp");
+    m.u.request.data.ptr = (const uint8_t *)"\x01\x02";
+    m.u.request.data.len = 2;
+    CHECK(gw_send(&m) == SIG_OK && app.requests == 1 && dev.data_dropped == 3);
+    m.type = SIG_MSG_RESPONSE;
+    m.u.response.request_id = 78;
+    m.u.response.status = SIG_CODE_MALFORMED;
+    m.u.response.message = B(NULL);
+    m.u.response.data = B(NULL);
+    CHECK(expect_msg(&m) && expect_end());
     /* a REQUEST not answered in time: local TIMEOUT */
     CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 500, on_response, NULL, &rid) == SIG_OK);
     CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 900, on_response, NULL, NULL) == SIG_OK);
