@@ -1,0 +1,93 @@
+"""End-to-end cases: a device on a serial link and Python applications over TCP.
+
+Run against a real board (SIG_HIL_PORT) or, by default, the host-built
+firmware example on a socat pty pair. See hil/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from rig import KEEPALIVE_MS, SENDER, WAIT, Rig
+
+import sig
+
+
+def _parse_value(line: str) -> float:
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_device_event_reaches_tcp_listener_with_the_right_value(rig: Rig) -> None:
+    inbox = rig.listen(SENDER, "temperature")
+    rig.start_device()
+    value = inbox.wait(SENDER, "temperature")
+    assert isinstance(value, float)
+    if not rig.board:
+        # The device printed what it sent; the listener got exactly that float32.
+        sent = [_parse_value(s) for s in rig.device_lines() if s.startswith("trigger temperature")]
+        assert any(math.isclose(value, v, rel_tol=1e-6) for v in sent), (value, sent)
+    # Whatever the device reports as its last reading is a value the listener also got.
+    latest = rig.client.request(SENDER, "get_temp")
+    seen = {value}
+    while not any(math.isclose(latest, v, rel_tol=1e-6) for v in seen):
+        seen.add(inbox.wait(SENDER, "temperature"))
+
+
+def test_tcp_request_is_answered_by_the_device(rig: Rig) -> None:
+    inbox = rig.listen(SENDER, "#connect")
+    rig.start_device()
+    announced = inbox.wait(SENDER, "#connect")
+    assert "get_temp" in announced["requests"] and "temperature" in announced["events"]
+    assert isinstance(rig.client.request(SENDER, "get_temp"), float)
+    # The default handler answers any other method with its name.
+    assert rig.client.request(SENDER, "whoami", {"x": 1}) == "whoami"
+
+
+def test_device_listener_receives_a_gateway_event(rig: Rig) -> None:
+    inbox = rig.listen(SENDER, "echo")
+    rig.listen(SENDER, "#connect")
+    rig.start_device()
+    inbox.wait(SENDER, "#connect")
+    timer = rig.client.add_sender("timer", ["tick", "tock"])
+    timer.trigger("tock", 1)  # the device listens to (timer, tick) only
+    timer.trigger("tick", 42)
+    assert inbox.wait(SENDER, "echo") == 42
+    if not rig.board:
+        assert "event timer tick 42" in rig.device_lines()
+        assert not any("tock" in line for line in rig.device_lines())
+
+
+def test_device_unplug_and_replug(rig: Rig) -> None:
+    inbox = rig.listen(SENDER, None)
+    rig.start_device()
+    inbox.wait(SENDER, "#connect")
+    inbox.wait(SENDER, "temperature")
+    rig.unplug()
+    inbox.wait(SENDER, "#disconnect", timeout=3 * KEEPALIVE_MS / 1000 + 2)
+    # The gateway keeps serving TCP clients while the port is gone.
+    assert SENDER not in rig.client.list_senders()
+    links = rig.client.request("$gateway", "links")
+    assert any(link["link"].startswith("serial:") for link in links)
+    rig.replug()
+    inbox.wait(SENDER, "#connect", timeout=WAIT)
+    assert isinstance(inbox.wait(SENDER, "temperature"), float)
+
+
+def test_device_reset_replaces_its_session(rig: Rig) -> None:
+    inbox = rig.listen(SENDER, None)
+    rig.start_device()
+    inbox.wait(SENDER, "#connect")
+    inbox.wait(SENDER, "temperature")
+    rig.reset_device()
+    # The new HELLO ends the old session first: #disconnect, then #connect.
+    inbox.wait(SENDER, "#disconnect")
+    inbox.wait(SENDER, "#connect")
+    assert isinstance(inbox.wait(SENDER, "temperature"), float)
+    senders = rig.client.list_senders()
+    assert list(senders).count(SENDER) == 1
+
+
+def test_request_to_a_missing_device_fails_clearly(rig: Rig) -> None:
+    with pytest.raises(sig.NoSuchSender, match=SENDER):
+        rig.client.request(SENDER, "get_temp", timeout=WAIT)
