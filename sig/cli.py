@@ -102,6 +102,14 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     from .server import ServerRouter
 
+    if conf["serial"]:
+        from .serial_links import SerialSpecError, parse_specs
+
+        try:
+            parse_specs(conf["serial"])  # a bad spec is reported before anything opens
+        except SerialSpecError as exc:
+            print(f"sig serve: {exc}", file=sys.stderr)
+            return 2
     router = ServerRouter(
         conf["host"],
         int(conf["port"]),
@@ -119,14 +127,9 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig_no, stop.set)
     if conf["serial"]:
-        from .serial_links import SerialSpecError, open_serial_links
+        from .serial_links import open_serial_links
 
-        try:
-            await open_serial_links(router, conf["serial"])
-        except SerialSpecError as exc:
-            print(f"sig serve: {exc}", file=sys.stderr)
-            await router.stop()
-            return 2
+        await open_serial_links(router, conf["serial"])
     if conf["timer"]:
         router.spawn(
             demo_timer(

@@ -84,6 +84,7 @@ class SerialPort:
             link = await open_serial(self.router, self.settings)
         except ConnectError as exc:
             self.failed_opens += 1
+            self.state = "reopening"
             self.last_error = str(exc)
             if self.last_error != self._logged_error:
                 self._logged_error = self.last_error
