@@ -465,98 +465,99 @@ sig_err_t sig_cbor_get_map(sig_cbor_reader_t *r, uint32_t *n)
     return get_container(r, CBOR_MAP, n);
 }
 
-#define LVL_INDEF 0xFFFFFFFFu
-#define KIND_CONTAINER 0u
-#define KIND_STRING 0x10u  /* | major: chunks of an indefinite string */
-#define KIND_ODD 0x20u     /* indefinite map holding an odd number of items */
+#define LVL_INDEF 0xFFFFFFFFu /* left[] of an indefinite level: ends at a break */
+#define KIND_IMAP 0x40u       /* kind[]: an indefinite map (parity tracked) */
+#define KIND_ODD 0x20u        /* kind[]: ... holding an odd number of items */
+/* kind[] low bits: CBOR_BYTES / CBOR_TEXT for an indefinite string, whose
+ * chunks must be definite strings of the same type; 0 otherwise. */
 
+/* One pass, no recursion: left[d] counts the items still expected at each
+ * open level. Every length and count is checked against the bytes left
+ * before it is used; argument values that do not fit size_t saturate. */
 sig_err_t sig_cbor_skip(sig_cbor_reader_t *r)
 {
     uint32_t left[SIG_CONFIG_CBOR_MAX_DEPTH];
     uint8_t kind[SIG_CONFIG_CBOR_MAX_DEPTH];
-    size_t depth = 0, pos = r->pos;
+    const uint8_t *p = r->p;
+    size_t depth = 0, pos = r->pos, len = r->len;
     for (;;) {
-        head_t h;
-        bool done = true; /* the item at pos is complete after its head */
-        sig_err_t e = read_head(r, pos, &h);
-        if (e != SIG_OK) {
-            return e;
+        uint8_t ib, major, ai, k;
+        size_t val;
+        if (pos >= len) {
+            return SIG_ERR_CBOR;
         }
-        if (h.major == CBOR_SIMPLE && h.ai == CBOR_AI_INDEF) { /* break */
-            if (depth == 0u || left[depth - 1u] != LVL_INDEF || (kind[depth - 1u] & KIND_ODD)) {
+        ib = p[pos++];
+        major = (uint8_t)(ib >> 5);
+        ai = (uint8_t)(ib & 0x1Fu);
+        val = ai;
+        if (ai >= 24u && ai != CBOR_AI_INDEF) {
+            size_t n;
+            if (ai > 27u) {
+                return SIG_ERR_CBOR; /* reserved */
+            }
+            n = (size_t)1u << (ai - 24u);
+            if (n > len - pos) {
+                return SIG_ERR_CBOR;
+            }
+            for (val = 0; n > 0u; n--) {
+                uint8_t b = p[pos++];
+                val = val > (SIZE_MAX >> 8) ? SIZE_MAX : (val << 8 | b);
+            }
+        }
+        k = depth > 0u ? kind[depth - 1u] : 0u;
+        if (ib == 0xFFu) { /* break */
+            if (depth == 0u || left[depth - 1u] != LVL_INDEF || (k & KIND_ODD)) {
                 return SIG_ERR_CBOR;
             }
             depth--;
-            pos = h.next;
         } else {
-            if (depth > 0u && (kind[depth - 1u] & KIND_STRING) &&
-                (h.major != (kind[depth - 1u] & 0x0Fu) || h.ai == CBOR_AI_INDEF)) {
+            size_t count = 0; /* items the head opens */
+            if ((k & 0x0Fu) && (major != (k & 0x0Fu) || ai == CBOR_AI_INDEF)) {
                 return SIG_ERR_CBOR; /* a chunk must be a definite string of the same type */
             }
-            pos = h.next;
-            switch (h.major) {
-            case CBOR_UINT:
-            case CBOR_NEGINT:
-            case CBOR_TAG:
-                if (h.ai == CBOR_AI_INDEF) {
+            if (ai == CBOR_AI_INDEF) {
+                if (major < CBOR_BYTES || major == CBOR_TAG) {
                     return SIG_ERR_CBOR;
                 }
-                done = h.major != CBOR_TAG; /* a tag's content follows */
-                break;
-            case CBOR_SIMPLE:
-                if (h.ai == 24u && h.val < 32u) {
-                    return SIG_ERR_CBOR; /* two-byte simple below 32 is not well-formed */
+                count = LVL_INDEF;
+            } else if (major == CBOR_BYTES || major == CBOR_TEXT) {
+                if (val > len - pos) {
+                    return SIG_ERR_CBOR;
                 }
-                break;
-            default: /* strings, arrays, maps */
-                if ((h.major == CBOR_BYTES || h.major == CBOR_TEXT) && h.ai != CBOR_AI_INDEF) {
-                    if (h.val > r->len - pos) {
+                pos += val;
+            } else if (major == CBOR_ARRAY || major == CBOR_MAP) {
+                count = val;
+                if (major == CBOR_MAP) {
+                    if (count > (len - pos) / 2u) {
                         return SIG_ERR_CBOR;
                     }
-                    pos += (size_t)h.val;
-                    break;
+                    count *= 2u;
+                } else if (count > len - pos) {
+                    return SIG_ERR_CBOR; /* every item takes at least one byte */
                 }
-                /* an indefinite string is a level of chunks, like an array */
-                if (h.ai != CBOR_AI_INDEF) {
-                    uint64_t count = h.val;
-                    if (h.major == CBOR_MAP) {
-                        if (count > (r->len - pos) / 2u) {
-                            return SIG_ERR_CBOR;
-                        }
-                        count *= 2u;
-                    } else if (count > r->len - pos) {
-                        return SIG_ERR_CBOR;
-                    }
-                    if (count == 0u) {
-                        break;
-                    }
-                    if (count >= LVL_INDEF) {
-                        return SIG_ERR_CBOR_RANGE;
-                    }
-                    h.val = count;
+                if (count >= LVL_INDEF) {
+                    return SIG_ERR_CBOR_RANGE;
                 }
+            } else if (major == CBOR_TAG) {
+                continue; /* the tag's content follows: tag and content are one item */
+            } else if (major == CBOR_SIMPLE && ai == 24u && val < 32u) {
+                return SIG_ERR_CBOR; /* two-byte simple below 32 is not well-formed */
+            }
+            if (count != 0u) {
                 if (depth >= SIG_CONFIG_CBOR_MAX_DEPTH) {
                     return SIG_ERR_CBOR_DEPTH;
                 }
-                left[depth] = h.ai == CBOR_AI_INDEF ? LVL_INDEF : (uint32_t)h.val;
-                kind[depth] = (h.major == CBOR_BYTES || h.major == CBOR_TEXT)
-                                  ? (uint8_t)(KIND_STRING | h.major)
-                                  : (uint8_t)KIND_CONTAINER;
-                if (h.major == CBOR_MAP && h.ai == CBOR_AI_INDEF) {
-                    kind[depth] |= 0x40u; /* marks an indefinite map (parity tracked) */
-                }
+                left[depth] = (uint32_t)count;
+                kind[depth] = major <= CBOR_TEXT ? major
+                              : (major == CBOR_MAP && count == LVL_INDEF ? (uint8_t)KIND_IMAP : 0u);
                 depth++;
-                done = false;
-                break;
-            }
-            if (!done) {
                 continue;
             }
         }
         /* one item completed: count it in the enclosing levels */
         while (depth > 0u) {
             if (left[depth - 1u] == LVL_INDEF) {
-                if (kind[depth - 1u] & 0x40u) {
+                if (kind[depth - 1u] & KIND_IMAP) {
                     kind[depth - 1u] ^= KIND_ODD;
                 }
                 break;

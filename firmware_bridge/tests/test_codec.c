@@ -6,6 +6,7 @@
 
 #include "sig_device.h"
 #include "sig_internal.h"
+#include "ref_cbor.h"
 #include "test_util.h"
 #include "unittest.h"
 #include "vectors.h"
@@ -749,27 +750,68 @@ TEST(random_message_decoder)
     CHECK(ok > 1000 && bad > 1000);
 }
 
+/* The walker against the previous one (tests/ref_cbor.c): same result, same
+ * error, same end position, for every prefix of the data. */
+static void cbor_same_as_ref(const uint8_t *data, size_t n)
+{
+    sig_cbor_reader_t a, b;
+    sig_err_t ea, eb;
+    sig_cbor_reader_init(&a, data, n);
+    sig_cbor_reader_init(&b, data, n);
+    do {
+        ea = sig_cbor_skip(&a);
+        eb = ref_cbor_skip(&b);
+        CHECK(ea == eb && a.pos == b.pos && a.pos <= n);
+    } while (ea == SIG_OK && !sig_cbor_at_end(&a));
+}
+
 TEST(random_cbor)
 {
+    /* bytes biased to CBOR heads: small arguments, 1-byte arguments,
+     * indefinite heads, breaks, tags, arrays and maps (nesting) */
+    static const uint8_t heads[] = {0x9f, 0xbf, 0x5f, 0x7f, 0xff, 0xc1, 0xd8, 0x81, 0x82, 0xa1,
+                                    0xa2, 0x41, 0x61, 0x18, 0xf8, 0xf9, 0xfb, 0x1b, 0x9b, 0x80};
     uint8_t data[40];
     uint32_t i, good = 0;
     rnd_seed(99);
-    for (i = 0; i < 300000u; i++) {
+    for (i = 0; i < 600000u; i++) {
         size_t n = rnd() % sizeof data, k;
         sig_cbor_reader_t r;
         for (k = 0; k < n; k++) {
             uint32_t x = rnd();
-            data[k] = (uint8_t)(x % 4 == 0 ? (x >> 8) % 24 : x >> 16);
+            if (i & 1u) {
+                data[k] = (uint8_t)(x % 4 == 0 ? (x >> 8) % 24 : x >> 16);
+            } else {
+                data[k] = (uint8_t)(x % 3 == 0 ? heads[(x >> 8) % sizeof heads] : (x % 3 == 1 ? (x >> 8) % 24 : x >> 16));
+            }
         }
         if (sig_cbor_check_data(data, n) == SIG_OK) {
             good++;
         }
+        cbor_same_as_ref(data, n);
         sig_cbor_reader_init(&r, data, n);
         while (!sig_cbor_at_end(&r) && sig_cbor_skip(&r) == SIG_OK) {
         }
         CHECK(r.pos <= n);
     }
-    CHECK(good > 100);
+    CHECK(good > 10000);
+    /* every RFC 8949 Appendix A / F item with each byte replaced and every prefix */
+    for (i = 0; i < sizeof RFC_ITEMS / sizeof RFC_ITEMS[0] + sizeof BAD_ITEMS / sizeof BAD_ITEMS[0]; i++) {
+        static const uint8_t vals[] = {0x00, 0x01, 0x18, 0x1f, 0x20, 0x5f, 0x7f, 0x80, 0x9f, 0xbf, 0xc0, 0xf8, 0xff};
+        const char *h = i < sizeof RFC_ITEMS / sizeof RFC_ITEMS[0] ? RFC_ITEMS[i]
+                                                                   : BAD_ITEMS[i - sizeof RFC_ITEMS / sizeof RFC_ITEMS[0]];
+        uint8_t item[64];
+        size_t n = unhex(h, item, sizeof item), pos, k;
+        for (pos = 0; pos <= n; pos++) {
+            cbor_same_as_ref(item, pos);
+            for (k = 0; k < sizeof vals && pos < n; k++) {
+                uint8_t keep = item[pos];
+                item[pos] = vals[k];
+                cbor_same_as_ref(item, n);
+                item[pos] = keep;
+            }
+        }
+    }
 }
 
 TEST(mutated_vectors)
