@@ -180,11 +180,12 @@ class NoisyRelay:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.frames = 0  #: non-empty frames forwarded device -> gateway
-        self.corrupted = 0  #: of those, frames with at least one byte changed
         self.flipped_bytes = 0
-        self.intact: list[bytes] = []  #: wire bytes of the frames forwarded unchanged
+        self.intact: list[bytes] = []  #: COBS bytes of the frames forwarded unchanged
+        self.corrupted: list[bytes] = []  #: COBS bytes (as sent) of frames it changed
         self.bytes_to_right = 0
         self.reference = FrameDecoder()
+        self.reference_bodies: list[bytes] = []  #: what a receiver decodes from the output
         self._fds = [self._open(left), self._open(right)]
         self._stop_r, self._stop_w = os.pipe()
         self._pending = bytearray()
@@ -228,7 +229,7 @@ class NoisyRelay:
             for frame in frames:
                 out += self._corrupt(frame)
             self.bytes_to_right += len(out)
-            self.reference.feed(bytes(out))
+            self.reference_bodies += self.reference.feed(bytes(out))
         os.write(self._fds[1], bytes(out))
 
     def _corrupt(self, frame: bytes) -> bytes:
@@ -251,7 +252,7 @@ class NoisyRelay:
             self.flipped_bytes += 1
             changed = True
         if changed:
-            self.corrupted += 1
+            self.corrupted.append(frame)
         else:
             self.intact.append(frame)
         return bytes(buf)
