@@ -401,6 +401,15 @@ typedef struct {
 /* The device context. Declare one (static or on the stack); fields are
  * private. sizeof(sig_device_t) is all the RAM the library uses. */
 struct sig_device {
+    /* small fields first: Thumb-1 loads reach byte fields at offsets 0..31 only */
+    uint8_t state;
+    uint8_t tx_torn;         /* a write failed: send 0x00 first */
+    uint8_t n_senders, n_listeners;
+    uint16_t ping_token;
+    uint16_t max_body;       /* ours */
+    uint16_t peer_max_body;  /* the gateway's, from WELCOME */
+    uint16_t keepalive_req;  /* asked for in HELLO */
+    uint16_t keepalive_ms;   /* agreed in WELCOME */
     sig_platform_t plat;
     const char *name;
     sig_status_cb on_status;
@@ -408,14 +417,6 @@ struct sig_device {
     void *user;
     uint32_t last_rx, last_tx, last_hello;
     uint32_t next_request_id;
-    uint16_t ping_token;
-    uint16_t max_body;       /* ours */
-    uint16_t peer_max_body;  /* the gateway's, from WELCOME */
-    uint16_t keepalive_req;  /* asked for in HELLO */
-    uint16_t keepalive_ms;   /* agreed in WELCOME */
-    uint8_t state;
-    uint8_t tx_torn;         /* a write failed: send 0x00 first */
-    uint8_t n_senders, n_listeners;
     uint32_t data_dropped;
     const sig_sender_desc_t *senders[SIG_CONFIG_MAX_SENDERS];
     struct {

@@ -83,52 +83,40 @@ void sig_cbor_put_int(sig_cbor_writer_t *w, int64_t v)
     }
 }
 
-static void put_half(sig_cbor_writer_t *w, uint16_t h)
-{
-    uint8_t tmp[3];
-    tmp[0] = 0xF9u;
-    tmp[1] = (uint8_t)(h >> 8);
-    tmp[2] = (uint8_t)h;
-    sig__put_raw(w, tmp, 3u);
-}
-
+/* F9 + half, or FA + single: the shortest that keeps the float32 bits f. */
 static void put_f32_bits(sig_cbor_writer_t *w, uint32_t f)
 {
-    uint16_t sign = (uint16_t)((f >> 16) & 0x8000u);
-    uint32_t efield = (f >> 23) & 0xFFu;
-    uint32_t man = f & 0x7FFFFFu;
-    if (efield == 0xFFu) { /* inf, NaN: half keeps them (NaN canonical) */
-        put_half(w, man != 0u ? (uint16_t)0x7E00u : (uint16_t)(sign | 0x7C00u));
-        return;
-    }
-    if (efield == 0u && man == 0u) {
-        put_half(w, sign);
-        return;
-    }
-    if (efield != 0u) {
-        int32_t e = (int32_t)efield - 127;
-        if (e >= -14 && e <= 15 && (man & 0x1FFFu) == 0u) {
-            put_half(w, (uint16_t)(sign | (uint16_t)((uint32_t)(e + 15) << 10) | (man >> 13)));
-            return;
+    uint8_t tmp[5];
+    uint32_t a = f & 0x7FFFFFFFu, h;
+    size_t n = 3, i;
+    if (a > 0x7F800000u) {
+        h = 0x7E00u; /* NaN: half keeps it (canonical, no sign) */
+        f = 0;
+    } else if (a == 0x7F800000u) {
+        h = 0x7C00u; /* infinity */
+    } else if (a >= 0x38800000u) { /* 2^-14 and above: a normal half if exact */
+        h = (a - 0x38000000u) >> 13;
+        if (a > 0x477FE000u || (a & 0x1FFFu) != 0u) {
+            n = 5;
         }
-        if (e >= -24 && e < -14) {
-            uint32_t full = man | 0x800000u;
-            uint32_t shift = (uint32_t)(-e - 1);
-            if ((full & ((1u << shift) - 1u)) == 0u) {
-                put_half(w, (uint16_t)(sign | (full >> shift)));
-                return;
-            }
+    } else if (a >= 0x33800000u) { /* 2^-24 .. 2^-14: a subnormal half if exact */
+        uint32_t full = (a & 0x7FFFFFu) | 0x800000u, shift = 126u - (a >> 23);
+        h = full >> shift;
+        if ((full & ((1u << shift) - 1u)) != 0u) {
+            n = 5;
         }
+    } else {
+        h = 0; /* zero, else too small for a half */
+        n = a == 0u ? 3u : 5u;
     }
-    {
-        uint8_t tmp[5];
-        tmp[0] = 0xFAu;
-        tmp[1] = (uint8_t)(f >> 24);
-        tmp[2] = (uint8_t)(f >> 16);
-        tmp[3] = (uint8_t)(f >> 8);
-        tmp[4] = (uint8_t)f;
-        sig__put_raw(w, tmp, 5u);
+    if (n == 3u) {
+        f = (f >> 16 & 0x8000u) | h;
     }
+    tmp[0] = n == 3u ? 0xF9u : 0xFAu;
+    for (i = 1; i < n; i++) {
+        tmp[i] = (uint8_t)(f >> (8u * (n - 1u - i)));
+    }
+    sig__put_raw(w, tmp, n);
 }
 
 void sig_cbor_put_float32(sig_cbor_writer_t *w, float v)

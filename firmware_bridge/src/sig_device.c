@@ -44,37 +44,32 @@ static bool out(sig_device_t *dev, const uint8_t *p, size_t n)
 }
 
 /* Frame tx_buf[0..len) and write it block by block: COBS without a second
- * buffer. */
+ * buffer (a code byte, then the run of non-zero bytes it stands for). */
 static sig_err_t send_body(sig_device_t *dev, size_t len)
 {
     static const uint8_t zero = 0u;
-    uint16_t crc = sig_crc16(dev->tx_buf, len);
-    size_t total = len + SIG_CRC_SIZE, i = 0;
-    dev->tx_buf[len] = (uint8_t)(crc >> 8);
-    dev->tx_buf[len + 1u] = (uint8_t)crc;
-    if (dev->tx_torn) {
-        if (!out(dev, &zero, 1u)) {
-            return SIG_ERR_IO;
-        }
-        dev->tx_torn = 0;
+    uint8_t *p = dev->tx_buf, *end = p + len + SIG_CRC_SIZE;
+    uint16_t crc = sig_crc16(p, len);
+    p[len] = (uint8_t)(crc >> 8);
+    p[len + 1u] = (uint8_t)crc;
+    if (dev->tx_torn && !out(dev, &zero, 1u)) {
+        return SIG_ERR_IO;
     }
+    dev->tx_torn = 0;
     for (;;) {
-        size_t run = 0;
+        uint8_t *q = p;
         uint8_t code;
-        while (i + run < total && run < 254u && dev->tx_buf[i + run] != 0u) {
-            run++;
+        while (q != end && *q != 0u && q - p < 254) {
+            q++;
         }
-        code = (uint8_t)(run + 1u);
-        if (!out(dev, &code, 1u) || (run > 0u && !out(dev, dev->tx_buf + i, run))) {
+        code = (uint8_t)(q - p + 1);
+        if (!out(dev, &code, 1u) || (q != p && !out(dev, p, (size_t)(q - p)))) {
             return SIG_ERR_IO;
         }
-        i += run;
-        if (i == total) {
-            break;
+        if (q == end) {
+            break; /* also after a full block of 254: no extra code byte */
         }
-        if (run < 254u) {
-            i++; /* the zero this block stands for */
-        }
+        p = code == 0xFFu ? q : q + 1; /* skip the zero this block stands for */
     }
     if (!out(dev, &zero, 1u)) {
         return SIG_ERR_IO;
@@ -150,10 +145,10 @@ static sig_err_t send_hello(sig_device_t *dev)
 }
 
 /* REGISTER_SENDER of sender i, built from its description. */
-static void encode_register(sig_device_t *dev, sig_wr_t *w, uint8_t i, size_t cap)
+static void encode_register(sig_device_t *dev, sig_wr_t *w, unsigned i, size_t cap)
 {
     const sig_sender_desc_t *d = dev->senders[i];
-    uint8_t k;
+    unsigned k;
     tx_begin(dev, w, cap, SIG_MSG_REGISTER_SENDER, (uint32_t)i + 1u);
     put_cstr(w, d->name);
     sig__put_u8(w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
@@ -168,14 +163,14 @@ static void encode_register(sig_device_t *dev, sig_wr_t *w, uint8_t i, size_t ca
     }
 }
 
-static sig_err_t send_register(sig_device_t *dev, uint8_t i)
+static sig_err_t send_register(sig_device_t *dev, unsigned i)
 {
     sig_wr_t w;
     encode_register(dev, &w, i, tx_cap(dev));
     return tx_send(dev, &w);
 }
 
-static sig_err_t send_listen(sig_device_t *dev, uint8_t i)
+static sig_err_t send_listen(sig_device_t *dev, unsigned i)
 {
     sig_wr_t w;
     tx_begin(dev, &w, tx_cap(dev), SIG_MSG_LISTEN, (uint32_t)i + 1u);
@@ -219,7 +214,7 @@ sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
 
 sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc, sig_sender_t *out_h)
 {
-    uint8_t k, i;
+    unsigned k, i;
     sig_wr_t w;
     sig_err_t e;
     if (dev == NULL || desc == NULL || !name_ok(desc->name) ||
@@ -251,7 +246,7 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     }
     dev->n_senders++;
     if (out_h != NULL) {
-        *out_h = i;
+        *out_h = (sig_sender_t)i;
     }
     return dev->state == DEV_ONLINE ? send_register(dev, i) : SIG_OK;
 }
@@ -270,7 +265,7 @@ sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender, uint8_t
 sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *event,
                             sig_event_cb cb, void *user, uint8_t *out_h)
 {
-    uint8_t i;
+    unsigned i;
     if (dev == NULL || cb == NULL || (sender != NULL && !name_ok(sender)) ||
         (event != NULL && !name_ok(event))) {
         return SIG_ERR_ARG;
@@ -284,7 +279,7 @@ sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *e
     dev->listeners[i].cb = cb;
     dev->listeners[i].user = user;
     if (out_h != NULL) {
-        *out_h = i;
+        *out_h = (uint8_t)i;
     }
     return dev->state == DEV_ONLINE ? send_listen(dev, i) : SIG_OK;
 }
@@ -329,7 +324,7 @@ static bool data_ok(sig_device_t *dev, sig_bytes_t data)
 static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m)
 {
     sig_event_t ev;
-    uint8_t i;
+    unsigned i;
     ev.sender = m->str[0];
     ev.event = m->str[1];
     ev.data = m->str[2];
@@ -347,7 +342,7 @@ static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m)
 static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data)
 {
     sig_request_t req;
-    uint8_t i, k;
+    unsigned i, k;
     uint32_t code = SIG_CODE_NO_SUCH_SENDER;
     req.request_id = m->num[0];
     req.sender = m->str[0];
@@ -381,7 +376,7 @@ static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, boo
 
 static void dispatch_response(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data)
 {
-    uint8_t i;
+    unsigned i;
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
         if (dev->pending[i].cb != NULL && dev->pending[i].id == m->num[0]) {
             sig_response_t resp;
@@ -403,7 +398,7 @@ static void dispatch_response(sig_device_t *dev, const sig__rx_msg_t *m, bool go
 static sig_err_t on_welcome(sig_device_t *dev, const sig__rx_msg_t *m)
 {
     sig_err_t e = SIG_OK;
-    uint8_t i;
+    unsigned i;
     uint32_t mb = m->num[1], ka = m->num[2];
     dev->state = DEV_ONLINE;
     dev->keepalive_ms = (uint16_t)(ka > 0xFFFFu ? 0xFFFFu : ka);
@@ -522,7 +517,7 @@ sig_err_t sig_device_poll(sig_device_t *dev)
 {
     sig_err_t e = SIG_OK;
     uint32_t now;
-    uint8_t i;
+    unsigned i;
     if (dev == NULL) {
         return SIG_ERR_ARG;
     }
@@ -587,7 +582,7 @@ sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *
 {
     sig_wr_t w;
     sig_err_t e;
-    uint8_t i;
+    unsigned i;
     if (dev == NULL || cb == NULL || !name_ok(sender) || !name_ok(method) ||
         (params == NULL && len > 0u) || timeout_ms > 0x7FFFFFFFu) {
         return SIG_ERR_ARG;

@@ -542,6 +542,68 @@ TEST(cbor_rfc8949_examples)
     }
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+TEST(cbor_float32_shortest)
+{
+    /* every half (65,536) as a float32 comes out as that half (NaNs as
+     * F9 7E00); 2 million other float32 bit patterns come out as FA + the same
+     * bits exactly when no half holds them */
+    static uint32_t halves[65536];
+    uint8_t buf[8];
+    sig_cbor_writer_t w;
+    sig_cbor_reader_t r;
+    size_t n;
+    uint32_t i, h;
+    for (h = 0; h < 65536u; h++) {
+        uint8_t in[3] = {0xF9, (uint8_t)(h >> 8), (uint8_t)h};
+        float f;
+        sig_cbor_reader_init(&r, in, 3);
+        CHECK(sig_cbor_get_float(&r, &f) == SIG_OK);
+        memcpy(&halves[h], &f, 4);
+        sig_cbor_writer_init(&w, buf, sizeof buf);
+        sig_cbor_put_float32(&w, f);
+        CHECK(sig_cbor_finish(&w, &n) == SIG_OK && n == 3 && buf[0] == 0xF9);
+        if (isnan(f)) {
+            CHECK(buf[1] == 0x7E && buf[2] == 0x00);
+        } else {
+            CHECK(buf[1] == in[1] && buf[2] == in[2]);
+        }
+    }
+    qsort(halves, 65536, sizeof halves[0], cmp_u32);
+    rnd_seed(7);
+    for (i = 0; i < 2000000u; i++) {
+        uint32_t bits = rnd();
+        float f;
+        int is_half;
+        if (i & 1u) {
+            bits &= 0x8FFFE000u | (rnd() & 0x7FF00000u); /* near the half range */
+        }
+        memcpy(&f, &bits, 4);
+        is_half = bsearch(&bits, halves, 65536, sizeof halves[0], cmp_u32) != NULL;
+        sig_cbor_writer_init(&w, buf, sizeof buf);
+        sig_cbor_put_float32(&w, f);
+        CHECK(sig_cbor_finish(&w, &n) == SIG_OK);
+        if (isnan(f)) {
+            CHECK(n == 3 && buf[0] == 0xF9 && buf[1] == 0x7E && buf[2] == 0);
+        } else if (is_half) {
+            float g;
+            uint32_t gb;
+            sig_cbor_reader_init(&r, buf, n);
+            CHECK(n == 3 && sig_cbor_get_float(&r, &g) == SIG_OK);
+            memcpy(&gb, &g, 4);
+            CHECK(gb == bits);
+        } else {
+            CHECK(n == 5 && buf[0] == 0xFA && buf[1] == (uint8_t)(bits >> 24) && buf[2] == (uint8_t)(bits >> 16) &&
+                  buf[3] == (uint8_t)(bits >> 8) && buf[4] == (uint8_t)bits);
+        }
+    }
+}
+
 TEST(cbor_writer_capacity)
 {
     uint8_t buf[16];
