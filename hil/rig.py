@@ -106,6 +106,18 @@ class Rig:
         self.client.add_listener(self.inbox, sender, event)
         return self.inbox
 
+    def serial_links(self) -> list[dict[str, Any]]:
+        links: list[dict[str, Any]] = self.client.request("$gateway", "links")
+        return [link for link in links if link["link"].startswith("serial:")]
+
+    def wait_device_listening(self, timeout: float = WAIT) -> None:
+        """Until the gateway holds a listener registered by the device."""
+        deadline = time.monotonic() + timeout
+        while not any(link.get("listeners", 0) > 0 for link in self.serial_links()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"device registered no listener: {self.serial_links()}")
+            time.sleep(0.02)
+
     # --- the device ---------------------------------------------------------
 
     def start_device(self) -> None:

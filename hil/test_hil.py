@@ -24,9 +24,15 @@ def test_device_event_reaches_tcp_listener_with_the_right_value(rig: Rig) -> Non
     value = inbox.wait(SENDER, "temperature")
     assert isinstance(value, float)
     if not rig.board:
-        # The device printed what it sent; the listener got exactly that float32.
-        sent = [_parse_value(s) for s in rig.device_lines() if s.startswith("trigger temperature")]
-        assert any(math.isclose(value, v, rel_tol=1e-6) for v in sent), (value, sent)
+        # The device printed what it sent (its stdout may trail the network, so
+        # wait for the line); the listener got exactly that float32.
+        assert rig.device is not None
+        rig.device.wait_line(
+            lambda s: (
+                s.startswith("trigger temperature")
+                and math.isclose(_parse_value(s), value, rel_tol=1e-6)
+            )
+        )
     # Whatever the device reports as its last reading is a value the listener also got.
     latest = rig.client.request(SENDER, "get_temp")
     seen = {value}
@@ -49,12 +55,14 @@ def test_device_listener_receives_a_gateway_event(rig: Rig) -> None:
     rig.listen(SENDER, "#connect")
     rig.start_device()
     inbox.wait(SENDER, "#connect")
+    rig.wait_device_listening()  # its LISTEN follows its REGISTER_SENDER
     timer = rig.client.add_sender("timer", ["tick", "tock"])
     timer.trigger("tock", 1)  # the device listens to (timer, tick) only
     timer.trigger("tick", 42)
     assert inbox.wait(SENDER, "echo") == 42
     if not rig.board:
-        assert "event timer tick 42" in rig.device_lines()
+        assert rig.device is not None
+        rig.device.wait_line(lambda s: s == "event timer tick 42")
         assert not any("tock" in line for line in rig.device_lines())
 
 
