@@ -282,3 +282,21 @@ async def test_sig_serve_rejects_a_bad_serial_spec() -> None:
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert lines == ["sig serve: serial spec '/dev/ttyUSB0:fast': baud 'fast' is not a number"]
+
+
+async def test_device_starts_over_after_gateway_silence(socat: SocatPairs, rig: Rig) -> None:
+    pair = socat.pair("dev")
+    router = await rig.gateway(pair.a)
+    sim = await rig.device(pair.b, keepalive_ms=500)
+    await sim.wait_for("WELCOME", DEADLINE, keepalive_ms=500)
+    await sim.wait_for("REGISTERED", DEADLINE)
+    await router.stop()  # the port closes; socat stays: the device just hears nothing
+    rig.router = None
+    stopped = time.monotonic()
+    mark = len(sim.records)
+    timeout = await sim.wait_for("TIMEOUT", DEADLINE, since=mark)
+    assert 1.5 <= timeout["silent_s"] < 3.0  # 3 x 500 ms, checked every 20 ms
+    assert time.monotonic() - stopped < 3.0
+    await sim.wait_for("HELLO", DEADLINE, since=mark, reason="timeout")
+    # and HELLO is repeated every keepalive until a gateway answers
+    await sim.wait_for("HELLO", DEADLINE, since=mark, reason="no-welcome")
