@@ -62,13 +62,24 @@ class EventDecl(ctypes.Structure):
 
 
 class Hello(ctypes.Structure):
-    _fields_ = [("version", u32), ("name", Bytes), ("max_body", u32), ("keepalive_ms", u32),
-                ("features", u32), ("credentials", Bytes)]
+    _fields_ = [
+        ("version", u32),
+        ("name", Bytes),
+        ("max_body", u32),
+        ("keepalive_ms", u32),
+        ("features", u32),
+        ("credentials", Bytes),
+    ]
 
 
 class Welcome(ctypes.Structure):
-    _fields_ = [("version", u32), ("name", Bytes), ("max_body", u32), ("keepalive_ms", u32),
-                ("features", u32)]
+    _fields_ = [
+        ("version", u32),
+        ("name", Bytes),
+        ("max_body", u32),
+        ("keepalive_ms", u32),
+        ("features", u32),
+    ]
 
 
 class Token(ctypes.Structure):
@@ -84,9 +95,16 @@ class Ack(ctypes.Structure):
 
 
 class Register(ctypes.Structure):
-    _fields_ = [("sender_ref", u32), ("name", Bytes), ("flags", u8), ("n_events", u32),
-                ("n_methods", u32), ("events", ctypes.POINTER(EventDecl)),
-                ("methods", ctypes.POINTER(Bytes)), ("lists", Bytes)]
+    _fields_ = [
+        ("sender_ref", u32),
+        ("name", Bytes),
+        ("flags", u8),
+        ("n_events", u32),
+        ("n_methods", u32),
+        ("events", ctypes.POINTER(EventDecl)),
+        ("methods", ctypes.POINTER(Bytes)),
+        ("lists", Bytes),
+    ]
 
 
 class Ref(ctypes.Structure):
@@ -114,10 +132,20 @@ class Response(ctypes.Structure):
 
 
 class MsgUnion(ctypes.Union):
-    _fields_ = [("hello", Hello), ("welcome", Welcome), ("ping", Token), ("error", Error),
-                ("ack", Ack), ("register_sender", Register), ("ref", Ref), ("listen", Listen),
-                ("trigger", Trigger), ("event", Event), ("request", Request),
-                ("response", Response)]
+    _fields_ = [
+        ("hello", Hello),
+        ("welcome", Welcome),
+        ("ping", Token),
+        ("error", Error),
+        ("ack", Ack),
+        ("register_sender", Register),
+        ("ref", Ref),
+        ("listen", Listen),
+        ("trigger", Trigger),
+        ("event", Event),
+        ("request", Request),
+        ("response", Response),
+    ]
 
 
 class Msg(ctypes.Structure):
@@ -125,8 +153,13 @@ class Msg(ctypes.Structure):
 
 
 class RegIter(ctypes.Structure):
-    _fields_ = [("p", P8), ("end", P8), ("events_left", u32), ("methods_left", u32),
-                ("in_methods", ctypes.c_bool)]
+    _fields_ = [
+        ("p", P8),
+        ("end", P8),
+        ("events_left", u32),
+        ("methods_left", u32),
+        ("in_methods", ctypes.c_bool),
+    ]
 
 
 class RxStats(ctypes.Structure):
@@ -134,15 +167,36 @@ class RxStats(ctypes.Structure):
 
 
 class Rx(ctypes.Structure):
-    _fields_ = [("buf", P8), ("limit", u32), ("enc", u32), ("cap", u16), ("len", u16),
-                ("remaining", u8), ("flags", u8), ("stats", RxStats)]
+    _fields_ = [
+        ("buf", P8),
+        ("limit", u32),
+        ("enc", u32),
+        ("cap", u16),
+        ("len", u16),
+        ("remaining", u8),
+        ("flags", u8),
+        ("stats", RxStats),
+    ]
 
 
 TYPES = {
-    "HELLO": 0x01, "WELCOME": 0x02, "PING": 0x03, "PONG": 0x04, "INVITE": 0x05, "ERROR": 0x06,
-    "ACK": 0x07, "REGISTER_SENDER": 0x10, "SENDER_REGISTERED": 0x11, "UNREGISTER_SENDER": 0x12,
-    "LISTEN": 0x13, "LISTENING": 0x14, "UNLISTEN": 0x15, "TRIGGER": 0x20, "EVENT": 0x21,
-    "REQUEST": 0x22, "RESPONSE": 0x23,
+    "HELLO": 0x01,
+    "WELCOME": 0x02,
+    "PING": 0x03,
+    "PONG": 0x04,
+    "INVITE": 0x05,
+    "ERROR": 0x06,
+    "ACK": 0x07,
+    "REGISTER_SENDER": 0x10,
+    "SENDER_REGISTERED": 0x11,
+    "UNREGISTER_SENDER": 0x12,
+    "LISTEN": 0x13,
+    "LISTENING": 0x14,
+    "UNLISTEN": 0x15,
+    "TRIGGER": 0x20,
+    "EVENT": 0x21,
+    "REQUEST": 0x22,
+    "RESPONSE": 0x23,
 }  # PROTOCOL.md "Message types"
 
 
@@ -188,11 +242,18 @@ def msg_from_fields(kind: str, f: dict[str, Any], keep: Keep) -> Msg:
     m.type = TYPES[kind]
     u = m.u
     if kind == "HELLO":
-        u.hello = Hello(f["version"], keep.b(f["name"]), f["max_body"], f["keepalive_ms"],
-                        f["features"], keep.b(bytes.fromhex(f["credentials"])))
+        u.hello = Hello(
+            f["version"],
+            keep.b(f["name"]),
+            f["max_body"],
+            f["keepalive_ms"],
+            f["features"],
+            keep.b(bytes.fromhex(f["credentials"])),
+        )
     elif kind == "WELCOME":
-        u.welcome = Welcome(f["version"], keep.b(f["name"]), f["max_body"], f["keepalive_ms"],
-                            f["features"])
+        u.welcome = Welcome(
+            f["version"], keep.b(f["name"]), f["max_body"], f["keepalive_ms"], f["features"]
+        )
     elif kind in ("PING", "PONG"):
         u.ping = Token(f["token"])
     elif kind == "ERROR":
@@ -200,13 +261,21 @@ def msg_from_fields(kind: str, f: dict[str, Any], keep: Keep) -> Msg:
     elif kind == "ACK":
         u.ack = Ack(f["seq"])
     elif kind == "REGISTER_SENDER":
-        events = (EventDecl * max(len(f["events"]), 1))(*[EventDecl(r, keep.b(n)) for r, n in f["events"]])
+        events = (EventDecl * max(len(f["events"]), 1))(
+            *[EventDecl(r, keep.b(n)) for r, n in f["events"]]
+        )
         methods = (Bytes * max(len(f["methods"]), 1))(*[keep.b(n) for n in f["methods"]])
         keep.refs += [events, methods]
-        u.register_sender = Register(f["sender_ref"], keep.b(f["name"]),
-                                     1 if f["default_handler"] else 0, len(f["events"]),
-                                     len(f["methods"]), ctypes.cast(events, ctypes.POINTER(EventDecl)),
-                                     ctypes.cast(methods, ctypes.POINTER(Bytes)), Bytes(None, 0))
+        u.register_sender = Register(
+            f["sender_ref"],
+            keep.b(f["name"]),
+            1 if f["default_handler"] else 0,
+            len(f["events"]),
+            len(f["methods"]),
+            ctypes.cast(events, ctypes.POINTER(EventDecl)),
+            ctypes.cast(methods, ctypes.POINTER(Bytes)),
+            Bytes(None, 0),
+        )
     elif kind in ("SENDER_REGISTERED", "UNREGISTER_SENDER"):
         u.ref = Ref(f["sender_ref"])
     elif kind in ("LISTENING", "UNLISTEN"):
@@ -218,11 +287,16 @@ def msg_from_fields(kind: str, f: dict[str, Any], keep: Keep) -> Msg:
     elif kind == "EVENT":
         u.event = Event(keep.b(f["sender"]), keep.b(f["event"]), keep.b(bytes.fromhex(f["data"])))
     elif kind == "REQUEST":
-        u.request = Request(f["request_id"], keep.b(f["sender"]), keep.b(f["method"]),
-                            keep.b(bytes.fromhex(f["data"])))
+        u.request = Request(
+            f["request_id"],
+            keep.b(f["sender"]),
+            keep.b(f["method"]),
+            keep.b(bytes.fromhex(f["data"])),
+        )
     elif kind == "RESPONSE":
-        u.response = Response(f["request_id"], f["status"], keep.b(f["message"]),
-                              keep.b(bytes.fromhex(f["data"])))
+        u.response = Response(
+            f["request_id"], f["status"], keep.b(f["message"]), keep.b(bytes.fromhex(f["data"]))
+        )
     return m
 
 
@@ -238,12 +312,23 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
 
     if kind == "HELLO":
         h = u.hello
-        return {"name": s(h.name), "max_body": h.max_body, "keepalive_ms": h.keepalive_ms,
-                "version": h.version, "features": h.features, "credentials": h.credentials.get().hex()}
+        return {
+            "name": s(h.name),
+            "max_body": h.max_body,
+            "keepalive_ms": h.keepalive_ms,
+            "version": h.version,
+            "features": h.features,
+            "credentials": h.credentials.get().hex(),
+        }
     if kind == "WELCOME":
         w = u.welcome
-        return {"name": s(w.name), "max_body": w.max_body, "keepalive_ms": w.keepalive_ms,
-                "version": w.version, "features": w.features}
+        return {
+            "name": s(w.name),
+            "max_body": w.max_body,
+            "keepalive_ms": w.keepalive_ms,
+            "version": w.version,
+            "features": w.features,
+        }
     if kind in ("PING", "PONG"):
         return {"token": u.ping.token}
     if kind == "INVITE":
@@ -263,15 +348,23 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
         while lib.sig_reg_next_method(ctypes.byref(it), ctypes.byref(me)):
             methods.append(s(me))
         assert len(events) == r.n_events and len(methods) == r.n_methods
-        return {"sender_ref": r.sender_ref, "name": s(r.name), "events": events,
-                "methods": methods, "default_handler": bool(r.flags & 1)}
+        return {
+            "sender_ref": r.sender_ref,
+            "name": s(r.name),
+            "events": events,
+            "methods": methods,
+            "default_handler": bool(r.flags & 1),
+        }
     if kind in ("SENDER_REGISTERED", "UNREGISTER_SENDER"):
         return {"sender_ref": u.ref.ref}
     if kind in ("LISTENING", "UNLISTEN"):
         return {"listener_id": u.ref.ref}
     if kind == "LISTEN":
-        return {"listener_id": u.listen.listener_id, "sender": opt(u.listen.sender),
-                "event": opt(u.listen.event)}
+        return {
+            "listener_id": u.listen.listener_id,
+            "sender": opt(u.listen.sender),
+            "event": opt(u.listen.event),
+        }
     if kind == "TRIGGER":
         return {"event_ref": u.trigger.event_ref, "data": u.trigger.data.get().hex()}
     if kind == "EVENT":
@@ -279,12 +372,20 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
         return {"sender": s(e.sender), "event": s(e.event), "data": e.data.get().hex()}
     if kind == "REQUEST":
         q = u.request
-        return {"request_id": q.request_id, "sender": s(q.sender), "method": s(q.method),
-                "data": q.data.get().hex()}
+        return {
+            "request_id": q.request_id,
+            "sender": s(q.sender),
+            "method": s(q.method),
+            "data": q.data.get().hex(),
+        }
     assert kind == "RESPONSE"
     p = u.response
-    return {"request_id": p.request_id, "status": p.status, "message": s(p.message),
-            "data": p.data.get().hex()}
+    return {
+        "request_id": p.request_id,
+        "status": p.status,
+        "message": s(p.message),
+        "data": p.data.get().hex(),
+    }
 
 
 def _buf(n: int) -> Any:
@@ -338,7 +439,9 @@ def test_message_vector(lib: ctypes.CDLL, vec: dict[str, Any]) -> None:
     assert bytes(out[: n.value]) == frame
 
 
-@pytest.mark.parametrize("vec", VECTORS["bad_bodies"], ids=[v["name"] for v in VECTORS["bad_bodies"]])
+@pytest.mark.parametrize(
+    "vec", VECTORS["bad_bodies"], ids=[v["name"] for v in VECTORS["bad_bodies"]]
+)
 def test_bad_body(lib: ctypes.CDLL, vec: dict[str, Any]) -> None:
     body = bytes.fromhex(vec["body"])
     m = Msg()
@@ -392,7 +495,8 @@ def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
     gw_path, dev_path = tmp_path / "gw", tmp_path / "dev"
     socat = subprocess.Popen(
         ["socat", f"pty,raw,echo=0,link={gw_path}", f"pty,raw,echo=0,link={dev_path}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     device = None
     try:
@@ -402,8 +506,15 @@ def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
             time.sleep(0.05)
         gw = _raw_pty(str(gw_path))
         device = subprocess.Popen(
-            [str(FW / "build" / "posix_device"), "--port", str(dev_path), "--interval-ms", "100",
-             "--keepalive-ms", "1000"],
+            [
+                str(FW / "build" / "posix_device"),
+                "--port",
+                str(dev_path),
+                "--interval-ms",
+                "100",
+                "--keepalive-ms",
+                "1000",
+            ],
             stdout=subprocess.PIPE,
         )
         assert device.stdout is not None
