@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ._compat import SenderAliases
-from ._routing import check_name
+from ._routing import RoutingTable, check_name
 from .errors import InvalidNameError, NoSuchMethod, UnknownEventError
 
 #: A listener callback: ``callback(info, data)``, info has "sender" and "event".
@@ -144,3 +144,28 @@ def resolve_handler(
     if default is None:
         raise NoSuchMethod(f"sender {sender!r} has no request handler for {method!r}")
     return functools.partial(default, method)
+
+
+def subscribe_listener(
+    table: RoutingTable[Any], callback: ListenerCallback, sender: str | None, event: str | None
+) -> Listener:
+    """Validate and register an in-process listener in ``table``."""
+    check_listener_args(callback, sender, event)
+    listener = Listener(callback, sender, event)
+    table.subscribe(listener, sender, event)
+    return listener
+
+
+def unsubscribe_listener(
+    table: RoutingTable[Any],
+    listener: Listener | ListenerCallback,
+    sender: str | None,
+    event: str | None,
+) -> bool:
+    """Remove a registration by handle, or by (callback, sender, event)."""
+    if isinstance(listener, Listener):
+        return table.unsubscribe(listener, listener.sender, listener.event)
+    for sub in table.subscribers(sender, event):
+        if isinstance(sub, Listener) and sub.callback == listener:
+            return table.unsubscribe(sub, sender, event)
+    return False

@@ -11,9 +11,10 @@ from ._api import (
     Listener,
     ListenerCallback,
     Sender,
-    check_listener_args,
     check_sender_args,
     resolve_handler,
+    subscribe_listener,
+    unsubscribe_listener,
 )
 from ._compat import LocalRouterAliases
 from ._routing import RoutingTable, SenderInfo
@@ -87,10 +88,7 @@ class LocalRouter(LocalRouterAliases):
         self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
     ) -> Listener:
         """Call ``callback(info, data)`` for every matching event."""
-        check_listener_args(callback, sender, event)
-        listener = Listener(callback, sender, event)
-        self._table.subscribe(listener, sender, event)
-        return listener
+        return subscribe_listener(self._table, callback, sender, event)
 
     def remove_listener(
         self,
@@ -99,12 +97,7 @@ class LocalRouter(LocalRouterAliases):
         event: str | None = None,
     ) -> bool:
         """Remove a registration by handle, or by (callback, sender, event)."""
-        if isinstance(listener, Listener):
-            return self._table.unsubscribe(listener, listener.sender, listener.event)
-        for sub in self._table.subscribers(sender, event):
-            if sub.callback == listener:
-                return self._table.unsubscribe(sub, sender, event)
-        return False
+        return unsubscribe_listener(self._table, listener, sender, event)
 
     # --- events and requests ----------------------------------------------
 

@@ -20,8 +20,9 @@ from ._api import (
     Listener,
     ListenerCallback,
     Sender,
-    check_listener_args,
     check_sender_args,
+    subscribe_listener,
+    unsubscribe_listener,
 )
 from ._compat import LocalRouterAliases
 from ._data import pack, unpack
@@ -159,10 +160,8 @@ class ServerRouter(LocalRouterAliases):
     def add_listener(
         self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
     ) -> Listener:
-        check_listener_args(callback, sender, event)
-        listener = Listener(callback, sender, event)
-        self.core.table.subscribe(listener, sender, event)
-        return listener
+        """Call ``callback(info, data)`` for every matching event."""
+        return subscribe_listener(self.core.table, callback, sender, event)
 
     def remove_listener(
         self,
@@ -170,13 +169,8 @@ class ServerRouter(LocalRouterAliases):
         sender: str | None = None,
         event: str | None = None,
     ) -> bool:
-        table = self.core.table
-        if isinstance(listener, Listener):
-            return table.unsubscribe(listener, listener.sender, listener.event)
-        for sub in table.subscribers(sender, event):
-            if isinstance(sub, Listener) and sub.callback == listener:
-                return table.unsubscribe(sub, sender, event)
-        return False
+        """Remove a registration by handle, or by (callback, sender, event)."""
+        return unsubscribe_listener(self.core.table, listener, sender, event)
 
     def list_senders(self) -> dict[str, dict[str, list[str]]]:
         return {name: info.announcement() for name, info in self.core.table.senders.items()}
