@@ -1,9 +1,13 @@
-/* libFuzzer: the frame decoder, the message decoder (and re-encoder) and the
- * CBOR walker on arbitrary bytes. `make fuzz` (clang). */
+/* libFuzzer: the frame decoder, the message decoder (and re-encoder), the
+ * device's receive path (same verdict as the message decoder) and the CBOR
+ * walker (same verdict as the previous one, tests/ref_cbor.c) on arbitrary
+ * bytes. `make fuzz` (clang). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref_cbor.h"
 #include "sig_device.h"
+#include "sig_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -22,6 +26,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (b.len < 1 || b.len > 64) {
                 abort();
             }
+        }
+    }
+    {
+        sig__rx_msg_t d;
+        uint8_t code = sig__rx_parse(data, size, &d);
+        if (code != SIG__RX_IGNORE && code != sig_err_wire_code(sig_msg_decode(data, size, &m))) {
+            abort();
+        }
+    }
+    {
+        sig_cbor_reader_t a, b;
+        sig_cbor_reader_init(&a, data, size);
+        sig_cbor_reader_init(&b, data, size);
+        if (sig_cbor_skip(&a) != ref_cbor_skip(&b) || a.pos != b.pos) {
+            abort();
         }
     }
     if (sig_msg_decode(data, size, &m) == SIG_OK && m.type != SIG_MSG_REGISTER_SENDER) {
