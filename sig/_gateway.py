@@ -154,7 +154,9 @@ class GatewayCore:
             ref = body[0] if exc.code is ErrorCode.UNKNOWN_TYPE else 0
             if exc.code is ErrorCode.UNSUPPORTED_VERSION:
                 ref = w.PROTOCOL_VERSION
-            self._protocol_error(session, exc.code, ref, str(exc))
+            # Nobody answers an ERROR with an ERROR, even a broken one: that could loop.
+            answer = body[0] & w.TYPE_MASK != w.MessageType.ERROR
+            self._protocol_error(session, exc.code, ref, str(exc), answer=answer)
             return
         if isinstance(msg, w.Hello):
             self._on_hello(session, msg)
@@ -563,13 +565,16 @@ class GatewayCore:
         session.last_tx = self.clock()
         session.link.send(encode_frame(w.encode(msg)))
 
-    def _protocol_error(self, session: Session, code: int, ref: int, message: str) -> None:
+    def _protocol_error(
+        self, session: Session, code: int, ref: int, message: str, *, answer: bool = True
+    ) -> None:
         if code not in _REFUSALS:
             session.protocol_errors += 1
         if code not in session.logged_codes:  # once per kind per link: noise must not flood
             session.logged_codes.add(code)
             logger.warning("%s (%s): %s", session.link.name, ErrorCode(code).name, message)
-        self._send(session, w.Error(code, ref, message[:200]))
+        if answer:
+            self._send(session, w.Error(code, ref, message[:200]))
         if code in _REFUSALS:  # an answer to a legitimate registration, not a breach
             return
         if not session.link.persistent and session.protocol_errors > MAX_PROTOCOL_ERRORS:

@@ -302,3 +302,15 @@ def test_refused_registrations_do_not_count_as_protocol_errors(core: GatewayCore
     for _ in range(40):  # real protocol errors still close a TCP link
         core.receive(sb, bytes([0x3F]))
     assert b.closed
+
+
+def test_a_broken_error_is_counted_but_never_answered(core: GatewayCore) -> None:
+    a, sa = connect(core, "a")
+    a.take()
+    core.receive(sa, bytes([w.MessageType.ERROR, 0x80]))  # truncated varint
+    core.receive(sa, bytes([w.MessageType.ERROR | w.FLAG_SEQ, 0x01]))  # flag not negotiated
+    assert a.take() == []
+    assert sa.protocol_errors == 2
+    core.receive(sa, bytes([w.MessageType.PING, 0x80]))  # other broken messages are answered
+    err = a.take()[0]
+    assert isinstance(err, w.Error) and err.code == ErrorCode.MALFORMED
