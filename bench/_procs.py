@@ -403,6 +403,10 @@ def main() -> None:
         profiler.enable()
     try:
         if asyncio.iscoroutinefunction(func):
+            if os.environ.get("SIG_UVLOOP") and role in os.environ["SIG_UVLOOP"].split(","):
+                import uvloop
+
+                uvloop.install()
             asyncio.run(func(*args))
         else:
             func(*args)

@@ -123,7 +123,7 @@ class FakeLink:
     def __init__(self) -> None:
         self.frames = 0
 
-    def send(self, frame: bytes, droppable: bool = False) -> bool:
+    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
         self.frames += 1
         return True
 

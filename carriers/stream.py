@@ -16,7 +16,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sig._frame import DEFAULT_MAX_BODY, FrameDecoder
 
@@ -53,7 +53,7 @@ class StreamLink(asyncio.Protocol):
         self.high_water = high_water
         self.stall_timeout = stall_timeout
         self.decoder = FrameDecoder(max_body)
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.WriteTransport | None = None
         self.closed = asyncio.Event()
         self.session: Any = None  # set by the handler
         self._out: list[bytes] = []
@@ -70,27 +70,28 @@ class StreamLink(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Duck-typed: asyncio's, uvloop's and pyserial-asyncio's transports all write,
+        # but not all of them subclass asyncio.WriteTransport.
+        transport = cast(asyncio.WriteTransport, transport)
         self.transport = transport
         self._loop = asyncio.get_running_loop()
-        if isinstance(transport, asyncio.WriteTransport):  # looked up once, asked per event
-            self._buffered = transport.get_write_buffer_size
+        self._buffered = transport.get_write_buffer_size  # looked up once, asked per event
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if not self.name:
                 peer = transport.get_extra_info("peername")
                 self.name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
-        if isinstance(transport, asyncio.WriteTransport):
-            # The stall timer starts on pause_writing, so the transport must pause
-            # below our high-water mark: above it events are dropped and its buffer
-            # would never grow enough to pause (asyncio's default pause is 64 KiB).
-            try:
-                low, high = transport.get_write_buffer_limits()
-            except NotImplementedError:  # pyserial-asyncio's transport has only the setter
-                low, high = self.high_water // 8, self.high_water
-            if high >= self.high_water:
-                high = max(1, self.high_water // 2)
-                transport.set_write_buffer_limits(high, min(low, high // 4))
+        # The stall timer starts on pause_writing, so the transport must pause
+        # below our high-water mark: above it events are dropped and its buffer
+        # would never grow enough to pause (asyncio's default pause is 64 KiB).
+        try:
+            low, high = transport.get_write_buffer_limits()
+        except NotImplementedError:  # pyserial-asyncio's transport has only the setter
+            low, high = self.high_water // 8, self.high_water
+        if high >= self.high_water:
+            high = max(1, self.high_water // 2)
+            transport.set_write_buffer_limits(high, min(low, high // 4))
         self.handler.link_up(self)
 
     def data_received(self, data: bytes) -> None:
@@ -126,8 +127,13 @@ class StreamLink(asyncio.Protocol):
 
     # --- sending ----------------------------------------------------------
 
-    def send(self, frame: bytes, droppable: bool = False) -> bool:
-        """Queue a frame for the next flush; False if dropped (and counted)."""
+    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
+        """Queue a frame for the next flush; False if dropped (and counted).
+
+        ``urgent`` frames (requests, responses) are written at once, with
+        whatever is queued before them: a round trip then waits for no loop
+        turn at any hop. Everything else is coalesced into one write per turn.
+        """
         transport = self.transport
         if transport is None or transport.is_closing():
             if droppable:
@@ -138,7 +144,9 @@ class StreamLink(asyncio.Protocol):
             return False
         self._out.append(frame)
         self._out_bytes += len(frame)
-        if not self._flush_scheduled:
+        if urgent:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._flush)
@@ -163,7 +171,7 @@ class StreamLink(asyncio.Protocol):
         out.clear()
         self._out_bytes = 0
         transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.write(data)
 
     def flush(self) -> None:
@@ -176,11 +184,8 @@ class StreamLink(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.abort()
-        elif transport is not None:
-            transport.close()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _stalled(self) -> None:
         self._stall_timer = None

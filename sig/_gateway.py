@@ -373,7 +373,8 @@ class GatewayCore:
 
         def done(status: int, message: str, data: bytes) -> None:
             if session.state is State.OPEN:
-                self._send(session, w.Response(rid, status, message, data if not status else b""))
+                response = w.Response(rid, status, message, data if not status else b"")
+                self._send(session, response, urgent=True)
 
         self.start_request(msg.sender, msg.method, msg.data, done, requester=session)
 
@@ -433,7 +434,7 @@ class GatewayCore:
         self._pending[gid] = pending
         owner.handling[gid] = pending
         heapq.heappush(self._deadlines, (deadline, gid))
-        self._send(owner, w.Request(gid, sender, method, params))
+        self._send(owner, w.Request(gid, sender, method, params), urgent=True)
 
     def _answer_inline(self, done: Done, call: Callable[[], Any], what: str = "") -> None:
         try:
@@ -561,9 +562,9 @@ class GatewayCore:
 
     # --- helpers ----------------------------------------------------------
 
-    def _send(self, session: Session, msg: w.Message) -> None:
+    def _send(self, session: Session, msg: w.Message, urgent: bool = False) -> None:
         session.last_tx = self.clock()
-        session.link.send(encode_frame(w.encode(msg)))
+        session.link.send(encode_frame(w.encode(msg)), False, urgent)
 
     def _protocol_error(
         self, session: Session, code: int, ref: int, message: str, *, answer: bool = True

@@ -65,8 +65,12 @@ class Link(Protocol):
     #: True for a UART: the link outlives sessions, and noise is counted, not fatal.
     persistent: bool
 
-    def send(self, frame: bytes, droppable: bool = False) -> bool:
-        """Queue one frame; False if it was dropped (slow consumer) and counted."""
+    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
+        """Queue one frame; False if it was dropped (slow consumer) and counted.
+
+        ``urgent`` asks for the frame to be written now rather than at the end
+        of the loop turn (requests and responses, where latency counts).
+        """
         ...
 
     def close(self) -> None: ...

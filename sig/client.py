@@ -148,8 +148,8 @@ class AsyncClientRouter:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: How listener callbacks and on_connected/on_disconnected are run (sync API swaps it).
         self.dispatch: Dispatch = self._dispatch_inline
-        #: How a request handler is run; returns an awaitable of its result.
-        self.run_handler: Callable[[Callable[[Any], Any], Any], Awaitable[Any]] = self._run_inline
+        #: How a request handler is run: returns its result, or an awaitable of it.
+        self.run_handler: Callable[[Callable[[Any], Any], Any], Any] = self._run_inline
 
     # --- connection -------------------------------------------------------
 
@@ -339,7 +339,7 @@ class AsyncClientRouter:
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
             elif isinstance(msg, w.Request):
-                self._spawn(self._on_request(msg))
+                self._on_request(msg)
             elif isinstance(msg, (w.SenderRegistered, w.Listening)):
                 ref = msg.sender_ref if isinstance(msg, w.SenderRegistered) else msg.listener_id
                 waiter = self._waiters.pop(ref, None)
@@ -387,8 +387,8 @@ class AsyncClientRouter:
         for listener in listeners:  # each callback gets its own info dict
             dispatch(listener.callback, ({"sender": sender, "event": event}, value))
 
-    async def _on_request(self, msg: w.Request) -> None:
-        status, message, result = ErrorCode.OK, "", b""
+    def _on_request(self, msg: w.Request) -> None:
+        """Answer a REQUEST for one of our senders; inline unless the handler is async."""
         entry = self._senders.get(msg.sender)
         try:
             if entry is None:
@@ -400,14 +400,40 @@ class AsyncClientRouter:
                 params = unpack(msg.data)
             except DecodeError as exc:
                 raise _Malformed(str(exc)) from None
-            result = pack(await self.run_handler(handler, params))
-        except RequestError as exc:
-            status, message = exc.code, str(exc)
+            result = self.run_handler(handler, params)
         except Exception as exc:
-            logger.exception("request handler %s.%s raised", msg.sender, msg.method)
+            self._respond_error(msg, exc)
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._await_handler(msg, result))
+        else:
+            self._respond(msg, result)
+
+    async def _await_handler(self, msg: w.Request, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            self._respond_error(msg, exc)
+        else:
+            self._respond(msg, result)
+
+    def _respond(self, msg: w.Request, result: Any) -> None:
+        try:
+            data = pack(result)
+        except EncodeError as exc:
+            self._respond_error(msg, exc)
+            return
+        if self._connected:
+            self._send(w.Response(msg.request_id, ErrorCode.OK, "", data), urgent=True)
+
+    def _respond_error(self, msg: w.Request, exc: Exception) -> None:
+        if isinstance(exc, RequestError):
+            status, message = int(exc.code), str(exc)
+        else:
+            logger.error("request handler %s.%s raised", msg.sender, msg.method, exc_info=exc)
             status, message = ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}"
         if self._connected:
-            self._send(w.Response(msg.request_id, status, message[:500], result))
+            self._send(w.Response(msg.request_id, status, message[:500], b""), urgent=True)
 
     # --- senders ----------------------------------------------------------
 
@@ -575,12 +601,13 @@ class AsyncClientRouter:
         fut: asyncio.Future[w.Response] = self._loop.create_future()
         self._requests[rid] = fut
         wait = self.request_timeout if timeout is None else timeout
+        # A timer on the future itself, not wait_for(): one wake-up less per round trip.
+        timer = self._loop.call_later(wait, _expire, fut, f"{sender}.{method}", wait)
         try:
-            self._send(w.Request(rid, sender, method, pack(params)))
-            response = await asyncio.wait_for(fut, wait)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"no response from {sender}.{method} within {wait} s") from None
+            self._send(w.Request(rid, sender, method, pack(params)), urgent=True)
+            response = await fut
         finally:
+            timer.cancel()
             self._requests.pop(rid, None)
         if response.status:
             raise request_error_for(response.status, response.message)
@@ -593,12 +620,12 @@ class AsyncClientRouter:
 
     # --- helpers ----------------------------------------------------------
 
-    def _send(self, msg: w.Message) -> None:
+    def _send(self, msg: w.Message, urgent: bool = False) -> None:
         link = self._link
         if link is None:
             raise NotConnectedError("not connected to the gateway")
         self._last_tx = time.monotonic()
-        link.send(encode_frame(w.encode(msg)))
+        link.send(encode_frame(w.encode(msg)), False, urgent)
 
     def _expect(self, ref: int, msg: w.Message) -> asyncio.Future[w.Message]:
         assert self._loop is not None
@@ -621,11 +648,9 @@ class AsyncClientRouter:
             self.stats["listener_errors"] += 1
             logger.exception("callback %r raised", func)
 
-    async def _run_inline(self, handler: Callable[[Any], Any], params: Any) -> Any:
-        result = handler(params)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+    @staticmethod
+    def _run_inline(handler: Callable[[Any], Any], params: Any) -> Any:
+        return handler(params)
 
 
 _EVENT = w.MessageType.EVENT.value
@@ -684,6 +709,11 @@ def _unpack(raw: bytes) -> Any:
         except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
             raise DecodeError(f"event data is not one valid CBOR item: {exc}") from exc
     return unpack(raw)
+
+
+def _expire(fut: asyncio.Future[Any], what: str, wait: float) -> None:
+    if not fut.done():
+        fut.set_exception(RequestTimeout(f"no response from {what} within {wait} s"))
 
 
 class _Malformed(RequestError):

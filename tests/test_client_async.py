@@ -121,3 +121,42 @@ async def test_adding_a_refused_sender_again_retries_and_reports() -> None:
         sender.trigger("e", 1)
         await until(lambda: got == [1])
     await gw.stop()
+
+
+async def test_sync_and_coroutine_request_handlers_and_their_errors() -> None:
+    """Sync handlers answer inline, coroutine handlers from a task; errors are typed."""
+
+    async def slow_double(params: Any) -> Any:
+        await asyncio.sleep(0)
+        return params * 2
+
+    async def async_boom(params: Any) -> Any:
+        await asyncio.sleep(0)
+        raise RuntimeError("async failure")
+
+    def bad_result(params: Any) -> Any:
+        return object()  # not representable in CBOR
+
+    async with ServerRouter("127.0.0.1", 0) as gw:
+        handler = AsyncClientRouter("127.0.0.1", gw.port, name="h")
+        asker = AsyncClientRouter("127.0.0.1", gw.port, name="a")
+        async with handler, asker:
+            await handler.add_sender(
+                "S",
+                [],
+                {
+                    "double": lambda p: p * 2,
+                    "adouble": slow_double,
+                    "aboom": async_boom,
+                    "bad": bad_result,
+                },
+            )
+            assert await asker.request("S", "double", 4) == 8
+            assert await asker.request("S", "adouble", 5) == 10
+            with pytest.raises(sig.HandlerError, match="async failure"):
+                await asker.request("S", "aboom")
+            with pytest.raises(sig.HandlerError, match="cannot send object"):
+                await asker.request("S", "bad")
+            with pytest.raises(sig.RequestTimeout):  # the answer needs more than 0 s
+                await asker.request("S", "adouble", 1, timeout=0)
+            assert await asker.request("S", "double", 1) == 2  # a late answer harms nothing

@@ -38,7 +38,7 @@ class MemoryLink:
         self.closed = False
         self.refuse_events = False
 
-    def send(self, frame: bytes, droppable: bool = False) -> bool:
+    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
         if droppable and self.refuse_events:
             return False
         for body in self.decoder.feed(frame):
