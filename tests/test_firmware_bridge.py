@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from socat import SocatPairs
 
 from sig.errors import ErrorCode
 
@@ -492,18 +493,11 @@ def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
     assert shutil.which("socat"), "the example test needs socat (installed by CI)"
     proc = _make("examples")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    gw_path, dev_path = tmp_path / "gw", tmp_path / "dev"
-    socat = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={gw_path}", f"pty,raw,echo=0,link={dev_path}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    pairs = SocatPairs(tmp_path)
+    pair = pairs.pair("uart")  # waits until socat has made both links
+    gw_path, dev_path = pair.a, pair.b
     device = None
     try:
-        for _ in range(100):
-            if gw_path.exists() and dev_path.exists():
-                break
-            time.sleep(0.05)
         gw = _raw_pty(str(gw_path))
         device = subprocess.Popen(
             [
@@ -520,20 +514,20 @@ def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
         assert device.stdout is not None
         out_fd = device.stdout.fileno()
         partial = [b""]
+        out_eof = [False]
         gw_closed = False
         decoder = FrameDecoder(max_body=65535)
         inbox: list[w.Message] = []
         lines: list[str] = []
 
         def pump(deadline: float) -> None:
-            fds = [out_fd] if gw_closed else [gw, out_fd]
+            fds = ([] if gw_closed else [gw]) + ([] if out_eof[0] else [out_fd])
             r, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
             if gw in r and not gw_closed:
                 inbox.extend(w.decode(b) for b in decoder.feed(os.read(gw, 4096)))
             if out_fd in r:
                 chunk = os.read(out_fd, 4096)
-                if not chunk:
-                    time.sleep(0.01)
+                out_eof[0] = not chunk  # the device exited: stop selecting on its stdout
                 *done, partial[0] = (partial[0] + chunk).split(b"\n")
                 lines.extend(d.decode().strip() for d in done)
 
@@ -597,8 +591,7 @@ def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
                 send(w.Invite())
                 expect_line("invite")
         # the tty goes away: the device says so and exits with status 2
-        socat.terminate()
-        socat.wait(timeout=5)
+        pair.unplug()
         os.close(gw)
         gw_closed = True
         expect_line("tty_error", timeout=10)
@@ -610,6 +603,4 @@ def test_posix_device_example_against_python_codec(tmp_path: Path) -> None:
                 device.wait()
             if device.stdout is not None:
                 device.stdout.close()
-        if socat.poll() is None:
-            socat.terminate()
-            socat.wait()
+        pairs.close()
