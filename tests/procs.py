@@ -6,6 +6,7 @@ condition) against a bounded deadline and fails with what it saw.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -42,6 +43,18 @@ def wait_until(cond: Callable[[], Any], timeout: float = TIMEOUT, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
         time.sleep(0.01)
+
+
+async def until(cond: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
+    """Async ``wait_until``: poll ``cond`` on the event loop until truthy, bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
+        await asyncio.sleep(0.005)
 
 
 class Proc:

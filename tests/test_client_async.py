@@ -5,24 +5,16 @@ receives again) and coroutine callbacks."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from procs import until
 
 import sig
 from sig.client import AsyncClientRouter, Backoff
 from sig.server import ServerRouter
 
 FAST = Backoff(initial=0.05, maximum=0.2, jitter=0.1)
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or cond}"
-        await asyncio.sleep(0.005)
 
 
 async def test_same_listener_receives_after_gateway_restart() -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import until
 from socat import SocatPairs
 
 from carriers.serial import SerialSettings
@@ -27,24 +28,6 @@ from sig.serial_links import SerialSpecError, open_serial_links, parse_specs
 from sig.server import ServerRouter
 
 DEADLINE = 10.0
-
-
-async def until(cond: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    """Wait for ``cond()`` to be truthy (checked every 10 ms) or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or cond}")
-        await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-def socat(tmp_path: Path) -> Iterator[SocatPairs]:
-    with SocatPairs(tmp_path) as pairs:
-        yield pairs
 
 
 class Rig:

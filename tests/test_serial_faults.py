@@ -11,26 +11,19 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from procs import Gateway, Proc
+from procs import Gateway, Proc, until
 from socat import NoisyRelay, SocatPairs
-from test_serial import DEADLINE, Rig, until
+from test_serial import DEADLINE, Rig
 
 from sig._data import unpack
 from sig._wire import MessageType
 from sig.client import AsyncClientRouter
 
 KEEPALIVE_MS = 1000  #: what the emulated devices ask for; link timeout is 3x this
-
-
-@pytest.fixture
-def socat(tmp_path: Path) -> Iterator[SocatPairs]:
-    with SocatPairs(tmp_path) as pairs:
-        yield pairs
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from procs import until
 
 from sig import _wire as w
 from sig._frame import encode_frame
@@ -27,15 +28,6 @@ HIGH_WATER = 32 * 1024
 PAYLOAD = b"x" * 1000
 BATCH = 32
 MAX_BATCHES = 400  # 400 x 32 x ~1 kB = ~13 MB at most: far above any socket buffers
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.005)
-    return value
 
 
 def raw_listener(port: int) -> tuple[socket.socket, bytes]:
