@@ -283,7 +283,9 @@ def _parse_json(text: str | None) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sig", description="Run a sig gateway, or talk to one from the shell.")
+    parser = argparse.ArgumentParser(
+        prog="sig", description="Run a sig gateway, or talk to one from the shell."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_p = sub.add_parser("serve", help="run the gateway (TCP, serial ports, demo timer)")
