@@ -22,8 +22,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
-
 from carriers.stream import StreamLink
 from carriers.tcp import connect_tcp
 
@@ -59,7 +57,6 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 GATEWAY_SENDER = "$gateway"
-_loads = cbor2.loads
 
 
 @dataclass(frozen=True)
@@ -378,7 +375,7 @@ class AsyncClientRouter:
         if not listeners:
             return  # data nobody listens to is never decoded
         try:
-            value = _unpack(data)
+            value = unpack(data)
         except DecodeError as exc:
             self.stats["bad_data"] += 1
             logger.warning("dropping %s:%s: %s", sender, event, exc)
@@ -675,40 +672,6 @@ def _split_event(body: bytes) -> tuple[str, str, bytes] | None:
         return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
     except UnicodeDecodeError:
         return None
-
-
-def _cbor_size(raw: bytes) -> int:
-    """Size of ``raw``'s first CBOR item if it is a number, simple value or string; else -1."""
-    head = raw[0]
-    major, info = head >> 5, head & 0x1F
-    if info < 24:
-        hdr, arg = 1, info
-    elif info <= 27:
-        hdr = 1 + (1 << (info - 24))
-        if len(raw) < hdr:
-            return -1
-        arg = int.from_bytes(raw[1:hdr], "big")
-    else:
-        return -1
-    if major in (0, 1, 7):
-        return hdr
-    if major in (2, 3):
-        return hdr + arg
-    return -1
-
-
-def _unpack(raw: bytes) -> Any:
-    """:func:`sig._data.unpack`, with cbor2.loads for a lone scalar or string item.
-
-    cbor2.loads ignores trailing bytes, so it is used only when the item's size,
-    read from its head, is the whole of ``raw``; everything else takes unpack.
-    """
-    if raw and _cbor_size(raw) == len(raw):
-        try:
-            return _loads(raw)
-        except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
-            raise DecodeError(f"event data is not one valid CBOR item: {exc}") from exc
-    return unpack(raw)
 
 
 def _expire(fut: asyncio.Future[Any], what: str, wait: float) -> None:

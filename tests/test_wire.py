@@ -171,3 +171,29 @@ def test_random_bodies_decode_or_raise_remote_protocol_error(body: bytes) -> Non
         assert isinstance(exc.code, int)
     else:
         assert w.decode(w.encode(msg)) == msg
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.binary(max_size=12)
+    | st.builds(
+        lambda v: pack(v),
+        st.none()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=8)
+        | st.binary(max_size=8)
+        | st.booleans(),
+    )
+)
+def test_unpack_fast_path_agrees_with_the_checked_decoder(raw: bytes) -> None:
+    from sig._data import _unpack_checked
+    from sig.errors import DecodeError
+
+    try:
+        expected = _unpack_checked(raw)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            unpack(raw)
+    else:
+        assert repr(unpack(raw)) == repr(expected)  # repr: NaN equals itself
