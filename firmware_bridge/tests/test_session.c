@@ -639,3 +639,75 @@ TEST(session_write_faults)
         CHECK(good >= 1);
     }
 }
+
+/* Argument checks of the setup API, pinned before add_sender's name checks
+ * moved into its dry-run encoding: same error for every bad description,
+ * ARG before FULL before TOO_LARGE, and nothing registered on an error. */
+TEST(session_api_argument_errors)
+{
+    static char long_name[300];
+    static const char *const EV_OK[] = {"a", "b"};
+    static const char *const EV_EMPTY[] = {"a", ""};
+    static const char *const EV_NULL[] = {"a", NULL};
+    static const char *EV_LONG[] = {"a", long_name};
+    static const sig_method_t M_OK[] = {{"m", on_get_temp}};
+    static const sig_method_t M_EMPTY[] = {{"", on_get_temp}};
+    static const sig_method_t M_NULLNAME[] = {{NULL, on_get_temp}};
+    static const sig_method_t M_NOHANDLER[] = {{"m", NULL}};
+    sig_sender_desc_t d = {"s", EV_OK, 2, M_OK, 1, NULL, NULL};
+    sig_sender_desc_t bad;
+    sig_sender_t s = 77;
+    size_t n;
+    memset(long_name, 'x', sizeof long_name - 1u);
+    setup(256, 2000);
+    CHECK(sig_device_add_sender(NULL, &d, &s) == SIG_ERR_ARG);
+    CHECK(sig_device_add_sender(&dev, NULL, &s) == SIG_ERR_ARG);
+    for (n = 0; n < 12; n++) {
+        bad = d;
+        switch (n) {
+        case 0: bad.name = NULL; break;
+        case 1: bad.name = ""; break;
+        case 2: bad.name = long_name; break;
+        case 3: bad.events = EV_EMPTY; break;
+        case 4: bad.events = EV_NULL; break;
+        case 5: bad.events = (const char *const *)EV_LONG; break;
+        case 6: bad.events = NULL; break;
+        case 7: bad.n_events = SIG_CONFIG_MAX_EVENTS + 1u; break;
+        case 8: bad.methods = M_EMPTY; break;
+        case 9: bad.methods = M_NULLNAME; break;
+        case 10: bad.methods = M_NOHANDLER; break;
+        default: bad.methods = NULL; break;
+        }
+        CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_ARG && s == 77);
+    }
+    long_name[255] = '\0'; /* 255 bytes: a valid name, but too large for the tx buffer */
+    bad = d;
+    bad.name = long_name;
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_TOO_LARGE && s == 77);
+    long_name[255] = 'x';
+    long_name[100] = '\0'; /* 100 bytes: fits */
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_OK && s == 0);
+    bad.events = (const char *const *)EV_LONG; /* 2 x 100 + more: does not fit 128 */
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_TOO_LARGE && s == 0);
+    long_name[100] = 'x'; /* the event name is now too long, after the buffer is full */
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_ARG); /* ARG even when too large */
+    bad.events = EV_OK;
+    bad.methods = M_NOHANDLER;
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_ARG); /* ARG even when too large */
+    bad = d;
+    bad.n_events = 0;
+    bad.events = NULL;
+    bad.n_methods = 0;
+    bad.methods = NULL;
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_OK && s == 1);
+    CHECK(sig_device_add_sender(&dev, &d, &s) == SIG_ERR_FULL && s == 1);
+    bad.name = "";
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_ARG); /* ARG before FULL */
+    CHECK(sig_device_add_sender(&dev, &d, NULL) == SIG_ERR_FULL);
+    /* listen: NULL means any, an empty or too long name is refused */
+    CHECK(sig_device_listen(&dev, "", NULL, on_event, NULL, NULL) == SIG_ERR_ARG);
+    CHECK(sig_device_listen(&dev, NULL, long_name, on_event, NULL, NULL) == SIG_ERR_ARG);
+    CHECK(sig_device_listen(&dev, NULL, NULL, NULL, NULL, NULL) == SIG_ERR_ARG);
+    CHECK(sig_device_listen(&dev, NULL, NULL, on_event, NULL, NULL) == SIG_OK);
+    CHECK(fake.out_len == 0); /* offline: nothing sent */
+}
