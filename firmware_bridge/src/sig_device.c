@@ -98,7 +98,20 @@ static void tx_begin(sig_device_t *dev, sig_wr_t *w, size_t cap, uint8_t type, u
  * (1..255) when they were given to the library; texts may be empty. */
 static void put_cstr(sig_wr_t *w, const char *s)
 {
-    sig__put_text(w, (const uint8_t *)s, s == NULL ? 0u : sig__strlen(s));
+    size_t n = s == NULL ? 0u : sig__strlen(s);
+    sig__put_varint(w, (uint32_t)n);
+    sig__put_raw(w, (const uint8_t *)s, n);
+}
+
+/* A name of a sender description: not NULL, 1..255 bytes. A bad one sets
+ * SIG_ERR_INVALID_NAME even over an earlier error (a full buffer), so the
+ * dry run of sig_device_add_sender is also its name check. */
+static void put_name(sig_wr_t *w, const char *s)
+{
+    if (s == NULL || sig__strlen(s) - 1u >= SIG_MAX_NAME) {
+        w->err = SIG_ERR_INVALID_NAME;
+    }
+    put_cstr(w, s);
 }
 
 static sig_err_t tx_err(const sig_wr_t *w)
@@ -144,29 +157,29 @@ static sig_err_t send_hello(sig_device_t *dev)
     return e;
 }
 
-/* REGISTER_SENDER of sender i, built from its description. */
-static void encode_register(sig_device_t *dev, sig_wr_t *w, unsigned i, size_t cap)
+/* REGISTER_SENDER of sender i, built from its description d. */
+static void encode_register(sig_device_t *dev, sig_wr_t *w, const sig_sender_desc_t *d, unsigned i,
+                            size_t cap)
 {
-    const sig_sender_desc_t *d = dev->senders[i];
     unsigned k;
     tx_begin(dev, w, cap, SIG_MSG_REGISTER_SENDER, (uint32_t)i + 1u);
-    put_cstr(w, d->name);
+    put_name(w, d->name);
     sig__put_u8(w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
     sig__put_varint(w, d->n_events);
     for (k = 0; k < d->n_events; k++) {
         sig__put_varint(w, (uint32_t)i * SIG_CONFIG_MAX_EVENTS + k + 1u);
-        put_cstr(w, d->events[k]);
+        put_name(w, d->events[k]);
     }
     sig__put_varint(w, d->n_methods);
     for (k = 0; k < d->n_methods; k++) {
-        put_cstr(w, d->methods[k].name);
+        put_name(w, d->methods[k].name);
     }
 }
 
 static sig_err_t send_register(sig_device_t *dev, unsigned i)
 {
     sig_wr_t w;
-    encode_register(dev, &w, i, tx_cap(dev));
+    encode_register(dev, &w, dev->senders[i], i, tx_cap(dev));
     return tx_send(dev, &w);
 }
 
@@ -217,33 +230,30 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     unsigned k, i;
     sig_wr_t w;
     sig_err_t e;
-    if (dev == NULL || desc == NULL || !name_ok(desc->name) ||
-        desc->n_events > SIG_CONFIG_MAX_EVENTS || (desc->n_events > 0u && desc->events == NULL) ||
-        (desc->n_methods > 0u && desc->methods == NULL)) {
+    if (dev == NULL || desc == NULL || desc->n_events > SIG_CONFIG_MAX_EVENTS ||
+        (desc->n_events > 0u && desc->events == NULL) || (desc->n_methods > 0u && desc->methods == NULL)) {
         return SIG_ERR_ARG;
     }
-    for (k = 0; k < desc->n_events; k++) {
-        if (!name_ok(desc->events[k])) {
-            return SIG_ERR_ARG;
-        }
-    }
     for (k = 0; k < desc->n_methods; k++) {
-        if (!name_ok(desc->methods[k].name) || desc->methods[k].handler == NULL) {
+        if (desc->methods[k].handler == NULL) {
             return SIG_ERR_ARG;
         }
     }
-    if (dev->n_senders >= SIG_CONFIG_MAX_SENDERS) {
+    /* dry run: checks every name (SIG_ERR_INVALID_NAME -> ARG, before FULL)
+     * and that the registration fits the transmit buffer */
+    i = dev->n_senders;
+    encode_register(dev, &w, desc, i, SIG_CONFIG_TX_MAX_BODY);
+    e = tx_err(&w);
+    if (e == SIG_ERR_INVALID_NAME) {
+        return SIG_ERR_ARG;
+    }
+    if (i >= SIG_CONFIG_MAX_SENDERS) {
         return SIG_ERR_FULL;
     }
-    i = dev->n_senders;
-    dev->senders[i] = desc;
-    /* dry run: the registration must fit the transmit buffer */
-    encode_register(dev, &w, i, SIG_CONFIG_TX_MAX_BODY);
-    e = tx_err(&w);
     if (e != SIG_OK) {
-        dev->senders[i] = NULL;
         return e;
     }
+    dev->senders[i] = desc;
     dev->n_senders++;
     if (out_h != NULL) {
         *out_h = (sig_sender_t)i;
