@@ -384,22 +384,38 @@ static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, boo
     return respond(dev, req.request_id, code, NULL, NULL, 0);
 }
 
-static void dispatch_response(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data)
+/* Hands pending request i its outcome (status st; md = message, data or
+ * NULL for none); the slot is freed before the callback. */
+static void resolve(sig_device_t *dev, unsigned i, uint32_t st, const sig_bytes_t *md)
+{
+    sig_response_t resp;
+    sig_response_cb cb = dev->pending[i].cb;
+    dev->pending[i].cb = NULL;
+    resp.request_id = dev->pending[i].id;
+    resp.status = st;
+    resp.message.ptr = NULL;
+    resp.message.len = 0;
+    resp.data.ptr = NULL;
+    resp.data.len = 0;
+    if (md != NULL) {
+        resp.message.ptr = md[0].ptr;
+        resp.message.len = md[0].len;
+        resp.data.ptr = md[1].ptr;
+        resp.data.len = md[1].len;
+    }
+    cb(dev, dev->pending[i].user, &resp);
+}
+
+static void dispatch_response(sig_device_t *dev, sig__rx_msg_t *m, bool good_data)
 {
     unsigned i;
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
         if (dev->pending[i].cb != NULL && dev->pending[i].id == m->num[0]) {
-            sig_response_t resp;
-            sig_response_cb cb = dev->pending[i].cb;
-            dev->pending[i].cb = NULL; /* free the slot before the callback */
-            resp.request_id = m->num[0];
-            resp.status = good_data ? m->num[1] : SIG_CODE_MALFORMED;
-            resp.message = m->str[0];
-            resp.data = m->str[1];
             if (!good_data) {
-                resp.data.len = 0;
+                m->num[1] = SIG_CODE_MALFORMED; /* and no data */
+                m->str[1].len = 0;
             }
-            cb(dev, dev->pending[i].user, &resp);
+            resolve(dev, i, m->num[1], m->str);
             return;
         }
     }
@@ -414,11 +430,8 @@ static sig_err_t on_welcome(sig_device_t *dev, const sig__rx_msg_t *m)
     dev->keepalive_ms = (uint16_t)(ka > 0xFFFFu ? 0xFFFFu : ka);
     dev->peer_max_body = (uint16_t)(mb > 0xFFFFu ? 0xFFFFu : mb);
     status(dev, SIG_STATUS_WELCOME, 0);
-    for (i = 0; i < dev->n_senders && dev->state == DEV_ONLINE; i++) {
-        e = first_err(e, send_register(dev, i));
-    }
-    for (i = 0; i < dev->n_listeners && dev->state == DEV_ONLINE; i++) {
-        e = first_err(e, send_listen(dev, i));
+    for (i = 0; i < (unsigned)dev->n_senders + dev->n_listeners && dev->state == DEV_ONLINE; i++) {
+        e = first_err(e, i < dev->n_senders ? send_register(dev, i) : send_listen(dev, i - dev->n_senders));
     }
     return e;
 }
@@ -549,16 +562,7 @@ sig_err_t sig_device_poll(sig_device_t *dev)
     }
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
         if (dev->pending[i].cb != NULL && (int32_t)(now - dev->pending[i].deadline) >= 0) {
-            sig_response_t resp;
-            sig_response_cb cb = dev->pending[i].cb;
-            dev->pending[i].cb = NULL;
-            resp.request_id = dev->pending[i].id;
-            resp.status = SIG_CODE_TIMEOUT;
-            resp.message.ptr = NULL;
-            resp.message.len = 0;
-            resp.data.ptr = NULL;
-            resp.data.len = 0;
-            cb(dev, dev->pending[i].user, &resp);
+            resolve(dev, i, SIG_CODE_TIMEOUT, NULL);
         }
     }
     return e;

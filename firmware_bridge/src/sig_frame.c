@@ -190,115 +190,98 @@ sig_err_t sig_frame_encode(uint8_t *dst, size_t cap, const uint8_t *body, size_t
 
 sig_err_t sig_rx_init(sig_rx_t *rx, uint8_t *buf, size_t buf_len, uint16_t max_body)
 {
+    volatile uint8_t *z; /* volatile: a plain loop would become a call to memset */
+    uint32_t n = (uint32_t)max_body + 2u, q = n + 1u;
+    size_t i;
     if (rx == NULL || buf == NULL || max_body == 0u || max_body > SIG_MAX_BODY_LIMIT - 2u ||
         buf_len < (size_t)max_body + 2u) {
         return SIG_ERR_ARG;
     }
+    z = (volatile uint8_t *)rx; /* state and counters */
+    for (i = 0; i < sizeof *rx; i++) {
+        z[i] = 0u;
+    }
+    /* SIG_RX_ENCODED_LIMIT without a division (no __udivsi3 on a Cortex-M0) */
+    while (n >= 254u) {
+        n -= 254u;
+        q++;
+    }
     rx->buf = buf;
     rx->cap = (uint16_t)(max_body + 2u);
-    {
-        /* SIG_RX_ENCODED_LIMIT without a division (no __udivsi3 on a Cortex-M0) */
-        uint32_t n = (uint32_t)max_body + 2u, q = 0, r = n;
-        while (r >= 254u) {
-            r -= 254u;
-            q++;
-        }
-        rx->limit = n + q + 1u;
-    }
-    rx->enc = 0;
-    rx->len = 0;
-    rx->remaining = 0;
-    rx->flags = 0;
-    rx->stats.frames = 0;
-    rx->stats.empty = 0;
-    rx->stats.crc_errors = 0;
-    rx->stats.framing_errors = 0;
-    rx->stats.oversize = 0;
+    rx->limit = q;
     return SIG_OK;
 }
 
-static void rx_store(sig_rx_t *rx, uint8_t b)
-{
-    if (rx->len < rx->cap) {
-        rx->buf[rx->len++] = b;
-    } else {
-        rx->flags |= RX_TOO_LONG;
-    }
-}
-
+/* The end of a frame (a 0x00): exactly one counter, unless it ends the
+ * bytes skipped after an oversize frame (counted when it was found). */
 static bool rx_end(sig_rx_t *rx)
 {
     uint8_t flags = rx->flags;
-    uint32_t enc = rx->enc;
-    uint8_t remaining = rx->remaining;
-    uint16_t len = rx->len;
+    uint16_t len = (uint16_t)(rx->len - SIG_CRC_SIZE);
+    uint32_t *count = &rx->stats.framing_errors; /* truncated COBS block, or too short */
+    if (rx->enc == 0u) {
+        count = &rx->stats.empty;
+    } else if (rx->remaining != 0u || rx->len <= SIG_CRC_SIZE) {
+    } else if (flags & RX_TOO_LONG) {
+        count = &rx->stats.oversize;
+    } else if (sig_crc16(rx->buf, len) != (uint16_t)(((uint16_t)rx->buf[len] << 8) | rx->buf[len + 1u])) {
+        count = &rx->stats.crc_errors;
+    } else {
+        count = &rx->stats.frames;
+    }
     rx->enc = 0;
     rx->remaining = 0;
     rx->flags = 0;
+    rx->len = 0;
     if (flags & RX_SKIPPING) {
-        rx->len = 0;
-        return false;
+        return false; /* (len is 0: no CRC was computed) */
     }
-    if (enc == 0u) {
-        rx->stats.empty++;
-        return false;
-    }
-    if (remaining != 0u || len <= SIG_CRC_SIZE) {
-        rx->stats.framing_errors++; /* truncated COBS block, or too short */
-        rx->len = 0;
-        return false;
-    }
-    if (flags & RX_TOO_LONG) {
-        rx->stats.oversize++;
-        rx->len = 0;
-        return false;
-    }
-    len = (uint16_t)(len - SIG_CRC_SIZE);
-    if (sig_crc16(rx->buf, len) !=
-        (uint16_t)(((uint16_t)rx->buf[len] << 8) | rx->buf[len + 1u])) {
-        rx->stats.crc_errors++;
-        rx->len = 0;
+    (*count)++;
+    if (count != &rx->stats.frames) {
         return false;
     }
     rx->len = len;
     rx->flags = RX_READY;
-    rx->stats.frames++;
     return true;
 }
 
 bool sig_rx_feed(sig_rx_t *rx, uint8_t byte)
 {
-    if (rx->flags & RX_READY) {
-        rx->flags = 0; /* the previous body is given up */
+    uint8_t f = rx->flags;
+    int b = -1; /* the decoded byte to store, if any */
+    if (f & RX_READY) {
+        f = 0; /* the previous body is given up */
         rx->len = 0;
     }
     if (byte == 0u) {
+        rx->flags = f;
         return rx_end(rx);
     }
-    if (rx->flags & RX_SKIPPING) {
+    if (f & RX_SKIPPING) {
         return false;
     }
     if (++rx->enc > rx->limit) {
         rx->stats.oversize++;
-        rx->flags = RX_SKIPPING;
+        f = RX_SKIPPING;
         rx->len = 0;
-        rx->remaining = 0;
-        return false;
-    }
-    if (rx->remaining == 0u) { /* a code byte */
-        if (rx->flags & RX_ZERO_PENDING) {
-            rx_store(rx, 0u);
+    } else if (rx->remaining == 0u) { /* a code byte: the zero the last block stood for */
+        if (f & RX_ZERO_PENDING) {
+            b = 0;
         }
         rx->remaining = (uint8_t)(byte - 1u);
-        if (byte == 0xFFu) {
-            rx->flags &= (uint8_t)~RX_ZERO_PENDING;
-        } else {
-            rx->flags |= RX_ZERO_PENDING;
-        }
+        f = byte == 0xFFu ? (uint8_t)(f & ~RX_ZERO_PENDING) : (uint8_t)(f | RX_ZERO_PENDING);
     } else {
         rx->remaining--;
-        rx_store(rx, byte);
+        b = byte;
     }
+    if (b >= 0) {
+        if (rx->len < rx->cap) {
+            rx->buf[rx->len++] = (uint8_t)b;
+        } else {
+            f |= RX_TOO_LONG;
+        }
+    }
+    rx->flags = f;
     return false;
 }
 

@@ -7,6 +7,7 @@
 #include "sig_device.h"
 #include "sig_internal.h"
 #include "ref_cbor.h"
+#include "ref_rx.h"
 #include "test_util.h"
 #include "unittest.h"
 #include "vectors.h"
@@ -897,4 +898,69 @@ TEST(mutated_vectors)
         }
     }
     CHECK(ok > 0 && bad > 0);
+}
+
+/* The frame decoder against the previous one (tests/ref_rx.c): the same
+ * streams (noise with zeros at several rates, valid frames, frames with a
+ * flipped byte, long runs and 0xFF blocks for the oversize and 254-byte
+ * paths) into both, for max_body from 1 to 256: same init result and limit,
+ * same return for every byte, same body, same counters. */
+TEST(frame_decoder_vs_previous)
+{
+    static uint8_t buf_a[SIG_CONFIG_MAX_BODY + 2], buf_b[SIG_CONFIG_MAX_BODY + 2];
+    static const uint16_t MBS[] = {1, 2, 3, 4, 40, 251, 252, 253, 254, 255, 256};
+    static const size_t LENS[] = {0, 2, 3, 5, 258, 300};
+    sig_rx_t a, b;
+    size_t mi, li, i;
+    int diffs = 0;
+    rnd_seed(0xF4A3Eu);
+    for (li = 0; li < sizeof LENS / sizeof LENS[0]; li++) {
+        for (mi = 0; mi < 3; mi++) {
+            uint16_t mb = mi == 0 ? 0 : (mi == 1 ? 65534 : 40);
+            CHECK(sig_rx_init(&a, buf_a, LENS[li], mb) == ref_rx_init(&b, buf_b, LENS[li], mb));
+        }
+    }
+    CHECK(sig_rx_init(NULL, buf_a, 10, 5) == SIG_ERR_ARG && sig_rx_init(&a, NULL, 10, 5) == SIG_ERR_ARG);
+    for (mi = 0; mi < sizeof MBS / sizeof MBS[0]; mi++) {
+        uint16_t mb = MBS[mi];
+        uint32_t zero_rate = 3u + (uint32_t)mi * 41u;
+        memset(&a, 0x5A, sizeof a); /* init must not depend on what was there */
+        CHECK(sig_rx_init(&a, buf_a, sizeof buf_a, mb) == SIG_OK);
+        CHECK(ref_rx_init(&b, buf_b, sizeof buf_b, mb) == SIG_OK);
+        CHECK(a.limit == b.limit && a.limit == SIG_RX_ENCODED_LIMIT(mb));
+        for (i = 0; i < 300000u; i++) {
+            uint32_t r = rnd();
+            uint8_t frame[700];
+            size_t fn = 1, k;
+            frame[0] = (r % zero_rate == 0) ? 0 : (uint8_t)(r >> 8);
+            if (r % 97 == 1) { /* a frame around max_body, maybe damaged */
+                uint8_t body[SIG_CONFIG_MAX_BODY + 8];
+                size_t n = (r >> 10) % ((size_t)mb + 4u) + 1u;
+                for (k = 0; k < n; k++) {
+                    uint32_t x = rnd();
+                    body[k] = (r & 0x100000u) ? (uint8_t)(x | 1u) : (uint8_t)x;
+                }
+                CHECK(sig_frame_encode(frame, sizeof frame, body, n, &fn) == SIG_OK);
+                if (r & 0x200000u) {
+                    frame[rnd() % fn] ^= (uint8_t)(1u << (rnd() % 8u));
+                }
+            } else if (r % 97 == 2) { /* a run of 0xFF blocks or long non-zero noise */
+                fn = (r >> 10) % 600u + 1u;
+                for (k = 0; k < fn; k++) {
+                    frame[k] = (r & 0x400000u) ? 0xFFu : (uint8_t)(rnd() | 1u);
+                }
+            }
+            for (k = 0; k < fn; k++) {
+                bool ra = sig_rx_feed(&a, frame[k]), rb = ref_rx_feed(&b, frame[k]);
+                sig_bytes_t ba = sig_rx_body(&a), bb = sig_rx_body(&b);
+                if (ra != rb || !bytes_equal(ba.ptr, ba.len, bb.ptr, bb.len) ||
+                    memcmp(&a.stats, &b.stats, sizeof a.stats) != 0) {
+                    diffs++;
+                }
+            }
+        }
+        CHECK(diffs == 0);
+        CHECK(a.stats.frames > 0 && a.stats.oversize > 0 && a.stats.crc_errors > 0 &&
+              a.stats.framing_errors > 0 && a.stats.empty > 0);
+    }
 }

@@ -46,6 +46,7 @@ int main(void)
     RUN(cbor_writer_capacity);
     RUN(cbor_reader_errors);
     RUN(random_frame_decoder);
+    RUN(frame_decoder_vs_previous);
     RUN(random_message_decoder);
     RUN(random_cbor);
     RUN(mutated_vectors);
