@@ -489,13 +489,9 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
         }
         return SIG_OK;
     case SIG_MSG_SENDER_REGISTERED:
-        if (m.num[0] >= 1u && m.num[0] <= dev->n_senders) {
-            status(dev, SIG_STATUS_REGISTERED, m.num[0] - 1u);
-        }
-        return SIG_OK;
-    case SIG_MSG_LISTENING:
-        if (m.num[0] >= 1u && m.num[0] <= dev->n_listeners) {
-            status(dev, SIG_STATUS_LISTENING, m.num[0] - 1u);
+    case SIG_MSG_LISTENING: /* ref = handle + 1 */
+        if (m.num[0] - 1u < (t == SIG_MSG_LISTENING ? dev->n_listeners : dev->n_senders)) {
+            status(dev, t == SIG_MSG_LISTENING ? SIG_STATUS_LISTENING : SIG_STATUS_REGISTERED, m.num[0] - 1u);
         }
         return SIG_OK;
     case SIG_MSG_EVENT:
