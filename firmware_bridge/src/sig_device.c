@@ -87,9 +87,9 @@ static size_t tx_cap(const sig_device_t *dev)
 /* Every message a device sends starts with its type and a varint. The
  * per-message encoders below write into tx_buf with the sig__put_* helpers
  * (sticky error, capacity checked before each write); tx_send frames it. */
-static void tx_begin(sig_device_t *dev, sig_wr_t *w, size_t cap, uint8_t type, uint32_t v)
+static void tx_begin(sig_device_t *dev, sig_wr_t *w, uint8_t type, uint32_t v)
 {
-    sig_cbor_writer_init(w, dev->tx_buf, cap);
+    sig_cbor_writer_init(w, dev->tx_buf, tx_cap(dev));
     sig__put_u8(w, type);
     sig__put_varint(w, v);
 }
@@ -129,7 +129,7 @@ static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
 static sig_err_t send_short(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref)
 {
     sig_wr_t w;
-    tx_begin(dev, &w, tx_cap(dev), type, v);
+    tx_begin(dev, &w, type, v);
     if (type == SIG_MSG_ERROR) {
         sig__put_varint(&w, ref);
         sig__put_u8(&w, 0u);
@@ -146,7 +146,7 @@ static sig_err_t send_hello(sig_device_t *dev)
     dev->peer_max_body = 0xFFFFu;
     dev->tx_torn = 1; /* a lone 0x00 first: the gateway drops any torn frame */
     dev->last_hello = now_ms(dev);
-    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_HELLO, SIG_PROTOCOL_VERSION);
+    tx_begin(dev, &w, SIG_MSG_HELLO, SIG_PROTOCOL_VERSION);
     put_cstr(&w, dev->name);
     sig__put_varint(&w, dev->max_body);
     sig__put_varint(&w, dev->keepalive_req);
@@ -158,11 +158,10 @@ static sig_err_t send_hello(sig_device_t *dev)
 }
 
 /* REGISTER_SENDER of sender i, built from its description d. */
-static void encode_register(sig_device_t *dev, sig_wr_t *w, const sig_sender_desc_t *d, unsigned i,
-                            size_t cap)
+static void encode_register(sig_device_t *dev, sig_wr_t *w, const sig_sender_desc_t *d, unsigned i)
 {
     unsigned k;
-    tx_begin(dev, w, cap, SIG_MSG_REGISTER_SENDER, (uint32_t)i + 1u);
+    tx_begin(dev, w, SIG_MSG_REGISTER_SENDER, (uint32_t)i + 1u);
     put_name(w, d->name);
     sig__put_u8(w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
     sig__put_varint(w, d->n_events);
@@ -179,14 +178,14 @@ static void encode_register(sig_device_t *dev, sig_wr_t *w, const sig_sender_des
 static sig_err_t send_register(sig_device_t *dev, unsigned i)
 {
     sig_wr_t w;
-    encode_register(dev, &w, dev->senders[i], i, tx_cap(dev));
+    encode_register(dev, &w, dev->senders[i], i);
     return tx_send(dev, &w);
 }
 
 static sig_err_t send_listen(sig_device_t *dev, unsigned i)
 {
     sig_wr_t w;
-    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_LISTEN, (uint32_t)i + 1u);
+    tx_begin(dev, &w, SIG_MSG_LISTEN, (uint32_t)i + 1u);
     put_cstr(&w, dev->listeners[i].sender);
     put_cstr(&w, dev->listeners[i].event);
     return tx_send(dev, &w);
@@ -230,6 +229,7 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     unsigned k, i;
     sig_wr_t w;
     sig_err_t e;
+    uint16_t peer;
     if (dev == NULL || desc == NULL || desc->n_events > SIG_CONFIG_MAX_EVENTS ||
         (desc->n_events > 0u && desc->events == NULL) || (desc->n_methods > 0u && desc->methods == NULL)) {
         return SIG_ERR_ARG;
@@ -242,7 +242,10 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     /* dry run: checks every name (SIG_ERR_INVALID_NAME -> ARG, before FULL)
      * and that the registration fits the transmit buffer */
     i = dev->n_senders;
-    encode_register(dev, &w, desc, i, SIG_CONFIG_TX_MAX_BODY);
+    peer = dev->peer_max_body; /* the dry run is against SIG_CONFIG_TX_MAX_BODY alone */
+    dev->peer_max_body = 0xFFFFu;
+    encode_register(dev, &w, desc, i);
+    dev->peer_max_body = peer;
     e = tx_err(&w);
     if (e == SIG_ERR_INVALID_NAME) {
         return SIG_ERR_ARG;
@@ -309,7 +312,7 @@ static sig_err_t respond(sig_device_t *dev, uint32_t id, uint32_t st, const char
                          const uint8_t *data, size_t len)
 {
     sig_wr_t w;
-    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_RESPONSE, id);
+    tx_begin(dev, &w, SIG_MSG_RESPONSE, id);
     sig__put_varint(&w, st);
     put_cstr(&w, msg);
     sig__put_raw(&w, data, len);
@@ -581,7 +584,7 @@ sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_
     if (dev->state != DEV_ONLINE) {
         return SIG_ERR_STATE;
     }
-    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_TRIGGER, ev);
+    tx_begin(dev, &w, SIG_MSG_TRIGGER, ev);
     sig__put_raw(&w, data, len);
     return tx_send(dev, &w);
 }
@@ -605,7 +608,7 @@ sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *
     if (i == SIG_CONFIG_MAX_PENDING) {
         return SIG_ERR_FULL;
     }
-    tx_begin(dev, &w, tx_cap(dev), SIG_MSG_REQUEST, dev->next_request_id);
+    tx_begin(dev, &w, SIG_MSG_REQUEST, dev->next_request_id);
     put_cstr(&w, sender);
     put_cstr(&w, method);
     sig__put_raw(&w, params, len);
