@@ -125,16 +125,25 @@ static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
     return e != SIG_OK ? e : send_body(dev, w->len);
 }
 
-/* PING, PONG, or ERROR(code = v, ref) with an empty message. */
-static sig_err_t send_short(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref)
+/* PING or PONG (token v); ERROR (code v, ref, message, no data: msg is
+ * NULL, so the message is empty) and RESPONSE (request_id v, status ref,
+ * message, data) share their layout. */
+static sig_err_t send_vv(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref, const char *msg,
+                         const uint8_t *data, size_t len)
 {
     sig_wr_t w;
     tx_begin(dev, &w, type, v);
-    if (type == SIG_MSG_ERROR) {
+    if (type >= SIG_MSG_ERROR) {
         sig__put_varint(&w, ref);
-        sig__put_u8(&w, 0u);
+        put_cstr(&w, msg);
+        sig__put_raw(&w, data, len);
     }
     return tx_send(dev, &w);
+}
+
+static sig_err_t send_short(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref)
+{
+    return send_vv(dev, type, v, ref, NULL, NULL, 0);
 }
 
 static sig_err_t send_hello(sig_device_t *dev)
@@ -311,12 +320,7 @@ sig_err_t sig_device_start(sig_device_t *dev)
 static sig_err_t respond(sig_device_t *dev, uint32_t id, uint32_t st, const char *msg,
                          const uint8_t *data, size_t len)
 {
-    sig_wr_t w;
-    tx_begin(dev, &w, SIG_MSG_RESPONSE, id);
-    sig__put_varint(&w, st);
-    put_cstr(&w, msg);
-    sig__put_raw(&w, data, len);
-    return tx_send(dev, &w);
+    return send_vv(dev, SIG_MSG_RESPONSE, id, st, msg, data, len);
 }
 
 static bool data_ok(sig_device_t *dev, sig_bytes_t data)
@@ -474,37 +478,37 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
     if (t >= SIG_MSG_EVENT) { /* EVENT, REQUEST, RESPONSE: data is their last field */
         good_data = data_ok(dev, m.str[t == SIG_MSG_RESPONSE ? 1 : 2]);
     }
-    switch (t) {
-    case SIG_MSG_PING:
+    switch (SIG__RX_INDEX(t)) { /* 0..19: a table of 20 entries, not 36 */
+    case SIG__RX_INDEX(SIG_MSG_PING):
         return send_short(dev, SIG_MSG_PONG, m.num[0], 0);
-    case SIG_MSG_WELCOME:
+    case SIG__RX_INDEX(SIG_MSG_WELCOME):
         return on_welcome(dev, &m);
-    case SIG_MSG_INVITE:
-        status(dev, SIG_STATUS_INVITE, 0);
-        return send_hello(dev);
-    case SIG_MSG_ERROR:
+    case SIG__RX_INDEX(SIG_MSG_ERROR):
         if (dev->on_error != NULL) {
             dev->on_error(dev, dev->user, m.num[0], m.num[1], m.str[0]);
         }
-        if (m.num[0] == SIG_CODE_NO_SESSION) {
-            status(dev, SIG_STATUS_NO_SESSION, 0);
-            return send_hello(dev);
+        if (m.num[0] != SIG_CODE_NO_SESSION) {
+            return SIG_OK;
         }
-        return SIG_OK;
-    case SIG_MSG_SENDER_REGISTERED:
-    case SIG_MSG_LISTENING: /* ref = handle + 1 */
+        /* ERROR(NO_SESSION) starts over like INVITE */
+        /* fall through */
+    case SIG__RX_INDEX(SIG_MSG_INVITE):
+        status(dev, t == SIG_MSG_INVITE ? SIG_STATUS_INVITE : SIG_STATUS_NO_SESSION, 0);
+        return send_hello(dev);
+    case SIG__RX_INDEX(SIG_MSG_SENDER_REGISTERED):
+    case SIG__RX_INDEX(SIG_MSG_LISTENING): /* ref = handle + 1 */
         if (m.num[0] - 1u < (t == SIG_MSG_LISTENING ? dev->n_listeners : dev->n_senders)) {
             status(dev, t == SIG_MSG_LISTENING ? SIG_STATUS_LISTENING : SIG_STATUS_REGISTERED, m.num[0] - 1u);
         }
         return SIG_OK;
-    case SIG_MSG_EVENT:
+    case SIG__RX_INDEX(SIG_MSG_EVENT):
         if (good_data) {
             dispatch_event(dev, &m);
         }
         return SIG_OK;
-    case SIG_MSG_REQUEST:
+    case SIG__RX_INDEX(SIG_MSG_REQUEST):
         return dispatch_request(dev, &m, good_data);
-    case SIG_MSG_RESPONSE:
+    case SIG__RX_INDEX(SIG_MSG_RESPONSE):
         dispatch_response(dev, &m, good_data);
         return SIG_OK;
     default: /* PONG, ACK */

@@ -41,6 +41,8 @@ bool sig__utf8_ok(const uint8_t *p, size_t n);
  * would give (MALFORMED, UNKNOWN_TYPE, UNSUPPORTED_VERSION, INVALID_NAME,
  * UNSUPPORTED_FEATURE). Reads only body[0..len). */
 #define SIG__RX_IGNORE 0xFFu
+/* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 (a valid header) as 0..19. */
+#define SIG__RX_INDEX(t) ((((t) >> 1) & 0x18u) | ((t) & 7u))
 typedef struct {
     uint32_t num[4];
     sig_bytes_t str[3];

@@ -575,7 +575,7 @@ bool sig_reg_next_method(sig_reg_iter_t *it, sig_bytes_t *out)
 #define SPEC_UNKNOWN 0x8000u
 #define SPEC_IGNORE 0x8001u
 
-/* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 at ((t >> 1) & 0x18) | (t & 7). */
+/* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 at SIG__RX_INDEX(t). */
 static const uint16_t RX_SPECS[20] = {
     SPEC_UNKNOWN,                                /* 0x00 */
     SPEC_IGNORE,                                 /* HELLO */
@@ -613,7 +613,7 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
     if (t & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) {
         return SIG_CODE_UNSUPPORTED_FEATURE;
     }
-    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : RX_SPECS[((t >> 1) & 0x18u) | (t & 7u)];
+    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : RX_SPECS[SIG__RX_INDEX(t)];
     if (spec == SPEC_UNKNOWN) {
         return SIG_CODE_UNKNOWN_TYPE;
     }
