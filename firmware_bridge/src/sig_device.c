@@ -90,7 +90,7 @@ static size_t tx_cap(const sig_device_t *dev)
 static void tx_begin(sig_device_t *dev, sig_wr_t *w, uint8_t type, uint32_t v)
 {
     sig_cbor_writer_init(w, dev->tx_buf, tx_cap(dev));
-    sig__put_u8(w, type);
+    sig__put_varint(w, type); /* a byte below 0x80 is its own varint: one call less to link */
     sig__put_varint(w, v);
 }
 
@@ -125,19 +125,19 @@ static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
     return e != SIG_OK ? e : send_body(dev, w->len);
 }
 
-/* PING or PONG (token v); ERROR (code v, ref, message, no data: msg is
- * NULL, so the message is empty) and RESPONSE (request_id v, status ref,
- * message, data) share their layout. */
+/* PING or PONG (token v, no data); TRIGGER (event_ref v, data); ERROR
+ * (code v, ref, message, no data: msg is NULL, so the message is empty) and
+ * RESPONSE (request_id v, status ref, message, data) share their layout. */
 static sig_err_t send_vv(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref, const char *msg,
                          const uint8_t *data, size_t len)
 {
     sig_wr_t w;
     tx_begin(dev, &w, type, v);
-    if (type >= SIG_MSG_ERROR) {
+    if (type == SIG_MSG_ERROR || type == SIG_MSG_RESPONSE) {
         sig__put_varint(&w, ref);
         put_cstr(&w, msg);
-        sig__put_raw(&w, data, len);
     }
+    sig__put_raw(&w, data, len);
     return tx_send(dev, &w);
 }
 
@@ -159,8 +159,8 @@ static sig_err_t send_hello(sig_device_t *dev)
     put_cstr(&w, dev->name);
     sig__put_varint(&w, dev->max_body);
     sig__put_varint(&w, dev->keepalive_req);
-    sig__put_u8(&w, 0u); /* features */
-    sig__put_u8(&w, 0u); /* credentials: none */
+    sig__put_varint(&w, 0u); /* features (one byte 0x00) */
+    sig__put_varint(&w, 0u); /* credentials: none (one byte 0x00) */
     e = tx_send(dev, &w);
     status(dev, SIG_STATUS_HELLO, 0);
     return e;
@@ -172,7 +172,7 @@ static void encode_register(sig_device_t *dev, sig_wr_t *w, const sig_sender_des
     unsigned k;
     tx_begin(dev, w, SIG_MSG_REGISTER_SENDER, (uint32_t)i + 1u);
     put_name(w, d->name);
-    sig__put_u8(w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u);
+    sig__put_varint(w, d->default_handler != NULL ? SIG_REGISTER_FLAG_DEFAULT_HANDLER : 0u); /* one byte */
     sig__put_varint(w, d->n_events);
     for (k = 0; k < d->n_events; k++) {
         sig__put_varint(w, (uint32_t)i * SIG_CONFIG_MAX_EVENTS + k + 1u);
@@ -391,38 +391,36 @@ static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, boo
     return respond(dev, req.request_id, code, NULL, NULL, 0);
 }
 
-/* Hands pending request i its outcome (status st; md = message, data or
- * NULL for none); the slot is freed before the callback. */
-static void resolve(sig_device_t *dev, unsigned i, uint32_t st, const sig_bytes_t *md)
-{
-    sig_response_t resp;
-    sig_response_cb cb = dev->pending[i].cb;
-    dev->pending[i].cb = NULL;
-    resp.request_id = dev->pending[i].id;
-    resp.status = st;
-    resp.message.ptr = NULL;
-    resp.message.len = 0;
-    resp.data.ptr = NULL;
-    resp.data.len = 0;
-    if (md != NULL) {
-        resp.message.ptr = md[0].ptr;
-        resp.message.len = md[0].len;
-        resp.data.ptr = md[1].ptr;
-        resp.data.len = md[1].len;
-    }
-    cb(dev, dev->pending[i].user, &resp);
-}
-
-static void dispatch_response(sig_device_t *dev, sig__rx_msg_t *m, bool good_data)
+/* Outcomes of pending requests, the slot freed before the callback: with m,
+ * the RESPONSE m to its request (status MALFORMED and no data when its data
+ * is bad); without, SIG_CODE_TIMEOUT to every request whose deadline is past
+ * at `now`. */
+static void settle(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data, uint32_t now)
 {
     unsigned i;
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
-        if (dev->pending[i].cb != NULL && dev->pending[i].id == m->num[0]) {
-            if (!good_data) {
-                m->num[1] = SIG_CODE_MALFORMED; /* and no data */
-                m->str[1].len = 0;
-            }
-            resolve(dev, i, m->num[1], m->str);
+        sig_response_cb cb = dev->pending[i].cb;
+        sig_response_t resp;
+        if (cb == NULL || (m != NULL ? dev->pending[i].id != m->num[0]
+                                     : (int32_t)(now - dev->pending[i].deadline) < 0)) {
+            continue;
+        }
+        dev->pending[i].cb = NULL;
+        resp.request_id = dev->pending[i].id;
+        resp.status = SIG_CODE_TIMEOUT;
+        resp.message.ptr = NULL;
+        resp.message.len = 0;
+        resp.data.ptr = NULL;
+        resp.data.len = 0;
+        if (m != NULL) {
+            resp.status = good_data ? m->num[1] : SIG_CODE_MALFORMED;
+            resp.message.ptr = m->str[0].ptr;
+            resp.message.len = m->str[0].len;
+            resp.data.ptr = m->str[1].ptr;
+            resp.data.len = good_data ? m->str[1].len : 0u; /* no data when it is bad */
+        }
+        cb(dev, dev->pending[i].user, &resp);
+        if (m != NULL) {
             return;
         }
     }
@@ -509,7 +507,7 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
     case SIG__RX_INDEX(SIG_MSG_REQUEST):
         return dispatch_request(dev, &m, good_data);
     case SIG__RX_INDEX(SIG_MSG_RESPONSE):
-        dispatch_response(dev, &m, good_data);
+        settle(dev, &m, good_data, 0);
         return SIG_OK;
     default: /* PONG, ACK */
         return SIG_OK;
@@ -543,7 +541,6 @@ sig_err_t sig_device_poll(sig_device_t *dev)
 {
     sig_err_t e = SIG_OK;
     uint32_t now;
-    unsigned i;
     if (dev == NULL) {
         return SIG_ERR_ARG;
     }
@@ -563,11 +560,7 @@ sig_err_t sig_device_poll(sig_device_t *dev)
             e = send_short(dev, SIG_MSG_PING, ++dev->ping_token, 0);
         }
     }
-    for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
-        if (dev->pending[i].cb != NULL && (int32_t)(now - dev->pending[i].deadline) >= 0) {
-            resolve(dev, i, SIG_CODE_TIMEOUT, NULL);
-        }
-    }
+    settle(dev, NULL, true, now);
     return e;
 }
 
@@ -575,7 +568,6 @@ sig_err_t sig_device_poll(sig_device_t *dev)
 
 sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_t *data, size_t len)
 {
-    sig_wr_t w;
     uint32_t s, k;
     if (dev == NULL || ev == 0u || (data == NULL && len > 0u)) {
         return SIG_ERR_ARG;
@@ -588,9 +580,7 @@ sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_
     if (dev->state != DEV_ONLINE) {
         return SIG_ERR_STATE;
     }
-    tx_begin(dev, &w, SIG_MSG_TRIGGER, ev);
-    sig__put_raw(&w, data, len);
-    return tx_send(dev, &w);
+    return send_vv(dev, SIG_MSG_TRIGGER, ev, 0, NULL, data, len);
 }
 
 sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *method,
