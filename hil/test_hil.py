@@ -55,7 +55,7 @@ def test_device_listener_receives_a_gateway_event(rig: Rig) -> None:
     rig.listen(SENDER, "#connect")
     rig.start_device()
     inbox.wait(SENDER, "#connect")
-    rig.wait_device_listening()  # its LISTEN follows its REGISTER_SENDER
+    rig.wait_device_listening()  # its LISTEN follows its REGISTER_SENDER: a barrier
     timer = rig.client.add_sender("timer", ["tick", "tock"])
     timer.trigger("tock", 1)  # the device listens to (timer, tick) only
     timer.trigger("tick", 42)
