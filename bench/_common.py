@@ -177,6 +177,17 @@ class Child:
                 stream.close()
 
 
+def terminate(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a helper process (broker, socat), SIGKILL it if it lingers, reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def find_mosquitto() -> str | None:
     """Path of the mosquitto broker binary, or None."""
     for candidate in (
@@ -240,10 +251,4 @@ class Mosquitto:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Child, header, median, percentile, summary, table
+from _common import ROOT, Child, header, median, percentile, summary, table, terminate
 
 sys.path.insert(0, str(ROOT))
 
@@ -63,13 +63,7 @@ class PtyPair:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 def one_run(mode: str, count: int, interval_us: int) -> dict[str, Any]:
