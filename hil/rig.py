@@ -1,7 +1,7 @@
 """Hardware-in-the-loop rig: a gateway, a device on a serial port, a TCP client.
 
 With ``SIG_HIL_PORT`` set (and optionally ``SIG_HIL_BAUD``, default 115200) the
-device is a real board on that port running ``firmware_bridge/examples/arduino``.
+device is a real board on that port running ``firmware_bridge/examples/sig_sensor``.
 Without it, the device is the host-built ``posix_device`` on one end of a socat
 pty pair and the gateway opens the other end: the same cases then run in CI.
 

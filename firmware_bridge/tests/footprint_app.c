@@ -1,5 +1,5 @@
 /* Footprint probe for `make footprint`: a sensor device using the session API
- * (as examples/arduino does) linked with --gc-sections, and the same program
+ * (as examples/sig_sensor does) linked with --gc-sections, and the same program
  * without sig (-DFOOTPRINT_BASELINE). The difference is what sig costs. */
 #include "sig_device.h"
 

@@ -1,6 +1,6 @@
 // sig_sensor: the posix_device example on an Arduino, over Serial, using only
-// the public API of sig_device.h. Copy include/*.h and src/*.c of
-// firmware_bridge next to this sketch (or into a library folder).
+// the public API of sig_device.h. Install firmware_bridge as a library (its
+// src/ folder holds the headers and sources), or copy src/* next to this sketch.
 //
 // Sender "sensor1": event "temperature" (float32, every INTERVAL_MS), channel
 // event "#alarm" (every 10th reading), "echo" (the data of every timer/tick
