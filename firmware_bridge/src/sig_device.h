@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "sig_config.h"
+#include "sig_version.h"
 
 #ifdef __cplusplus
 extern "C" {
