@@ -9,18 +9,27 @@ driving script over pipes with one line per message (``READY ...``,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree's sig
+
+from sig import _wire as w
+from sig._data import unpack
+from sig._frame import FrameDecoder, encode_frame
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -115,6 +124,15 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def raise_nofile(need: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to ``need`` (as far as the hard limit allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def rss_kib(pid: int) -> int:
@@ -252,3 +270,94 @@ class Mosquitto:
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+def frames(*msgs: w.Message) -> bytes:
+    """The wire bytes of ``msgs``, one frame each."""
+    return b"".join(encode_frame(w.encode(m)) for m in msgs)
+
+
+class RawPeer:
+    """A sig peer on a plain blocking socket, built from sig._frame + sig._wire only.
+
+    No asyncio and no client library in between: what it measures is the
+    gateway. Every wait has a deadline, so a gateway that stalls or never
+    answers costs a timeout, never a hang. Messages that arrive while it waits
+    for something else are dropped: a caller only asks for what it waits for.
+    """
+
+    def __init__(self, port: int, name: str, timeout: float = 10.0) -> None:
+        self.name = name
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(timeout)
+        self.decoder = FrameDecoder()
+        self.inbox: list[w.Message] = []
+        self._ids = itertools.count(1)
+
+    def hello(self, timeout: float = 10.0) -> bool:
+        """Open the session (no keepalive asked); True once WELCOME came."""
+        self.send(w.Hello(self.name, 65535, 0))
+        return self.wait(lambda m: isinstance(m, w.Welcome), timeout) is not None
+
+    def send(self, *msgs: w.Message) -> None:
+        self.sock.sendall(frames(*msgs))
+
+    def read(self, timeout: float) -> bool:
+        """Receive once (at most ``timeout`` s) into ``inbox``; False when the gateway closed."""
+        self.sock.settimeout(max(0.001, timeout))
+        try:
+            data = self.sock.recv(1 << 16)
+        except (TimeoutError, BlockingIOError):
+            return True
+        if not data:
+            return False
+        for body in self.decoder.feed(data):
+            try:
+                self.inbox.append(w.decode(body))
+            except Exception:  # a frame this peer cannot parse is not what it waits for
+                continue
+        return True
+
+    def wait(
+        self,
+        match: Callable[[w.Message], bool],
+        timeout: float,
+        stop: threading.Event | None = None,
+    ) -> w.Message | None:
+        """The first message that ``match``es within ``timeout`` s (or until ``stop``), else None.
+
+        Raises ConnectionError when the gateway closes the connection.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.inbox:
+                msg = self.inbox.pop(0)
+                if match(msg):
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                return None
+            if not self.read(min(left, 0.2)):
+                raise ConnectionError(f"{self.name}: the gateway closed the connection")
+
+    def request(
+        self, sender: str, method: str, data: bytes = b"", timeout: float = 10.0
+    ) -> w.Response | None:
+        """One request; its RESPONSE, or None when none came within ``timeout`` s."""
+        rid = next(self._ids) & 0xFFFFFFFF
+        self.send(w.Request(rid, sender, method, data))
+        msg = self.wait(lambda m: isinstance(m, w.Response) and m.request_id == rid, timeout)
+        return msg if isinstance(msg, w.Response) else None
+
+    def stats(self, timeout: float = 10.0) -> dict[str, Any] | None:
+        """``$gateway stats``, or None when it is not answered in time."""
+        response = self.request("$gateway", "stats", b"", timeout)
+        if response is None or response.status:
+            return None
+        value: dict[str, Any] = unpack(response.data)
+        return value
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

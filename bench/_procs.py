@@ -6,12 +6,14 @@ start, prints ``RESULT {json}`` and exits; servers run until ``QUIT``.
 Times are ``time.monotonic()``, one clock for every process on Linux.
 
 Roles: sig-gateway, sig-listen, sig-send, sig-respond, sig-request,
-mqtt-listen, mqtt-send, mqtt-respond, mqtt-request.
+mqtt-listen, mqtt-send, mqtt-respond, mqtt-request, dev-sim, and the
+misbehaving peers of bench/soak.py: soak-flood, soak-busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -377,6 +379,155 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
     os.close(fd)
 
 
+# --- misbehaving peers of bench/soak.py (raw sockets, sig._frame + sig._wire) -----
+
+
+def _stdin_says_stop() -> bool:
+    """True when the driving script wrote STOP or QUIT (or went away); call when readable."""
+    line = sys.stdin.readline()
+    return not line or line.strip() in ("STOP", "QUIT")
+
+
+def soak_flood(port: str, clients: str, seconds: str) -> None:
+    """``clients`` connections that write and never read, for ``seconds`` (or until STOP).
+
+    Each sends HELLO, then loops over requests to ``$gateway links``, requests to
+    ``svc.echo`` and PINGs, as fast as its socket takes them, and never calls
+    recv. A connection the gateway closes is opened again (and counted), so the
+    pressure lasts the whole run.
+    """
+    import selectors
+    import socket
+
+    from _common import frames
+
+    from sig import _wire as w
+    from sig._data import pack
+
+    data = pack(PAYLOAD)
+    block = frames(
+        *(
+            m
+            for i in range(1, 1024, 3)
+            for m in (
+                w.Request(i, "$gateway", "links"),
+                w.Request(i + 1, "svc", "echo", data),
+                w.Ping(i + 2),
+            )
+        )
+    )
+    per_frame = len(block) / 1023
+    sel = selectors.DefaultSelector()
+    sel.register(sys.stdin, selectors.EVENT_READ, None)
+    counts = {"bytes": 0, "opened": 0, "closed_by_gateway": 0, "connect_failures": 0}
+
+    def open_one(i: int) -> bool:
+        try:
+            sock = socket.create_connection(("127.0.0.1", int(port)), 2.0)
+            sock.sendall(frames(w.Hello(f"flood{i}", 65535, 0)))
+        except OSError:
+            counts["connect_failures"] += 1
+            return False
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_WRITE, [i, 0])
+        counts["opened"] += 1
+        return True
+
+    down = [i for i in range(int(clients)) if not open_one(i)]
+    say("READY", str(int(clients) - len(down)))
+    wait_line("GO")
+    deadline = time.monotonic() + float(seconds)
+    view = memoryview(block * 4)  # one send may take several blocks
+    stop = False
+    while not stop and time.monotonic() < deadline:
+        for key, _ in sel.select(0.05):
+            if key.data is None:
+                stop = _stdin_says_stop()
+                continue
+            sock, state = key.fileobj, key.data
+            assert isinstance(sock, socket.socket)
+            try:
+                n = sock.send(view[state[1] : state[1] + len(block)])
+            except BlockingIOError:
+                continue
+            except OSError:
+                counts["closed_by_gateway"] += 1
+                sel.unregister(sock)
+                sock.close()
+                down.append(state[0])
+                continue
+            counts["bytes"] += n
+            state[1] = (state[1] + n) % len(block)
+        if down and time.monotonic() < deadline:
+            down = [i for i in down if not open_one(i)]
+    say("RESULT", {**counts, "frames": round(counts["bytes"] / per_frame)})
+    wait_line("QUIT")  # the sockets stay open (and unread) until the script has measured
+    for key in list(sel.get_map().values()):
+        if key.data is not None:
+            key.fileobj.close()  # type: ignore[union-attr]
+
+
+def soak_busy(port: str, inflight: str, seconds: str) -> None:
+    """One requester that keeps ``inflight`` requests to ``svc.echo`` pending, for ``seconds``.
+
+    It reads every answer (it is greedy, not broken): each RESPONSE, OK or BUSY,
+    is replaced by a new REQUEST at once. Counts answers by status.
+    """
+    import selectors
+
+    from _common import RawPeer, frames
+
+    from sig import _wire as w
+    from sig._data import pack
+    from sig.errors import ErrorCode
+
+    peer = RawPeer(int(port), "busy-flooder")
+    if not peer.hello():
+        raise RuntimeError("no WELCOME")
+    data = pack(PAYLOAD)
+    ids = iter(range(1, 1 << 32))
+    say("READY")
+    wait_line("GO")
+    sock = peer.sock
+    sock.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+
+    def requests(n: int) -> bytes:
+        return frames(*(w.Request(next(ids), "svc", "echo", data) for _ in range(n)))
+
+    out = bytearray(requests(int(inflight)))
+    counts = {"sent": int(inflight), "ok": 0, "busy": 0, "other": 0}
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        if out:
+            with contextlib.suppress(BlockingIOError):
+                del out[: sock.send(out)]
+        sel.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if out else 0))
+        if not sel.select(0.05):
+            continue
+        try:
+            chunk = sock.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            counts["closed_by_gateway"] = 1
+            break
+        again = 0
+        for body in peer.decoder.feed(chunk):
+            if body[0] != w.MessageType.RESPONSE:
+                continue
+            status = w.decode(body).status  # type: ignore[union-attr]
+            key = "ok" if status == 0 else "busy" if status == ErrorCode.BUSY else "other"
+            counts[key] += 1
+            again += 1
+        out += requests(again)
+        counts["sent"] += again
+    say("RESULT", counts)
+    wait_line("QUIT")
+    peer.close()
+
+
 ROLES: dict[str, Any] = {
     "dev-sim": dev_sim,
     "sig-gateway": sig_gateway,
@@ -388,6 +539,8 @@ ROLES: dict[str, Any] = {
     "mqtt-send": mqtt_send,
     "mqtt-respond": mqtt_respond,
     "mqtt-request": mqtt_request,
+    "soak-flood": soak_flood,
+    "soak-busy": soak_busy,
 }
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import sys
 import time
 from typing import Any
 
-from _common import ROOT, Child, cpu_seconds, header, rss_kib, summary, table
+from _common import ROOT, Child, cpu_seconds, header, raise_nofile, rss_kib, summary, table
 
 sys.path.insert(0, str(ROOT))
 
@@ -36,14 +35,6 @@ from sig._gateway import GatewayCore
 from sig.client import AsyncClientRouter
 
 PAYLOAD = bytes(range(16))
-
-
-def raise_nofile(need: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def trigger_cost(port: int, gw_pid: int, n: int) -> float:
