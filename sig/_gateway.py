@@ -10,19 +10,20 @@ the same table as remote ones.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _wire as w
 from ._api import Listener, RequestHandler, resolve_handler
 from ._data import pack, unpack
-from ._frame import DEFAULT_MAX_BODY, encode_frame
-from ._routing import RESERVED_PREFIX, RoutingTable, SenderInfo, check_name
+from ._frame import DEFAULT_MAX_BODY, MAX_BODY_LIMIT, encode_frame
+from ._routing import DISCONNECT, RESERVED_PREFIX, RoutingTable, SenderInfo, check_name
 from ._session import Input, Link, Session, State
 from .errors import (
     DecodeError,
@@ -31,14 +32,28 @@ from .errors import (
     InvalidNameError,
     RemoteProtocolError,
     RequestError,
+    RequestTooLarge,
     SigError,
 )
 
 logger = logging.getLogger(__name__)
 
 GATEWAY_SENDER = "$gateway"
-#: Requests pending on one handler link at most (then BUSY).
+#: Requests pending on one handler link at most (then BUSY). One requester may
+#: hold a fair share of them: max_pending / (requesters with pending ones + 1).
 MAX_PENDING_PER_LINK = 64
+#: Registrations one link may hold (then ERROR(LIMIT_REACHED)).
+MAX_SENDERS_PER_LINK = 256
+MAX_LISTENERS_PER_LINK = 4096
+MAX_EVENTS_PER_SENDER = 256
+#: RESPONSE bytes before its data at most: type, request_id (5), status, empty message.
+RESPONSE_OVERHEAD = 8
+#: ERROR bytes before its message at most: type, code (5), ref (5), text length (3).
+ERROR_OVERHEAD = 14
+#: Bytes of a ``$gateway`` page around its items at most (map, keys, next, total).
+PAGE_OVERHEAD = 40
+#: Items per ``$gateway`` page when the request names no limit.
+DEFAULT_PAGE_LIMIT = 100
 #: Protocol errors tolerated on a TCP link before it is closed.
 MAX_PROTOCOL_ERRORS = 32
 #: Keepalive the gateway asks of UART devices that announce none.
@@ -65,6 +80,17 @@ class Pending:
     finished: bool = False
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one link may make the gateway hold; a refusal is ERROR(LIMIT_REACHED)."""
+
+    senders_per_link: int = MAX_SENDERS_PER_LINK
+    listeners_per_link: int = MAX_LISTENERS_PER_LINK
+    events_per_sender: int = MAX_EVENTS_PER_SENDER
+    #: Requests pending on one handler link (BUSY above; a requester gets a fair share).
+    pending_per_link: int = MAX_PENDING_PER_LINK
+
+
 @dataclass(eq=False)
 class LocalSender:
     """A sender living in the gateway process."""
@@ -84,16 +110,20 @@ class GatewayCore:
         request_timeout: float = 10.0,
         max_body: int = DEFAULT_MAX_BODY,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits | None = None,
     ) -> None:
         self.name = name
         self.request_timeout = request_timeout
         self.max_body = max_body
         self.clock = clock
+        self.limits = limits or Limits()
         self.table: RoutingTable[Subscriber] = RoutingTable(self._announce)
         self.sessions: set[Session] = set()
         self._pending: dict[int, Pending] = {}
         self._deadlines: list[tuple[float, int]] = []
         self._ids = itertools.count(1)
+        #: handler session -> requester -> its requests pending there (fair shares).
+        self._load: dict[Session, dict[Session | None, int]] = {}
         self.local_senders: dict[str, LocalSender] = {}
         self._event_heads: dict[tuple[str, str], bytes] = {}
         #: Extra rows for ``$gateway links``: links that exist without a session,
@@ -106,6 +136,14 @@ class GatewayCore:
             "requests": 0,
             "listener_errors": 0,
             "bad_data": 0,
+            #: events not delivered to a link because they exceed its max_body (or 65535)
+            "dropped_too_large": 0,
+            #: responses replaced by TOO_LARGE because they exceed the requester's max_body
+            "responses_too_large": 0,
+            #: requests refused with BUSY (handler full, or the requester's share used)
+            "busy": 0,
+            #: registrations refused by a per-link limit or an oversized announcement
+            "refused_registrations": 0,
         }
 
     # --- links ------------------------------------------------------------
@@ -257,6 +295,11 @@ class GatewayCore:
         if len(set(refs)) != len(refs) or any(r in session.events for r in refs):
             self._protocol_error(session, ErrorCode.DUPLICATE_REF, ref, "event_ref in use")
             return
+        refusal = self._check_registration(session, msg)
+        if refusal is not None:
+            self.counters["refused_registrations"] += 1
+            self._protocol_error(session, refusal[0], ref, refusal[1])
+            return
         try:
             self._check_sender_name(msg.name)
             self.table.add_sender(
@@ -275,7 +318,42 @@ class GatewayCore:
         session.senders[ref] = msg.name
         for event_ref, event in msg.events:
             session.events[event_ref] = (msg.name, event)
+        session.event_refs[msg.name] = tuple(refs)
         self._send(session, w.SenderRegistered(ref))
+
+    def _check_registration(
+        self, session: Session, msg: w.RegisterSender
+    ) -> tuple[ErrorCode, str] | None:
+        """Why this link may not register ``msg`` now (code, text), or None.
+
+        The per-link limits bound what one peer makes the gateway hold. The
+        ``#disconnect`` EVENT (the longer of the two announcements) must fit in
+        one frame, or listeners could never learn that the sender came or went.
+        """
+        limits = self.limits
+        if len(session.senders) >= limits.senders_per_link:
+            return (
+                ErrorCode.LIMIT_REACHED,
+                f"{session.link.name} already holds {limits.senders_per_link} senders",
+            )
+        if len(msg.events) > limits.events_per_sender:
+            return (
+                ErrorCode.LIMIT_REACHED,
+                f"sender {msg.name!r} declares {len(msg.events)} events,"
+                f" more than {limits.events_per_sender}",
+            )
+        events = list(dict.fromkeys(e for _, e in msg.events))
+        methods = list(dict.fromkeys(msg.methods))
+        size = len(w.encode(w.Event(msg.name, DISCONNECT))) + len(
+            pack({"events": events, "requests": methods})
+        )
+        if size > MAX_BODY_LIMIT:
+            return (
+                ErrorCode.TOO_LARGE,
+                f"the #connect/#disconnect announcement of {msg.name!r} would take"
+                f" {size} bytes, more than the {MAX_BODY_LIMIT} a frame holds",
+            )
+        return None
 
     def _check_sender_name(self, name: str) -> None:
         check_name("sender", name)
@@ -295,6 +373,15 @@ class GatewayCore:
         if msg.listener_id in session.listeners:
             self._protocol_error(
                 session, ErrorCode.DUPLICATE_REF, msg.listener_id, "listener_id in use"
+            )
+            return
+        if len(session.listeners) >= self.limits.listeners_per_link:
+            self.counters["refused_registrations"] += 1
+            self._protocol_error(
+                session,
+                ErrorCode.LIMIT_REACHED,
+                msg.listener_id,
+                f"{session.link.name} already holds {self.limits.listeners_per_link} listeners",
             )
             return
         key = (msg.sender, msg.event)
@@ -318,15 +405,20 @@ class GatewayCore:
         if not subs:
             return
         frame: bytes | None = None
-        body_len = delivered = dropped = 0
+        body_len = delivered = dropped = too_large = 0
         value: Any = _UNSET
         for sub in subs:
             if type(sub) is Session:
                 if frame is None:  # one frame for all links: EVENT head + data as it came
                     body = self._event_head(sender, event) + data
                     body_len = len(body)
-                    frame = encode_frame(body)
-                if body_len <= sub.peer_max_body and sub.link.send(frame, True):
+                    # Over the protocol's limit it fits no link: every one counts a drop.
+                    frame = encode_frame(body) if body_len <= MAX_BODY_LIMIT else b""
+                if body_len > sub.peer_max_body or not frame:
+                    sub.dropped_too_large += 1
+                    sub.dropped_events += 1
+                    too_large += 1
+                elif sub.link.send(frame, True):
                     sub.events_out += 1
                     delivered += 1
                 else:
@@ -350,8 +442,13 @@ class GatewayCore:
                     logger.exception("listener %r raised on %s:%s", sub, sender, event)
         if delivered:
             self.counters["events_out"] += delivered
-        if dropped:
-            self.counters["dropped_events"] += dropped
+        if dropped or too_large:
+            self.counters["dropped_events"] += dropped + too_large
+        if too_large:
+            self.counters["dropped_too_large"] += too_large
+            logger.debug(
+                "%s:%s of %d bytes too large for %d links", sender, event, body_len, too_large
+            )
 
     def _event_head(self, sender: str, event: str) -> bytes:
         """The EVENT body up to its data (type and both names), cached per pair."""
@@ -364,7 +461,11 @@ class GatewayCore:
         return head
 
     def _announce(self, info: SenderInfo, event: str) -> None:
-        self.route(info.name, event, pack(info.announcement()))
+        """Fire ``#connect`` / ``#disconnect``; packs the data only if someone listens."""
+        if self.table.matches_any(info.name, event):
+            self.route(info.name, event, pack(info.announcement()))
+        else:
+            self.counters["triggers"] += 1
 
     # --- requests ---------------------------------------------------------
 
@@ -373,10 +474,27 @@ class GatewayCore:
 
         def done(status: int, message: str, data: bytes) -> None:
             if session.state is State.OPEN:
-                response = w.Response(rid, status, message, data if not status else b"")
-                self._send(session, response, urgent=True)
+                self._respond(session, rid, status, message, data)
 
         self.start_request(msg.sender, msg.method, msg.data, done, requester=session)
+
+    def _respond(self, session: Session, rid: int, status: int, message: str, data: bytes) -> None:
+        """Send a RESPONSE, or TOO_LARGE in its place when it exceeds what the peer takes.
+
+        The body is re-encoded here (the requester's request_id replaces the
+        gateway's, up to 4 bytes more), so this is the point that must check.
+        """
+        body = w.encode(w.Response(rid, status, message, data if not status else b""))
+        limit = self._limit(session)
+        if len(body) > limit:
+            self.counters["responses_too_large"] += 1
+            text = (
+                f"response of {len(body)} bytes exceeds the {limit} that {session.peer!r} accepts"
+            )
+            logger.debug("%s: %s", session.link.name, text)
+            short = _fit_text(text, limit - RESPONSE_OVERHEAD - 2)
+            body = w.encode(w.Response(rid, ErrorCode.TOO_LARGE, short))
+        self._send_body(session, body, urgent=True)
 
     def start_request(
         self,
@@ -391,7 +509,7 @@ class GatewayCore:
         """Route a request; ``done(status, message, result)`` is called exactly once."""
         self.counters["requests"] += 1
         if sender == GATEWAY_SENDER:
-            self._answer_inline(done, lambda: self._gateway_request(method))
+            self._answer_gateway(method, params, requester, done)
             return
         info = self.table.sender(sender)
         if info is None:
@@ -411,30 +529,62 @@ class GatewayCore:
             self._answer_inline(done, lambda: handler(value), f"{sender}.{method}")
             return
         assert isinstance(owner, Session)
-        if len(owner.handling) >= MAX_PENDING_PER_LINK:
-            done(
-                ErrorCode.BUSY,
-                f"{MAX_PENDING_PER_LINK} requests already pending on {owner.link.name}",
-                b"",
-            )
-            return
-        request = w.Request(0, sender, method, params)
-        body_len = len(w.encode(request))
-        if body_len > owner.peer_max_body:
-            done(
-                ErrorCode.TOO_LARGE,
-                f"request of {body_len} bytes exceeds the "
-                f"{owner.peer_max_body} that {owner.peer!r} accepts",
-                b"",
-            )
+        busy = self._admit(owner, requester)
+        if busy is not None:
+            self.counters["busy"] += 1
+            done(ErrorCode.BUSY, busy, b"")
             return
         gid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
+        body = w.encode(w.Request(gid, sender, method, params))
+        limit = self._limit(owner)
+        if len(body) > limit:
+            done(
+                ErrorCode.TOO_LARGE,
+                f"request of {len(body)} bytes exceeds the {limit} that {owner.peer!r} accepts",
+                b"",
+            )
+            return
         deadline = self.clock() + (self.request_timeout if timeout is None else timeout)
         pending = Pending(gid, deadline, owner, done, requester, sender, method)
         self._pending[gid] = pending
         owner.handling[gid] = pending
-        heapq.heappush(self._deadlines, (deadline, gid))
-        self._send(owner, w.Request(gid, sender, method, params), urgent=True)
+        load = self._load.setdefault(owner, {})
+        load[requester] = load.get(requester, 0) + 1
+        self._push_deadline(deadline, gid)
+        self._send_body(owner, body, urgent=True)
+
+    def _admit(self, owner: Session, requester: Session | None) -> str | None:
+        """Why ``requester`` may not start one more request on ``owner`` now, or None.
+
+        The handler link holds ``pending_per_link`` requests at most; each
+        requester a fair share of them: ``pending_per_link // (n + 1)``, with n
+        the requesters that have requests pending there. A flooder so always
+        leaves room for a newcomer, which is then admitted (and shrinks the
+        flooder's share as the flooder's requests complete).
+        """
+        cap = self.limits.pending_per_link
+        if len(owner.handling) >= cap:
+            return f"{cap} requests already pending on {owner.link.name}"
+        load = self._load.get(owner)
+        mine = load.get(requester, 0) if load else 0
+        if mine:
+            assert load is not None
+            share = max(1, cap // (len(load) + 1))
+            if mine >= share:
+                return (
+                    f"{mine} of this requester's requests already pending on"
+                    f" {owner.link.name} (its fair share of {cap} is {share})"
+                )
+        return None
+
+    def _push_deadline(self, deadline: float, gid: int) -> None:
+        """Queue a request timeout; drop the entries of finished requests when they pile up."""
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, gid))
+        if len(deadlines) > 2 * len(self._pending) + 1024:  # amortised O(1) per request
+            pending = self._pending
+            deadlines[:] = [entry for entry in deadlines if entry[1] in pending]
+            heapq.heapify(deadlines)
 
     def _answer_inline(self, done: Done, call: Callable[[], Any], what: str = "") -> None:
         try:
@@ -461,27 +611,110 @@ class GatewayCore:
             return
         pending.finished = True
         self._pending.pop(pending.id, None)
-        if pending.target is not None:
-            pending.target.handling.pop(pending.id, None)
+        target = pending.target
+        if target is not None:
+            target.handling.pop(pending.id, None)
+            load = self._load.get(target)
+            if load is not None:
+                left = load.get(pending.requester, 0) - 1
+                if left > 0:
+                    load[pending.requester] = left
+                else:
+                    load.pop(pending.requester, None)
+                    if not load:
+                        del self._load[target]
         pending.done(status, message, data)
 
-    def _gateway_request(self, method: str) -> Any:
+    # --- $gateway: the gateway's own methods, paged to fit the requester ----
+
+    def _answer_gateway(
+        self, method: str, params: bytes, requester: Session | None, done: Done
+    ) -> None:
+        """Answer ``$gateway senders|links|stats``; the result always fits the requester.
+
+        Without params the whole result comes as before (a map of senders, a
+        list of links, a map of counters), or TOO_LARGE if it does not fit.
+        With ``{"offset": n, "limit": k}`` it comes a page at a time:
+        ``{"items": [...], "next": offset of the next page or null, "total": N}``.
+        """
+        budget = (self._limit(requester) if requester is not None else MAX_BODY_LIMIT) - (
+            RESPONSE_OVERHEAD
+        )
+        try:
+            data = self._gateway_answer(method, params, budget)
+        except RequestError as exc:
+            done(exc.code, str(exc), b"")
+        else:
+            done(ErrorCode.OK, "", data)
+
+    def _gateway_answer(self, method: str, params: bytes, budget: int) -> bytes:
+        if method not in _GATEWAY_METHODS:
+            raise_no_method(method)
+        try:
+            args = unpack(params)
+        except DecodeError as exc:
+            raise _BadParams(str(exc)) from None
+        if args is None:
+            return self._gateway_whole(method, budget)
+        offset, limit = _page_args(args)
         if method == "senders":
-            return {
+            senders = self.table.senders
+            total = len(senders)
+            items: Iterator[Any] = (
+                self._sender_item(info) for info in itertools.islice(senders.values(), offset, None)
+            )
+        elif method == "links":
+            rows = self._link_order()
+            total = len(rows)
+            items = (row() for row in itertools.islice(rows, offset, None))
+        else:
+            stats = list(self.stats().items())
+            total = len(stats)
+            items = (list(kv) for kv in itertools.islice(stats, offset, None))
+        return _page(items, offset, limit, total, budget)
+
+    def _gateway_whole(self, method: str, budget: int) -> bytes:
+        """The unpaged answer of the first protocol version, if it fits ``budget``."""
+        value: Any
+        if method == "senders":
+            value = {
                 name: {**info.announcement(), "link": self._owner_name(info.owner)}
                 for name, info in self.table.senders.items()
             }
-        if method == "links":
-            return self.links()
-        if method == "stats":
-            return {
-                **self.counters,
-                "links": len(self.sessions),
-                "senders": len(self.table.senders),
-                "subscriptions": self.table.subscription_count(),
-                "pending_requests": len(self._pending),
-            }
-        raise_no_method(method)
+        elif method == "links":
+            value = self.links()
+        else:
+            value = self.stats()
+        data = pack(value)
+        if len(data) > budget:
+            raise RequestTooLarge(
+                f"$gateway {method} takes {len(data)} bytes, more than the {budget} this"
+                ' link accepts: ask for pages, params {"offset": 0, "limit": 100}'
+            )
+        return data
+
+    def _sender_item(self, info: SenderInfo) -> dict[str, Any]:
+        return {"name": info.name, **info.announcement(), "link": self._owner_name(info.owner)}
+
+    def _link_order(self) -> list[Callable[[], dict[str, Any]]]:
+        """Rows of ``$gateway links`` by link name, built only for the page asked for."""
+        rows: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+            (s.link.name, functools.partial(self.link_info, s)) for s in self.sessions
+        ]
+        for report in self.link_reporters:
+            rows.extend((r["link"], functools.partial(dict, r)) for r in report())
+        rows.sort(key=lambda r: r[0])
+        return [build for _, build in rows]
+
+    def stats(self) -> dict[str, int]:
+        """The gateway's counters and sizes (``$gateway stats``)."""
+        return {
+            **self.counters,
+            "links": len(self.sessions),
+            "senders": len(self.table.senders),
+            "subscriptions": self.table.subscription_count(),
+            "pending_requests": len(self._pending),
+        }
 
     @staticmethod
     def _owner_name(owner: Any) -> str:
@@ -504,6 +737,7 @@ class GatewayCore:
             "triggers": s.triggers,
             "events_out": s.events_out,
             "dropped_events": s.dropped_events,
+            "dropped_too_large": s.dropped_too_large,
             "protocol_errors": s.protocol_errors,
             **s.link.stats(),
         }
@@ -563,8 +797,21 @@ class GatewayCore:
     # --- helpers ----------------------------------------------------------
 
     def _send(self, session: Session, msg: w.Message, urgent: bool = False) -> None:
+        body = w.encode(msg)
+        if isinstance(msg, w.Error) and len(body) > self._limit(session):
+            # An ERROR is worth sending short rather than not at all.
+            short = _fit_text(msg.message, self._limit(session) - ERROR_OVERHEAD)
+            body = w.encode(w.Error(msg.code, msg.ref, short))
+        self._send_body(session, body, urgent)
+
+    def _send_body(self, session: Session, body: bytes, urgent: bool = False) -> None:
         session.last_tx = self.clock()
-        session.link.send(encode_frame(w.encode(msg)), False, urgent)
+        session.link.send(encode_frame(body), False, urgent)
+
+    @staticmethod
+    def _limit(session: Session) -> int:
+        """The largest body ``session``'s peer accepts (its max_body, at most 65535)."""
+        return min(session.peer_max_body, MAX_BODY_LIMIT)
 
     def _protocol_error(
         self, session: Session, code: int, ref: int, message: str, *, answer: bool = True
@@ -582,8 +829,9 @@ class GatewayCore:
             self.breach(session, f"more than {MAX_PROTOCOL_ERRORS} protocol errors")
 
     def _drop_sender(self, session: Session, name: str) -> None:
-        for ref in [r for r, (s, _) in session.events.items() if s == name]:
-            del session.events[ref]
+        """Remove one sender of ``session``: O(its events + requests pending on the link)."""
+        for ref in session.event_refs.pop(name, ()):
+            session.events.pop(ref, None)
         gone = [p for p in session.handling.values() if p.sender == name]
         self.table.remove_sender(name)
         for pending in gone:
@@ -607,8 +855,98 @@ class GatewayCore:
             self.table.remove_sender(name)
         session.senders.clear()
         session.events.clear()
+        session.event_refs.clear()
         if session.peer:
             logger.info("%s: session of %r ended (%s)", session.link.name, session.peer, reason)
+
+
+class _BadParams(RequestError):
+    """The params of a ``$gateway`` request are not what the method takes."""
+
+    code = ErrorCode.MALFORMED
+
+
+_GATEWAY_METHODS = ("senders", "links", "stats")
+
+
+def _page_args(args: Any) -> tuple[int, int]:
+    """``(offset, limit)`` from ``{"offset": n, "limit": k}`` (both optional)."""
+    if not isinstance(args, dict) or not set(args) <= {"offset", "limit"}:
+        raise _BadParams('params must be null or {"offset": int, "limit": int}')
+    offset = args.get("offset", 0)
+    limit = args.get("limit", DEFAULT_PAGE_LIMIT)
+    for name, value in (("offset", offset), ("limit", limit)):
+        if type(value) is not int or value < 0:
+            raise _BadParams(f"{name} must be an int >= 0, not {value!r}")
+    return offset, min(max(limit, 1), 0xFFFF)
+
+
+def _page(items: Iterator[Any], offset: int, limit: int, total: int, budget: int) -> bytes:
+    """CBOR of ``{"items": [...], "next": n | null, "total": N}`` in at most ``budget`` bytes.
+
+    Items are packed one by one and the page ends before the first that does
+    not fit, so the cost is O(items on the page) after the offset. An item too
+    large for a page of its own comes with its lists emptied and
+    ``"truncated": true``; if even that does not fit, the request is TOO_LARGE.
+    """
+    chunks: list[bytes] = []
+    used = PAGE_OVERHEAD
+    for item in items:
+        if len(chunks) >= limit:
+            break
+        raw = pack(item)
+        if used + len(raw) > budget:
+            if chunks:
+                break
+            raw = pack(_truncated(item))
+            if used + len(raw) > budget:
+                raise RequestTooLarge(
+                    f"item {offset} does not fit in the {budget} bytes this link accepts"
+                )
+        chunks.append(raw)
+        used += len(raw)
+    end = offset + len(chunks)
+    nxt = end if end < total else None
+    # Map keys in CBOR's canonical order (shorter first), like sig._data.pack.
+    return b"".join(
+        (
+            b"\xa3",
+            pack("next"),
+            pack(nxt) or b"\xf6",
+            pack("items"),
+            _cbor_array_head(len(chunks)),
+            *chunks,
+            pack("total"),
+            pack(total),
+        )
+    )
+
+
+def _truncated(item: Any) -> Any:
+    """``item`` with its list values emptied and ``"truncated": true`` added."""
+    if not isinstance(item, dict):
+        return item
+    return {**{k: [] if isinstance(v, list) else v for k, v in item.items()}, "truncated": True}
+
+
+def _cbor_array_head(n: int) -> bytes:
+    """The head of a CBOR array of ``n`` items (major type 4)."""
+    if n < 24:
+        return bytes([0x80 | n])
+    if n < 0x100:
+        return bytes([0x98, n])
+    if n < 0x10000:
+        return b"\x99" + n.to_bytes(2, "big")
+    return b"\x9a" + n.to_bytes(4, "big")
+
+
+def _fit_text(text: str, budget: int) -> str:
+    """``text`` cut to at most ``budget`` UTF-8 bytes (at least a short prefix)."""
+    budget = max(budget, 24)
+    raw = text.encode("utf-8")
+    if len(raw) <= budget:
+        return text
+    return raw[:budget].decode("utf-8", "ignore")
 
 
 def raise_no_method(method: str) -> Any:
@@ -618,7 +956,14 @@ def raise_no_method(method: str) -> Any:
 
 
 #: Errors that refuse a well-formed registration; they never count toward a breach.
-_REFUSALS = frozenset({ErrorCode.DUPLICATE_SENDER, ErrorCode.INVALID_NAME})
+_REFUSALS = frozenset(
+    {
+        ErrorCode.DUPLICATE_SENDER,
+        ErrorCode.INVALID_NAME,
+        ErrorCode.LIMIT_REACHED,
+        ErrorCode.TOO_LARGE,
+    }
+)
 
 _UNSET: Any = object()
 _BAD: Any = object()

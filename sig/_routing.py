@@ -16,9 +16,15 @@ Rules (the seed's, kept exactly; the brief's "Semantics"):
 
 Matching is a dict lookup of at most four keys per (sender, event); the merged
 result is cached per (sender, event) (for live senders, and for up to
-``MATCH_CACHE_LIMIT`` other pairs) and the cache is dropped on any change of
-subscriptions, so a trigger costs O(matching subscribers), whatever the number
-of registrations that do not match.
+``MATCH_CACHE_LIMIT`` other pairs), so a trigger costs O(matching subscribers),
+whatever the number of registrations that do not match.
+
+Every operation costs in proportion to what it touches, never to the size of
+the table: the cache is indexed by sender and by channel event, so a
+subscription drops only the cached pairs it can change (``(S, e)`` one pair,
+``(S, None)`` the pairs of S, ``(None, "#ch")`` the pairs of ``#ch``, and only
+``(None, None)`` all of them), and removing a sender drops only its own pairs.
+Tearing down a link with 40k senders is therefore linear (bench/teardown.py).
 """
 
 from __future__ import annotations
@@ -100,6 +106,10 @@ class RoutingTable(Generic[Sub]):
         self._senders: dict[str, SenderInfo] = {}
         self._subs: dict[Key, dict[Sub, int]] = {}
         self._cache: dict[tuple[str, str], tuple[Sub, ...]] = {}
+        #: Index of the cache: sender -> its cached events; channel -> its cached senders.
+        self._cached_by_sender: dict[str, set[str]] = {}
+        self._cached_by_channel: dict[str, set[str]] = {}
+        self._sub_count = 0
         self._announce = announce
 
     # --- senders ----------------------------------------------------------
@@ -139,11 +149,10 @@ class RoutingTable(Generic[Sub]):
         info = self._senders.pop(name, None)
         if info is None:
             return None
-        for key in [k for k in self._cache if k[0] == name]:
-            del self._cache[key]
-        logger.debug("sender %s disconnected", name)
         if self._announce is not None:
             self._announce(info, DISCONNECT)
+        # After the announcement, which may have cached (name, "#disconnect").
+        self._forget_sender(name)
         return info
 
     def sender(self, name: str) -> SenderInfo | None:
@@ -167,7 +176,8 @@ class RoutingTable(Generic[Sub]):
             check_name("event", event)
         bucket = self._subs.setdefault((sender, event), {})
         bucket[sub] = bucket.get(sub, 0) + 1
-        self._cache.clear()
+        self._sub_count += 1
+        self._invalidate(sender, event)
 
     def unsubscribe(self, sub: Sub, sender: str | None, event: str | None) -> bool:
         """Drop one subscription of ``sub`` under the key; False if there was none."""
@@ -181,7 +191,8 @@ class RoutingTable(Generic[Sub]):
             del bucket[sub]
             if not bucket:
                 del self._subs[key]
-        self._cache.clear()
+        self._sub_count -= 1
+        self._invalidate(sender, event)
         return True
 
     def subscribers(self, sender: str | None, event: str | None) -> tuple[Sub, ...]:
@@ -189,7 +200,24 @@ class RoutingTable(Generic[Sub]):
         return tuple(self._subs.get((sender, event), ()))
 
     def subscription_count(self) -> int:
-        return sum(sum(b.values()) for b in self._subs.values())
+        """All subscriptions (a subscriber under the same key twice counts twice); O(1)."""
+        return self._sub_count
+
+    def cache_size(self) -> int:
+        """Cached (sender, event) match results (for tests and stats)."""
+        return len(self._cache)
+
+    def matches_any(self, sender: str, event: str) -> bool:
+        """Whether anyone gets ``event`` of ``sender``; O(1), caches nothing."""
+        if (sender, event) in self._cache:
+            return bool(self._cache[(sender, event)])
+        subs = self._subs
+        return bool(
+            (sender, event) in subs
+            or (sender, None) in subs
+            or (None, None) in subs
+            or (is_channel(event) and (None, event) in subs)
+        )
 
     def match(self, sender: str, event: str) -> Collection[Sub]:
         """Subscribers that get ``event`` of ``sender``, each once."""
@@ -213,5 +241,80 @@ class RoutingTable(Generic[Sub]):
         # Live senders are bounded by their declared events; any other pair (the
         # client's table knows no senders, it only listens) up to a fixed bound.
         if sender in self._senders or len(self._cache) < MATCH_CACHE_LIMIT:
-            self._cache[(sender, event)] = result
+            self._remember(sender, event, result)
         return result
+
+    # --- the match cache and its index -------------------------------------
+
+    def _remember(self, sender: str, event: str, result: tuple[Sub, ...]) -> None:
+        self._cache[(sender, event)] = result
+        self._cached_by_sender.setdefault(sender, set()).add(event)
+        if is_channel(event):
+            self._cached_by_channel.setdefault(event, set()).add(sender)
+
+    def _forget(self, sender: str, event: str) -> None:
+        """Drop one cached pair and its index entries (no-op if it is not cached)."""
+        if self._cache.pop((sender, event), None) is None:
+            return
+        events = self._cached_by_sender.get(sender)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._cached_by_sender[sender]
+        if is_channel(event):
+            senders = self._cached_by_channel.get(event)
+            if senders is not None:
+                senders.discard(sender)
+                if not senders:
+                    del self._cached_by_channel[event]
+
+    def _forget_sender(self, sender: str) -> None:
+        """Drop every cached pair of ``sender``: O(its cached pairs)."""
+        events = self._cached_by_sender.pop(sender, None)
+        if not events:
+            return
+        cache, by_channel = self._cache, self._cached_by_channel
+        for event in events:
+            del cache[(sender, event)]
+            if is_channel(event):
+                senders = by_channel[event]
+                senders.discard(sender)
+                if not senders:
+                    del by_channel[event]
+
+    def _invalidate(self, sender: str | None, event: str | None) -> None:
+        """Drop the cached pairs a subscription under ``(sender, event)`` can change."""
+        if sender is not None and event is not None:
+            self._forget(sender, event)
+        elif sender is not None:
+            self._forget_sender(sender)
+        elif event is not None:
+            if is_channel(event):  # (None, "tick") matches nothing (rule 3)
+                for name in list(self._cached_by_channel.get(event, ())):
+                    self._forget(name, event)
+        else:  # (None, None) matches every pair
+            self._cache.clear()
+            self._cached_by_sender.clear()
+            self._cached_by_channel.clear()
+
+    def check_cache(self) -> None:
+        """Raise AssertionError unless the cache and its index agree (for tests)."""
+        by_sender: dict[str, set[str]] = {}
+        by_channel: dict[str, set[str]] = {}
+        for s, e in self._cache:
+            by_sender.setdefault(s, set()).add(e)
+            if is_channel(e):
+                by_channel.setdefault(e, set()).add(s)
+        assert by_sender == self._cached_by_sender, (by_sender, self._cached_by_sender)
+        assert by_channel == self._cached_by_channel, (by_channel, self._cached_by_channel)
+        for (s, e), result in self._cache.items():
+            assert set(result) == set(self._uncached_match(s, e)), (s, e)
+        assert self._sub_count == sum(sum(b.values()) for b in self._subs.values())
+
+    def _uncached_match(self, sender: str, event: str) -> tuple[Sub, ...]:
+        found: dict[Sub, None] = {}
+        for key in ((sender, event), (sender, None), (None, event), (None, None)):
+            if key[0] is None and key[1] is not None and not is_channel(event):
+                continue
+            found.update(dict.fromkeys(self._subs.get(key, {})))
+        return tuple(found)

@@ -93,11 +93,13 @@ class Session:
     opened_at: float = 0.0
     senders: dict[int, str] = field(default_factory=dict)  # sender_ref -> name
     events: dict[int, tuple[str, str]] = field(default_factory=dict)  # event_ref -> pair
+    event_refs: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sender -> its refs
     listeners: dict[int, Key] = field(default_factory=dict)  # listener_id -> key
     handling: dict[int, Any] = field(default_factory=dict)  # gw request id -> pending
     triggers: int = 0
     events_out: int = 0
     dropped_events: int = 0
+    dropped_too_large: int = 0  # events over this peer's max_body (also in dropped_events)
     protocol_errors: int = 0
     logged_codes: set[int] = field(default_factory=set)
 

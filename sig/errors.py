@@ -33,6 +33,7 @@ class ErrorCode(IntEnum):
     UNSUPPORTED_FEATURE = 16  #: a header flag or feature bit that was not negotiated
     BUSY = 17  #: too many requests pending on this link
     UNKNOWN_EVENT = 18  #: trigger of an event the sender did not declare
+    LIMIT_REACHED = 19  #: a per-link limit (senders, listeners, events per sender) is reached
 
 
 class SigError(Exception):
@@ -172,9 +173,15 @@ class ConnectionLost(RequestError, NotConnectedError):
 
 
 class GatewayBusy(RequestError):
-    """Too many requests are pending on the handler's link."""
+    """Too many requests are pending on the handler's link, or from this requester."""
 
     code = ErrorCode.BUSY
+
+
+class LimitReached(RequestError, RoutingError):
+    """A per-link limit of the gateway is reached (senders, listeners, events per sender)."""
+
+    code = ErrorCode.LIMIT_REACHED
 
 
 _REQUEST_ERRORS: dict[int, type[RequestError]] = {
@@ -188,6 +195,7 @@ _REQUEST_ERRORS: dict[int, type[RequestError]] = {
         NotAuthorised,
         RequestTooLarge,
         GatewayBusy,
+        LimitReached,
     )
 }
 

@@ -90,7 +90,8 @@ typedef enum {
     SIG_CODE_TOO_LARGE = 15,
     SIG_CODE_UNSUPPORTED_FEATURE = 16,
     SIG_CODE_BUSY = 17,
-    SIG_CODE_UNKNOWN_EVENT = 18
+    SIG_CODE_UNKNOWN_EVENT = 18,
+    SIG_CODE_LIMIT_REACHED = 19
 } sig_code_t;
 
 /* A run of bytes inside some buffer (names, text, CBOR data). Not
