@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import Listener, Sender, Signal
 from ._compat import LOG_LEVELS, SimpleLogger, setup_logger
+from ._gateway import Limits
 from ._local import LocalRouter
 from ._routing import CONNECT, DISCONNECT
 from .errors import (
@@ -81,6 +82,7 @@ __all__ = [
     "HandlerError",
     "InvalidNameError",
     "LimitReached",
+    "Limits",
     "Listener",
     "LocalRouter",
     "NoSuchMethod",

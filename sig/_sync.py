@@ -262,7 +262,12 @@ class ClientRouter(ClientRouterAliases):
         return self._call(self._client.request(sender, method, params, timeout))
 
     def list_senders(self) -> dict[str, dict[str, Any]]:
+        """Senders connected to the gateway (every page of ``$gateway senders``)."""
         return self._call(self._client.list_senders())
+
+    def list_links(self) -> list[dict[str, Any]]:
+        """The gateway's links with their counters (every page of ``$gateway links``)."""
+        return self._call(self._client.list_links())
 
 
 async def _await(awaitable: Any) -> Any:

@@ -253,7 +253,7 @@ async def cmd_senders(args: argparse.Namespace) -> int:
 async def cmd_links(args: argparse.Namespace) -> int:
     client = await _client(args, "sig-links")
     try:
-        links = await client.request("$gateway", "links")
+        links = await client.list_links()
     finally:
         await client.close()
     if args.json:

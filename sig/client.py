@@ -57,6 +57,10 @@ from .errors import (
 logger = logging.getLogger(__name__)
 
 GATEWAY_SENDER = "$gateway"
+#: Items asked for per page of a ``$gateway`` listing (the gateway may send fewer).
+PAGE_LIMIT = 500
+#: Pages fetched at most for one listing (a bound against a gateway that never ends).
+MAX_PAGES = 100_000
 
 
 @dataclass(frozen=True)
@@ -611,9 +615,44 @@ class AsyncClientRouter:
         return unpack(response.data)
 
     async def list_senders(self) -> dict[str, dict[str, Any]]:
-        """Senders connected to the gateway, with their events, requests and link."""
-        result: dict[str, dict[str, Any]] = await self.request(GATEWAY_SENDER, "senders")
-        return result
+        """Senders connected to the gateway, with their events, requests and link.
+
+        Fetched a page at a time, so it works whatever the number of senders.
+        A sender too large for one page has ``"truncated": True`` and empty lists.
+        """
+        items = await self.gateway_items("senders")
+        return {item.pop("name"): item for item in items}
+
+    async def list_links(self) -> list[dict[str, Any]]:
+        """The gateway's links with their counters (``$gateway links``), every page."""
+        return await self.gateway_items("links")
+
+    async def gateway_items(self, method: str) -> list[Any]:
+        """Every item of a paged ``$gateway`` method (PROTOCOL.md, "The gateway's methods").
+
+        Items added or removed while the pages are fetched may be missed or
+        seen twice; a name is kept once.
+        """
+        items: list[Any] = []
+        offset = 0
+        for _ in range(MAX_PAGES):
+            page = await self.request(
+                GATEWAY_SENDER, method, {"offset": offset, "limit": PAGE_LIMIT}
+            )
+            if not (isinstance(page, dict) and isinstance(page.get("items"), list)):
+                if offset == 0 and isinstance(page, list):  # a gateway from before paging
+                    return page
+                if offset == 0 and isinstance(page, dict):
+                    return [{"name": name, **info} for name, info in page.items()]
+                raise RemoteProtocolError(f"$gateway {method} answered without pages: {page!r}")
+            items += page["items"]
+            nxt = page.get("next")
+            if nxt is None:
+                return items
+            if type(nxt) is not int or nxt <= offset:
+                raise RemoteProtocolError(f"$gateway {method}: next page {nxt!r} after {offset}")
+            offset = nxt
+        raise RemoteProtocolError(f"$gateway {method}: more than {MAX_PAGES} pages")
 
     # --- helpers ----------------------------------------------------------
 

@@ -26,7 +26,7 @@ from ._api import (
 )
 from ._compat import LocalRouterAliases
 from ._data import pack, unpack
-from ._gateway import GatewayCore
+from ._gateway import GatewayCore, Limits
 from ._session import Session
 from .errors import NoSuchSender, RequestTimeout, request_error_for
 
@@ -47,10 +47,11 @@ class ServerRouter(LocalRouterAliases):
         request_timeout: float = 10.0,
         high_water: int = DEFAULT_HIGH_WATER,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        limits: Limits | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.core = GatewayCore(name, request_timeout=request_timeout)
+        self.core = GatewayCore(name, request_timeout=request_timeout, limits=limits)
         self._link_options = {"high_water": high_water, "stall_timeout": stall_timeout}
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None

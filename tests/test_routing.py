@@ -6,6 +6,8 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sig
 from sig._routing import RoutingTable
@@ -240,3 +242,134 @@ def test_one_subscriber_under_several_matching_keys_is_returned_once() -> None:
     assert table.match("S", "#e") == ("conn",)
     table.unsubscribe("conn", None, None)
     assert table.match("S", "#e") == ("conn",)
+
+
+# --- the match cache: every operation touches only what it changes -----------
+
+
+class CountingDict(dict[Any, Any]):
+    """A dict that counts full scans (iteration, keys, items, values, clear)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.scans = 0
+
+    def __iter__(self) -> Any:
+        self.scans += 1
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self.scans += 1
+        return super().keys()
+
+    def items(self) -> Any:
+        self.scans += 1
+        return super().items()
+
+    def values(self) -> Any:
+        self.scans += 1
+        return super().values()
+
+
+def _table_with_cache(n: int) -> RoutingTable[str]:
+    table: RoutingTable[str] = RoutingTable()
+    for i in range(n):
+        table.add_sender(f"s{i}", ["e", "#ch"])
+        table.subscribe(f"l{i}", f"s{i}", "e")
+        table.match(f"s{i}", "e")
+        table.match(f"s{i}", "#ch")
+    table._cache = CountingDict(table._cache)
+    return table
+
+
+def test_removing_a_sender_drops_only_its_own_cache_entries() -> None:
+    # The quadratic teardown of issue 9: remove_sender scanned the whole cache.
+    table = _table_with_cache(500)
+    cache = table._cache
+    assert isinstance(cache, CountingDict)
+    before = dict(cache)
+    cache.scans = 0
+    table.remove_sender("s7")
+    assert cache.scans == 0
+    assert set(before) - set(cache) == {("s7", "e"), ("s7", "#ch")}
+    assert all(cache[k] is v for k, v in before.items() if k[0] != "s7")
+    table.check_cache()
+
+
+@pytest.mark.parametrize(
+    ("key", "dropped"),
+    [
+        (("s3", "e"), {("s3", "e")}),
+        (("s3", None), {("s3", "e"), ("s3", "#ch")}),
+        ((None, "#ch"), {(f"s{i}", "#ch") for i in range(200)}),
+        ((None, "e"), set()),  # matches nothing (rule 3): the cache stays whole
+    ],
+)
+def test_a_subscription_drops_only_the_cached_pairs_it_changes(
+    key: tuple[str | None, str | None], dropped: set[tuple[str, str]]
+) -> None:
+    table = _table_with_cache(200)
+    cache = table._cache
+    assert isinstance(cache, CountingDict)
+    before = set(cache)
+    cache.scans = 0
+    table.subscribe("new", *key)
+    assert cache.scans == 0
+    assert before - set(cache) == dropped
+    table.check_cache()
+    assert ("new" in table.match("s3", "#ch")) == (key[1] != "e")
+    table.unsubscribe("new", *key)
+    table.check_cache()
+    assert "new" not in table.match("s3", "#ch")
+
+
+def test_subscription_count_is_kept_not_summed() -> None:
+    table: RoutingTable[str] = RoutingTable()
+    table._subs = CountingDict()
+    for i in range(100):
+        table.subscribe("a", f"s{i}", None)
+    table.subscribe("a", "s0", None)
+    assert table.subscription_count() == 101
+    table.unsubscribe("a", "s0", None)
+    assert table.subscription_count() == 100
+    assert table._subs.scans == 0
+
+
+_names = st.sampled_from(["A", "B", "C"])
+_events = st.sampled_from(["e", "f", "#c", "#d", "#connect", "#disconnect"])
+_subs = st.sampled_from(["x", "y", "z"])
+_ops = st.one_of(
+    st.tuples(st.just("add"), _names),
+    st.tuples(st.just("remove"), _names),
+    st.tuples(st.just("sub"), _subs, st.none() | _names, st.none() | _events),
+    st.tuples(st.just("unsub"), _subs, st.none() | _names, st.none() | _events),
+    st.tuples(st.just("match"), _names, _events),
+    st.tuples(st.just("match"), st.sampled_from(["gone1", "gone2"]), _events),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ops, max_size=60))
+def test_cache_and_its_index_agree_after_any_operations(ops: list[tuple[Any, ...]]) -> None:
+    announced: list[bool] = []  # whether the cached match was right at each announcement
+    table: RoutingTable[str] = RoutingTable(
+        lambda info, ev: announced.append(
+            set(table.match(info.name, ev)) == set(table._uncached_match(info.name, ev))
+        )
+    )
+    for op in ops:
+        if op[0] == "add":
+            if table.sender(op[1]) is None:
+                table.add_sender(op[1], ["e", "f", "#c", "#d"])
+        elif op[0] == "remove":
+            if table.remove_sender(op[1]) is not None:
+                assert all(k[0] != op[1] for k in table._cache)
+        elif op[0] == "sub":
+            table.subscribe(op[1], op[2], op[3])
+        elif op[0] == "unsub":
+            table.unsubscribe(op[1], op[2], op[3])
+        else:
+            got = table.match(op[1], op[2])
+            assert set(got) == set(table._uncached_match(op[1], op[2]))
+        table.check_cache()
+    assert all(announced)
