@@ -6,12 +6,19 @@ event each) on one link, or N listeners, with a second link listening to
 ``#disconnect`` of one sender and to one targeted event (so the match cache is
 as full as it is in a real gateway), then times ``detach``.
 
-Run: ``python bench/teardown.py [N ...]`` (default 10000 20000 40000).
+With ``--tcp`` it does the same over loopback: a real gateway, one raw TCP
+client that registers N senders and then closes its socket, and a ticker on
+the gateway's event loop that records the longest gap between two ticks (the
+event-loop stall the disconnect caused).
+
+Run: ``python bench/teardown.py [--tcp] [N ...]`` (default 10000 20000 40000).
 Limits on registrations per link are lifted for the measurement.
 """
 
 from __future__ import annotations
 
+import asyncio
+import statistics
 import sys
 import time
 from typing import Any
@@ -68,14 +75,67 @@ def teardown(n: int, kind: str) -> float:
     return time.perf_counter() - start
 
 
+async def tcp_stall(n: int) -> float:
+    """Longest event-loop gap (s) while a TCP link with ``n`` senders goes away."""
+    from sig._frame import FrameDecoder, encode_frame
+    from sig.server import ServerRouter
+
+    limits = getattr(gateway, "Limits", None)
+    kw: dict[str, Any] = {} if limits is None else {"limits": limits(10**9, 10**9, 10**9)}
+    async with ServerRouter("127.0.0.1", 0, **kw) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        frames: list[w.Message] = [w.Hello("victim", 65535, 0)]
+        frames += [w.RegisterSender(i, f"s{i}", ((i, "e"),)) for i in range(n)]
+        writer.write(b"".join(encode_frame(w.encode(m)) for m in frames))
+        decoder, last = FrameDecoder(), w.SenderRegistered(n - 1)
+        while not any(w.decode(b) == last for b in decoder.feed(await reader.read(1 << 20))):
+            pass
+        worst = 0.0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal worst
+            prev = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                worst = max(worst, now - prev)
+                prev = now
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        worst = 0.0
+        writer.close()
+        while gw.core.sessions:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        return worst
+
+
+def _fmt(samples: list[float]) -> str:
+    ms = sorted(x * 1000 for x in samples)
+    return f"{statistics.median(ms):.1f} ({ms[0]:.1f}-{ms[-1]:.1f})"
+
+
 def main(argv: list[str]) -> int:
-    sizes = [int(a) for a in argv] or [10_000, 20_000, 40_000]
-    print("| registrations | senders teardown (ms) | listeners teardown (ms) |")
+    tcp = "--tcp" in argv
+    sizes = [int(a) for a in argv if a != "--tcp"] or [10_000, 20_000, 40_000]
+    runs = 3
+    print(f"median (min-max) of {runs} runs, ms")
+    if tcp:
+        print("| senders on the TCP link | longest event-loop stall at disconnect |")
+        print("|---:|---:|")
+        for n in sizes:
+            print(f"| {n} | {_fmt([asyncio.run(tcp_stall(n)) for _ in range(runs)])} |", flush=True)
+        return 0
+    print("| registrations on the link | detach, senders | detach, listeners |")
     print("|---:|---:|---:|")
     for n in sizes:
-        s = min(teardown(n, "senders") for _ in range(3))
-        lis = min(teardown(n, "listeners") for _ in range(3))
-        print(f"| {n} | {s * 1000:.1f} | {lis * 1000:.1f} |", flush=True)
+        s = [teardown(n, "senders") for _ in range(runs)]
+        lis = [teardown(n, "listeners") for _ in range(runs)]
+        print(f"| {n} | {_fmt(s)} | {_fmt(lis)} |", flush=True)
     return 0
 
 

@@ -851,8 +851,7 @@ class GatewayCore:
         for key in session.listeners.values():
             self.table.unsubscribe(session, *key)
         session.listeners.clear()
-        for name in list(session.senders.values()):
-            self.table.remove_sender(name)
+        self.table.remove_senders(list(session.senders.values()))
         session.senders.clear()
         session.events.clear()
         session.event_refs.clear()
