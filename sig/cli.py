@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "timer_interval": 5.0,
     "serial": [],
     "log_level": "info",
+    "limits": None,  # sig.Limits from the config's [limits] table
 }
 
 
@@ -77,10 +78,27 @@ def load_config(path: str | None) -> dict[str, Any]:
         if not isinstance(doc["serial"], list):
             raise UsageError("config: [[serial]] must be an array of tables")
         out["serial"] = doc["serial"]
-    unknown = set(doc) - {"gateway", "timer", "serial"}
+    if "limits" in doc:
+        out["limits"] = _limits(path, doc["limits"])
+    unknown = set(doc) - {"gateway", "timer", "serial", "limits"}
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
     return out
+
+
+def _limits(path: str, table: Any) -> Any:
+    """``[limits]`` of the config as a sig.Limits (per-link limits, PROTOCOL.md section 4)."""
+    from dataclasses import fields
+
+    from ._gateway import Limits
+
+    known = {f.name for f in fields(Limits)}
+    if not isinstance(table, dict) or not set(table) <= known:
+        raise UsageError(f"config {path}: [limits] takes only {', '.join(sorted(known))}")
+    for key, value in table.items():
+        if type(value) is not int or value < 1:
+            raise UsageError(f"config {path}: limits.{key} must be an integer >= 1")
+    return Limits(**table)
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,6 +133,7 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         int(conf["port"]),
         name=conf["name"],
         request_timeout=float(conf["request_timeout"]),
+        limits=conf["limits"],
     )
     try:
         await router.start()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import child_env, until
+from procs import Gateway, Peer, child_env, until
 
 import sig
 from sig import _wire as w
@@ -346,3 +348,31 @@ async def test_a_flooding_requester_gets_busy_and_the_other_does_not(
         flood_busy = sum(await asyncio.gather(*flooding))
         assert polite_results == list(range(30))
         assert gw.core.counters["busy"] >= 69 + flood_busy
+
+
+def test_sig_serve_takes_the_limits_from_its_config(tmp_path: Path) -> None:
+    config = tmp_path / "sig.toml"
+    config.write_text("[limits]\nsenders_per_link = 2\nlisteners_per_link = 1\n")
+    gw = Gateway(0, "--no-timer", "--config", str(config))
+    try:
+        peer = Peer(gw.port, "peer")
+        try:
+            peer.call("sender", name="a", events=["e"])
+            peer.call("sender", name="b", events=["e"])
+            err = peer.fail("sender", name="c", events=["e"])
+            assert err["error"] == "LimitReached" and "2 senders" in err["message"]
+            peer.call("listen", tag="t", sender="a", event="e")
+            err = peer.fail("listen", tag="u", sender="b", event="e")
+            assert err["error"] == "LimitReached" and "1 listeners" in err["message"]
+        finally:
+            peer.close()
+    finally:
+        assert gw.stop() == 0
+    bad = tmp_path / "bad.toml"
+    for text in ("[limits]\nsenders = 3\n", "[limits]\nsenders_per_link = 0\n"):
+        bad.write_text(text)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sig.cli", "serve", "--config", str(bad)],
+            capture_output=True, text=True, timeout=30, env=child_env(),
+        )  # fmt: skip
+        assert proc.returncode == 2 and "limits" in proc.stderr
