@@ -15,7 +15,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -674,22 +674,34 @@ class GatewayCore:
         return _page(items, offset, limit, total, budget)
 
     def _gateway_whole(self, method: str, budget: int) -> bytes:
-        """The unpaged answer of the first protocol version, if it fits ``budget``."""
-        value: Any
-        if method == "senders":
-            value = {
-                name: {**info.announcement(), "link": self._owner_name(info.owner)}
-                for name, info in self.table.senders.items()
-            }
-        elif method == "links":
-            value = self.links()
+        """The unpaged answer of the first protocol version, if it fits ``budget``.
+
+        Built part by part, and given up as soon as the parts pass the budget:
+        a small request never makes the gateway build a large answer in vain.
+        """
+        data: bytes | None
+        if method == "stats":
+            data = pack(self.stats())
+        elif method == "senders":
+            senders = _within(
+                (
+                    (name, {**info.announcement(), "link": self._owner_name(info.owner)})
+                    for name, info in self.table.senders.items()
+                ),
+                budget,
+            )
+            data = None if senders is None else pack(dict(senders))
         else:
-            value = self.stats()
-        data = pack(value)
-        if len(data) > budget:
+            rows = itertools.chain(
+                (self.link_info(s) for s in self.sessions),
+                *(report() for report in self.link_reporters),
+            )
+            links = _within(rows, budget)
+            data = None if links is None else pack(links)
+        if data is None or len(data) > budget:
             raise RequestTooLarge(
-                f"$gateway {method} takes {len(data)} bytes, more than the {budget} this"
-                ' link accepts: ask for pages, params {"offset": 0, "limit": 100}'
+                f"$gateway {method} takes more than the {budget} bytes this link accepts:"
+                ' ask for pages, params {"offset": 0, "limit": 100}'
             )
         return data
 
@@ -919,6 +931,18 @@ def _page(items: Iterator[Any], offset: int, limit: int, total: int, budget: int
             pack(total),
         )
     )
+
+
+def _within(parts: Iterable[Any], budget: int) -> list[Any] | None:
+    """All of ``parts``, or None as soon as their packed sizes add up past ``budget``."""
+    kept: list[Any] = []
+    size = 0
+    for part in parts:
+        size += len(pack(part))
+        if size > budget:
+            return None
+        kept.append(part)
+    return kept
 
 
 def _truncated(item: Any) -> Any:

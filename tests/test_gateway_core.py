@@ -663,3 +663,24 @@ def test_gateway_params_are_checked(core: GatewayCore) -> None:
     resp = a.take()[0]
     assert isinstance(resp, w.Response)
     assert unpack(resp.data) == {"items": [], "next": None, "total": 0}
+
+
+def test_an_unpaged_answer_too_large_is_given_up_early(
+    core: GatewayCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(50):
+        connect(core, f"peer{i}")
+    dev, sd = connect(core, "dev", max_body=300)
+    dev.take()
+    built: list[Session] = []
+    real = core.link_info
+
+    def counting(s: Session) -> dict[str, Any]:
+        built.append(s)
+        return real(s)
+
+    monkeypatch.setattr(core, "link_info", counting)
+    feed(core, sd, w.Request(1, "$gateway", "links"))
+    resp = dev.take()[0]
+    assert isinstance(resp, w.Response) and resp.status == ErrorCode.TOO_LARGE
+    assert len(built) <= 3  # rows of ~150 bytes: the third passes 300, not all 51 built
