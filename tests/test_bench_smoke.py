@@ -67,7 +67,12 @@ def test_soak_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     were opened, the second requester got answers).
     """
     report = tmp_path / "soak.json"
-    out = run("soak.py", "--smoke", "--json", str(report), timeout=180)
+    # The teardown scenario registers more senders on one link than the
+    # per-link limit (256 by default) allows: lift it for the run.
+    limits = tmp_path / "limits.toml"
+    limits.write_text("[limits]\nsenders_per_link = 100000\nlisteners_per_link = 100000\n")
+    serve = ("--serve-arg=--config", f"--serve-arg={limits}")
+    out = run("soak.py", "--smoke", "--json", str(report), *serve, timeout=180)
     for figure in (
         "| rss      | gateway RSS max, MiB",
         "| rss      | side client: answered / sent",
@@ -96,3 +101,10 @@ def test_soak_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     assert results["fd"]["opened"] == 150 and results["fd"]["gateway_fds"] > 0
     busy = results["busy"]["second"]
     assert busy["ok"] + busy["busy"] + busy["other"] > 0
+
+
+def test_teardown_benchmark_runs() -> None:
+    out = run("teardown.py", "1000")
+    assert re.search(r"\| 1000 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ ", out), out
+    out = run("teardown.py", "--tcp", "500")
+    assert re.search(r"\| 500 \| [\d.]+ \(", out), out
