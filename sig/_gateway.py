@@ -860,8 +860,7 @@ class GatewayCore:
                 f"{session.peer or session.link.name} went away ({reason})",
                 b"",
             )
-        for key in session.listeners.values():
-            self.table.unsubscribe(session, *key)
+        self.table.unsubscribe_many(session, session.listeners.values())
         session.listeners.clear()
         self.table.remove_senders(list(session.senders.values()))
         session.senders.clear()

@@ -217,6 +217,27 @@ class RoutingTable(Generic[Sub]):
         self._invalidate(sender, event)
         return True
 
+    def unsubscribe_many(self, sub: Sub, keys: Iterable[Key]) -> None:
+        """Drop one subscription of ``sub`` per key (a link that went away): O(len(keys))."""
+        subs, forget = self._subs, self._forget
+        for key in keys:
+            bucket = subs.get(key)
+            if bucket is None:
+                continue
+            count = bucket.pop(sub, 0)
+            if not count:
+                continue
+            if count > 1:
+                bucket[sub] = count - 1
+            elif not bucket:
+                del subs[key]
+            self._sub_count -= 1
+            sender, event = key
+            if sender is not None and event is not None:
+                forget(sender, event)  # the common case, without _invalidate's dispatch
+            else:
+                self._invalidate(sender, event)
+
     def subscribers(self, sender: str | None, event: str | None) -> tuple[Sub, ...]:
         """Subscribers registered under exactly this key."""
         return tuple(self._subs.get((sender, event), ()))

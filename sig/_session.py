@@ -113,6 +113,3 @@ class Session:
             target = _TIMEOUT_TARGET[self.link.persistent]
         self.state = target
         return target
-
-    def __hash__(self) -> int:
-        return id(self)

@@ -88,9 +88,10 @@ def test_license_is_mit_at_the_root_and_in_the_library_folder() -> None:
     root = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert root.startswith("MIT License") and "Permission is hereby granted" in root
     assert (FW / "LICENSE").read_text(encoding="utf-8") == root
-    assert tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
-        "license"
-    ] == "MIT"
+    assert (
+        tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"]
+        == "MIT"
+    )
     assert json.loads((FW / "library.json").read_text(encoding="utf-8"))["license"] == "MIT"
 
 
@@ -118,23 +119,35 @@ def test_arduino_sketch_builds_against_the_installed_library(tmp_path: Path) -> 
     assert (ARDUINO_HW / "arduino" / "avr" / "boards.txt").is_file(), "arduino-core-avr missing"
     assert (BUILDER_HW / "platform.txt").is_file(), "arduino-builder's platform.txt missing"
     # Installed as the Library Manager does it: the library folder, renamed to its name.
-    name = re.search(
-        r"^name=(.+)$", (FW / "library.properties").read_text(encoding="utf-8"), re.M
-    )
+    name = re.search(r"^name=(.+)$", (FW / "library.properties").read_text(encoding="utf-8"), re.M)
     assert name
     lib = tmp_path / "libraries" / name.group(1)
     shutil.copytree(FW, lib, ignore=shutil.ignore_patterns("build"))
     build = tmp_path / "build"
     build.mkdir()
-    output = _run([
-        "arduino-builder", "-compile", "-warnings", "all",
-        "-hardware", str(ARDUINO_HW), "-hardware", str(BUILDER_HW), "-tools", "/usr/bin",
-        "-libraries", str(tmp_path / "libraries"), "-fqbn", "arduino:avr:uno",
-        "-build-path", str(build),
-        # Debian's AVR core with its avr-libc: float.h has no DECIMAL_DIG for C++
-        "-prefs=compiler.cpp.extra_flags=-DDECIMAL_DIG=17",
-        str(lib / "examples" / "sig_sensor" / "sig_sensor.ino"),
-    ])
+    output = _run(
+        [
+            "arduino-builder",
+            "-compile",
+            "-warnings",
+            "all",
+            "-hardware",
+            str(ARDUINO_HW),
+            "-hardware",
+            str(BUILDER_HW),
+            "-tools",
+            "/usr/bin",
+            "-libraries",
+            str(tmp_path / "libraries"),
+            "-fqbn",
+            "arduino:avr:uno",
+            "-build-path",
+            str(build),
+            # Debian's AVR core with its avr-libc: float.h has no DECIMAL_DIG for C++
+            "-prefs=compiler.cpp.extra_flags=-DDECIMAL_DIG=17",
+            str(lib / "examples" / "sig_sensor" / "sig_sensor.ino"),
+        ]
+    )
     flash = re.search(r"Sketch uses (\d+) bytes", output)
     ram = re.search(r"Global variables use (\d+) bytes", output)
     assert flash and ram, output[-2000:]
@@ -226,8 +239,11 @@ def test_cmake_build_install_and_consumers(tmp_path: Path) -> None:
     assert len(libdirs) == 1, list(prefix.rglob("*"))
 
     expect = re.compile(rf"^version {re.escape(version)} \d+ max_body 200 crc 29b1 wrote \d+$")
-    installed = _consumer(tmp_path / "package", CONSUMER_PACKAGE.format(version=version),
-                          f"-DCMAKE_PREFIX_PATH={prefix}")
+    installed = _consumer(
+        tmp_path / "package",
+        CONSUMER_PACKAGE.format(version=version),
+        f"-DCMAKE_PREFIX_PATH={prefix}",
+    )
     assert expect.match(installed.strip()), installed
     assert int(installed.split()[-1]) > 1  # the 0x00 and a HELLO frame went out
     sub = _consumer(tmp_path / "subdir", CONSUMER_SUBDIR.format(fw=FW.as_posix()), overrides)
@@ -244,7 +260,9 @@ def test_esp_idf_branch_registers_the_component(tmp_path: Path) -> None:
     """ESP-IDF evaluates a component's CMakeLists.txt in script mode first
     (requirements expansion), then for real; both go through this recorder."""
     _need("cmake")
-    out = _cmake_script(tmp_path, f"""
+    out = _cmake_script(
+        tmp_path,
+        f"""
 set(ESP_PLATFORM 1)
 macro(idf_component_register)
   cmake_parse_arguments(REG "" "" "SRCS;INCLUDE_DIRS;REQUIRES" ${{ARGN}})
@@ -253,12 +271,14 @@ macro(idf_component_register)
 endmacro()
 include("{FW.as_posix()}/CMakeLists.txt")
 message(STATUS "AFTER_REGISTER_REACHED")
-""")
+""",
+    )
     srcs = re.search(r"SRCS=(.*)", out)
     incs = re.search(r"INCLUDE_DIRS=(.*)", out)
     assert srcs and incs, out
     assert sorted(Path(s).name for s in srcs.group(1).split(";")) == sorted(
-        p.name for p in (FW / "src").glob("*.c"))
+        p.name for p in (FW / "src").glob("*.c")
+    )
     assert all((FW / d / "sig_device.h").is_file() for d in incs.group(1).split(";"))
     # the branch returned before project() and the other commands a script
     # cannot run (they would have failed the script), and include() came back
@@ -274,16 +294,19 @@ def test_zephyr_module_glue_covers_every_config_macro(tmp_path: Path) -> None:
     assert (FW / cmake_dir.group(1) / "CMakeLists.txt").is_file()
     kconfig_text = (FW / kconfig.group(1)).read_text(encoding="utf-8")
     options = re.findall(r"^config (SIG\w*)$", kconfig_text, re.M)
-    macros = re.findall(r"^#ifndef (SIG_CONFIG_\w+)$",
-                        (FW / "src" / "sig_config.h").read_text(encoding="utf-8"), re.M)
+    macros = re.findall(
+        r"^#ifndef (SIG_CONFIG_\w+)$",
+        (FW / "src" / "sig_config.h").read_text(encoding="utf-8"),
+        re.M,
+    )
     macros = [m for m in macros if m != "SIG_CONFIG_H"]
     assert macros, "no configuration macros found in sig_config.h"
     # every macro has a Kconfig option CONFIG_SIG_<X> for SIG_CONFIG_<X>
     assert sorted(options) == sorted(["SIG", *(m.replace("SIG_CONFIG_", "SIG_") for m in macros)])
-    values = "\n".join(
-        f'set(CONFIG_{o} "{1 if o == "SIG" else 7}")' for o in options
-    )
-    out = _cmake_script(tmp_path, f"""
+    values = "\n".join(f'set(CONFIG_{o} "{1 if o == "SIG" else 7}")' for o in options)
+    out = _cmake_script(
+        tmp_path,
+        f"""
 {values}
 function(zephyr_include_directories)
   message(STATUS "INC=${{ARGN}}")
@@ -298,7 +321,8 @@ function(zephyr_library_sources)
   message(STATUS "SRCS=${{ARGN}}")
 endfunction()
 include("{(FW / cmake_dir.group(1) / "CMakeLists.txt").as_posix()}")
-""")
+""",
+    )
     defs = [d for line in re.findall(r"DEFS=(.*)", out) for d in line.split(";")]
     srcs = re.search(r"SRCS=(.*)", out)
     inc = re.search(r"INC=(.*)", out)
@@ -307,7 +331,8 @@ include("{(FW / cmake_dir.group(1) / "CMakeLists.txt").as_posix()}")
     assert sorted(defined) == sorted(macros), set(defined) ^ set(macros)
     assert "SIG_CONFIG_MAX_BODY=7" in defs and "SIG_CONFIG_FULL_CODEC=1" in defs, defs
     assert sorted(Path(s).name for s in srcs.group(1).split(";")) == sorted(
-        p.name for p in (FW / "src").glob("*.c"))
+        p.name for p in (FW / "src").glob("*.c")
+    )
     assert (Path(inc.group(1)) / "sig_device.h").is_file()
 
 

@@ -684,3 +684,20 @@ def test_an_unpaged_answer_too_large_is_given_up_early(
     resp = dev.take()[0]
     assert isinstance(resp, w.Response) and resp.status == ErrorCode.TOO_LARGE
     assert len(built) <= 3  # rows of ~150 bytes: the third passes 300, not all 51 built
+
+
+def test_a_link_with_many_listeners_goes_without_touching_other_cached_pairs(
+    core: GatewayCore,
+) -> None:
+    a, sa = connect(core, "a")
+    b, sb = connect(core, "b")
+    for i in range(500):
+        feed(core, sa, w.Listen(i, f"T{i}", "e"))
+    feed(core, sb, w.Listen(1, "S", "e"), w.RegisterSender(1, "S", ((1, "e"),)))
+    kept = core.table.match("S", "e")
+    for i in range(500):
+        core.table.match(f"T{i}", "e")
+    core.detach(sa)
+    assert core.table.match("S", "e") is kept  # still the same cached result
+    assert core.table.subscription_count() == 1 and core.table.cache_size() <= 3
+    core.table.check_cache()

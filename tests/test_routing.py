@@ -344,6 +344,11 @@ _ops = st.one_of(
     st.tuples(st.just("sub"), _subs, st.none() | _names, st.none() | _events),
     st.tuples(st.just("unsub"), _subs, st.none() | _names, st.none() | _events),
     st.tuples(st.just("match"), _names, _events),
+    st.tuples(
+        st.just("unsub_many"),
+        _subs,
+        st.lists(st.tuples(st.none() | _names, st.none() | _events), max_size=4),
+    ),
     st.tuples(st.just("match"), st.sampled_from(["gone1", "gone2"]), _events),
 )
 
@@ -368,6 +373,18 @@ def test_cache_and_its_index_agree_after_any_operations(ops: list[tuple[Any, ...
             table.subscribe(op[1], op[2], op[3])
         elif op[0] == "unsub":
             table.unsubscribe(op[1], op[2], op[3])
+        elif op[0] == "unsub_many":
+            expected = {k: dict(b) for k, b in table._subs.items()}
+            for key in op[2]:
+                bucket = expected.get(key, {})
+                if bucket.get(op[1]):
+                    bucket[op[1]] -= 1
+                    if not bucket[op[1]]:
+                        del bucket[op[1]]
+                    if not bucket:
+                        del expected[key]
+            table.unsubscribe_many(op[1], op[2])
+            assert table._subs == expected
         else:
             got = table.match(op[1], op[2])
             assert set(got) == set(table._uncached_match(op[1], op[2]))
