@@ -461,11 +461,8 @@ class GatewayCore:
         return head
 
     def _announce(self, info: SenderInfo, event: str) -> None:
-        """Fire ``#connect`` / ``#disconnect``; packs the data only if someone listens."""
-        if self.table.matches_any(info.name, event):
-            self.route(info.name, event, pack(info.announcement()))
-        else:
-            self.counters["triggers"] += 1
+        """Fire ``#connect`` / ``#disconnect`` (the table calls it only if someone listens)."""
+        self.route(info.name, event, pack(info.announcement()))
 
     # --- requests ---------------------------------------------------------
 

@@ -99,7 +99,9 @@ class RoutingTable(Generic[Sub]):
     """Senders and subscriptions; answers "who gets (sender, event)?".
 
     ``announce(sender, "#connect" | "#disconnect")`` is called after a sender is
-    added or removed; the owner of the table turns it into a delivery.
+    added or removed, when someone listens to that event (nobody listening, no
+    call: a link's teardown then costs no announcement); the owner of the table
+    turns it into a delivery.
     Subscribers are any hashable objects; one subscriber subscribed under several
     matching keys is returned once per match.
     """
@@ -142,7 +144,7 @@ class RoutingTable(Generic[Sub]):
         info = SenderInfo(name, event_list, method_list, default_handler, owner)
         self._senders[name] = info
         logger.debug("sender %s connected with events %s", name, event_list)
-        if self._announce is not None:
+        if self._announce is not None and self.matches_any(name, CONNECT):
             self._announce(info, CONNECT)
         return info
 
@@ -151,7 +153,7 @@ class RoutingTable(Generic[Sub]):
         info = self._senders.pop(name, None)
         if info is None:
             return None
-        if self._announce is not None:
+        if self._announce is not None and self.matches_any(name, DISCONNECT):
             self._announce(info, DISCONNECT)
         # After the announcement, which may have cached (name, "#disconnect").
         if name in self._cached_by_sender:
@@ -165,13 +167,19 @@ class RoutingTable(Generic[Sub]):
         Returns how many were there.
         """
         pop, cached, announce = self._senders.pop, self._cached_by_sender, self._announce
+        subs = self._subs
         removed = 0
         for name in names:
             info = pop(name, None)
             if info is None:
                 continue
             removed += 1
-            if announce is not None:
+            if announce is not None and (
+                _ANY in subs
+                or (None, DISCONNECT) in subs
+                or (name, DISCONNECT) in subs
+                or (name, None) in subs
+            ):
                 announce(info, DISCONNECT)
             if name in cached:
                 self._forget_sender(name)

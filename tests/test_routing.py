@@ -341,6 +341,7 @@ _subs = st.sampled_from(["x", "y", "z"])
 _ops = st.one_of(
     st.tuples(st.just("add"), _names),
     st.tuples(st.just("remove"), _names),
+    st.tuples(st.just("remove_many"), st.lists(_names, max_size=3)),
     st.tuples(st.just("sub"), _subs, st.none() | _names, st.none() | _events),
     st.tuples(st.just("unsub"), _subs, st.none() | _names, st.none() | _events),
     st.tuples(st.just("match"), _names, _events),
@@ -356,19 +357,34 @@ _ops = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_ops, max_size=60))
 def test_cache_and_its_index_agree_after_any_operations(ops: list[tuple[Any, ...]]) -> None:
-    announced: list[bool] = []  # whether the cached match was right at each announcement
+    # At each announcement: someone listens, and the cached match is the right one.
+    announced: list[bool] = []
     table: RoutingTable[str] = RoutingTable(
         lambda info, ev: announced.append(
-            set(table.match(info.name, ev)) == set(table._uncached_match(info.name, ev))
+            bool(table.match(info.name, ev))
+            and set(table.match(info.name, ev)) == set(table._uncached_match(info.name, ev))
         )
     )
     for op in ops:
         if op[0] == "add":
             if table.sender(op[1]) is None:
+                before = len(announced)
                 table.add_sender(op[1], ["e", "f", "#c", "#d"])
+                listened = bool(table._uncached_match(op[1], "#connect"))
+                assert len(announced) - before == listened
         elif op[0] == "remove":
+            before = len(announced)
+            listened = bool(table._uncached_match(op[1], "#disconnect"))
             if table.remove_sender(op[1]) is not None:
+                assert len(announced) - before == listened
                 assert all(k[0] != op[1] for k in table._cache)
+        elif op[0] == "remove_many":
+            before = len(announced)
+            live = [n for n in dict.fromkeys(op[1]) if table.sender(n) is not None]
+            listened = sum(bool(table._uncached_match(n, "#disconnect")) for n in live)
+            assert table.remove_senders(op[1]) == len(live)
+            assert len(announced) - before == listened
+            assert not any(k[0] in live for k in table._cache)
         elif op[0] == "sub":
             table.subscribe(op[1], op[2], op[3])
         elif op[0] == "unsub":
