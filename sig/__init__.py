@@ -45,6 +45,9 @@ _LAZY = {
     "AsyncClientRouter": ".client",
     "Backoff": ".client",
     "ClientRouter": "._sync",
+    "DiscoveredGateway": "._discovery",
+    "discover": "._discovery",
+    "discover_async": "._discovery",
     "ServerRouter": ".server",
 }
 
@@ -61,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from ._discovery import DiscoveredGateway, discover, discover_async
     from ._sync import ClientRouter
     from .client import AsyncClientRouter, Backoff
     from .server import ServerRouter
@@ -75,6 +79,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLost",
     "DecodeError",
+    "DiscoveredGateway",
     "DuplicateSenderError",
     "EncodeError",
     "ErrorCode",
@@ -101,5 +106,7 @@ __all__ = [
     "SimpleLogger",
     "UnknownEventError",
     "__version__",
+    "discover",
+    "discover_async",
     "setup_logger",
 ]

@@ -37,13 +37,15 @@ class ClientRouter(ClientRouterAliases):
 
     ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
     seed's ``ClientRouter(CarrierTCPClient())`` then ``carrier.connect(host, port)``.
+    ``host=None`` connects to the first gateway found on the LAN (see
+    :class:`sig.AsyncClientRouter`).
     """
 
     def __init__(
         self,
         carrier: CarrierTCPClient | None = None,
         *,
-        host: str = "127.0.0.1",
+        host: str | None = "127.0.0.1",
         port: int = 3000,
         name: str | None = None,
         auto_reconnect: bool = True,
@@ -170,8 +172,9 @@ class ClientRouter(ClientRouterAliases):
             raise SigError("connect() was already called")  # a failed attempt may be retried
         self._connect_future = asyncio.run_coroutine_threadsafe(client.connect(), self._loop)
         wait = client.connect_timeout if timeout is None else timeout
+        finding = client.connect_timeout if client.discover and not client.host else 0.0
         try:
-            self._connect_future.result(wait + 0.5)
+            self._connect_future.result(wait + finding + 0.5)
         except concurrent.futures.TimeoutError:
             if not client.auto_reconnect:
                 raise ConnectError(f"cannot connect to {client.host}:{client.port}") from None

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "serial": [],
     "log_level": "info",
     "limits": None,  # sig.Limits from the config's [limits] table
+    "discovery": True,
 }
 
 
@@ -74,13 +75,18 @@ def load_config(path: str | None) -> dict[str, Any]:
     ):
         if key in timer:
             out[target] = timer[key]
+    discovery = doc.get("discovery", {})
+    if "enabled" in discovery:
+        if not isinstance(discovery["enabled"], bool):
+            raise UsageError("config: [discovery] enabled must be true or false")
+        out["discovery"] = discovery["enabled"]
     if "serial" in doc:
         if not isinstance(doc["serial"], list):
             raise UsageError("config: [[serial]] must be an array of tables")
         out["serial"] = doc["serial"]
     if "limits" in doc:
         out["limits"] = _limits(path, doc["limits"])
-    unknown = set(doc) - {"gateway", "timer", "serial", "limits"}
+    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery"}
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
     return out
@@ -156,9 +162,19 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
             ),
             "sig-demo-timer",
         )
+    advertiser = None
+    if conf["discovery"]:
+        from ._discovery import Advertiser
+
+        advertiser = Advertiser(conf["name"], router.port, router.listen_addresses())
+        await advertiser.start()  # never raises: one log line when it cannot
+    else:
+        logger.info("discovery: off (--no-discovery or [discovery] enabled = false)")
     print(f"sig gateway {conf['name']!r} listening on {conf['host']}:{router.port}", flush=True)
     await stop.wait()
     logger.info("shutting down")
+    if advertiser is not None:
+        await advertiser.stop()
     await router.stop()
     return 0
 
@@ -180,7 +196,7 @@ async def _client(args: argparse.Namespace, name: str) -> Any:
     from .client import AsyncClientRouter
 
     client = AsyncClientRouter(
-        args.host,
+        None if getattr(args, "discover", False) else args.host,
         args.port,
         name=name,
         auto_reconnect=False,
@@ -331,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run the demo sender",
     )
     serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve_p.add_argument(
+        "--no-discovery",
+        dest="discovery",
+        action="store_const",
+        const=False,
+        help="do not advertise the gateway on the LAN (mDNS _sig._tcp)",
+    )
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
@@ -340,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     listen_p = client_parser("listen", "print one JSON line per event")
+    listen_p.add_argument(
+        "--discover",
+        action="store_true",
+        help="connect to the first gateway found on the LAN (mDNS) instead of --host/--port",
+    )
     listen_p.add_argument("--sender", help="only this sender (default: any)")
     listen_p.add_argument("--event", help="only this event (default: any)")
     listen_p.add_argument("--count", type=int, default=0, help="exit after N events")
@@ -399,10 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sig {command}: {exc}", file=sys.stderr)
         return 2
     except ConnectError as exc:
-        print(
-            f"sig {command}: cannot reach the gateway at {args.host}:{args.port}: {exc}",
-            file=sys.stderr,
-        )
+        where = "on the LAN" if getattr(args, "discover", False) else f"at {args.host}:{args.port}"
+        print(f"sig {command}: cannot reach the gateway {where}: {exc}", file=sys.stderr)
         return 1
     except RequestError as exc:
         print(f"sig {command}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -95,11 +95,17 @@ Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
 
 
 class AsyncClientRouter:
-    """Connects to a gateway; senders, listeners and requests over the network."""
+    """Connects to a gateway; senders, listeners and requests over the network.
+
+    ``host=None`` finds the gateway on the LAN instead (mDNS ``_sig._tcp``, see
+    :func:`sig.discover`): :meth:`connect` takes the first one that answers
+    within ``connect_timeout``, its address and port, and keeps them for
+    reconnects. The default stays ``127.0.0.1``.
+    """
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
+        host: str | None = "127.0.0.1",
         port: int = 3000,
         *,
         name: str | None = None,
@@ -109,7 +115,9 @@ class AsyncClientRouter:
         request_timeout: float = 10.0,
         keepalive: float = 10.0,
     ) -> None:
-        self.host = host
+        #: Find the gateway by mDNS at connect() (``host=None``).
+        self.discover = host is None
+        self.host = host or ""
         self.port = port
         self.name = name or f"client-{os.getpid()}"
         self.auto_reconnect = auto_reconnect
@@ -168,9 +176,19 @@ class AsyncClientRouter:
             raise SigError("connect() was already called")
         self._loop = asyncio.get_running_loop()
         self._closing = False
+        if self.discover and not self.host:
+            await self._discover_gateway()
         first: asyncio.Future[None] = self._loop.create_future()
         self._runner = asyncio.create_task(self._run(first), name=f"sig-client-{self.name}")
         await first
+
+    async def _discover_gateway(self) -> None:
+        """Take the first gateway found on the LAN as host and port (ConnectError if none)."""
+        from ._discovery import find_gateway
+
+        gateway = await find_gateway(self.connect_timeout)
+        self.host, self.port = gateway.host, gateway.port
+        logger.info("discovered gateway %r at %s:%s", gateway.name, self.host, self.port)
 
     async def close(self) -> None:
         """Disconnect for good (no reconnect)."""

@@ -110,6 +110,11 @@ class ServerRouter(LocalRouterAliases):
             except Exception:  # a bug here must not stop keepalive for everyone
                 logger.exception("gateway poll failed")
 
+    def listen_addresses(self) -> list[str]:
+        """The addresses the TCP server is bound to (``0.0.0.0`` / ``::`` for all)."""
+        sockets = getattr(self._server, "sockets", None) or []
+        return [str(sock.getsockname()[0]) for sock in sockets]
+
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a background task owned by the gateway (cancelled on stop)."""
         task = asyncio.create_task(coro, name=name)
