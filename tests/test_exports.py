@@ -18,6 +18,9 @@ def test_public_names_exist_and_are_listed() -> None:
         "setup_logger",
         "SimpleLogger",
         "LOG_LEVELS",
+        "discover",
+        "discover_async",
+        "DiscoveredGateway",
     ):
         assert name in sig.__all__
 
