@@ -5,7 +5,7 @@ pair, with addresses from 10.231.0.0/24 that exist only inside those
 namespaces (traffic never leaves the machine, and the host's own interfaces
 never see a packet). ``sig serve`` runs in one namespace, the discovering
 side in the other, as separate processes. Creating namespaces needs root (or
-CAP_NET_ADMIN) and iproute2: where that is missing these tests FAIL and say
+CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2: where that is missing these tests FAIL and say
 why, they are never skipped.
 """
 
@@ -196,7 +196,7 @@ def make_lan(suffix: str) -> Iterator[Lan]:
                 pytest.fail(
                     f"DISCOVERY TEST CANNOT RUN: `ip netns add {ns}` failed "
                     f"(exit {r.returncode}: {r.stderr.strip()!r}); creating a network namespace "
-                    "needs root or CAP_NET_ADMIN on this machine",
+                    "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) on this machine",
                     pytrace=False,
                 )
             made.append(ns)
