@@ -4,9 +4,9 @@ The network tests build their own LAN: two network namespaces joined by a veth
 pair, with addresses from 10.231.0.0/24 that exist only inside those
 namespaces (traffic never leaves the machine, and the host's own interfaces
 never see a packet). ``sig serve`` runs in one namespace, the discovering
-side in the other, as separate processes. Creating namespaces needs root (or
-CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2: where that is missing these tests FAIL and say
-why, they are never skipped.
+side in the other, as separate processes. Creating namespaces needs root
+(CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2: where that is missing these
+tests FAIL and say why, they are never skipped.
 """
 
 from __future__ import annotations
