@@ -403,3 +403,27 @@ def test_no_gateway_on_the_lan_is_a_clear_connect_error() -> None:
             "sig listen: cannot reach the gateway on the LAN: "
             "no sig gateway found on the LAN within 1.5 s"
         ), r.stderr
+
+
+WATCH = (
+    "import sys\n"
+    "from zeroconf import ServiceBrowser, Zeroconf\n"
+    "def on(zeroconf, service_type, name, state_change):\n"
+    "    print(state_change.name, name, flush=True)\n"
+    "zc = Zeroconf()\n"
+    "ServiceBrowser(zc, '_sig._tcp.local.', handlers=[on])\n"
+    "sys.stdin.read()\n"
+    "zc.close()\n"
+)
+
+
+def test_a_stopping_gateway_withdraws_its_advertisement(lan: Lan, lab_gw: Proc) -> None:
+    watcher = lan.spawn(lan.client, sys.executable, "-c", WATCH, stdin=True)
+    gw = lan.serve("--name", "bye-gw", "--port", "3559", "--no-timer")
+    gw_advertising(gw)
+    watcher.wait_line(lambda s: s == "Added bye-gw._sig._tcp.local.", T)
+    gw.signal(signal.SIGTERM)
+    assert gw.wait(T) == 0
+    # Goodbye packets (TTL 0), not the record TTLs of minutes, make it go at once.
+    watcher.wait_line(lambda s: s == "Removed bye-gw._sig._tcp.local.", T)
+    assert "Removed lab-gw._sig._tcp.local." not in watcher.lines
