@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import ifaddr
@@ -300,6 +300,13 @@ async def discover_async(
     Browses for ``timeout`` seconds, or until ``limit`` gateways are resolved.
     Raises :class:`sig.ConnectError` if this host cannot do multicast at all.
     """
+    return await _browse(timeout, limit, lambda gateway: True)
+
+
+async def _browse(
+    timeout: float, limit: int | None, accept: Callable[[DiscoveredGateway], bool]
+) -> list[DiscoveredGateway]:
+    """:func:`discover_async`, keeping only the gateways ``accept`` takes."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     if limit is not None and limit < 1:
@@ -324,6 +331,11 @@ async def discover_async(
             gateway = gateway_from_info(info)
         except Exception as exc:  # an untrusted answer: drop this instance only
             logger.debug("discovery: ignoring %r: %s", name, exc)
+            return
+        if not accept(gateway):
+            logger.info(
+                "discovery: skipping %r (tls %s, protocol %d)", name, gateway.tls, gateway.version
+            )
             return
         found.append(gateway)
         if limit is not None and len(found) >= limit:
@@ -366,9 +378,14 @@ def discover(
     raise SigError("sig.discover() blocks; in asyncio code use await sig.discover_async()")
 
 
+def usable(gateway: DiscoveredGateway) -> bool:
+    """Whether this client can talk to ``gateway``: our protocol version, and no TLS yet."""
+    return gateway.version == PROTOCOL_VERSION and not gateway.tls
+
+
 async def find_gateway(timeout: float) -> DiscoveredGateway:
-    """The first gateway that answers; :class:`sig.ConnectError` if none does in time."""
-    found = await discover_async(timeout, limit=1)
+    """The first usable gateway that answers; :class:`sig.ConnectError` if none does in time."""
+    found = await _browse(timeout, 1, usable)
     if not found:
         raise ConnectError(f"no sig gateway found on the LAN within {timeout:g} s")
     return found[0]

@@ -427,3 +427,38 @@ def test_a_stopping_gateway_withdraws_its_advertisement(lan: Lan, lab_gw: Proc) 
     # Goodbye packets (TTL 0), not the record TTLs of minutes, make it go at once.
     watcher.wait_line(lambda s: s == "Removed bye-gw._sig._tcp.local.", T)
     assert "Removed lab-gw._sig._tcp.local." not in watcher.lines
+
+
+TLS_ADVERTISER = """
+import asyncio, logging, sys
+from sig._discovery import Advertiser
+
+async def main():
+    adv = Advertiser("future-gw", 3600, ["0.0.0.0"], tls=True)
+    assert await adv.start()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await adv.stop()
+
+logging.basicConfig(level=logging.INFO)
+asyncio.run(main())
+"""
+
+NO_HOST_CLIENT = (
+    "import sig\n"
+    "c = sig.ClientRouter(host=None, auto_reconnect=False, connect_timeout=3)\n"
+    "try:\n"
+    "    c.connect()\n"
+    "except sig.ConnectError as exc:\n"
+    "    print('refused:', exc)\n"
+)
+
+
+def test_a_host_none_client_never_picks_a_gateway_it_cannot_speak_to() -> None:
+    with make_lan("t") as lan:
+        adv = lan.spawn(lan.gw, sys.executable, "-c", TLS_ADVERTISER, stdin=True)
+        gw_advertising(adv)
+        found = discover_from(lan, T, limit=1)
+        assert [(g["name"], g["tls"], g["port"]) for g in found] == [("future-gw", True, 3600)]
+        r = lan.run(lan.client, sys.executable, "-c", NO_HOST_CLIENT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "refused: no sig gateway found on the LAN within 3 s"
