@@ -64,6 +64,8 @@ EVENT_HEAD_CACHE = 4096
 
 Subscriber = Session | Listener
 Done = Callable[[int, str, bytes], None]  # (status, message, data)
+#: Told of every finished request: ``observer(status, seconds)`` (the HTTP side's metrics).
+RequestObserver = Callable[[int, float], None]
 
 
 @dataclass(eq=False)
@@ -129,6 +131,8 @@ class GatewayCore:
         #: Extra rows for ``$gateway links``: links that exist without a session,
         #: such as a serial port that is currently unplugged and being reopened.
         self.link_reporters: list[Callable[[], list[dict[str, Any]]]] = []
+        #: Called once per finished request with (status, seconds); None: no cost.
+        self.request_observer: RequestObserver | None = None
         self.counters = {
             "triggers": 0,
             "events_out": 0,
@@ -505,6 +509,8 @@ class GatewayCore:
     ) -> None:
         """Route a request; ``done(status, message, result)`` is called exactly once."""
         self.counters["requests"] += 1
+        if self.request_observer is not None:
+            done = _observed(done, self.request_observer, self.clock)
         if sender == GATEWAY_SENDER:
             self._answer_gateway(method, params, requester, done)
             return
@@ -966,6 +972,20 @@ def _fit_text(text: str, budget: int) -> str:
     if len(raw) <= budget:
         return text
     return raw[:budget].decode("utf-8", "ignore")
+
+
+def _observed(done: Done, observer: RequestObserver, clock: Callable[[], float]) -> Done:
+    """``done`` that also tells ``observer`` the outcome and how long the request took."""
+    started = clock()
+
+    def finished(status: int, message: str, data: bytes) -> None:
+        try:
+            observer(status, clock() - started)
+        except Exception:  # metrics must never lose a response
+            logger.exception("request observer failed")
+        done(status, message, data)
+
+    return finished
 
 
 def raise_no_method(method: str) -> Any:

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "log_level": "info",
     "limits": None,  # sig.Limits from the config's [limits] table
     "discovery": True,
+    "http": None,  # "HOST:PORT" of the status page, /metrics and /healthz; None: off
 }
 
 
@@ -86,7 +87,12 @@ def load_config(path: str | None) -> dict[str, Any]:
         out["serial"] = doc["serial"]
     if "limits" in doc:
         out["limits"] = _limits(path, doc["limits"])
-    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery"}
+    http = doc.get("http", {})
+    if not isinstance(http, dict) or set(http) - {"listen"}:
+        raise UsageError('config: [http] takes one key, listen = "127.0.0.1:8080"')
+    if http.get("listen"):
+        out["http"] = str(http["listen"])
+    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery", "http"}
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
     return out
@@ -146,6 +152,10 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     except ConnectError as exc:
         print(f"sig serve: cannot listen on {conf['host']}:{conf['port']}: {exc}", file=sys.stderr)
         return 2
+    http = await _start_http(router, conf["http"])
+    if http is False:
+        await router.stop()
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig_no in (signal.SIGINT, signal.SIGTERM):
@@ -171,12 +181,32 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     else:
         logger.info("discovery: off (--no-discovery or [discovery] enabled = false)")
     print(f"sig gateway {conf['name']!r} listening on {conf['host']}:{router.port}", flush=True)
+    if http:
+        print(f"sig http on {http.url} (status page, /metrics, /healthz)", flush=True)
     await stop.wait()
     logger.info("shutting down")
+    if http:
+        await http.stop()
     if advertiser is not None:
         await advertiser.stop()
     await router.stop()
     return 0
+
+
+async def _start_http(router: Any, bind: str | None) -> Any:
+    """The HTTP side on ``bind`` ("HOST:PORT"), None when off, False if it cannot start."""
+    if not bind:
+        return None
+    from .http import HttpBindError, HttpSide, parse_bind
+
+    try:
+        host, port = parse_bind(bind)
+        http = HttpSide(router, host, port)
+        await http.start()
+    except HttpBindError as exc:
+        print(f"sig serve: {exc}", file=sys.stderr)
+        return False
+    return http
 
 
 async def demo_timer(router: Any, name: str, event: str, interval: float) -> None:
@@ -353,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const=False,
         help="do not advertise the gateway on the LAN (mDNS _sig._tcp)",
+    )
+    serve_p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the status page, /metrics and /healthz there (default: off)",
     )
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
