@@ -265,6 +265,8 @@ class GatewayCollector(Collector):
         core = self.router.core
         rows = _unique_links(core.links())
         stats = gateway_stats(core)
+        for key, value in getattr(core, "gauges", {}).items():
+            stats.setdefault(key, value)  # figures the asyncio layer keeps (loop lag)
         if self.lag is not None:
             stats.setdefault("loop_lag_ms", self.lag.lag * 1000)
             stats.setdefault("max_loop_lag_ms", self.lag.max_lag * 1000)

@@ -97,6 +97,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def warn_if_exposed(host: str, port: int) -> None:
+    """Log a warning when the HTTP side listens beyond loopback: it has no login yet."""
+    if not is_loopback(host):
+        logger.warning(
+            "HTTP status page on %s:%s has no login yet: anyone who can reach it can "
+            "see every link and send requests as the gateway",
+            host,
+            port,
+        )
+
+
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer forbids framing, sniffing and any script or style not served here."""
@@ -154,13 +165,7 @@ class HttpSide:
 
     async def start(self) -> None:
         """Bind and serve; raises HttpBindError if the address cannot be bound."""
-        if not is_loopback(self.host):
-            logger.warning(
-                "HTTP status page on %s:%s has no login yet: anyone who can reach it can "
-                "see every link and send requests as the gateway",
-                self.host,
-                self.port,
-            )
+        warn_if_exposed(self.host, self.port)
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
