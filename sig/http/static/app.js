@@ -39,7 +39,7 @@ function renderLinks(state) {
     const tr = el("tr");
     tr.dataset.link = String(link.link);
     const st = String(link.port_state === "closed" ? "closed" : link.state);
-    tr.append(cell(link.link, "mono"), cell(st, "state-" + st.replace(/[^a-z-]/g, "")),
+    tr.append(cell(link.link, "mono link-name"), cell(st, "state-" + st.replace(/[^a-z-]/g, "")),
       cell(link.peer || "-"), cell((link.senders || []).join(", ") || "-"),
       cell(fmt(link.frames_in) + " / " + fmt(link.frames_out), "num"),
       cell(fmt(link.bytes_in) + " / " + fmt(link.bytes_out), "num"),
@@ -62,7 +62,10 @@ function renderLinks(state) {
   body.replaceChildren(...rows);
 }
 
+// counts: events per second, oldest first; the last second is still running, so
+// it is left out of the line (it would always end in a dip).
 function drawSpark(canvas, counts) {
+  counts = counts.slice(0, -1);
   const ratio = window.devicePixelRatio || 1;
   const w = 120, h = 22;
   canvas.width = w * ratio;
@@ -104,7 +107,7 @@ function renderSenders(state) {
         el("span", (rate ? rate.total : 0) + "/min", "muted"));
       events.append(line);
     }
-    tr.append(cell(s.name, "mono sender-name"), cell(s.link, "mono"), events,
+    tr.append(cell(s.name, "mono sender-name"), cell(s.link, "mono link-name"), events,
       cell(s.requests.join(", ") || "-", "mono"), cell(fmt(s.triggers), "num"));
     rows.push(tr);
     const option = el("option");
