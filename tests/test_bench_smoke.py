@@ -108,3 +108,9 @@ def test_teardown_benchmark_runs() -> None:
     assert re.search(r"\| 1000 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ ", out), out
     out = run("teardown.py", "--tcp", "500")
     assert re.search(r"\| 500 \| [\d.]+ \(", out), out
+
+
+def test_http_side_benchmark_runs() -> None:
+    out = run("http_side.py", "--runs", "1", "--count", "500", "--links", "3")
+    assert "| HTTP side on, no page open, us per event |" in out
+    assert "| GET /metrics, ms per scrape |" in out

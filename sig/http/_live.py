@@ -12,7 +12,10 @@ page's queue. Everything it keeps is bounded:
 * a preview is at most :data:`PREVIEW_CHARS` characters;
 * each page has a queue of at most ``queue_size`` events; when it is full (the
   page reads slower than events come) the event is dropped for that page and
-  counted, for the page and in ``sig_http_tail_dropped_events_total``;
+  counted, for the page and in ``sig_http_tail_dropped_events_total``, and no
+  preview is made for it (a flood costs a page a length check per event); a
+  page holds at most ``queue_size`` x (two names + a preview), under 200 KiB
+  with the defaults;
 * at most ``max_clients`` pages at once (the next one gets 503).
 """
 
@@ -106,6 +109,9 @@ class TailClient:
         self.wake = asyncio.Event()
         self.closed = False
 
+    def full(self) -> bool:
+        return len(self.queue) >= self.size
+
     def offer(self, entry: Entry) -> bool:
         if len(self.queue) >= self.size:
             self.dropped += 1
@@ -157,10 +163,15 @@ class LiveState:
             if rate is not None:
                 rate.hit(second)
         if self.clients:
-            entry = (time.time(), sender, event, preview(data))
+            entry: Entry | None = None  # built once, and only if a page has room
             for client in self.clients:
-                if not client.offer(entry):
+                if client.full():
+                    client.dropped += 1
                     self.dropped += 1
+                    continue
+                if entry is None:
+                    entry = (time.time(), sender, event, preview(data))
+                client.offer(entry)
 
     def _forget(self, sender: str) -> None:
         self.triggers.pop(sender, None)
