@@ -290,8 +290,9 @@ async def test_request_endpoint_refuses_what_a_cross_site_page_or_a_flood_could_
     assert status == 415
     status, _ = await rig.post(ok, {"Content-Type": "application/json"})
     assert status == 403
-    status, _ = await rig.post(b"{not json", HEADERS)
-    assert status == 400
+    for bad_json in (b"{not json", b"[" * 8000 + b"]" * 8000):
+        status, _ = await rig.post(bad_json, HEADERS)
+        assert status == 400
     for bad in ([], {"sender": "calc"}, {"sender": 1, "method": "x"}, dict(ok, timeout="soon")):
         status, _ = await rig.post(bad)
         assert status == 400, bad
@@ -361,6 +362,14 @@ async def test_rates_and_triggers_forget_a_sender_that_leaves(rig: Rig) -> None:
     ]
     rig.router.remove_sender("brief")
     assert rig.http.live.rate_rows() == [] and rig.http.live.triggers == {}
+
+
+async def test_hostile_names_survive_the_exposition_format(rig: Rig) -> None:
+    name = 'a"b\\c} x{y="1",z'
+    sender = rig.router.add_sender(name, ["e"])
+    sender.trigger("e", None)
+    fams = await rig.metrics()
+    assert sample(fams, "sig_sender_triggers", "sig_sender_triggers_total", sender=name) == 1
 
 
 def test_preview_is_short_json_text() -> None:

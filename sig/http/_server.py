@@ -285,7 +285,7 @@ class HttpSide:
             raise web.HTTPForbidden(text="missing header X-Sig-Page: 1")
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise web.HTTPBadRequest(text="body is not valid JSON") from None
         sender, method, params, timeout = self._request_args(body)
         if self._request_slots.locked():
