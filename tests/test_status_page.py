@@ -47,8 +47,24 @@ def wait(driver: WebDriver) -> WebDriverWait[WebDriver]:
 
 
 def texts(driver: WebDriver, css: str) -> list[str]:
-    """The text content of every match (all of it, also what the layout clips)."""
-    return [str(e.get_attribute("textContent")) for e in driver.find_elements(By.CSS_SELECTOR, css)]
+    """The text content of every match (all of it, also what the layout clips).
+
+    Read in one script, in one go: the page rebuilds its tables every second,
+    so element handles kept across two calls may point at rows already replaced.
+    """
+    script = "return Array.from(document.querySelectorAll(arguments[0]), e => e.textContent)"
+    found: list[str] = driver.execute_script(script, css)
+    return found
+
+
+def attributes(driver: WebDriver, css: str, name: str) -> list[str]:
+    """Attribute ``name`` of every match, read in one script like :func:`texts`."""
+    script = (
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " e => e.getAttribute(arguments[1]))"
+    )
+    found: list[str] = driver.execute_script(script, css, name)
+    return found
 
 
 def test_page_shows_the_device_and_its_new_event_live(
@@ -58,10 +74,11 @@ def test_page_shows_the_device_and_its_new_event_live(
     wait(driver).until(lambda d: "sensor1" in texts(d, "#senders td.sender-name"))
     wait(driver).until(lambda d: d.find_element(By.ID, "conn").text == "live")
     link = f"serial:{gateway.gateway_port}"
-    row = driver.find_element(By.CSS_SELECTOR, "#links tbody tr")
-    assert row.get_attribute("data-link") == link
-    assert "open" in row.text and "sensor1" in row.text
-    assert driver.find_elements(By.CSS_SELECTOR, "#senders .event-row canvas.spark")
+    assert attributes(driver, "#links tbody tr", "data-link") == [link]
+    (row,) = texts(driver, "#links tbody tr")
+    assert "open" in row and "sensor1" in row
+    assert attributes(driver, "#senders .event-row", "data-event") == ["temperature"]
+    assert len(texts(driver, "#senders .event-row canvas.spark")) == 1
     driver.execute_script("window.sigSamePage = 42")
     started = time.monotonic()
     gateway.call(gateway.device.trigger, "temperature", {"n": 987654, "value": 19.25})
@@ -70,8 +87,8 @@ def test_page_shows_the_device_and_its_new_event_live(
     )
     seen_after = time.monotonic() - started
     print(f"device event on the page {seen_after * 1000:.0f} ms after the trigger")
-    entry = driver.find_element(By.CSS_SELECTOR, '#tail li[data-event="temperature"]')
-    assert "sensor1:temperature" in entry.text and "19.25" in entry.text
+    (entry,) = texts(driver, '#tail li[data-event="temperature"]')
+    assert "sensor1:temperature" in entry and "19.25" in entry
     assert driver.execute_script("return window.sigSamePage") == 42  # no reload
     # the trigger shows in the sender's counters and in its sparkline's count
     wait(driver).until(
