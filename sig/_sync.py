@@ -139,7 +139,7 @@ class ClientRouter(ClientRouterAliases):
     def _enqueue_event(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         """Queue a listener call, or drop and count it when the queue is full (I/O thread)."""
         if self._events_put - self._events_taken >= self._client.max_queued_events:
-            self._client.slow_listener_drop()
+            self._client._drop_slow_listener_call()
             return
         self._events_put += 1
         self._queue.put((func, args, True))

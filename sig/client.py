@@ -809,13 +809,13 @@ class AsyncClientRouter:
         if len(pending) >= self.max_queued_events:
             if inspect.iscoroutine(result):
                 result.close()  # never started: no "was never awaited" warning
-            self.slow_listener_drop()
+            self._drop_slow_listener_call()
             return
         task = self._spawn(_run_callback(self, func, result))
         pending.add(task)
         task.add_done_callback(pending.discard)
 
-    def slow_listener_drop(self) -> None:
+    def _drop_slow_listener_call(self) -> None:
         """Count one listener call dropped for a full delivery queue (logged once)."""
         self.stats["dropped_slow_listener"] += 1
         if not self._slow_logged:
