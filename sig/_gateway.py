@@ -132,6 +132,9 @@ class GatewayCore:
         self.serial_name_grace = serial_name_grace
         #: sender name -> the serial link it is kept for (see _reserve_names).
         self.reserved: dict[str, Reservation] = {}
+        #: link name -> its reserved names (a links row costs what that link has).
+        self._reserved_by_link: dict[str, set[str]] = {}
+        self._next_expiry = float("inf")
         self.request_timeout = request_timeout
         self.max_body = max_body
         self.clock = clock
@@ -339,7 +342,8 @@ class GatewayCore:
         except InvalidNameError as exc:
             self._protocol_error(session, ErrorCode.INVALID_NAME, ref, str(exc))
             return
-        self.reserved.pop(msg.name, None)  # its own port took it back (or it was free)
+        if self.reserved:
+            self._unreserve(msg.name)  # its own port took it back (or it was free)
         session.senders[ref] = msg.name
         for event_ref, event in msg.events:
             session.events[event_ref] = (msg.name, event)
@@ -392,7 +396,7 @@ class GatewayCore:
             return
         left = held.until - self.clock()
         if left <= 0:
-            del self.reserved[name]  # expired; poll() would have cleaned it soon
+            self._unreserve(name)  # expired; poll() would have cleaned it soon
         elif session is None or session.link.name != held.link:
             raise DuplicateSenderError(
                 f"sender name {name!r} is reserved for {held.link} for {left:.1f} s more"
@@ -791,12 +795,11 @@ class GatewayCore:
 
     def reservations(self, link: str) -> dict[str, float]:
         """Sender names reserved for the link named ``link``: seconds left for each."""
+        names = self._reserved_by_link.get(link)
+        if not names:
+            return {}
         now = self.clock()
-        return {
-            name: round(max(0.0, held.until - now), 1)
-            for name, held in sorted(self.reserved.items())
-            if held.link == link
-        }
+        return {n: round(max(0.0, self.reserved[n].until - now), 1) for n in sorted(names)}
 
     def link_info(self, s: Session) -> dict[str, Any]:
         row = {
@@ -819,7 +822,7 @@ class GatewayCore:
     def poll(self) -> None:
         """Expire requests, ping idle links, end silent sessions. Call often (~0.1 s)."""
         now = self.clock()
-        if self.reserved:
+        if now >= self._next_expiry:
             self._expire_reservations(now)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -851,9 +854,20 @@ class GatewayCore:
                 self._send(session, w.Ping(0))
 
     def _expire_reservations(self, now: float) -> None:
-        for name in [n for n, held in self.reserved.items() if held.until <= now]:
-            held = self.reserved.pop(name)
+        for name, held in [(n, h) for n, h in self.reserved.items() if h.until <= now]:
+            self._unreserve(name)
             logger.info("%s: reservation of sender name %r expired", held.link, name)
+        self._next_expiry = min((h.until for h in self.reserved.values()), default=float("inf"))
+
+    def _unreserve(self, name: str) -> None:
+        held = self.reserved.pop(name, None)
+        if held is None:
+            return
+        names = self._reserved_by_link.get(held.link)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._reserved_by_link[held.link]
 
     # --- in-process endpoints ---------------------------------------------
 
@@ -953,8 +967,12 @@ class GatewayCore:
         if grace <= 0:
             return
         until = self.clock() + grace
+        link = session.link.name
         for name in names:
-            self.reserved[name] = Reservation(session.link.name, until)
+            self._unreserve(name)
+            self.reserved[name] = Reservation(link, until)
+        self._reserved_by_link.setdefault(link, set()).update(names)
+        self._next_expiry = min(self._next_expiry, until)
         logger.info(
             "%s: sender name(s) %s reserved for this link for %.1f s",
             session.link.name,
