@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from ._compat import SenderAliases
-from ._routing import RoutingTable, check_name
+from ._routing import RoutingTable, check_declared_event, check_name
 from .errors import InvalidNameError, NoSuchMethod, UnknownEventError
 
 #: A listener callback: ``callback(info, data)``, info has "sender" and "event".
@@ -113,7 +113,9 @@ def check_sender_args(
     assert isinstance(name, str)
     if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
         raise InvalidNameError(f"events must be a list of event names, not {type(events).__name__}")
-    event_list = tuple(dict.fromkeys(check_name("event", e) for e in events))
+    # "#connect" / "#disconnect" are refused here too, so a client learns it at
+    # once rather than from the gateway's INVALID_NAME after a round trip.
+    event_list = tuple(dict.fromkeys(check_declared_event(e) for e in events))
     handlers: dict[str | None, RequestHandler] = {}
     for method, handler in (requests or {}).items():
         if method is not None:

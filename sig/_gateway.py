@@ -61,6 +61,11 @@ DEFAULT_SERIAL_KEEPALIVE_MS = 2000
 KEEPALIVE_MIN_MS, KEEPALIVE_MAX_MS = 500, 60000
 #: Encoded EVENT heads kept (the cache starts again when it is full).
 EVENT_HEAD_CACHE = 4096
+#: A session ends after this many keepalive intervals without a valid frame.
+LINK_TIMEOUT_KEEPALIVES = 3
+#: Sender names of a serial link stay reserved for it this many link timeouts
+#: after its session ends, unless ``serial_name_grace`` says otherwise.
+SERIAL_NAME_GRACE_TIMEOUTS = 2
 
 Subscriber = Session | Listener
 Done = Callable[[int, str, bytes], None]  # (status, message, data)
@@ -93,6 +98,14 @@ class Limits:
     pending_per_link: int = MAX_PENDING_PER_LINK
 
 
+@dataclass
+class Reservation:
+    """A sender name kept for the serial link that held it, until ``until``."""
+
+    link: str  #: the link's name (``serial:<port>``): the same port after a reopen
+    until: float
+
+
 @dataclass(eq=False)
 class LocalSender:
     """A sender living in the gateway process."""
@@ -113,8 +126,17 @@ class GatewayCore:
         max_body: int = DEFAULT_MAX_BODY,
         clock: Callable[[], float] = time.monotonic,
         limits: Limits | None = None,
+        serial_name_grace: float | None = None,
     ) -> None:
         self.name = name
+        #: Seconds a serial link's sender names stay reserved for it after its
+        #: session ends; None: twice that session's link timeout.
+        self.serial_name_grace = serial_name_grace
+        #: sender name -> the serial link it is kept for (see _reserve_names).
+        self.reserved: dict[str, Reservation] = {}
+        #: link name -> its reserved names (a links row costs what that link has).
+        self._reserved_by_link: dict[str, set[str]] = {}
+        self._next_expiry = float("inf")
         self.request_timeout = request_timeout
         self.max_body = max_body
         self.clock = clock
@@ -242,6 +264,11 @@ class GatewayCore:
             )
 
     def _on_hello(self, session: Session, msg: w.Hello) -> None:
+        try:
+            check_name("peer", msg.name)  # shown in logs and `sig links`
+        except InvalidNameError as exc:
+            self._protocol_error(session, ErrorCode.INVALID_NAME, 0, str(exc))
+            return
         if session.state is State.OPEN:
             logger.info(
                 "%s: new HELLO from %r replaces the session of %r",
@@ -305,7 +332,7 @@ class GatewayCore:
             self._protocol_error(session, refusal[0], ref, refusal[1])
             return
         try:
-            self._check_sender_name(msg.name)
+            self._check_sender_name(msg.name, session)
             self.table.add_sender(
                 msg.name,
                 [e for _, e in msg.events],
@@ -319,6 +346,8 @@ class GatewayCore:
         except InvalidNameError as exc:
             self._protocol_error(session, ErrorCode.INVALID_NAME, ref, str(exc))
             return
+        if self.reserved:
+            self._unreserve(msg.name)  # its own port took it back (or it was free)
         session.senders[ref] = msg.name
         for event_ref, event in msg.events:
             session.events[event_ref] = (msg.name, event)
@@ -359,12 +388,24 @@ class GatewayCore:
             )
         return None
 
-    def _check_sender_name(self, name: str) -> None:
+    def _check_sender_name(self, name: str, session: Session | None = None) -> None:
+        """Raise unless ``session`` (None: in-process) may register ``name`` now."""
         check_name("sender", name)
         if name.startswith(RESERVED_PREFIX):
             raise InvalidNameError(f"sender names starting with {RESERVED_PREFIX!r} are reserved")
         if name in self.local_senders:
             raise DuplicateSenderError(f"a sender named {name!r} is already connected")
+        held = self.reserved.get(name)
+        if held is None:
+            return
+        left = held.until - self.clock()
+        if left <= 0:
+            self._unreserve(name)  # expired; poll() would have cleaned it soon
+        elif session is None or session.link.name != held.link:
+            raise DuplicateSenderError(
+                f"sender name {name!r} is reserved for {held.link} for {left:.1f} s more"
+                " (its device went quiet; the same link gets it back at once)"
+            )
 
     def _on_unregister(self, session: Session, ref: int) -> None:
         name = session.senders.pop(ref, None)
@@ -389,8 +430,12 @@ class GatewayCore:
             )
             return
         key = (msg.sender, msg.event)
+        try:
+            self.table.subscribe(session, *key)
+        except InvalidNameError as exc:  # e.g. a control character (PROTOCOL.md 2)
+            self._protocol_error(session, ErrorCode.INVALID_NAME, msg.listener_id, str(exc))
+            return
         session.listeners[msg.listener_id] = key
-        self.table.subscribe(session, *key)
         self._send(session, w.Listening(msg.listener_id))
 
     def _on_unlisten(self, session: Session, listener_id: int) -> None:
@@ -696,8 +741,7 @@ class GatewayCore:
             data = None if senders is None else pack(dict(senders))
         else:
             rows = itertools.chain(
-                (self.link_info(s) for s in self.sessions),
-                *(report() for report in self.link_reporters),
+                (self.link_info(s) for s in self.sessions), self._reported_rows()
             )
             links = _within(rows, budget)
             data = None if links is None else pack(links)
@@ -716,8 +760,7 @@ class GatewayCore:
         rows: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             (s.link.name, functools.partial(self.link_info, s)) for s in self.sessions
         ]
-        for report in self.link_reporters:
-            rows.extend((r["link"], functools.partial(dict, r)) for r in report())
+        rows.extend((r["link"], functools.partial(dict, r)) for r in self._reported_rows())
         rows.sort(key=lambda r: r[0])
         return [build for _, build in rows]
 
@@ -738,12 +781,34 @@ class GatewayCore:
     def links(self) -> list[dict[str, Any]]:
         """One row per link: every session, then what the link reporters add."""
         rows = [self.link_info(s) for s in self.sessions]
-        for report in self.link_reporters:
-            rows.extend(report())
+        rows.extend(self._reported_rows())
         return rows
 
+    def _reported_rows(self) -> list[dict[str, Any]]:
+        """The link reporters' rows (closed serial ports), with their reservations."""
+        rows = [row for report in self.link_reporters for row in report()]
+        if self.reserved:
+            for row in rows:
+                self._add_reserved(row)
+        return rows
+
+    def _add_reserved(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Add ``reserved: {name: seconds left}`` to a links row that has any."""
+        kept = self.reservations(row["link"]) if self.reserved else None
+        if kept:
+            row["reserved"] = kept
+        return row
+
+    def reservations(self, link: str) -> dict[str, float]:
+        """Sender names reserved for the link named ``link``: seconds left for each."""
+        names = self._reserved_by_link.get(link)
+        if not names:
+            return {}
+        now = self.clock()
+        return {n: round(max(0.0, self.reserved[n].until - now), 1) for n in sorted(names)}
+
     def link_info(self, s: Session) -> dict[str, Any]:
-        return {
+        row = {
             "link": s.link.name,
             "state": s.state.value,
             "peer": s.peer,
@@ -756,12 +821,15 @@ class GatewayCore:
             "protocol_errors": s.protocol_errors,
             **s.link.stats(),
         }
+        return self._add_reserved(row)
 
     # --- timers -----------------------------------------------------------
 
     def poll(self) -> None:
         """Expire requests, ping idle links, end silent sessions. Call often (~0.1 s)."""
         now = self.clock()
+        if now >= self._next_expiry:
+            self._expire_reservations(now)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, gid = heapq.heappop(deadlines)
@@ -777,7 +845,7 @@ class GatewayCore:
             ka = session.keepalive_s
             if not ka or session.state is not State.OPEN:
                 continue
-            if now - session.last_rx > 3 * ka:
+            if now - session.last_rx > LINK_TIMEOUT_KEEPALIVES * ka:
                 logger.warning(
                     "%s: no frame from %r for %.1f s, session ends",
                     session.link.name,
@@ -791,12 +859,28 @@ class GatewayCore:
             elif now - session.last_tx >= ka:
                 self._send(session, w.Ping(0))
 
+    def _expire_reservations(self, now: float) -> None:
+        for name, held in [(n, h) for n, h in self.reserved.items() if h.until <= now]:
+            self._unreserve(name)
+            logger.info("%s: reservation of sender name %r expired", held.link, name)
+        self._next_expiry = min((h.until for h in self.reserved.values()), default=float("inf"))
+
+    def _unreserve(self, name: str) -> None:
+        held = self.reserved.pop(name, None)
+        if held is None:
+            return
+        names = self._reserved_by_link.get(held.link)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._reserved_by_link[held.link]
+
     # --- in-process endpoints ---------------------------------------------
 
     def add_local_sender(
         self, name: str, events: tuple[str, ...], handlers: dict[str | None, RequestHandler]
     ) -> LocalSender:
-        self._check_sender_name(name)
+        self._check_sender_name(name, None)
         local = LocalSender(name, events, handlers)
         methods = tuple(m for m in handlers if m is not None)
         self.table.add_sender(name, events, methods, default_handler=None in handlers, owner=local)
@@ -865,12 +949,42 @@ class GatewayCore:
             )
         self.table.unsubscribe_many(session, session.listeners.values())
         session.listeners.clear()
-        self.table.remove_senders(list(session.senders.values()))
+        names = list(session.senders.values())
+        if session.link.persistent and names:
+            self._reserve_names(session, names)  # before #disconnect: its listeners may re-add
+        self.table.remove_senders(names)
         session.senders.clear()
         session.events.clear()
         session.event_refs.clear()
         if session.peer:
             logger.info("%s: session of %r ended (%s)", session.link.name, session.peer, reason)
+
+    def _reserve_names(self, session: Session, names: list[str]) -> None:
+        """Keep a quiet serial device's sender names for its port for the grace period.
+
+        A device that is unplugged, resets or times out comes back on the same
+        port (link name) and must find its names free; nobody else, TCP client
+        or in-process sender, may take them meanwhile and answer its requests.
+        """
+        grace = self.serial_name_grace
+        if grace is None:
+            keepalive = session.keepalive_s or DEFAULT_SERIAL_KEEPALIVE_MS / 1000
+            grace = SERIAL_NAME_GRACE_TIMEOUTS * LINK_TIMEOUT_KEEPALIVES * keepalive
+        if grace <= 0:
+            return
+        until = self.clock() + grace
+        link = session.link.name
+        for name in names:
+            self._unreserve(name)
+            self.reserved[name] = Reservation(link, until)
+        self._reserved_by_link.setdefault(link, set()).update(names)
+        self._next_expiry = min(self._next_expiry, until)
+        logger.info(
+            "%s: sender name(s) %s reserved for this link for %.1f s",
+            session.link.name,
+            ", ".join(repr(n) for n in names),
+            grace,
+        )
 
 
 class _BadParams(RequestError):

@@ -3,7 +3,8 @@
 Rules (the seed's, kept exactly; the brief's "Semantics"):
 
 1. A sender has a unique live name and declares its events up front; it can
-   trigger only those, plus the router's own ``#connect`` / ``#disconnect``.
+   trigger only those. Every sender also has ``#connect`` / ``#disconnect``,
+   which only the router fires: no sender may declare them (INVALID_NAME).
 2. A subscription is a key ``(sender, event)``, either part may be None:
    ``(S, e)`` one event of one sender; ``(S, None)`` every event of S;
    ``(None, "#ch")`` channel ``#ch`` from any sender; ``(None, None)`` everything.
@@ -30,6 +31,7 @@ Tearing down a link with 40k senders is therefore linear (bench/teardown.py).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -61,14 +63,49 @@ def is_channel(event: str) -> bool:
     return event.startswith("#")
 
 
+#: Characters no name may contain: C0 controls, DEL and C1 controls. A name is
+#: printed in logs, ``sig senders`` and ``sig links``; a control character there
+#: could move a terminal's cursor, change its colours or forge a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: UTF-16 surrogates, which no UTF-8 string (so no name on the wire) can hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def check_name(kind: str, name: object) -> str:
-    """Return ``name`` if it is a valid sender/event/method name, else raise."""
+    """Return ``name`` if it is a valid sender/event/method/peer name, else raise.
+
+    Valid: a str of 1..255 UTF-8 bytes without control characters
+    (U+0000-U+001F, U+007F, U+0080-U+009F). PROTOCOL.md section 2, ``name``.
+    """
     if not isinstance(name, str):
         raise InvalidNameError(f"{kind} name must be a str, not {type(name).__name__}")
     size = len(name.encode("utf-8", "surrogatepass"))
     if not 1 <= size <= MAX_NAME:
         raise InvalidNameError(f"{kind} name must be 1..{MAX_NAME} UTF-8 bytes: {name!r}")
+    if _CONTROL.search(name):
+        raise InvalidNameError(
+            f"{kind} name must not contain control characters"
+            f" (U+0000-U+001F, U+007F-U+009F): {name!r}"
+        )
+    if _SURROGATE.search(name):
+        raise InvalidNameError(f"{kind} name is not valid Unicode (a lone surrogate): {name!r}")
     return name
+
+
+def check_declared_event(event: object) -> str:
+    """Return ``event`` if a sender may declare it, else raise InvalidNameError.
+
+    ``#connect`` and ``#disconnect`` are fired by the router alone (rule 4): a
+    sender that declared them could trigger a forged announcement to every
+    listener of the channel.
+    """
+    check_name("event", event)
+    assert isinstance(event, str)
+    if event in BUILTIN_EVENTS:
+        raise InvalidNameError(
+            f"event {event!r} is reserved: the router fires it, no sender may declare it"
+        )
+    return event
 
 
 @dataclass(frozen=True)
@@ -137,7 +174,7 @@ class RoutingTable(Generic[Sub]):
             raise InvalidNameError(f"sender names starting with {RESERVED_PREFIX!r} are reserved")
         if isinstance(events, str):
             raise InvalidNameError("events must be a list of names, not one str")
-        event_list = tuple(dict.fromkeys(check_name("event", e) for e in events))
+        event_list = tuple(dict.fromkeys(check_declared_event(e) for e in events))
         method_list = tuple(dict.fromkeys(check_name("method", m) for m in methods))
         if name in self._senders:
             raise DuplicateSenderError(f"a sender named {name!r} is already connected")

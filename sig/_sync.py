@@ -5,6 +5,11 @@ One background thread runs the asyncio client (all I/O). Listener callbacks and
 in arrival order; request handlers run on a small thread pool. So a callback
 or a handler may itself call ``request``, ``add_sender`` or ``trigger``
 without deadlocking the I/O thread.
+
+The dispatcher's queue is bounded: at most ``max_queued_events`` listener calls
+wait for a slow callback; beyond that new ones are dropped and counted in
+``stats["dropped_slow_listener"]`` (logged once). The hooks are never dropped,
+and request handlers do not go through this queue.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._api import Handlers, Listener, ListenerCallback, Sender
 from ._compat import ClientRouterAliases
-from .client import DEFAULT_BACKOFF, AsyncClientRouter, Backoff
+from .client import DEFAULT_BACKOFF, DEFAULT_MAX_QUEUED_EVENTS, AsyncClientRouter, Backoff
 from .errors import ConnectError, RequestTimeout, SigError
 
 if TYPE_CHECKING:
@@ -54,6 +59,7 @@ class ClientRouter(ClientRouterAliases):
         request_timeout: float = 10.0,
         keepalive: float = 10.0,
         handler_threads: int = 4,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
     ) -> None:
         self._client = AsyncClientRouter(
             host,
@@ -64,16 +70,24 @@ class ClientRouter(ClientRouterAliases):
             connect_timeout=connect_timeout,
             request_timeout=request_timeout,
             keepalive=keepalive,
+            max_queued_events=max_queued_events,
         )
         #: Called on the dispatcher thread after every (re)connect.
         self.on_connected: Callable[[], Any] | None = None
         #: Called on the dispatcher thread when the connection is lost.
         self.on_disconnected: Callable[[], Any] | None = None
+        #: Called on the dispatcher thread with (sender name, error) when the
+        #: gateway refuses one of our senders at a reconnect (name taken
+        #: meanwhile); the client registers it again with backoff until it
+        #: succeeds or the sender is removed. Its triggers meanwhile are counted
+        #: in ``stats["dropped_unregistered"]``.
+        self.on_sender_refused: Callable[[str, SigError], Any] | None = None
         self._carrier = carrier
         if carrier is not None:
             carrier._bind(self)
         self._client.on_connected = self._connected_hook
         self._client.on_disconnected = self._disconnected_hook
+        self._client.on_sender_refused = self._sender_refused_hook
         self._loop = asyncio.new_event_loop()
         self._io = threading.Thread(target=self._loop.run_forever, name="sig-io", daemon=True)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -82,6 +96,11 @@ class ClientRouter(ClientRouterAliases):
         )
         self._pool = concurrent.futures.ThreadPoolExecutor(handler_threads, "sig-handler")
         self._client.dispatch = self._enqueue
+        self._client.dispatch_event = self._enqueue_event
+        # Listener calls queued and taken: each written by one thread only (the
+        # I/O thread puts, the dispatcher takes), so no lock is needed.
+        self._events_put = 0
+        self._events_taken = 0
         self._client.run_handler = self._run_handler
         self._started = False
         self._closed = False
@@ -114,14 +133,25 @@ class ClientRouter(ClientRouterAliases):
             raise RequestTimeout(f"no answer within {timeout} s") from None
 
     def _enqueue(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self._queue.put((func, args))
+        """Queue a hook (or an internal step) for the dispatcher: never dropped."""
+        self._queue.put((func, args, False))
+
+    def _enqueue_event(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Queue a listener call, or drop and count it when the queue is full (I/O thread)."""
+        if self._events_put - self._events_taken >= self._client.max_queued_events:
+            self._client._drop_slow_listener_call()
+            return
+        self._events_put += 1
+        self._queue.put((func, args, True))
 
     def _dispatch_loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
-            func, args = item
+            func, args, is_event = item
+            if is_event:
+                self._events_taken += 1
             try:
                 result = func(*args)
                 if inspect.isawaitable(result):
@@ -137,6 +167,10 @@ class ClientRouter(ClientRouterAliases):
         for hook in (self.on_connected, getattr(self._carrier, "on_connected", None)):
             if hook is not None:
                 hook()
+
+    def _sender_refused_hook(self, name: str, error: SigError) -> None:
+        if self.on_sender_refused is not None:
+            self.on_sender_refused(name, error)
 
     def _disconnected_hook(self) -> None:
         for hook in (self.on_disconnected, getattr(self._carrier, "on_disconnected", None)):
@@ -189,7 +223,7 @@ class ClientRouter(ClientRouterAliases):
         # when connect() returns.
         if threading.current_thread() is not self._dispatcher:
             hooks_done = threading.Event()
-            self._queue.put((hooks_done.set, ()))
+            self._enqueue(hooks_done.set, ())
             if not hooks_done.wait(wait):
                 logger.warning("on_connected did not return within %.1f s", wait)
         return True
@@ -201,6 +235,11 @@ class ClientRouter(ClientRouterAliases):
     @property
     def is_connected(self) -> bool:
         return self._client.is_connected
+
+    @property
+    def max_queued_events(self) -> int:
+        """Listener calls that may wait on the dispatcher before new ones are dropped."""
+        return self._client.max_queued_events
 
     @property
     def stats(self) -> dict[str, int]:

@@ -3,6 +3,11 @@
 Every command prints one clear line and exits non-zero on failure:
 1 when the gateway is unreachable or a request fails, 2 for bad usage or
 a gateway that cannot start (port in use, bad address, bad config).
+
+Everything printed that came from the network (names, counters, error
+messages, log lines) goes through :func:`printable`, so a peer cannot move the
+terminal's cursor, recolour it or forge an output line; ``--json`` output and
+``sig listen`` are JSON with ``ensure_ascii``, which escapes the same.
 """
 
 from __future__ import annotations
@@ -47,6 +52,58 @@ DEFAULTS: dict[str, Any] = {
 
 class UsageError(SigError):
     """Bad command line or config file (exit code 2)."""
+
+
+# --- terminal safety --------------------------------------------------------
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(value: Any) -> str:
+    """``value`` as text a terminal shows as is: every non-printable character escaped.
+
+    Control characters (ESC sequences, newlines, C1), format characters such as
+    U+202E RIGHT-TO-LEFT OVERRIDE and line separators become ``\\n``, ``\\x1b``,
+    ``\\u202e`` ...; a backslash is doubled, so an escape cannot be faked.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and "\\" not in text:
+        return text  # the common case, and the cheap one
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(
+                f"\\x{code:02x}"
+                if code < 0x100
+                else f"\\u{code:04x}"
+                if code < 0x10000
+                else f"\\U{code:08x}"
+            )
+    return "".join(out)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with :func:`printable` messages: a peer's text cannot forge a line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(printable(line) for line in super().formatException(ei).split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(printable(line) for line in stack_info.split("\n"))
+
+
+def _log_to_stderr(level: Any, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 # --- configuration ----------------------------------------------------------
@@ -257,7 +314,8 @@ async def cmd_listen(args: argparse.Namespace) -> int:
             "event": info["event"],
             "data": data,
         }
-        print(json.dumps(line, default=_json_default), flush=True)
+        # ensure_ascii: control and non-ASCII characters of names and data as \uXXXX
+        print(json.dumps(line, default=_json_default, ensure_ascii=True), flush=True)
         count += 1
         if args.count and count >= args.count:
             done.set()
@@ -290,7 +348,7 @@ async def cmd_request(args: argparse.Namespace) -> int:
         result = await client.request(args.sender, args.method, params, timeout=args.timeout)
     finally:
         await client.close()
-    print(json.dumps(result, default=_json_default))
+    print(json.dumps(result, default=_json_default, ensure_ascii=True))
     return 0
 
 
@@ -301,16 +359,19 @@ async def cmd_senders(args: argparse.Namespace) -> int:
     finally:
         await client.close()
     if args.json:
-        print(json.dumps(senders, indent=1, default=_json_default))
+        print(json.dumps(senders, indent=1, default=_json_default, ensure_ascii=True))
     elif not senders:
         print("no senders connected")
     else:
-        width = max(len(n) for n in senders)
+        shown = {name: printable(name) for name in senders}
+        width = max(len(n) for n in shown.values())
         for name in sorted(senders):
             info = senders[name]
+            events = ", ".join(printable(e) for e in info["events"]) or "-"
+            requests = ", ".join(printable(m) for m in info["requests"]) or "-"
             print(
-                f"{name:<{width}}  events: {', '.join(info['events']) or '-'}"
-                f"  requests: {', '.join(info['requests']) or '-'}  link: {info['link']}"
+                f"{shown[name]:<{width}}  events: {events}"
+                f"  requests: {requests}  link: {printable(info['link'])}"
             )
     return 0
 
@@ -322,17 +383,27 @@ async def cmd_links(args: argparse.Namespace) -> int:
     finally:
         await client.close()
     if args.json:
-        print(json.dumps(links, indent=1, default=_json_default))
+        print(json.dumps(links, indent=1, default=_json_default, ensure_ascii=True))
         return 0
-    for link in sorted(links, key=lambda x: x["link"]):
+    for link in sorted(links, key=lambda x: str(x["link"])):
         counters = " ".join(
-            f"{k}={v}" for k, v in link.items() if k not in ("link", "state", "peer", "senders")
+            f"{printable(k)}={_field(v)}"
+            for k, v in link.items()
+            if k not in ("link", "state", "peer", "senders")
         )
+        senders = ",".join(printable(s) for s in link["senders"]) or "-"
         print(
-            f"{link['link']}  {link['state']}  peer={link['peer'] or '-'}  "
-            f"senders={','.join(link['senders']) or '-'}  {counters}"
+            f"{printable(link['link'])}  {printable(link['state'])}  "
+            f"peer={printable(link['peer'] or '-')}  senders={senders}  {counters}"
         )
     return 0
+
+
+def _field(value: Any) -> str:
+    """One ``sig links`` value: ``reserved`` as ``name(12.0s),...``, the rest as text."""
+    if isinstance(value, dict):
+        return ",".join(f"{printable(k)}({v}s)" for k, v in value.items()) or "-"
+    return printable(value)
 
 
 def _parse_json(text: str | None) -> Any:
@@ -447,29 +518,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "serve":
             conf = settings(args)
-            logging.basicConfig(
-                level=str(conf["log_level"]).upper(),
-                format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            _log_to_stderr(
+                str(conf["log_level"]).upper(),
+                "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             )
             return asyncio.run(serve(conf))
         if command == "device-sim":
             from .device_sim import main as sim_main
 
             return int(sim_main(args.rest))
-        logging.basicConfig(level=logging.WARNING, format="sig %(levelname)s: %(message)s")
+        _log_to_stderr(logging.WARNING, "sig %(levelname)s: %(message)s")
         return asyncio.run(COMMANDS[command](args))
     except UsageError as exc:
-        print(f"sig {command}: {exc}", file=sys.stderr)
+        print(f"sig {command}: {printable(exc)}", file=sys.stderr)
         return 2
     except ConnectError as exc:
         where = "on the LAN" if getattr(args, "discover", False) else f"at {args.host}:{args.port}"
-        print(f"sig {command}: cannot reach the gateway {where}: {exc}", file=sys.stderr)
+        print(f"sig {command}: cannot reach the gateway {where}: {printable(exc)}", file=sys.stderr)
         return 1
-    except RequestError as exc:
-        print(f"sig {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except RequestError as exc:  # the message is the handler's or gateway's text
+        print(f"sig {command}: {type(exc).__name__}: {printable(exc)}", file=sys.stderr)
         return 1
     except SigError as exc:
-        print(f"sig {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"sig {command}: {type(exc).__name__}: {printable(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

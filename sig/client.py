@@ -6,6 +6,11 @@ idempotent: adding a sender that already exists with the same events, or the
 same callback for the same (sender, event) again, returns the existing object.
 So code written in the seed's style, which registers inside ``on_connected``,
 and code that registers once up front both end up with one registration each.
+
+A sender the gateway refuses at a replay (its name was taken meanwhile) is
+not dropped in silence: the client logs it once, calls ``on_sender_refused``,
+counts its triggers in ``dropped_unregistered``, and registers it again with
+backoff until it gets the name back or the application removes it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
+#: Listener calls that may wait for a slow callback before new ones are dropped.
+DEFAULT_MAX_QUEUED_EVENTS = 10_000
 
 
 @dataclass
@@ -89,9 +96,13 @@ class _SenderEntry:
     #: Registered (or being registered) on the current connection; False after
     #: the gateway refused it (name taken meanwhile): its triggers are dropped.
     live: bool = False
+    #: The task registering it again after a refusal (None when there is none).
+    retry: asyncio.Future[Any] | None = None
 
 
 Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
+#: ``on_sender_refused(name, error)``: the gateway refused a sender at a replay.
+SenderRefused = Callable[[str, SigError], Any]
 
 
 class AsyncClientRouter:
@@ -114,7 +125,13 @@ class AsyncClientRouter:
         connect_timeout: float = 5.0,
         request_timeout: float = 10.0,
         keepalive: float = 10.0,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
     ) -> None:
+        """``max_queued_events``: coroutine listener callbacks that may be pending
+        at once; above it new listener calls are dropped and counted in
+        ``stats["dropped_slow_listener"]`` (hooks and request handlers never are)."""
+        if max_queued_events < 1:
+            raise ValueError("max_queued_events must be at least 1")
         #: Find the gateway by mDNS at connect() (``host=None``).
         self.discover = host is None
         self.host = host or ""
@@ -129,6 +146,11 @@ class AsyncClientRouter:
         self.on_connected: Callable[[], Any] | None = None
         #: Called (no arguments) when an established connection is lost.
         self.on_disconnected: Callable[[], Any] | None = None
+        #: Called with (sender name, error) when the gateway refuses one of our
+        #: senders at a reconnect (its name was taken meanwhile); the client keeps
+        #: registering it again with ``backoff`` until it succeeds or is removed.
+        self.on_sender_refused: SenderRefused | None = None
+        self.max_queued_events = max_queued_events
         self.stats = {
             "events_in": 0,
             "triggers": 0,
@@ -137,6 +159,10 @@ class AsyncClientRouter:
             "bad_data": 0,
             "listener_errors": 0,
             "reconnects": 0,
+            #: senders the gateway refused at a replay (each told to on_sender_refused)
+            "senders_refused": 0,
+            #: listener calls dropped because callbacks were slower than events came
+            "dropped_slow_listener": 0,
         }
         self._ids = itertools.count(1)
         self._senders: dict[str, _SenderEntry] = {}
@@ -154,9 +180,15 @@ class AsyncClientRouter:
         self._last_rx = 0.0
         self._last_tx = 0.0
         self._offline_logged = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        #: How listener callbacks and on_connected/on_disconnected are run (sync API swaps it).
+        self._slow_logged = False
+        self._refused: list[tuple[_SenderEntry, SigError]] = []
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._callback_tasks: set[asyncio.Future[Any]] = set()
+        #: How the hooks (on_connected, on_disconnected, on_sender_refused) are run;
+        #: never dropped (the sync API swaps it for its dispatcher thread).
         self.dispatch: Dispatch = self._dispatch_inline
+        #: How listener callbacks are run: bounded, drops counted (the sync API swaps it).
+        self.dispatch_event: Dispatch = self._dispatch_event_inline
         #: How a request handler is run: returns its result, or an awaitable of it.
         self.run_handler: Callable[[Callable[[Any], Any], Any], Any] = self._run_inline
 
@@ -259,6 +291,7 @@ class AsyncClientRouter:
             else:
                 self.stats["reconnects"] += 1
             logger.info("connected to gateway %s:%s", self.host, self.port)
+            self._tell_refused(link)
             if self.on_connected is not None:
                 self.dispatch(self.on_connected, ())
             keepalive = asyncio.create_task(self._keepalive(link))
@@ -286,6 +319,7 @@ class AsyncClientRouter:
             link.close()
             raise ConnectError("gateway did not answer HELLO") from None
         self._gateway_max_body = welcome.max_body
+        self._refused = []
         waits: list[tuple[Any, asyncio.Future[w.Message]]] = []
         for entry in list(self._senders.values()):
             waits.append((entry, self._register(entry)))
@@ -297,7 +331,9 @@ class AsyncClientRouter:
             except (RequestError, DuplicateSenderError, InvalidNameError) as exc:
                 if isinstance(what, _SenderEntry):
                     what.live = False
-                logger.error("re-registering %s failed: %s", _describe(what), exc)
+                    self._refused.append((what, exc))  # told once the session is up
+                else:
+                    logger.error("re-registering %s failed: %s", _describe(what), exc)
             except asyncio.TimeoutError:
                 link.close()
                 raise ConnectError("gateway did not answer the registrations") from None
@@ -402,7 +438,7 @@ class AsyncClientRouter:
             self.stats["bad_data"] += 1
             logger.warning("dropping %s:%s: %s", sender, event, exc)
             return
-        dispatch = self.dispatch
+        dispatch = self.dispatch_event
         for listener in listeners:  # each callback gets its own info dict
             dispatch(listener.callback, ({"sender": sender, "event": event}, value))
 
@@ -454,6 +490,60 @@ class AsyncClientRouter:
         if self._connected:
             self._send(w.Response(msg.request_id, status, message[:500], b""), urgent=True)
 
+    # --- refused senders --------------------------------------------------
+
+    def _tell_refused(self, link: StreamLink) -> None:
+        """Report the senders refused at this replay, and start winning them back."""
+        refused, self._refused = self._refused, []
+        for entry, exc in refused:
+            name = entry.sender.name
+            self.stats["senders_refused"] += 1
+            retry = not isinstance(exc, InvalidNameError)  # a bad name stays bad
+            logger.warning(
+                "gateway refused sender %r at reconnect: %s; %s (its triggers are dropped"
+                " and counted in stats['dropped_unregistered'])",
+                name,
+                exc,
+                "registering it again with backoff" if retry else "not retrying",
+            )
+            if self.on_sender_refused is not None:
+                self.dispatch(self.on_sender_refused, (name, exc))
+            if retry and (entry.retry is None or entry.retry.done()):
+                entry.retry = self._spawn(self._win_back(entry, link))
+
+    async def _win_back(self, entry: _SenderEntry, link: StreamLink) -> None:
+        """Register ``entry`` again with backoff until it is live, removed, or the link is gone.
+
+        A new connection replays every sender anyway, so this ends with its link.
+        """
+        name = entry.sender.name
+        attempt = 0
+        while True:
+            await asyncio.sleep(self.backoff.delay(attempt))
+            attempt += 1
+            if entry.live or self._senders.get(name) is not entry or self._link is not link:
+                return
+            try:
+                await self._confirm(entry)
+            except InvalidNameError as exc:
+                logger.warning("sender %r refused for good: %s", name, exc)
+                return
+            except (SigError, asyncio.TimeoutError) as exc:  # taken, busy, or link going
+                logger.debug("sender %r still refused (attempt %d): %s", name, attempt, exc)
+                continue
+            logger.info("sender %r registered again after %d attempt(s)", name, attempt)
+            return
+
+    async def _confirm(self, entry: _SenderEntry) -> None:
+        """Register ``entry`` and wait for the answer; it goes live only once accepted.
+
+        Unlike a first registration, nothing is sent for it before the gateway
+        said yes: while refused, its triggers stay counted as dropped_unregistered
+        instead of reaching the gateway as TRIGGERs of an unknown ref.
+        """
+        fut = self._register(entry, optimistic=False)
+        await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+
     # --- senders ----------------------------------------------------------
 
     async def add_sender(
@@ -470,12 +560,8 @@ class AsyncClientRouter:
                 )
             existing.sender.handlers.clear()
             existing.sender.handlers.update(handlers)
-            if self._connected and not existing.live:  # refused at the last replay: retry
-                try:
-                    await asyncio.wait_for(self._register(existing), self.request_timeout)
-                except BaseException:
-                    existing.live = False
-                    raise
+            if self._connected and not existing.live:  # refused at the last replay: retry now
+                await self._confirm(existing)
             return existing.sender
         sender = Sender(self, name, event_list, handlers)
         refs = {e: next(self._ids) for e in event_list}
@@ -495,7 +581,15 @@ class AsyncClientRouter:
                 raise
         return sender
 
-    def _register(self, entry: _SenderEntry) -> asyncio.Future[w.Message]:
+    def _register(self, entry: _SenderEntry, optimistic: bool = True) -> asyncio.Future[w.Message]:
+        """Send REGISTER_SENDER, or return the answer already awaited for it.
+
+        ``optimistic``: the sender is live at once (TRIGGERs may follow
+        REGISTER_SENDER, PROTOCOL.md 3.2); otherwise only once it is accepted.
+        """
+        pending = self._waiters.get(entry.ref)
+        if pending is not None and not pending.done():
+            return pending  # one REGISTER_SENDER in flight per sender
         s = entry.sender
         msg = w.RegisterSender(
             entry.ref,
@@ -504,14 +598,21 @@ class AsyncClientRouter:
             s.methods,
             s.default_handler,
         )
-        entry.live = True  # TRIGGERs may follow REGISTER_SENDER at once (PROTOCOL.md 3.2)
-        return self._expect(entry.ref, msg)
+        if optimistic:
+            entry.live = True
+        fut = self._expect(entry.ref, msg)
+        if not optimistic:
+            link = self._link
+            fut.add_done_callback(lambda f: _accepted(f, entry, self._link is link))
+        return fut
 
     async def remove_sender(self, sender: str | Sender) -> bool:
         name = sender.name if isinstance(sender, Sender) else sender
         entry = self._senders.pop(name, None)
         if entry is None:
             return False
+        if entry.retry is not None:
+            entry.retry.cancel()
         if self._connected:
             self._send(w.UnregisterSender(entry.ref))
         return True
@@ -688,10 +789,42 @@ class AsyncClientRouter:
         self._send(msg)
         return fut
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Any) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _dispatch_event_inline(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Call a listener; a coroutine callback runs as a task, at most max_queued_events."""
+        try:
+            result = func(*args)
+        except Exception:
+            self.stats["listener_errors"] += 1
+            logger.exception("callback %r raised", func)
+            return
+        if result is None or not inspect.isawaitable(result):
+            return
+        pending = self._callback_tasks
+        if len(pending) >= self.max_queued_events:
+            if inspect.iscoroutine(result):
+                result.close()  # never started: no "was never awaited" warning
+            self._drop_slow_listener_call()
+            return
+        task = self._spawn(_run_callback(self, func, result))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    def _drop_slow_listener_call(self) -> None:
+        """Count one listener call dropped for a full delivery queue (logged once)."""
+        self.stats["dropped_slow_listener"] += 1
+        if not self._slow_logged:
+            self._slow_logged = True
+            logger.warning(
+                "listener callbacks are slower than events arrive: %d calls are waiting,"
+                " dropping new ones (counted in stats['dropped_slow_listener'])",
+                self.max_queued_events,
+            )
 
     def _dispatch_inline(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
@@ -729,6 +862,20 @@ def _split_event(body: bytes) -> tuple[str, str, bytes] | None:
         return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
     except UnicodeDecodeError:
         return None
+
+
+def _accepted(fut: asyncio.Future[w.Message], entry: _SenderEntry, same_link: bool) -> None:
+    """Done callback of a non-optimistic registration: live once the gateway said yes."""
+    if not fut.cancelled() and fut.exception() is None and same_link:
+        entry.live = True
+
+
+async def _run_callback(client: AsyncClientRouter, func: Any, pending: Awaitable[Any]) -> None:
+    try:
+        await pending
+    except Exception:
+        client.stats["listener_errors"] += 1
+        logger.exception("callback %r raised", func)
 
 
 def _expire(fut: asyncio.Future[Any], what: str, wait: float) -> None:

@@ -48,10 +48,18 @@ class ServerRouter(LocalRouterAliases):
         high_water: int = DEFAULT_HIGH_WATER,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         limits: Limits | None = None,
+        serial_name_grace: float | None = None,
     ) -> None:
+        """``serial_name_grace``: seconds a serial device's sender names stay
+        reserved for its port after it goes quiet (None: twice its link timeout)."""
         self.host = host
         self.port = port
-        self.core = GatewayCore(name, request_timeout=request_timeout, limits=limits)
+        self.core = GatewayCore(
+            name,
+            request_timeout=request_timeout,
+            limits=limits,
+            serial_name_grace=serial_name_grace,
+        )
         self._link_options = {"high_water": high_water, "stall_timeout": stall_timeout}
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None

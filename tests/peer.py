@@ -6,6 +6,8 @@ outcome or event on stdout:
 
 * ``{"ev": "ready"}`` once the first connection is up (or failed);
 * ``{"ev": "connected"}`` / ``{"ev": "disconnected"}`` from the hooks;
+* ``{"ev": "refused", "sender": S, "error": "ClassName", "message": "..."}`` from
+  ``on_sender_refused``;
 * ``{"ev": "event", "tag": T, "sender": S, "event": E, "data": D}`` per delivery;
 * ``{"ev": "handling", "sender": S, "method": M}`` when a handler starts;
 * ``{"id": N, "ok": true, "result": R}`` or
@@ -155,6 +157,9 @@ def main() -> int:
 
     client.on_connected = on_connected
     client.on_disconnected = lambda: emit(ev="disconnected")
+    client.on_sender_refused = lambda name, exc: emit(
+        ev="refused", sender=name, error=type(exc).__name__, message=str(exc)
+    )
     client.connect()
     emit(ev="ready")
     for line in sys.stdin:

@@ -198,3 +198,92 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not valid TOML" in one_line(r.stderr)
     r = sig_cli("serve", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "cannot read config" in one_line(r.stderr)
+
+
+# --- terminal safety: nothing from the network reaches the terminal raw ---------
+
+#: Printable-looking but not printable: right-to-left override, line separator,
+#: zero-width space. Names may hold them (PROTOCOL.md 2); the CLI escapes them.
+EVIL = "evil\u202egpj.exe"
+EVIL_EVENT = "a\u2028events: unlock"
+EVIL_METHOD = "m\u200bx"
+RAW = ("\u202e", "\u2028", "\u200b", "\x1b", "\n")
+
+
+def all_printable(text: str) -> bool:
+    return all(line.isprintable() for line in text.splitlines()) and not any(
+        c in text.replace("\n", "") for c in RAW
+    )
+
+
+def test_printable_escapes_and_cannot_be_faked() -> None:
+    from sig.cli import printable
+
+    assert printable("sensor1 Küche °C") == "sensor1 Küche °C"
+    assert printable("a\x1b[2J\nevents: unlock\r\t\x00\x7f\x9b") == (
+        "a\\x1b[2J\\nevents: unlock\\r\\t\\x00\\x7f\\x9b"
+    )
+    assert printable("x\u202ey\u2028z\U000e0041") == "x\\u202ey\\u2028z\\U000e0041"
+    assert printable("back\\x1b") == "back\\\\x1b"  # a literal backslash is doubled
+    assert printable(42) == "42"
+
+
+def test_hostile_names_and_messages_are_escaped(gateway: Gateway) -> None:
+    import sig
+
+    port = str(gateway.port)
+
+    def boom(params: object) -> None:
+        raise ValueError("\x1b[2J\nevents: unlock")
+
+    client = sig.ClientRouter(port=gateway.port, name="peer\u202eevil")
+    watch = Proc([sys.executable, "-m", "sig.cli", "listen", "--port", port,
+                  "--sender", EVIL, "--event", EVIL_EVENT, "--count", "1"])  # fmt: skip
+    try:
+        client.connect()
+        evil = client.add_sender(EVIL, [EVIL_EVENT], {EVIL_METHOD: lambda p: p, "boom": boom})
+        r = sig_cli("senders", "--port", port)
+        assert r.returncode == 0 and all_printable(r.stdout), r.stdout
+        line = next(x for x in r.stdout.splitlines() if x.startswith("evil"))
+        assert line.startswith("evil\\u202egpj.exe  events: a\\u2028events: unlock")
+        assert "requests: boom, m\\u200bx" in line or "requests: m\\u200bx, boom" in line
+        assert len(r.stdout.splitlines()) == len(client.list_senders())  # no forged line
+
+        r = sig_cli("links", "--port", port)
+        assert r.returncode == 0 and all_printable(r.stdout), r.stdout
+        assert any(
+            "peer=peer\\u202eevil  senders=evil\\u202egpj.exe" in x for x in r.stdout.splitlines()
+        ), r.stdout
+
+        # a handler's error text is the peer's too: one escaped line on stderr
+        r = sig_cli("request", "--port", port, EVIL, "boom")
+        assert r.returncode == 1 and all_printable(r.stderr), r.stderr
+        assert "\\x1b[2J\\nevents: unlock" in one_line(r.stderr)
+
+        # sig listen: JSON lines, every non-ASCII or control character escaped
+        def listening() -> bool:
+            links = client.request("$gateway", "links")
+            return any(x["peer"] == "sig-listen" and x["listeners"] for x in links)
+
+        wait_until(listening, what="sig listen registered")
+        evil.trigger(EVIL_EVENT, "\x1b[31mred\n")
+        assert watch.wait(T) == 0
+        assert len(watch.lines) == 1 and watch.lines[0].isascii() and all_printable(watch.lines[0])
+        got = json.loads(watch.lines[0])
+        assert (got["sender"], got["event"], got["data"]) == (EVIL, EVIL_EVENT, "\x1b[31mred\n")
+    finally:
+        watch.kill()
+        client.close()
+
+
+def test_log_lines_from_the_network_are_escaped() -> None:
+    import logging
+
+    from sig.cli import PrintableFormatter
+
+    record = logging.LogRecord(
+        "sig.client", logging.WARNING, __file__, 1, "gateway error %s: %s", (6, "x\n\x1b[1m"), None
+    )
+    assert (
+        PrintableFormatter("sig %(message)s").format(record) == "sig gateway error 6: x\\n\\x1b[1m"
+    )
