@@ -1,18 +1,41 @@
-"""TCP carrier: asyncio server and client links carrying sig frames."""
+"""TCP carrier: a listener and client links carrying sig frames.
+
+The gateway accepts connections itself (:class:`TcpListener`) rather than
+through ``loop.create_server``, for two reasons:
+
+* admission: every accepted socket is offered to an ``admit`` callback before
+  any transport exists, so a connection limit is enforced at the door (the
+  gateway refuses or evicts there, see ``ServerRouter``);
+* resource errors: when ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM,
+  asyncio logs a traceback per failed attempt (hundreds a second). Here the
+  listener stops accepting for a back-off delay (50 ms doubling to 2 s, reset
+  by the next successful accept), calls ``exhausted`` (the gateway frees an fd
+  if it can), counts the error and logs one line per minute at most.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from sig.errors import ConnectError
 
 from .stream import FrameHandler, StreamLink
+
+logger = logging.getLogger(f"sig.{__name__}")
+
+#: accept() errors that mean "out of descriptors or memory": back off, do not spin.
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_BACKOFF = (0.05, 2.0)  #: first and largest pause after a resource error, seconds
+ACCEPT_BATCH = 64  #: connections accepted per readable event at most
+LISTEN_BACKLOG = 128
 
 
 @contextlib.contextmanager
@@ -39,14 +62,172 @@ def describe(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-async def serve_tcp(
-    handler: FrameHandler, host: str | None, port: int, **link_options: Any
-) -> asyncio.Server:
-    """Listen on host:port; every accepted connection becomes a StreamLink."""
-    loop = asyncio.get_running_loop()
-    factory: Callable[[], StreamLink] = lambda: StreamLink(handler, **link_options)  # noqa: E731
-    with map_exceptions({OSError: ConnectError}):
-        return await loop.create_server(factory, host, port, reuse_address=True)
+class LogThrottle:
+    """One log line per ``interval`` seconds for a recurring condition, with a count.
+
+    The first occurrence is logged at once; the ones after it within the
+    interval are only counted, and the next line says how many there were.
+    """
+
+    def __init__(
+        self, log: logging.Logger, interval: float = 60.0, level: int = logging.WARNING
+    ) -> None:
+        self.log = log
+        self.interval = interval
+        self.level = level
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += " (%d more since the last such line)"
+            args = (*args, self._suppressed)
+        self._suppressed = 0
+        self._next = now + self.interval
+        self.log.log(self.level, msg, *args)
+
+
+class TcpListener:
+    """Listening sockets whose accepted connections become StreamLinks.
+
+    ``admit()`` is asked for every accepted socket: False closes it at once
+    (refused). ``release()`` gives the slot back when a socket was admitted but
+    its link never came up. ``exhausted(exc)`` is told of every accept error
+    (after one in :data:`RESOURCE_ERRNOS`, the handler may free a descriptor).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], StreamLink],
+        *,
+        admit: Callable[[], bool] = lambda: True,
+        release: Callable[[], None] = lambda: None,
+        exhausted: Callable[[OSError], None] = lambda exc: None,
+    ) -> None:
+        self.factory = factory
+        self.admit = admit
+        self.release = release
+        self.exhausted = exhausted
+        self.sockets: list[socket.socket] = []
+        self.accept_errors = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._delay = ACCEPT_BACKOFF[0]
+        self._retry: asyncio.TimerHandle | None = None
+        self._starting: set[asyncio.Task[None]] = set()
+        self._log_error = LogThrottle(logger)
+
+    async def start(self, host: str | None, port: int) -> None:
+        """Bind and listen on every address of ``host``; raises sig.ConnectError."""
+        loop = self._loop = asyncio.get_running_loop()
+        with map_exceptions({OSError: ConnectError}):
+            infos = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            try:
+                for family, kind, proto, _, address in dict.fromkeys(infos):
+                    sock = socket.socket(family, kind, proto)
+                    self.sockets.append(sock)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(address)
+                    sock.listen(LISTEN_BACKLOG)
+                    sock.setblocking(False)
+            except BaseException:
+                self._close_sockets()
+                raise
+        self._watch()
+
+    def _watch(self) -> None:
+        assert self._loop is not None
+        for sock in self.sockets:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            for sock in self.sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the peer gave up while queued: nothing to do
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            self._delay = ACCEPT_BACKOFF[0]
+            if not self.admit():
+                conn.close()
+                continue
+            task = asyncio.get_running_loop().create_task(self._start_link(conn))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Count, log one line a minute, pause accepting for a while; never spin."""
+        self.accept_errors += 1
+        name = errno.errorcode.get(exc.errno or 0, "?")
+        self._log_error(
+            "accept failed: %s (%s); pausing new connections for %.2f s",
+            describe(exc),
+            name,
+            self._delay,
+        )
+        self.exhausted(exc)
+        self._unwatch()
+        assert self._loop is not None
+        self._retry = self._loop.call_later(self._delay, self._resume)
+        self._delay = min(self._delay * 2, ACCEPT_BACKOFF[1])
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self.sockets:
+            self._watch()
+
+    async def _start_link(self, conn: socket.socket) -> None:
+        link: StreamLink | None = None
+
+        def make() -> StreamLink:
+            nonlocal link
+            link = self.factory()
+            return link
+
+        try:
+            conn.setblocking(False)
+            await asyncio.get_running_loop().connect_accepted_socket(make, conn)
+        except (Exception, asyncio.CancelledError) as exc:
+            if link is None or link.transport is None:  # the link never came up
+                conn.close()
+                self.release()
+            logger.debug("accepted connection failed to start: %r", exc)
+
+    def close(self) -> None:
+        """Stop listening (links already up are the handler's to close)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._unwatch()
+        self._close_sockets()
+        for task in list(self._starting):
+            task.cancel()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+
+    async def wait_closed(self) -> None:
+        """Wait for links still being set up when the listener closed."""
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
 
 
 async def connect_tcp(

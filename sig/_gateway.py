@@ -58,6 +58,11 @@ DEFAULT_PAGE_LIMIT = 100
 MAX_PROTOCOL_ERRORS = 32
 #: Keepalive the gateway asks of UART devices that announce none.
 DEFAULT_SERIAL_KEEPALIVE_MS = 2000
+#: Keepalive given to TCP peers that announce none: idle peers are PINGed, and
+#: closed after 3 intervals of silence (no connection is immortal).
+DEFAULT_TCP_KEEPALIVE_MS = 10000
+#: Seconds a TCP peer has, from connecting, to open its session with HELLO.
+DEFAULT_HELLO_TIMEOUT = 10.0
 KEEPALIVE_MIN_MS, KEEPALIVE_MAX_MS = 500, 60000
 #: Encoded EVENT heads kept (the cache starts again when it is full).
 EVENT_HEAD_CACHE = 4096
@@ -118,6 +123,11 @@ class LocalSender:
 class GatewayCore:
     """Routes frames between links and in-process endpoints."""
 
+    #: Seconds a TCP link may stay without a session before poll() closes it (0: no limit).
+    hello_timeout: float = DEFAULT_HELLO_TIMEOUT
+    #: Keepalive for a TCP peer whose HELLO says 0 (0: such sessions never time out).
+    tcp_keepalive_ms: int = DEFAULT_TCP_KEEPALIVE_MS
+
     def __init__(
         self,
         name: str = "sig-gateway",
@@ -171,13 +181,15 @@ class GatewayCore:
             #: registrations refused by a per-link limit or an oversized announcement
             "refused_registrations": 0,
         }
+        #: Figures that are not counts (the asyncio layer's loop lag), shown in stats.
+        self.gauges: dict[str, float] = {}
 
     # --- links ------------------------------------------------------------
 
     def attach(self, link: Link) -> Session:
         """A link came up (connection accepted, port opened)."""
         now = self.clock()
-        session = Session(link, last_rx=now, last_tx=now)
+        session = Session(link, last_rx=now, last_tx=now, attached_at=now)
         self.sessions.add(session)
         if link.persistent:
             self._send(session, w.Invite())
@@ -281,8 +293,9 @@ class GatewayCore:
         session.peer = msg.name
         session.peer_max_body = max(8, msg.max_body)
         keepalive = msg.keepalive_ms
-        if keepalive == 0 and session.link.persistent:
-            keepalive = DEFAULT_SERIAL_KEEPALIVE_MS
+        if keepalive == 0:
+            persistent = session.link.persistent
+            keepalive = DEFAULT_SERIAL_KEEPALIVE_MS if persistent else self.tcp_keepalive_ms
         if keepalive:
             keepalive = min(max(keepalive, KEEPALIVE_MIN_MS), KEEPALIVE_MAX_MS)
         session.keepalive_s = keepalive / 1000
@@ -764,7 +777,7 @@ class GatewayCore:
         rows.sort(key=lambda r: r[0])
         return [build for _, build in rows]
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """The gateway's counters and sizes (``$gateway stats``)."""
         return {
             **self.counters,
@@ -772,6 +785,7 @@ class GatewayCore:
             "senders": len(self.table.senders),
             "subscriptions": self.table.subscription_count(),
             "pending_requests": len(self._pending),
+            **self.gauges,
         }
 
     @staticmethod
@@ -841,10 +855,17 @@ class GatewayCore:
                     f"no response to {pending.method!r} within the request timeout",
                     b"",
                 )
+        hello_by = now - self.hello_timeout if self.hello_timeout else None
         for session in list(self.sessions):
+            if session.state is State.AWAIT_HELLO:
+                if hello_by is not None and session.attached_at < hello_by:
+                    self._hello_timeout(session)
+                continue
             ka = session.keepalive_s
             if not ka or session.state is not State.OPEN:
                 continue
+            if getattr(session.link, "reading_paused", False):
+                continue  # the link is not reading this peer: its silence is ours
             if now - session.last_rx > LINK_TIMEOUT_KEEPALIVES * ka:
                 logger.warning(
                     "%s: no frame from %r for %.1f s, session ends",
@@ -854,10 +875,21 @@ class GatewayCore:
                 )
                 self._end_session(session, "link timeout")
                 if session.step(Input.TIMEOUT) is State.CLOSED:
+                    session.close_reason = "link_timeout"
                     self.sessions.discard(session)
                     session.link.close()
             elif now - session.last_tx >= ka:
                 self._send(session, w.Ping(0))
+
+    def _hello_timeout(self, session: Session) -> None:
+        """A TCP link that never opened a session (silent, slow or not sig): close it."""
+        if session.link.persistent:
+            return  # a UART waits for its device as long as it takes
+        logger.debug("%s: no HELLO within %.1f s, closing", session.link.name, self.hello_timeout)
+        session.close_reason = "hello_timeout"
+        session.step(Input.TIMEOUT)
+        self.sessions.discard(session)
+        session.link.close()
 
     def _expire_reservations(self, now: float) -> None:
         for name, held in [(n, h) for n, h in self.reserved.items() if h.until <= now]:

@@ -91,6 +91,9 @@ class Session:
     last_rx: float = 0.0
     last_tx: float = 0.0
     opened_at: float = 0.0
+    attached_at: float = 0.0  #: when the link came up (the HELLO deadline counts from it)
+    #: Why the gateway ended this link ("" until it does), for the close counters.
+    close_reason: str = ""
     senders: dict[int, str] = field(default_factory=dict)  # sender_ref -> name
     events: dict[int, tuple[str, str]] = field(default_factory=dict)  # event_ref -> pair
     event_refs: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sender -> its refs

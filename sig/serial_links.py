@@ -81,7 +81,8 @@ class SerialPort:
     async def open_once(self) -> bool:
         """One attempt to open the port; False (and logged once per reason) on failure."""
         try:
-            link = await open_serial(self.router, self.settings)
+            options = getattr(self.router, "link_options", {})  # the gateway's queue limits
+            link = await open_serial(self.router, self.settings, **options)
         except ConnectError as exc:
             self.failed_opens += 1
             self.state = "reopening"

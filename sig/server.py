@@ -2,6 +2,19 @@
 
 In-process senders and listeners work on the gateway too (the demo ``timer``
 sender of ``sig serve`` is one), with the same API as :class:`sig.LocalRouter`.
+
+Connections are bounded: at most ``max_connections`` TCP links (by default the
+descriptor limit, RLIMIT_NOFILE, minus :data:`FD_RESERVE` for everything else
+the process opens). A connection that arrives at the limit evicts the oldest
+link that has not sent HELLO yet (those are cheap to open and hold nothing);
+when every link has a session, the new connection is refused (closed at once).
+Either way the gateway keeps serving the sessions it has, counts what it did
+(``closed_evicted``, ``refused_connections``) and logs one line a minute.
+
+Every link that ends is counted by reason in ``$gateway stats``:
+``closed_<reason>`` for the reasons in :data:`CLOSE_REASONS`. The poll ticker
+also measures how late it runs, which is how long the event loop was busy
+with something else (``loop_lag_ms`` now, ``max_loop_lag_ms`` since start).
 """
 
 from __future__ import annotations
@@ -12,8 +25,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from carriers.stream import DEFAULT_HIGH_WATER, DEFAULT_STALL_TIMEOUT, StreamLink
-from carriers.tcp import serve_tcp
+from carriers.stream import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_QUEUED,
+    DEFAULT_STALL_TIMEOUT,
+    StreamLink,
+)
+from carriers.tcp import RESOURCE_ERRNOS, LogThrottle, TcpListener
 
 from ._api import (
     Handlers,
@@ -26,13 +44,45 @@ from ._api import (
 )
 from ._compat import LocalRouterAliases
 from ._data import pack, unpack
-from ._gateway import GatewayCore, Limits
-from ._session import Session
+from ._gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
+from ._session import Session, State
 from .errors import NoSuchSender, RequestTimeout, request_error_for
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.1  #: seconds between keepalive / timeout checks
+#: Descriptors kept for what is not a TCP connection: stdio, the event loop and
+#: its self-pipe, listening sockets, log files, DNS, future listeners.
+FD_RESERVE = 64
+#: Descriptors one serial port takes (pyserial: the port and two abort pipes).
+FDS_PER_SERIAL_PORT = 5
+#: Why links end, as counted in ``$gateway stats`` (``closed_<reason>``):
+#: peer (hung up, reset, port lost), stalled (took nothing for stall_timeout),
+#: hello_timeout (no HELLO in time), link_timeout (silent for 3 keepalives),
+#: breach (protocol breach), not_sig (framing garbage on TCP), evicted (made
+#: room for a new connection at the limit), shutdown (the gateway stopped).
+CLOSE_REASONS = (
+    "peer",
+    "stalled",
+    "hello_timeout",
+    "link_timeout",
+    "breach",
+    "not_sig",
+    "evicted",
+    "shutdown",
+)
+
+
+def default_max_connections(extra_fds: int = 0) -> int:
+    """TCP connections the descriptor limit allows, minus a reserve (at least 1)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 1000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(1, soft - FD_RESERVE - extra_fds)
 
 
 class ServerRouter(LocalRouterAliases):
@@ -49,6 +99,10 @@ class ServerRouter(LocalRouterAliases):
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         limits: Limits | None = None,
         serial_name_grace: float | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        max_connections: int | None = None,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        tcp_keepalive: float = DEFAULT_TCP_KEEPALIVE_MS / 1000,
     ) -> None:
         """``serial_name_grace``: seconds a serial device's sender names stay
         reserved for its port after it goes quiet (None: twice its link timeout)."""
@@ -60,10 +114,37 @@ class ServerRouter(LocalRouterAliases):
             limits=limits,
             serial_name_grace=serial_name_grace,
         )
-        self._link_options = {"high_water": high_water, "stall_timeout": stall_timeout}
-        self._server: asyncio.AbstractServer | None = None
+        self.core.hello_timeout = hello_timeout
+        self.core.tcp_keepalive_ms = round(tcp_keepalive * 1000)
+        #: Options every link of this gateway gets (serial ports too).
+        self.link_options: dict[str, Any] = {
+            "high_water": high_water,
+            "stall_timeout": stall_timeout,
+            "max_queued": max_queued,
+        }
+        self.max_connections = (
+            default_max_connections() if max_connections is None else max(1, max_connections)
+        )
+        self._server: TcpListener | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._links: set[StreamLink] = set()
+        self._tcp: dict[StreamLink, None] = {}  # TCP links up
+        #: TCP links in the order they came up that may still lack a session.
+        self._pre_hello: dict[StreamLink, None] = {}
+        self._slots = 0  # admitted TCP connections, up or coming up
+        self._evicting: set[StreamLink] = set()  # aborted to make room: slot given away
+        self._log_limit = LogThrottle(logger)
+        self.loop_lag = 0.0  #: seconds the last poll tick ran late
+        self.max_loop_lag = 0.0  #: the worst since start
+        counters = self.core.counters
+        for reason in CLOSE_REASONS:
+            counters[f"closed_{reason}"] = 0
+        for key in ("refused_connections", "accept_errors", "discarded_frames", "discarded_bytes"):
+            counters[key] = 0
+        self.core.gauges.update(
+            {"connections": 0, "max_connections": self.max_connections, "loop_lag_ms": 0.0}
+        )
+        self.core.gauges["max_loop_lag_ms"] = 0.0
         self._senders: dict[str, Sender] = {}
         self._extra_tasks: set[asyncio.Task[Any]] = set()
 
@@ -71,10 +152,17 @@ class ServerRouter(LocalRouterAliases):
 
     async def start(self) -> None:
         """Bind the TCP port; raises sig.ConnectError if it cannot."""
-        self._server = await serve_tcp(self, self.host, self.port, **self._link_options)
-        sockets = getattr(self._server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        options = self.link_options
+        listener = TcpListener(
+            lambda: StreamLink(self, **options),
+            admit=self._admit,
+            release=self._release,
+            exhausted=self._exhausted,
+        )
+        await listener.start(self.host, self.port)
+        self._server = listener
+        if listener.sockets:
+            self.port = listener.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick(), name="sig-gateway-poll")
         logger.info("gateway %s listening on %s:%s", self.core.name, self.host, self.port)
 
@@ -94,6 +182,7 @@ class ServerRouter(LocalRouterAliases):
         if self._server is not None:
             self._server.close()
         for link in list(self._links):
+            link.close_reason = link.close_reason or "shutdown"
             link.close()
         for link in list(self._links):
             with contextlib.suppress(asyncio.TimeoutError):
@@ -111,8 +200,23 @@ class ServerRouter(LocalRouterAliases):
         await self.stop()
 
     async def _tick(self) -> None:
+        """Poll the core every POLL_INTERVAL, and measure how late each tick runs.
+
+        The lateness is the event-loop lag: how long the loop was busy with
+        other callbacks when this one was due (a teardown, a big request...).
+        """
+        loop = asyncio.get_running_loop()
+        gauges = self.core.gauges
+        due = loop.time() + POLL_INTERVAL
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(due - loop.time())
+            now = loop.time()
+            lag = self.loop_lag = max(0.0, now - due)
+            gauges["loop_lag_ms"] = round(lag * 1000, 3)
+            if lag > self.max_loop_lag:
+                self.max_loop_lag = lag
+                gauges["max_loop_lag_ms"] = round(lag * 1000, 3)
+            due = now + POLL_INTERVAL
             try:
                 self.core.poll()
             except Exception:  # a bug here must not stop keepalive for everyone
@@ -134,18 +238,100 @@ class ServerRouter(LocalRouterAliases):
 
     def link_up(self, link: StreamLink) -> None:
         self._links.add(link)
+        if not link.persistent:
+            self._tcp[link] = None
+            self._pre_hello[link] = None
+            self.core.gauges["connections"] = len(self._tcp)
         link.session = self.core.attach(link)
 
-    def frames(self, link: StreamLink, bodies: list[bytes]) -> None:
+    def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
+        """Hand bodies to the core; stop when the link pauses (its queue is over the cap)."""
         session: Session = link.session
         receive = self.core.receive
-        for body in bodies:
+        for done, body in enumerate(bodies, 1):
             receive(session, body)
+            if link.reading_paused:
+                return done
+        return None
 
     def link_down(self, link: StreamLink, exc: BaseException | None) -> None:
         self._links.discard(link)
-        if link.session is not None:
-            self.core.detach(link.session)
+        session: Session | None = link.session
+        self._count_close(link, session)
+        if not link.persistent:
+            self._tcp.pop(link, None)
+            self._pre_hello.pop(link, None)
+            self.core.gauges["connections"] = len(self._tcp)
+            if link in self._evicting:
+                self._evicting.discard(link)  # its slot went to the connection that evicted it
+            else:
+                self._release()
+        if session is not None:
+            self.core.detach(session)
+
+    def _count_close(self, link: StreamLink, session: Session | None) -> None:
+        reason = link.close_reason
+        if not reason and session is not None:
+            reason = session.close_reason or ("breach" if session.state is State.ERROR else "")
+        counters = self.core.counters
+        key = f"closed_{reason or 'peer'}"
+        counters[key] = counters.get(key, 0) + 1
+        counters["discarded_frames"] += link.discarded_frames
+        counters["discarded_bytes"] += link.discarded_bytes
+
+    # --- connection limit (the TcpListener calls these) -------------------
+
+    def _admit(self) -> bool:
+        """A connection was accepted: take a slot, evict a pre-HELLO link, or refuse."""
+        if self._slots < self.max_connections:
+            self._slots += 1
+            return True
+        victim = self._oldest_without_hello()
+        if victim is not None:
+            self._evict(victim, "connection limit")
+            return True  # the victim's slot passes to the new connection
+        self.core.counters["refused_connections"] += 1
+        self._log_limit(
+            "%d connections (the limit), all with sessions: refusing new ones",
+            self.max_connections,
+        )
+        return False
+
+    def _release(self) -> None:
+        self._slots = max(0, self._slots - 1)
+
+    def _exhausted(self, exc: OSError) -> None:
+        """accept() failed; out of descriptors: free one held by a pre-HELLO link, if any."""
+        self.core.counters["accept_errors"] += 1
+        if exc.errno not in RESOURCE_ERRNOS:
+            return
+        victim = self._oldest_without_hello()
+        if victim is not None:
+            self._evict(victim, "out of file descriptors")
+            self._evicting.discard(victim)  # no new connection takes its slot
+
+    def _oldest_without_hello(self) -> StreamLink | None:
+        """The oldest TCP link still without a session (amortised O(1)).
+
+        Links leave ``_pre_hello`` for good when found with a session (a TCP
+        link never goes back to AWAIT_HELLO), so each is skipped only once.
+        """
+        pre = self._pre_hello
+        while pre:
+            link = next(iter(pre))
+            session = link.session
+            waiting = session is not None and session.state is State.AWAIT_HELLO
+            if waiting and not link.close_reason:
+                return link
+            del pre[link]  # opened (or closing): never a candidate again
+        return None
+
+    def _evict(self, link: StreamLink, why: str) -> None:
+        link.close_reason = "evicted"
+        self._evicting.add(link)
+        self._pre_hello.pop(link, None)
+        self._log_limit("%s: evicting %s, which has not sent HELLO", why, link.name)
+        link.abort()
 
     # --- in-process API ---------------------------------------------------
 

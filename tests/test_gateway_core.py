@@ -15,7 +15,7 @@ from sig import _gateway
 from sig import _wire as w
 from sig._data import pack, unpack
 from sig._frame import FrameDecoder, encode_frame
-from sig._gateway import GatewayCore, Limits
+from sig._gateway import DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig._session import TRANSITIONS, Input, Session, State
 from sig.errors import ErrorCode
 
@@ -94,7 +94,9 @@ def test_transition_table_covers_every_state() -> None:
 def test_hello_opens_the_session_with_welcome(core: GatewayCore) -> None:
     link, session = connect(core, "a")
     assert session.state is State.OPEN
-    assert link.take() == [w.Welcome("gw", core.max_body, 0)]
+    # A TCP peer that asks for no keepalive gets the gateway's: no session is immortal.
+    assert link.take() == [w.Welcome("gw", core.max_body, DEFAULT_TCP_KEEPALIVE_MS)]
+    assert session.keepalive_s == DEFAULT_TCP_KEEPALIVE_MS / 1000
 
 
 def test_persistent_link_gets_invite_and_default_keepalive(core: GatewayCore) -> None:
