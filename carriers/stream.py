@@ -50,9 +50,15 @@ DEFAULT_MAX_QUEUED = DEFAULT_HIGH_WATER + (256 << 10)
 DEFAULT_STALL_TIMEOUT = 30.0  #: seconds a link may stay stuck before it is aborted
 #: Bytes handed to the transport in one write when a backlog is drained.
 WRITE_PIECE = 64 << 10
-#: Received bytes decoded at a time when the link has a cap, so that a pause
-#: stops the handler within one slice rather than after a whole read.
-READ_SLICE = 16 << 10
+#: Bytes one read takes on a link with a cap (asyncio's sockets read 256 KiB):
+#: each peer gets a bounded share of every loop turn, and little is held on a pause.
+READ_SIZE = 16 << 10
+#: Send buffer asked of the kernel for a capped TCP link (Linux doubles it, and
+#: stops autotuning it up to tcp_wmem's 4 MiB): a peer that does not read pins
+#: this much kernel memory, not megabytes.
+KERNEL_SEND_BUFFER = 128 << 10
+#: Frames handed to the handler per link and loop turn; the rest wait a turn.
+FRAMES_PER_TURN = 64
 
 
 class FrameHandler(Protocol):
@@ -108,8 +114,8 @@ class StreamLink(asyncio.Protocol):
         self._inflight = b""  # the last write, while the transport holds part of it
         self._write_paused = False
         self._closing = False  # close() asked for: drain, then close the transport
-        self._held: list[bytes] = []  # bodies decoded but not handed over (paused)
-        self._held_raw = b""  # received bytes not decoded yet (paused)
+        self._held: list[bytes] = []  # bodies decoded but not handed over yet
+        self._turn_scheduled = False
         self._flush_scheduled = False
         self._resume_scheduled = False
         self._stuck_since: float | None = None
@@ -137,26 +143,29 @@ class StreamLink(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):  # a peer that already reset: it closes soon
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.max_queued:  # what the kernel holds for a peer counts too
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
             if not self.name:
                 peer = transport.get_extra_info("peername")
                 self.name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
         # Pause as soon as the transport keeps anything, resume when it has sent
         # it all: the backlog then lives here, where it is counted by frame.
         transport.set_write_buffer_limits(0, 0)
+        if self.max_queued and isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = READ_SIZE  # type: ignore[attr-defined]  # CPython's selector
         self.handler.link_up(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if self.reading_paused:  # a transport that delivers one more read after the pause
-            self._held_raw += data
-            return
-        if self.max_queued:
-            self._consume(data)
-            return
         bodies = self.decoder.feed(data)
-        if bodies:
-            self.handler.frames(self, bodies)
+        if not self.max_queued:
+            if bodies:
+                self.handler.frames(self, bodies)
+        elif self._held or self.reading_paused or self._turn_scheduled:
+            self._held.extend(bodies)  # a transport that delivered after its pause
+        elif bodies:
+            self._deliver(bodies)
         self._check_decoder()
 
     def eof_received(self) -> bool:
@@ -170,7 +179,6 @@ class StreamLink(asyncio.Protocol):
             self._stall_timer = None
         self._discard_queued()  # what our queues still held (a reset, for instance)
         self._held.clear()
-        self._held_raw = b""
         self.closed.set()
         self.handler.link_down(self, exc)
 
@@ -191,34 +199,41 @@ class StreamLink(asyncio.Protocol):
 
     # --- receiving --------------------------------------------------------
 
-    def _consume(self, data: bytes) -> None:
-        """Decode and hand over ``data`` one slice at a time, until paused."""
-        n = len(data)
-        pos = 0
-        while pos < n:
-            end = pos + READ_SLICE
-            chunk = data if pos == 0 and end >= n else data[pos:end]
-            pos = end
-            bodies = self.decoder.feed(chunk)
-            if bodies:
-                self._deliver(bodies)
-            if self._check_decoder():
-                return
-            if self.reading_paused:
-                if pos < n:
-                    self._held_raw = data[pos:]
-                return
-
     def _deliver(self, bodies: list[bytes]) -> None:
-        """Hand bodies to the handler; keep the ones after a pause for later."""
-        while bodies:
-            done = self.handler.frames(self, bodies)
-            if done is None or done >= len(bodies):
-                return
-            bodies = bodies[done:]
-            if self.reading_paused:
-                self._held = bodies
-                return
+        """Hand over FRAMES_PER_TURN bodies at most; hold the rest for later.
+
+        Later is the next loop turn (other links go first: one peer's burst
+        cannot hold the loop), or, when the handler stopped because the queue
+        went over the cap, the resume.
+        """
+        now, rest = bodies[:FRAMES_PER_TURN], bodies[FRAMES_PER_TURN:]
+        done = self.handler.frames(self, now)
+        if done is not None and done < len(now):
+            rest = now[done:] + rest
+        if not rest:
+            return
+        self._held = rest
+        if not self.reading_paused and not self._closing:
+            self._turn_scheduled = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            assert self._loop is not None
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_scheduled = False
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Go on with held bodies; read from the transport again once none are left."""
+        transport = self.transport
+        if self.reading_paused or self._closing or transport is None or transport.is_closing():
+            return
+        held, self._held = self._held, []
+        if held:
+            self._deliver(held)
+        if not self._held and not self.reading_paused and not self._closing:
+            transport.resume_reading()
 
     def _check_decoder(self) -> bool:
         """Close a TCP peer that does not speak sig; True if the link is closing."""
@@ -258,14 +273,7 @@ class StreamLink(asyncio.Protocol):
             return
         self.reading_paused = False
         self._mark_unstuck()
-        held, self._held = self._held, []
-        if held:
-            self._deliver(held)
-        if not self.reading_paused and self._held_raw:
-            raw, self._held_raw = self._held_raw, b""
-            self._consume(raw)
-        if not self.reading_paused and not self._closing:
-            transport.resume_reading()
+        self._release_held()
 
     # --- sending ----------------------------------------------------------
 

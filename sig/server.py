@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +52,8 @@ from .errors import NoSuchSender, RequestTimeout, request_error_for
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.1  #: seconds between keepalive / timeout checks
+#: Loop time one link's frames may take per turn before the link waits a turn.
+TURN_BUDGET = 0.002
 #: Descriptors kept for what is not a TCP connection: stdio, the event loop and
 #: its self-pipe, listening sockets, log files, DNS, future listeners.
 FD_RESERVE = 64
@@ -245,12 +248,22 @@ class ServerRouter(LocalRouterAliases):
         link.session = self.core.attach(link)
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
-        """Hand bodies to the core; stop when the link pauses (its queue is over the cap)."""
+        """Hand bodies to the core; stop when the link pauses or its turn is used up.
+
+        The link pauses when its queue goes over the cap; the turn is
+        :data:`TURN_BUDGET` seconds of loop time. Either way the link holds
+        the rest (for the resume, or the next loop turn, after other links).
+        """
         session: Session = link.session
         receive = self.core.receive
+        if len(bodies) == 1:
+            receive(session, bodies[0])
+            return None
+        clock = time.perf_counter
+        end = clock() + TURN_BUDGET
         for done, body in enumerate(bodies, 1):
             receive(session, body)
-            if link.reading_paused:
+            if link.reading_paused or clock() > end:
                 return done
         return None
 
