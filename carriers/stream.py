@@ -14,9 +14,11 @@ Output is bounded, whatever its kind:
   peer cannot make it queue more, and TCP pushes back on the peer. Reading
   resumes once the queue is back under the resume mark (``high_water``, or
   half the cap when ``high_water`` is not below it). Bodies already decoded
-  when the cap was crossed are held, in order, and handed over on resume;
-  the raw bytes of the read in progress are held too, so what is held is at
-  most one transport read (256 KiB on asyncio's sockets);
+  when the cap was crossed are held, in order, and handed over on resume; a
+  capped link reads 16 KiB at a time, so that is all that can be held;
+* a capped link hands the handler at most :data:`FRAMES_PER_TURN` frames per
+  loop turn (and the handler may stop sooner, on its own time budget): the
+  rest of a burst waits for the next turn, after the other links;
 * a link that stays stuck for ``stall_timeout`` seconds (the transport cannot
   take a byte, or reading stays paused) is aborted; the frames still queued
   for it are counted (``discarded_frames`` / ``discarded_bytes``).

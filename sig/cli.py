@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from carriers.stream import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED, DEFAULT_STALL_TIMEOUT
+
+from ._gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS
 from .errors import ConnectError, RequestError, SigError
 
 if sys.version_info >= (3, 11):
@@ -47,6 +50,23 @@ DEFAULTS: dict[str, Any] = {
     "limits": None,  # sig.Limits from the config's [limits] table
     "discovery": True,
     "http": None,  # "HOST:PORT" of the status page, /metrics and /healthz; None: off
+    # Connection and queue limits ([gateway] table; README, Configuration).
+    # max_connections None: from RLIMIT_NOFILE.
+    "max_connections": None,
+    "hello_timeout": DEFAULT_HELLO_TIMEOUT,
+    "tcp_keepalive": DEFAULT_TCP_KEEPALIVE_MS / 1000,
+    "stall_timeout": DEFAULT_STALL_TIMEOUT,
+    "high_water": DEFAULT_HIGH_WATER,
+    "max_queued": DEFAULT_MAX_QUEUED,
+}
+#: Limits in [gateway] (and flags): key -> (type, smallest allowed value).
+GATEWAY_LIMITS: dict[str, tuple[type, float]] = {
+    "max_connections": (int, 1),
+    "hello_timeout": (float, 0),
+    "tcp_keepalive": (float, 0),
+    "stall_timeout": (float, 0.01),
+    "high_water": (int, 1),
+    "max_queued": (int, 1),
 }
 
 
@@ -121,7 +141,7 @@ def load_config(path: str | None) -> dict[str, Any]:
         raise UsageError(f"config {path} is not valid TOML: {exc}") from exc
     out: dict[str, Any] = {}
     gateway = doc.get("gateway", {})
-    for key in ("host", "port", "name", "request_timeout", "log_level"):
+    for key in ("host", "port", "name", "request_timeout", "log_level", *GATEWAY_LIMITS):
         if key in gateway:
             out[key] = gateway[key]
     timer = doc.get("timer", {})
@@ -180,6 +200,18 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             merged[key] = value
     if merged["timer_interval"] is not None and float(merged["timer_interval"]) <= 0:
         raise UsageError("--timer-interval must be positive")
+    for key, (kind, least) in GATEWAY_LIMITS.items():
+        value = merged[key]
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{flag} / {key} must be a number, not {value!r}")
+        if kind is int and value != int(value):
+            raise UsageError(f"{flag} / {key} must be a whole number, not {value!r}")
+        if value < least:
+            raise UsageError(f"{flag} / {key} must be at least {least:g}, not {value!r}")
+        merged[key] = kind(value)
     return merged
 
 
@@ -187,7 +219,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def serve(conf: dict[str, Any], ready: Any = None) -> int:
-    from .server import ServerRouter
+    from .server import FDS_PER_SERIAL_PORT, ServerRouter, default_max_connections
 
     if conf["serial"]:
         from .serial_links import SerialSpecError, parse_specs
@@ -197,12 +229,21 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         except SerialSpecError as exc:
             print(f"sig serve: {exc}", file=sys.stderr)
             return 2
+    max_connections = conf["max_connections"] or default_max_connections(
+        FDS_PER_SERIAL_PORT * len(conf["serial"])
+    )
     router = ServerRouter(
         conf["host"],
         int(conf["port"]),
         name=conf["name"],
         request_timeout=float(conf["request_timeout"]),
         limits=conf["limits"],
+        max_connections=max_connections,
+        hello_timeout=conf["hello_timeout"],
+        tcp_keepalive=conf["tcp_keepalive"],
+        stall_timeout=conf["stall_timeout"],
+        high_water=conf["high_water"],
+        max_queued=conf["max_queued"],
     )
     try:
         await router.start()
@@ -380,6 +421,7 @@ async def cmd_links(args: argparse.Namespace) -> int:
     client = await _client(args, "sig-links")
     try:
         links = await client.list_links()
+        stats = await client.request("$gateway", "stats")
     finally:
         await client.close()
     if args.json:
@@ -396,6 +438,7 @@ async def cmd_links(args: argparse.Namespace) -> int:
             f"{printable(link['link'])}  {printable(link['state'])}  "
             f"peer={printable(link['peer'] or '-')}  senders={senders}  {counters}"
         )
+    print(links_footer(stats))
     return 0
 
 
@@ -404,6 +447,21 @@ def _field(value: Any) -> str:
     if isinstance(value, dict):
         return ",".join(f"{printable(k)}({v}s)" for k, v in value.items()) or "-"
     return printable(value)
+
+
+def links_footer(stats: dict[str, Any]) -> str:
+    """One line under ``sig links``: connections, event-loop lag, why links closed."""
+    closed = " ".join(
+        f"{k[len('closed_') :]}={v}" for k, v in stats.items() if k.startswith("closed_") and v
+    )
+    return (
+        f"gateway: {stats.get('connections', '?')}/{stats.get('max_connections', '?')} tcp"
+        f" connections  loop lag {stats.get('loop_lag_ms', '?')} ms"
+        f" (max {stats.get('max_loop_lag_ms', '?')} ms)"
+        f"  closed: {closed or '-'}  refused={stats.get('refused_connections', 0)}"
+        f"  accept_errors={stats.get('accept_errors', 0)}"
+        f"  discarded_frames={stats.get('discarded_frames', 0)}"
+    )
 
 
 def _parse_json(text: str | None) -> Any:
@@ -459,6 +517,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--http",
         metavar="HOST:PORT",
         help="serve the status page, /metrics and /healthz there (default: off)",
+    )
+    serve_p.add_argument(
+        "--max-connections",
+        type=int,
+        help="TCP connections at most (default: RLIMIT_NOFILE minus a reserve)",
+    )
+    serve_p.add_argument(
+        "--hello-timeout", type=float, help="seconds a TCP peer has to send HELLO (default 10)"
+    )
+    serve_p.add_argument(
+        "--tcp-keepalive",
+        type=float,
+        help="keepalive (s) for TCP peers that ask for none; 0 = none (default 10)",
+    )
+    serve_p.add_argument(
+        "--stall-timeout",
+        type=float,
+        help="seconds a link may take nothing of its queue before it is closed (default 30)",
+    )
+    serve_p.add_argument(
+        "--high-water", type=int, help="bytes queued to a link before its events drop (1 MiB)"
+    )
+    serve_p.add_argument(
+        "--max-queued",
+        type=int,
+        help="bytes queued to a link before the gateway stops reading it (1.25 MiB)",
     )
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:

@@ -167,7 +167,13 @@ class ServerRouter(LocalRouterAliases):
         if listener.sockets:
             self.port = listener.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick(), name="sig-gateway-poll")
-        logger.info("gateway %s listening on %s:%s", self.core.name, self.host, self.port)
+        logger.info(
+            "gateway %s listening on %s:%s (at most %d TCP connections)",
+            self.core.name,
+            self.host,
+            self.port,
+            self.max_connections,
+        )
 
     async def stop(self) -> None:
         """Graceful stop: #disconnect for every sender, links flushed and closed."""
