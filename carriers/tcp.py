@@ -34,8 +34,11 @@ logger = logging.getLogger(f"sig.{__name__}")
 #: accept() errors that mean "out of descriptors or memory": back off, do not spin.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_BACKOFF = (0.05, 2.0)  #: first and largest pause after a resource error, seconds
-ACCEPT_BATCH = 64  #: connections accepted per readable event at most
+ACCEPT_BATCH = 16  #: connections accepted per readable event at most
 LISTEN_BACKLOG = 128
+#: Accepted sockets still becoming links at most; past that, new connections
+#: wait in the kernel's backlog (this bounds the descriptors over the limit).
+MAX_STARTING = 16
 
 
 @contextlib.contextmanager
@@ -95,8 +98,8 @@ class TcpListener:
     """Listening sockets whose accepted connections become StreamLinks.
 
     ``admit()`` is asked for every accepted socket: False closes it at once
-    (refused). ``release()`` gives the slot back when a socket was admitted but
-    its link never came up. ``exhausted(exc)`` is told of every accept error
+    (refused). ``starting`` is how many accepted sockets are still becoming
+    links (their ``link_up`` has not run yet). ``exhausted(exc)`` is told of every accept error
     (after one in :data:`RESOURCE_ERRNOS`, the handler may free a descriptor).
     """
 
@@ -105,12 +108,10 @@ class TcpListener:
         factory: Callable[[], StreamLink],
         *,
         admit: Callable[[], bool] = lambda: True,
-        release: Callable[[], None] = lambda: None,
         exhausted: Callable[[OSError], None] = lambda exc: None,
     ) -> None:
         self.factory = factory
         self.admit = admit
-        self.release = release
         self.exhausted = exhausted
         self.sockets: list[socket.socket] = []
         self.accept_errors = 0
@@ -118,6 +119,7 @@ class TcpListener:
         self._delay = ACCEPT_BACKOFF[0]
         self._retry: asyncio.TimerHandle | None = None
         self._starting: set[asyncio.Task[None]] = set()
+        self._watching = False
         self._log_error = LogThrottle(logger)
 
     async def start(self, host: str | None, port: int) -> None:
@@ -140,20 +142,25 @@ class TcpListener:
             except BaseException:
                 self._close_sockets()
                 raise
-        self._watch()
+        self._update_watch()
 
-    def _watch(self) -> None:
-        assert self._loop is not None
+    def _update_watch(self) -> None:
+        """Watch the sockets unless backing off or too many links are still starting."""
+        want = bool(self.sockets) and self._retry is None and len(self._starting) < MAX_STARTING
+        if want == self._watching or self._loop is None:
+            return
+        self._watching = want
         for sock in self.sockets:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
-
-    def _unwatch(self) -> None:
-        if self._loop is not None:
-            for sock in self.sockets:
+            if want:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+            else:
                 self._loop.remove_reader(sock.fileno())
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
+            if len(self._starting) >= MAX_STARTING:  # the rest wait in the kernel's backlog
+                self._update_watch()
+                return
             try:
                 conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -169,7 +176,11 @@ class TcpListener:
                 continue
             task = asyncio.get_running_loop().create_task(self._start_link(conn))
             self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
+            task.add_done_callback(self._started)
+
+    def _started(self, task: asyncio.Task[None]) -> None:
+        self._starting.discard(task)
+        self._update_watch()
 
     def _accept_failed(self, exc: OSError) -> None:
         """Count, log one line a minute, pause accepting for a while; never spin."""
@@ -182,15 +193,18 @@ class TcpListener:
             self._delay,
         )
         self.exhausted(exc)
-        self._unwatch()
         assert self._loop is not None
         self._retry = self._loop.call_later(self._delay, self._resume)
+        self._update_watch()
         self._delay = min(self._delay * 2, ACCEPT_BACKOFF[1])
 
     def _resume(self) -> None:
         self._retry = None
-        if self.sockets:
-            self._watch()
+        self._update_watch()
+
+    @property
+    def starting(self) -> int:
+        return len(self._starting)
 
     async def _start_link(self, conn: socket.socket) -> None:
         link: StreamLink | None = None
@@ -206,7 +220,6 @@ class TcpListener:
         except (Exception, asyncio.CancelledError) as exc:
             if link is None or link.transport is None:  # the link never came up
                 conn.close()
-                self.release()
             logger.debug("accepted connection failed to start: %r", exc)
 
     def close(self) -> None:
@@ -214,12 +227,15 @@ class TcpListener:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        self._unwatch()
         self._close_sockets()
         for task in list(self._starting):
             task.cancel()
 
     def _close_sockets(self) -> None:
+        if self._watching and self._loop is not None:
+            for sock in self.sockets:
+                self._loop.remove_reader(sock.fileno())
+        self._watching = False
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()

@@ -134,8 +134,6 @@ class ServerRouter(LocalRouterAliases):
         self._tcp: dict[StreamLink, None] = {}  # TCP links up
         #: TCP links in the order they came up that may still lack a session.
         self._pre_hello: dict[StreamLink, None] = {}
-        self._slots = 0  # admitted TCP connections, up or coming up
-        self._evicting: set[StreamLink] = set()  # aborted to make room: slot given away
         self._log_limit = LogThrottle(logger)
         self.loop_lag = 0.0  #: seconds the last poll tick ran late
         self.max_loop_lag = 0.0  #: the worst since start
@@ -159,7 +157,6 @@ class ServerRouter(LocalRouterAliases):
         listener = TcpListener(
             lambda: StreamLink(self, **options),
             admit=self._admit,
-            release=self._release,
             exhausted=self._exhausted,
         )
         await listener.start(self.host, self.port)
@@ -247,11 +244,13 @@ class ServerRouter(LocalRouterAliases):
 
     def link_up(self, link: StreamLink) -> None:
         self._links.add(link)
+        link.session = self.core.attach(link)
         if not link.persistent:
             self._tcp[link] = None
             self._pre_hello[link] = None
             self.core.gauges["connections"] = len(self._tcp)
-        link.session = self.core.attach(link)
+            if len(self._tcp) > self.max_connections:
+                self._over_limit(link)
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
         """Hand bodies to the core; stop when the link pauses or its turn is used up.
@@ -278,18 +277,20 @@ class ServerRouter(LocalRouterAliases):
         session: Session | None = link.session
         self._count_close(link, session)
         if not link.persistent:
-            self._tcp.pop(link, None)
-            self._pre_hello.pop(link, None)
-            self.core.gauges["connections"] = len(self._tcp)
-            if link in self._evicting:
-                self._evicting.discard(link)  # its slot went to the connection that evicted it
-            else:
-                self._release()
+            self._forget(link)
         if session is not None:
             self.core.detach(session)
 
+    def _forget(self, link: StreamLink) -> None:
+        """No longer count ``link`` as a connection (it is gone, or being aborted)."""
+        self._tcp.pop(link, None)
+        self._pre_hello.pop(link, None)
+        self.core.gauges["connections"] = len(self._tcp)
+
     def _count_close(self, link: StreamLink, session: Session | None) -> None:
         reason = link.close_reason
+        if reason == "refused":  # never admitted: counted as refused_connections
+            return
         if not reason and session is not None:
             reason = session.close_reason or ("breach" if session.state is State.ERROR else "")
         counters = self.core.counters
@@ -301,23 +302,37 @@ class ServerRouter(LocalRouterAliases):
     # --- connection limit (the TcpListener calls these) -------------------
 
     def _admit(self) -> bool:
-        """A connection was accepted: take a slot, evict a pre-HELLO link, or refuse."""
-        if self._slots < self.max_connections:
-            self._slots += 1
+        """At the door: room, or fewer sessions than the limit (checked again in link_up).
+
+        Over the limit, every link that comes up evicts the oldest pre-HELLO
+        one, so a connection is refused only when the links with a session
+        fill the limit. (The listener starts :data:`carriers.tcp.MAX_STARTING`
+        links at most at a time, which bounds the descriptors over the limit.)
+        """
+        if len(self._tcp) < self.max_connections:
             return True
+        if len(self._tcp) - len(self._pre_hello) < self.max_connections:
+            return True  # _pre_hello may hold opened links not swept yet: link_up decides
+        self._refused()
+        return False
+
+    def _over_limit(self, link: StreamLink) -> None:
+        """``link`` came up over the limit: evict the oldest pre-HELLO link, or refuse it."""
         victim = self._oldest_without_hello()
-        if victim is not None:
+        if victim is not None and victim is not link:
             self._evict(victim, "connection limit")
-            return True  # the victim's slot passes to the new connection
+            return
+        self._forget(link)
+        link.close_reason = "refused"
+        link.abort()
+        self._refused()
+
+    def _refused(self) -> None:
         self.core.counters["refused_connections"] += 1
         self._log_limit(
             "%d connections (the limit), all with sessions: refusing new ones",
             self.max_connections,
         )
-        return False
-
-    def _release(self) -> None:
-        self._slots = max(0, self._slots - 1)
 
     def _exhausted(self, exc: OSError) -> None:
         """accept() failed; out of descriptors: free one held by a pre-HELLO link, if any."""
@@ -327,7 +342,6 @@ class ServerRouter(LocalRouterAliases):
         victim = self._oldest_without_hello()
         if victim is not None:
             self._evict(victim, "out of file descriptors")
-            self._evicting.discard(victim)  # no new connection takes its slot
 
     def _oldest_without_hello(self) -> StreamLink | None:
         """The oldest TCP link still without a session (amortised O(1)).
@@ -347,8 +361,7 @@ class ServerRouter(LocalRouterAliases):
 
     def _evict(self, link: StreamLink, why: str) -> None:
         link.close_reason = "evicted"
-        self._evicting.add(link)
-        self._pre_hello.pop(link, None)
+        self._forget(link)
         self._log_limit("%s: evicting %s, which has not sent HELLO", why, link.name)
         link.abort()
 
