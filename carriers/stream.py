@@ -116,6 +116,7 @@ class StreamLink(asyncio.Protocol):
         self._inflight = b""  # the last write, while the transport holds part of it
         self._write_paused = False
         self._closing = False  # close() asked for: drain, then close the transport
+        self._eof = False  # the peer half-closed: close once its held bodies are handled
         self._held: list[bytes] = []  # bodies decoded but not handed over yet
         self._turn_scheduled = False
         self._flush_scheduled = False
@@ -171,8 +172,11 @@ class StreamLink(asyncio.Protocol):
         self._check_decoder()
 
     def eof_received(self) -> bool:
-        # The peer will send no more: write what is queued for it, then close.
-        self.close()
+        # The peer will send no more: handle what it sent, write what is queued
+        # for it, then close (a peer that half-closes still gets its answers).
+        self._eof = True
+        if not self._held:
+            self.close()
         return True  # keep the transport until close() has drained the backlog
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -234,7 +238,11 @@ class StreamLink(asyncio.Protocol):
         held, self._held = self._held, []
         if held:
             self._deliver(held)
-        if not self._held and not self.reading_paused and not self._closing:
+        if self._held or self.reading_paused or self._closing:
+            return
+        if self._eof:
+            self.close()
+        else:
             transport.resume_reading()
 
     def _check_decoder(self) -> bool:

@@ -255,6 +255,32 @@ async def test_flood_then_read_gets_every_reply_in_order(gw: ServerRouter) -> No
         flooder.close()
 
 
+async def test_half_closed_peer_gets_every_reply(gw: ServerRouter) -> None:
+    """A burst larger than one turn, then EOF: the held requests are still answered."""
+    n = 500  # far more than one turn's 64 frames
+    sock = raw_socket(gw.port, rcvbuf=1 << 20)
+    burst = frame(w.Hello("half", 65535, 0))
+    burst += b"".join(frame(w.Request(i, "$gateway", "stats")) for i in range(1, n + 1))
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, burst)
+    sock.shutdown(socket.SHUT_WR)
+    decoder = FrameDecoder()
+    ids: list[int] = []
+
+    async def read_to_eof() -> None:
+        while data := await loop.sock_recv(sock, 1 << 16):
+            for body in decoder.feed(data):
+                msg = w.decode(body)
+                if isinstance(msg, w.Response):
+                    ids.append(msg.request_id)
+
+    try:
+        await asyncio.wait_for(read_to_eof(), 30)
+    finally:
+        sock.close()
+    assert ids == list(range(1, n + 1))
+
+
 @pytest.mark.parametrize("gw", [{"stall_timeout": 0.5}], indirect=True)
 async def test_stalled_flooder_is_closed_counted_and_its_queue_counted(
     gw: ServerRouter, good: AsyncClientRouter
