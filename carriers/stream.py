@@ -60,7 +60,7 @@ READ_SIZE = 16 << 10
 #: this much kernel memory, not megabytes.
 KERNEL_SEND_BUFFER = 128 << 10
 #: Frames handed to the handler per link and loop turn; the rest wait a turn.
-FRAMES_PER_TURN = 64
+FRAMES_PER_TURN = 1024
 
 
 class FrameHandler(Protocol):
@@ -79,6 +79,49 @@ class FrameHandler(Protocol):
 
 class StreamLink(asyncio.Protocol):
     """asyncio Protocol carrying sig frames in both directions."""
+
+    #: Slots: more than 30 instance attributes would cost every attribute access
+    #: CPython's shared-key fast path (send() is on the hot path of every event).
+    __slots__ = (
+        "_backlog",
+        "_backlog_bytes",
+        "_backlog_frames",
+        "_buffered",
+        "_cap",
+        "_closing",
+        "_eof",
+        "_flush_scheduled",
+        "_held",
+        "_inflight",
+        "_loop",
+        "_out",
+        "_out_bytes",
+        "_resume_at",
+        "_resume_scheduled",
+        "_stall_timer",
+        "_stuck_since",
+        "_turn_scheduled",
+        "_write_paused",
+        "bytes_out",
+        "close_reason",
+        "closed",
+        "decoder",
+        "discarded_bytes",
+        "discarded_frames",
+        "dropped",
+        "frames_out",
+        "handler",
+        "high_water",
+        "max_queued",
+        "name",
+        "persistent",
+        "read_pauses",
+        "reading_paused",
+        "session",
+        "stall_timeout",
+        "stalled_closes",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -303,15 +346,16 @@ class StreamLink(asyncio.Protocol):
         if droppable and queued > self.high_water:
             self.dropped += 1
             return False
+        size = len(frame)
         self._out.append(frame)
-        self._out_bytes += len(frame)
+        self._out_bytes += size
         if urgent and not self._write_paused:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
             self._loop.call_soon(self._flush)
-        if queued + len(frame) > self._cap and not self.reading_paused:
+        if queued + size > self._cap and not self.reading_paused:
             self._pause_reading()
         return True
 
