@@ -438,7 +438,7 @@ async def cmd_links(args: argparse.Namespace) -> int:
             f"{printable(link['link'])}  {printable(link['state'])}  "
             f"peer={printable(link['peer'] or '-')}  senders={senders}  {counters}"
         )
-    print(links_footer(stats))
+    print(printable(links_footer(stats)))  # figures from the network, like the rest
     return 0
 
 
