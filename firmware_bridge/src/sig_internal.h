@@ -2,7 +2,21 @@
 #ifndef SIG_INTERNAL_H
 #define SIG_INTERNAL_H
 
+#include <float.h>
+
 #include "sig_device.h"
+
+/* 1 where `double` is a 32-bit float (avr-gcc without -mdouble=64): the
+ * double API of the CBOR helpers then works on float32 values. */
+#if DBL_MANT_DIG == FLT_MANT_DIG
+#define SIG__DOUBLE_IS_FLOAT 1
+#else
+#define SIG__DOUBLE_IS_FLOAT 0
+#endif
+
+/* The float32 nearest to the float64 bit pattern d (as a C cast rounds),
+ * with integer operations only. */
+uint32_t sig__f64_to_f32(uint64_t d);
 
 /* Body writer: sig_cbor_writer_t with a sticky error, every put checks
  * `n > cap - len` before it writes. */
@@ -14,7 +28,8 @@ void sig__put_varint(sig_wr_t *w, uint32_t v);
 /* name: 1..255 bytes (optional: 0 allowed); else SIG_ERR_INVALID_NAME. */
 void sig__put_name(sig_wr_t *w, const uint8_t *p, size_t n, bool optional);
 void sig__put_text(sig_wr_t *w, const uint8_t *p, size_t n);
-/* Length of s, capped at SIG_MAX_BODY_LIMIT + 1 (longer never fits a body). */
+/* Length of s, capped at SIG_MAX_BODY_LIMIT + 1 (longer never fits a body;
+ * SIG_MAX_BODY_LIMIT where size_t has 16 bits). */
 size_t sig__strlen(const char *s);
 
 /* Unsigned LEB128 (PROTOCOL.md section 2) at p, reading no byte at or past

@@ -49,7 +49,12 @@ void sig__put_name(sig_wr_t *w, const uint8_t *p, size_t n, bool optional)
 
 void sig__put_text(sig_wr_t *w, const uint8_t *p, size_t n)
 {
-    if (n > 0xFFFFFFFFu || (p == NULL && n > 0u)) {
+#if SIZE_MAX > 0xFFFFFFFFu
+    bool too_long = n > 0xFFFFFFFFu; /* only where size_t is wider than the varint */
+#else
+    bool too_long = false;
+#endif
+    if (too_long || (p == NULL && n > 0u)) {
         if (w->err == SIG_OK) {
             w->err = SIG_ERR_ARG;
         }
@@ -265,8 +270,8 @@ static sig_bytes_t rd_raw(rd_t *r, uint32_t n)
         rd_fail(r, SIG_ERR_MALFORMED);
         return b;
     }
-    b.len = n;
-    r->pos += n;
+    b.len = (size_t)n; /* n <= the bytes left: fits size_t */
+    r->pos += (size_t)n;
     return b;
 }
 
@@ -530,7 +535,7 @@ static bool it_name(sig_reg_iter_t *it, sig_bytes_t *out)
         return false;
     }
     out->ptr = it->p;
-    out->len = n;
+    out->len = (size_t)n;
     it->p += n;
     return true;
 }
@@ -644,7 +649,7 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
             if (v > (size_t)(end - p)) {
                 return SIG_CODE_MALFORMED;
             }
-            n = v;
+            n = (size_t)v; /* v <= the bytes left: fits size_t */
             if (!sig__utf8_ok(p, n)) {
                 return k == K_NAME ? SIG_CODE_INVALID_NAME : SIG_CODE_MALFORMED;
             }

@@ -605,6 +605,59 @@ TEST(cbor_float32_shortest)
     }
 }
 
+/* sig__f64_to_f32 (sig_cbor_get_float of a double everywhere, and
+ * sig_cbor_get_double where double is a float32, as on AVR) rounds like the
+ * host's cast: every exponent around the float32 range, ties, subnormals,
+ * overflow, NaN payloads, 3 million random patterns. */
+TEST(cbor_f64_to_f32_rounding)
+{
+    static const uint64_t EDGES[] = {
+        0, 0x8000000000000000ull, 0x7FF0000000000000ull, 0xFFF0000000000000ull, 0x7FF8000000000000ull,
+        0x7FF0000000000001ull, 0xFFFFFFFFFFFFFFFFull, 0x0000000000000001ull, 0x000FFFFFFFFFFFFFull,
+        0x47EFFFFFE0000000ull, /* FLT_MAX + half an ulp: ties to even -> infinity */
+        0x47EFFFFFDFFFFFFFull, 0x47EFFFFFF0000000ull, 0x3690000000000000ull, /* 2^-150: tie -> 0 */
+        0x3690000000000001ull, 0x36A0000000000000ull, 0x3810000000000000ull, 0x380FFFFFF0000000ull,
+        0x3FF0000010000000ull, 0x3FF0000030000000ull, 0x3FF199999999999Aull,
+    };
+    uint32_t i, diffs = 0;
+    for (i = 0; i < 3000000u + sizeof EDGES / sizeof EDGES[0]; i++) {
+        uint64_t d;
+        double v;
+        float f;
+        uint32_t want, got;
+        if (i < sizeof EDGES / sizeof EDGES[0]) {
+            d = EDGES[i];
+        } else {
+            d = (uint64_t)rnd() << 32 | rnd();
+            if (i & 1u) { /* exponents near the float32 range (2^-160 .. 2^130) */
+                d = (d & 0x800FFFFFFFFFFFFFull) | (uint64_t)(0x35Fu + rnd() % 0x125u) << 52;
+            }
+            if ((i & 6u) == 2u) { /* ties and near-ties: low mantissa bits around half */
+                d = (d & ~0x3FFFFFFFull) | (rnd() & 1u ? 0x10000000ull : 0x0FFFFFFFull);
+            }
+        }
+        memcpy(&v, &d, sizeof v);
+        f = (float)v;
+        memcpy(&want, &f, sizeof want);
+        got = sig__f64_to_f32(d);
+        if (got != want) {
+            if (diffs < 5) {
+                printf("  f64 %016llx: want %08x got %08x\n", (unsigned long long)d, (unsigned)want, (unsigned)got);
+            }
+            diffs++;
+        }
+    }
+    CHECK(diffs == 0);
+    {
+        /* through the reader: a CBOR double read as float */
+        static const uint8_t dbl[] = {0xfb, 0x3f, 0xf1, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a}; /* 1.1 */
+        sig_cbor_reader_t r;
+        float f;
+        sig_cbor_reader_init(&r, dbl, sizeof dbl);
+        CHECK(sig_cbor_get_float(&r, &f) == SIG_OK && f == 1.1f && r.pos == sizeof dbl);
+    }
+}
+
 TEST(cbor_writer_capacity)
 {
     uint8_t buf[16];

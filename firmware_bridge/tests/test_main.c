@@ -43,6 +43,7 @@ int main(void)
     RUN(cbor_vector_data);
     RUN(cbor_rfc8949_examples);
     RUN(cbor_float32_shortest);
+    RUN(cbor_f64_to_f32_rounding);
     RUN(cbor_writer_capacity);
     RUN(cbor_reader_errors);
     RUN(random_frame_decoder);
