@@ -511,7 +511,10 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
 void sig_reg_iter_init(sig_reg_iter_t *it, const sig_msg_t *m)
 {
     it->p = m->u.register_sender.lists.ptr;
-    it->end = it->p + m->u.register_sender.lists.len;
+    it->end = it->p; /* NULL + 0 is undefined in C: add the length only when there is one */
+    if (m->u.register_sender.lists.len > 0u) {
+        it->end += m->u.register_sender.lists.len;
+    }
     it->events_left = m->u.register_sender.n_events;
     it->methods_left = m->u.register_sender.n_methods;
     it->in_methods = false;
@@ -606,7 +609,7 @@ static const uint16_t RX_SPECS[20] = {
 
 uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
 {
-    const uint8_t *p = body, *end = body + len;
+    const uint8_t *p = body, *end;
     uint32_t *num = m->num;
     sig_bytes_t *str = m->str;
     unsigned spec;
@@ -614,6 +617,7 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
     if (len == 0u) {
         return SIG_CODE_MALFORMED;
     }
+    end = body + len; /* not before: body may be NULL when len is 0 */
     t = *p++;
     if (t & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) {
         return SIG_CODE_UNSUPPORTED_FEATURE;
