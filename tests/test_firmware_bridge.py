@@ -36,13 +36,23 @@ def _make(*targets: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_make_test_runs_the_c_tests() -> None:
-    assert shutil.which("make") and shutil.which("cc"), "the C tests need make and a C compiler"
+    """``make test``: gcc and clang, every configuration profile, the fuzzers'
+    seed corpus, the AVR build and the AVR smoke test in simavr."""
+    for tool in ("make", "cc", "clang", "avr-gcc", "simavr"):
+        assert shutil.which(tool), f"the C tests need {tool}"
     proc = _make("test")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
-    summary = re.search(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
-    assert summary, output[-4000:]
-    assert int(summary.group(1)) >= 20 and int(summary.group(2)) == 0
+    runs = re.findall(r"^== test_sig: (\S+), profile (\S+) ==$", proc.stdout, re.M)
+    summaries = re.findall(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
+    profiles = {"default", "host", "lean", "tight"}
+    assert {cc for cc, _ in runs} == {"cc", "clang"}, runs
+    assert {p for _, p in runs} == profiles, runs
+    assert len(summaries) == len(runs) == 8, output[-4000:]
+    assert all(int(ok) >= 30 and int(bad) == 0 for ok, bad in summaries), summaries
+    smoke = re.findall(r"^== fuzz smoke: profile (\S+) ==$", proc.stdout, re.M)
+    assert set(smoke) == profiles and len(re.findall(r"^#\d+\s+DONE", proc.stdout, re.M)) == 8
+    assert "ok   avr-smoke: all ok" in proc.stdout and "FAIL" not in proc.stdout
 
 
 # --- ctypes mirror of sig_device.h -----------------------------------------
