@@ -1,13 +1,26 @@
 /*
  * sig_config.h - compile-time sizes of the sig device library.
  *
- * Every option is a macro with a small default; override any of them on the
- * compiler command line (-DSIG_CONFIG_MAX_BODY=256) or by defining them before
- * this header is included. All memory the library uses lives in the
+ * Every option is a macro with a small default. Override them for the
+ * library and the application alike, in one of three ways:
+ *   - in sig_config_user.h (next to this file; the Arduino IDE way, no flags),
+ *   - in a header of your own, named by -DSIG_CONFIG_USER_HEADER='"x.h"'
+ *     (then sig_config_user.h is not read),
+ *   - on the compiler command line for every file (-DSIG_CONFIG_MAX_BODY=256).
+ * Do not define them only in the application before including sig_device.h:
+ * the library's own files would not see them. sig_device_init() compares the
+ * application's SIG_CONFIG_FINGERPRINT with the library's and fails with
+ * SIG_ERR_CONFIG when they differ. All memory the library uses lives in the
  * sig_device_t the application declares; these macros decide its size.
  */
 #ifndef SIG_CONFIG_H
 #define SIG_CONFIG_H
+
+#ifdef SIG_CONFIG_USER_HEADER
+#include SIG_CONFIG_USER_HEADER
+#else
+#include "sig_config_user.h"
+#endif
 
 /* Largest message body this device receives, in bytes (PROTOCOL.md section 1:
  * announced as max_body in HELLO). Receive buffer = SIG_CONFIG_MAX_BODY + 2

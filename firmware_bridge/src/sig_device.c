@@ -207,10 +207,13 @@ static sig_err_t first_err(sig_err_t a, sig_err_t b)
 
 /* ---- public: setup ---- */
 
-sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
+sig_err_t sig_device_init_checked(sig_device_t *dev, const sig_device_config_t *cfg, uint32_t fingerprint)
 {
     volatile uint8_t *p; /* volatile: a plain loop would become a call to memset */
     size_t i;
+    if (fingerprint != SIG_CONFIG_FINGERPRINT) {
+        return SIG_ERR_CONFIG; /* first: *dev may be smaller than this library's sig_device_t */
+    }
     if (dev == NULL || cfg == NULL || !name_ok(cfg->name) || cfg->platform.write == NULL ||
         cfg->platform.millis == NULL || cfg->max_body > SIG_CONFIG_MAX_BODY ||
         (cfg->max_body != 0u && cfg->max_body < 3u)) {
@@ -227,9 +230,9 @@ sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
     dev->user = cfg->user;
     dev->max_body = cfg->max_body != 0u ? cfg->max_body : (uint16_t)SIG_CONFIG_MAX_BODY;
     dev->keepalive_req = cfg->keepalive_ms;
-    dev->peer_max_body = 0xFFFFu;
     dev->next_request_id = 1;
-    dev->state = DEV_IDLE;
+    /* state DEV_IDLE (0) by the zeroing; peer_max_body is set by send_hello
+     * and lifted by add_sender's dry run, the only encoders before WELCOME */
     return sig_rx_init(&dev->rx, dev->rx_buf, sizeof dev->rx_buf, dev->max_body);
 }
 

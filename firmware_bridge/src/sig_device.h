@@ -47,6 +47,8 @@ typedef enum {
     SIG_ERR_FULL = -5,        /* a table of sig_config.h is full */
     SIG_ERR_NOT_FOUND = -6,   /* no such handle / name / request id */
     SIG_ERR_UNSUPPORTED = -7, /* compiled out (SIG_CONFIG_FULL_CODEC = 0) */
+    SIG_ERR_CONFIG = -8,      /* sig_device_init: the application was compiled with other
+                                 sig_config.h settings than the library (see sig_config.h) */
     /* frames, -10..-19 */
     SIG_ERR_COBS = -10,       /* not valid COBS */
     SIG_ERR_CRC = -11,        /* CRC mismatch */
@@ -436,7 +438,22 @@ struct sig_device {
     uint8_t tx_buf[SIG_CONFIG_TX_MAX_BODY + SIG_CRC_SIZE];
 };
 
-SIG_CHECK sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg);
+/* The configuration as a file sees it when it includes sig_device.h: the
+ * size of sig_device_t and the options that are not sizes. sig_device_init
+ * passes the application's to the library, which compares it with its own. */
+#define SIG_CONFIG_FINGERPRINT                                                              \
+    ((uint32_t)sizeof(sig_device_t) ^ ((uint32_t)SIG_CONFIG_MAX_EVENTS << 18) ^            \
+     ((uint32_t)SIG_CONFIG_CBOR_MAX_DEPTH << 24) ^ ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^ \
+     ((uint32_t)(SIG_CONFIG_CHECK_UTF8 != 0) << 30) ^ ((uint32_t)(SIG_CONFIG_FULL_CODEC != 0) << 31))
+
+/* Set up dev from cfg (the device is idle until sig_device_start). Fails with
+ * SIG_ERR_CONFIG, before it touches *dev, when the application's
+ * SIG_CONFIG_FINGERPRINT is not the library's: a sig_config.h option was set
+ * for one and not the other (sig_config.h says how to set them for both);
+ * SIG_ERR_ARG for a bad cfg. Call it as sig_device_init(dev, cfg). */
+#define sig_device_init(dev, cfg) sig_device_init_checked((dev), (cfg), SIG_CONFIG_FINGERPRINT)
+SIG_CHECK sig_err_t sig_device_init_checked(sig_device_t *dev, const sig_device_config_t *cfg,
+                                            uint32_t fingerprint);
 
 /* Registrations: allowed any time; while online they are sent at once,
  * otherwise after the next WELCOME (and again after every INVITE). */

@@ -59,6 +59,7 @@ int main(void)
     RUN(session_random_input);
     RUN(session_write_faults);
     RUN(session_api_argument_errors);
+    RUN(session_config_mismatch);
     printf("%d checks\n", ut_checks);
     printf("%d passed, %d failed\n", ut_passed, ut_failed);
     return ut_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

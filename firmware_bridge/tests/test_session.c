@@ -758,3 +758,22 @@ TEST(session_api_argument_errors)
     CHECK(sig_device_listen(&dev, NULL, NULL, on_event, NULL, NULL) == SIG_OK);
     CHECK(fake.out_len == 0); /* offline: nothing sent */
 }
+
+/* Application files built with other sig_config.h settings than the library
+ * (tests/config_mismatch.c, three builds): init refuses with SIG_ERR_CONFIG
+ * and writes nothing; this file, built like the library, is accepted. */
+int mismatch_size(size_t *app_size, uint32_t *app_fingerprint);
+int mismatch_option(size_t *app_size, uint32_t *app_fingerprint);
+int mismatch_header(size_t *app_size, uint32_t *app_fingerprint);
+
+TEST(session_config_mismatch)
+{
+    size_t n = 0;
+    uint32_t fp = 0;
+    CHECK(mismatch_size(&n, &fp) == 1 && n < sizeof(sig_device_t) && fp != SIG_CONFIG_FINGERPRINT);
+    CHECK(mismatch_option(&n, &fp) == 1 && n == sizeof(sig_device_t) && fp != SIG_CONFIG_FINGERPRINT);
+    CHECK(mismatch_header(&n, &fp) == 1 && n != sizeof(sig_device_t) && fp != SIG_CONFIG_FINGERPRINT);
+    CHECK(sig_device_init_checked(&dev, NULL, SIG_CONFIG_FINGERPRINT + 1u) == SIG_ERR_CONFIG);
+    setup(0, 0); /* same settings: accepted */
+    CHECK(sig_device_init_checked(NULL, NULL, SIG_CONFIG_FINGERPRINT) == SIG_ERR_ARG);
+}
