@@ -88,6 +88,15 @@
 #define SIG_CONFIG_FULL_CODEC 0
 #endif
 
+/* 1: every frame is written with one platform write() call: the transmit
+ * buffer gets 3 more bytes and COBS-encodes the frame in place (for a DMA
+ * UART, Arduino's Serial.write(buf, n), a socket). 0: a frame is written as
+ * several calls (a code byte, then the bytes of its block), straight from the
+ * body; also what happens when SIG_CONFIG_TX_MAX_BODY is above 252. */
+#ifndef SIG_CONFIG_TX_IN_PLACE
+#define SIG_CONFIG_TX_IN_PLACE 1
+#endif
+
 /* Milliseconds between HELLOs while no WELCOME has come, when the device asked
  * for keepalive_ms = 0 (otherwise keepalive_ms is used). */
 #ifndef SIG_CONFIG_HELLO_RETRY_MS

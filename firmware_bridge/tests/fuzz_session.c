@@ -1,5 +1,7 @@
-/* libFuzzer: a live device session fed arbitrary bytes, with the clock
- * advanced by some of them. `make fuzz` (clang). */
+/* libFuzzer: a live device session fed arbitrary bytes; some bytes also act:
+ * 0x5A advances the clock to the next timer (at most 700 ms), polls and sends
+ * a REQUEST; 0x5B removes or re-adds the sender, 0x5C the listener; 0x5D as
+ * the last byte deinits. `make fuzz` (clang), seeded by tests/fuzz_seeds.py. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +27,7 @@ static uint32_t fz_millis(void *ctx)
 static void fz_event(sig_device_t *d, void *u, const sig_event_t *ev)
 {
     (void)u;
-    (void)!sig_device_trigger(d, 1, ev->data.ptr, ev->data.len);
+    (void)sig_device_trigger(d, 1, ev->data.ptr, ev->data.len);
 }
 
 static void fz_req(sig_device_t *d, void *u, const sig_request_t *req)
@@ -59,14 +61,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* a WELCOME first so most input reaches the online session */
         static const uint8_t welcome[] = {0x10, 0x02, 0x01, 0x07, 0x67, 0x61, 0x74, 0x65, 0x77, 0x61,
                                           0x79, 0xff, 0xff, 0x03, 0xd0, 0x0f, 0x03, 0x05, 0xde, 0x00};
-        (void)!sig_device_feed(&dev, welcome, sizeof welcome);
+        (void)sig_device_feed(&dev, welcome, sizeof welcome);
     }
     for (i = 0; i < size; i++) {
-        (void)!sig_device_feed_byte(&dev, data[i]);
+        (void)sig_device_feed_byte(&dev, data[i]);
         if (data[i] == 0x5A) {
-            clock_ms += 700;
-            (void)!sig_device_poll(&dev);
+            uint32_t d = sig_device_next_deadline(&dev);
+            clock_ms += d != SIG_NO_DEADLINE && d < 700u ? d : 700u; /* to the next timer, at most 700 ms */
+            (void)sig_device_poll(&dev);
             (void)!sig_device_request(&dev, "timer", "get", NULL, 0, 1000, fz_resp, NULL, NULL);
+        } else if (data[i] == 0x5B) { /* the sender goes and comes back */
+            if (sig_device_remove_sender(&dev, 0) == SIG_ERR_NOT_FOUND) {
+                (void)!sig_device_add_sender(&dev, &desc, NULL);
+            }
+        } else if (data[i] == 0x5C) { /* the listener too */
+            if (sig_device_unlisten(&dev, 0) == SIG_ERR_NOT_FOUND) {
+                (void)!sig_device_listen(&dev, NULL, NULL, fz_event, NULL, NULL);
+            }
+        } else if (data[i] == 0x5D && i + 1u == size) {
+            (void)!sig_device_deinit(&dev);
         }
     }
     return 0;

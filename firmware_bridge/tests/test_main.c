@@ -60,6 +60,10 @@ int main(void)
     RUN(session_write_faults);
     RUN(session_api_argument_errors);
     RUN(session_config_mismatch);
+    RUN(session_remove_and_unlisten);
+    RUN(session_deinit);
+    RUN(session_next_deadline);
+    RUN(session_one_write_per_frame);
     printf("%d checks\n", ut_checks);
     printf("%d passed, %d failed\n", ut_passed, ut_failed);
     return ut_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

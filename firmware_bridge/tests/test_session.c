@@ -18,12 +18,14 @@ typedef struct {
     size_t budget; /* bytes write() accepts before it fails; SIZE_MAX = no limit */
     uint32_t now;
     int writes_failed;
+    int writes; /* write() calls */
 } fake_t;
 
 static bool fake_write(void *ctx, const uint8_t *buf, size_t len)
 {
     fake_t *f = ctx;
     size_t n = len;
+    f->writes++;
     if (n > f->budget) {
         n = f->budget;
     }
@@ -776,4 +778,169 @@ TEST(session_config_mismatch)
     CHECK(sig_device_init_checked(&dev, NULL, SIG_CONFIG_FINGERPRINT + 1u) == SIG_ERR_CONFIG);
     setup(0, 0); /* same settings: accepted */
     CHECK(sig_device_init_checked(NULL, NULL, SIG_CONFIG_FINGERPRINT) == SIG_ERR_ARG);
+}
+
+static sig_msg_t ref_msg(sig_msg_type_t t, uint32_t ref)
+{
+    sig_msg_t m;
+    m.type = t;
+    m.u.ref.ref = ref;
+    return m;
+}
+
+/* remove_sender / unlisten: UNREGISTER_SENDER / UNLISTEN while online (the
+ * vectors' bytes), the slot is dead at once (requests NO_SUCH_SENDER,
+ * trigger NOT_FOUND, events not delivered), not registered again after
+ * WELCOME, and reused with the same handle and refs by the next add. */
+TEST(session_remove_and_unlisten)
+{
+    sig_event_ref_t temp;
+    sig_sender_t s = 9;
+    uint8_t l = 9;
+    sig_msg_t m, l4 = listen4();
+    setup_vector_device();
+    go_online();
+    CHECK(sig_device_event(&dev, 0, 0, &temp) == SIG_OK);
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_OK);
+    CHECK(expect_vec("unregister_sender") && expect_end());
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_ERR_NOT_FOUND && sig_device_remove_sender(&dev, 1) == SIG_ERR_NOT_FOUND);
+    CHECK(sig_device_remove_sender(&dev, SIG_CONFIG_MAX_SENDERS) == SIG_ERR_NOT_FOUND && expect_end());
+    CHECK(sig_device_trigger(&dev, temp, TEMP, sizeof TEMP) == SIG_ERR_NOT_FOUND);
+    CHECK(sig_device_event(&dev, 0, 0, &temp) == SIG_ERR_NOT_FOUND);
+    CHECK(gw_send_vec("request") == SIG_OK && app.requests == 0);
+    m.type = SIG_MSG_RESPONSE;
+    m.u.response.request_id = V("request")->msg.u.request.request_id;
+    m.u.response.status = SIG_CODE_NO_SUCH_SENDER;
+    m.u.response.message = B(NULL);
+    m.u.response.data = B(NULL);
+    CHECK(expect_msg(&m) && expect_end());
+    /* listener 0 (timer, tick) and 2 (none, none) go: EVENT timer/tick reaches nobody */
+    CHECK(sig_device_unlisten(&dev, 0) == SIG_OK && expect_vec("unlisten") && expect_end());
+    CHECK(sig_device_unlisten(&dev, 2) == SIG_OK);
+    m = ref_msg(SIG_MSG_UNLISTEN, 3);
+    CHECK(expect_msg(&m) && expect_end());
+    CHECK(sig_device_unlisten(&dev, 2) == SIG_ERR_NOT_FOUND && sig_device_unlisten(&dev, SIG_CONFIG_MAX_LISTENERS) == SIG_ERR_NOT_FOUND);
+    CHECK(gw_send_vec("event") == SIG_OK && app.events[0] == 0 && app.events[2] == 0);
+    CHECK(gw_send_vec("event_connect") == SIG_OK && app.events[2] == 0 && expect_end());
+    /* a new session registers only what is left: LISTEN 2 ("#alarm") and 4 */
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    CHECK(expect_vec("listen_channel") && expect_msg(&l4) && expect_end());
+    /* the slots are reused: same handle, same refs, the vectors' bytes */
+    CHECK(sig_device_add_sender(&dev, &SENSOR, &s) == SIG_OK && s == 0);
+    CHECK(expect_vec("register_sender") && expect_end());
+    CHECK(sig_device_listen(&dev, "timer", "tick", on_event, (void *)0, &l) == SIG_OK && l == 0);
+    CHECK(expect_vec("listen_targeted") && expect_end());
+    CHECK(sig_device_listen(&dev, NULL, NULL, on_event, (void *)2, &l) == SIG_OK && l == 2);
+    CHECK(expect_vec("listen_router_broadcast") && expect_end());
+    CHECK(sig_device_listen(&dev, NULL, NULL, on_event, (void *)2, &l) == SIG_ERR_FULL);
+    CHECK(gw_send_vec("event") == SIG_OK && app.events[0] == 1 && app.events[2] == 1);
+    CHECK(gw_send_vec("request") == SIG_OK && app.requests == 1 && expect_vec("response_ok") && expect_end());
+    /* offline: the slot is freed, nothing is sent */
+    CHECK(gw_send_vec("invite") == SIG_OK);
+    fake.out_len = 0;
+    out_pos = 0;
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_OK && sig_device_unlisten(&dev, 1) == SIG_OK && expect_end());
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    CHECK(expect_vec("listen_targeted") && expect_vec("listen_router_broadcast") && expect_msg(&l4) && expect_end());
+    CHECK(sig_device_remove_sender(NULL, 0) == SIG_ERR_NOT_FOUND && sig_device_unlisten(NULL, 0) == SIG_ERR_NOT_FOUND);
+}
+
+/* deinit: UNLISTEN for every listener, then UNREGISTER_SENDER for every
+ * sender (the UART way to end a session); no callback afterwards, no timer. */
+TEST(session_deinit)
+{
+    uint32_t i;
+    sig_msg_t m;
+    setup_vector_device();
+    go_online();
+    CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 500, on_response, NULL, NULL) == SIG_OK);
+    fake.out_len = 0;
+    CHECK(sig_device_deinit(&dev) == SIG_OK);
+    for (i = 1; i <= 4; i++) {
+        m = ref_msg(SIG_MSG_UNLISTEN, i);
+        CHECK(expect_msg(&m));
+    }
+    CHECK(expect_vec("unregister_sender") && expect_end());
+    CHECK(!sig_device_online(&dev) && sig_device_next_deadline(&dev) == SIG_NO_DEADLINE);
+    fake.now += 100000;
+    CHECK(sig_device_poll(&dev) == SIG_OK && app.responses == 0 && expect_end());
+    CHECK(sig_device_deinit(&dev) == SIG_OK && expect_end()); /* idle: nothing to say */
+    CHECK(sig_device_deinit(NULL) == SIG_ERR_ARG);
+    setup_vector_device(); /* init again: a working device */
+    go_online();
+    /* a failing write: deinit still empties every table and reports it */
+    fake.budget = 0;
+    CHECK(sig_device_deinit(&dev) == SIG_ERR_IO);
+    fake.budget = (size_t)-1;
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_ERR_NOT_FOUND && sig_device_unlisten(&dev, 3) == SIG_ERR_NOT_FOUND);
+}
+
+/* next_deadline: poll has nothing to do one millisecond before it, and
+ * something (a frame out, or a TIMEOUT callback) at it. */
+TEST(session_next_deadline)
+{
+    int round;
+    setup_vector_device();
+    CHECK(sig_device_next_deadline(&dev) == SIG_NO_DEADLINE); /* not started */
+    CHECK(sig_device_start(&dev) == SIG_OK);
+    CHECK(sig_device_next_deadline(&dev) == 2000); /* HELLO again after keepalive_ms */
+    fake.now += 1500;
+    CHECK(sig_device_next_deadline(&dev) == 500);
+    fake.now += 600;
+    CHECK(sig_device_next_deadline(&dev) == 0);
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    CHECK(sig_device_next_deadline(&dev) == 2000); /* PING after 2000 without sending */
+    CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 300, on_response, NULL, NULL) == SIG_OK);
+    CHECK(sig_device_next_deadline(&dev) == 300);
+    rnd_seed(31);
+    for (round = 0; round < 200; round++) {
+        uint32_t d = sig_device_next_deadline(&dev);
+        int before;
+        CHECK(d != SIG_NO_DEADLINE && d <= 6000);
+        if (rnd() % 3 == 0) {
+            sig_err_t e = sig_device_request(&dev, "timer", "get", NULL, 0, rnd() % 3000, on_response, NULL, NULL);
+            CHECK(e == SIG_OK || e == SIG_ERR_FULL);
+            continue;
+        }
+        if (rnd() % 4 == 0) {
+            CHECK(gw_send_vec("pong") == SIG_OK); /* resets the link timer */
+            continue;
+        }
+        if (d > 0) {
+            fake.now += d - 1;
+            fake.out_len = 0;
+            before = app.responses;
+            CHECK(sig_device_poll(&dev) == SIG_OK && fake.out_len == 0 && app.responses == before);
+            fake.now += 1;
+        }
+        fake.out_len = 0;
+        before = app.responses;
+        CHECK(sig_device_poll(&dev) == SIG_OK && (fake.out_len > 0 || app.responses > before));
+        if (!sig_device_online(&dev)) {
+            CHECK(gw_send_vec("welcome") == SIG_OK); /* after a link timeout */
+        }
+    }
+    CHECK(sig_device_next_deadline(NULL) == SIG_NO_DEADLINE);
+}
+
+/* SIG_CONFIG_TX_IN_PLACE: one write() per frame (the lone 0x00 after a
+ * reset is part of the HELLO's); otherwise block by block. */
+TEST(session_one_write_per_frame)
+{
+    setup_vector_device();
+    fake.writes = 0;
+    CHECK(sig_device_start(&dev) == SIG_OK);
+#if SIG__TX_IN_PLACE
+    CHECK(fake.writes == 1);
+#else
+    CHECK(fake.writes > 2);
+#endif
+    fake.writes = 0;
+    CHECK(gw_send_vec("welcome") == SIG_OK); /* 5 frames: REGISTER_SENDER, 4 LISTENs */
+#if SIG__TX_IN_PLACE
+    CHECK(fake.writes == 5);
+#else
+    CHECK(fake.writes > 10);
+#endif
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_vec("register_sender") && expect_vec("listen_targeted"));
 }
