@@ -14,6 +14,20 @@
 #define SIG__DOUBLE_IS_FLOAT 0
 #endif
 
+/* Constant tables in flash. On AVR (Harvard) a plain `static const` is
+ * copied to RAM at start-up; PROGMEM keeps it in flash and it is read with
+ * pgm_read_word. This is the only place that knows: the target's compiler
+ * macro (__AVR__), not the board (no ARDUINO). SIG__ROM marks a table,
+ * SIG__ROM_U16(p) reads one uint16_t of it. */
+#if defined(__AVR__)
+#include <avr/pgmspace.h>
+#define SIG__ROM PROGMEM
+#define SIG__ROM_U16(p) ((uint16_t)pgm_read_word(p))
+#else
+#define SIG__ROM
+#define SIG__ROM_U16(p) (*(p))
+#endif
+
 /* The float32 nearest to the float64 bit pattern d (as a C cast rounds),
  * with integer operations only. */
 uint32_t sig__f64_to_f32(uint64_t d);

@@ -584,7 +584,7 @@ bool sig_reg_next_method(sig_reg_iter_t *it, sig_bytes_t *out)
 #define SPEC_IGNORE 0x8001u
 
 /* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 at SIG__RX_INDEX(t). */
-static const uint16_t RX_SPECS[20] = {
+static const uint16_t RX_SPECS[20] SIG__ROM = { /* in flash on AVR too */
     SPEC_UNKNOWN,                                /* 0x00 */
     SPEC_IGNORE,                                 /* HELLO */
     F(K_VER, K_NAME, K_VAR, K_VAR, K_VAR),       /* WELCOME */
@@ -622,7 +622,7 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
     if (t & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) {
         return SIG_CODE_UNSUPPORTED_FEATURE;
     }
-    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : RX_SPECS[SIG__RX_INDEX(t)];
+    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : SIG__ROM_U16(&RX_SPECS[SIG__RX_INDEX(t)]);
     if (spec == SPEC_UNKNOWN) {
         return SIG_CODE_UNKNOWN_TYPE;
     }

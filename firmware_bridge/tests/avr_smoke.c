@@ -10,6 +10,7 @@
 #include <avr/sleep.h>
 
 #include "sig_device.h"
+#include "sig_internal.h"
 
 static uint8_t failed;
 
@@ -74,6 +75,15 @@ int main(void)
                   sig_msg_decode(sig_rx_body(&rx).ptr, sizeof body, &m) == SIG_OK && m.type == SIG_MSG_EVENT &&
                   sig_bytes_eq(m.u.event.event, "tick") && sig_cbor_check_data(m.u.event.data.ptr, m.u.event.data.len) == SIG_OK,
               "frame decode + EVENT");
+        {
+            /* the device's receive path reads its field table from flash (PROGMEM) */
+            sig__rx_msg_t pm;
+            static const uint8_t bad[] = {0x21, 0x00}, unknown[] = {0x3f};
+            check(sig__rx_parse(body, sizeof body, &pm) == 0 && pm.str[1].len == 4 && pm.str[2].len == 2 &&
+                      sig__rx_parse(bad, sizeof bad, &pm) == SIG_CODE_INVALID_NAME &&
+                      sig__rx_parse(unknown, sizeof unknown, &pm) == SIG_CODE_UNKNOWN_TYPE,
+                  "receive path (table in flash)");
+        }
     }
     check(!failed, failed ? "avr-smoke: FAILED" : "avr-smoke: all ok");
     cli();
