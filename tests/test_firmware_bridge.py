@@ -476,6 +476,19 @@ def test_stream(lib: ctypes.CDLL, vec: dict[str, Any]) -> None:
     assert {k: getattr(rx.stats, k) for k in want} == want
 
 
+def test_device_init_refuses_another_configuration(lib: ctypes.CDLL) -> None:
+    """An application built with other sig_config.h settings passes another
+    fingerprint: SIG_ERR_CONFIG (-8), and its (smaller) object is not touched."""
+    lib.sigt_fingerprint.restype = u32
+    lib.sig_device_init_checked.argtypes = [ctypes.c_void_p, ctypes.c_void_p, u32]
+    own = lib.sigt_fingerprint()
+    small = (ctypes.c_uint8 * 16)(*([0xA5] * 16))
+    for other in (own ^ 1, own + 4, 0):
+        assert lib.sig_device_init_checked(ctypes.addressof(small), None, other) == -8
+    assert bytes(small) == b"\xa5" * 16
+    assert lib.sig_device_init_checked(None, None, own) == -1  # same settings: on to the argument checks
+
+
 # --- the example device against the Python codec, over a socat pty pair -----
 
 
