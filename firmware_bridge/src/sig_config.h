@@ -97,6 +97,18 @@
 #define SIG_CONFIG_TX_IN_PLACE 1
 #endif
 
+/* 1 (AVR): every string the application gives the library is in flash
+ * (PROGMEM / PSTR): the device name, sender, event and method names, listen
+ * filters, the sender and method of sig_device_request and the message of
+ * sig_device_respond. The library reads them with pgm_read_byte, so on an
+ * ATmega they take no RAM. The descriptions themselves (sig_sender_desc_t,
+ * the events[] and methods[] arrays) stay in RAM. sig_bytes_eq() still
+ * compares with a string in RAM. Elsewhere flash is plain memory and this
+ * changes nothing. */
+#ifndef SIG_CONFIG_NAMES_IN_FLASH
+#define SIG_CONFIG_NAMES_IN_FLASH 0
+#endif
+
 /* Milliseconds between HELLOs while no WELCOME has come, when the device asked
  * for keepalive_ms = 0 (otherwise keepalive_ms is used). */
 #ifndef SIG_CONFIG_HELLO_RETRY_MS

@@ -137,7 +137,7 @@ static void put_cstr(sig_wr_t *w, const char *s)
 {
     size_t n = s == NULL ? 0u : sig__strlen(s);
     sig__put_varint(w, (uint32_t)n);
-    sig__put_raw(w, (const uint8_t *)s, n);
+    sig__put_name_bytes(w, s, n); /* from flash with SIG_CONFIG_NAMES_IN_FLASH on AVR */
 }
 
 /* A name of a sender description: not NULL, 1..255 bytes. A bad one sets
@@ -391,7 +391,7 @@ static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m)
         if (dev->listeners[i].cb == NULL || (ls == NULL && le != NULL && ev.event.ptr[0] != (uint8_t)'#')) {
             continue; /* (none, e) is a channel listener: '#' events only */
         }
-        if ((ls == NULL || sig_bytes_eq(ev.sender, ls)) && (le == NULL || sig_bytes_eq(ev.event, le))) {
+        if ((ls == NULL || sig__name_eq(ev.sender, ls)) && (le == NULL || sig__name_eq(ev.event, le))) {
             dev->listeners[i].cb(dev, dev->listeners[i].user, &ev);
         }
     }
@@ -412,12 +412,12 @@ static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, boo
         for (i = 0; i < SIG_CONFIG_MAX_SENDERS; i++) {
             const sig_sender_desc_t *d = dev->senders[i];
             sig_request_cb h;
-            if (d == NULL || !sig_bytes_eq(req.sender, d->name)) {
+            if (d == NULL || !sig__name_eq(req.sender, d->name)) {
                 continue; /* removed, or another */
             }
             h = d->default_handler;
             for (k = 0; k < d->n_methods; k++) {
-                if (sig_bytes_eq(req.method, d->methods[k].name)) {
+                if (sig__name_eq(req.method, d->methods[k].name)) {
                     h = d->methods[k].handler;
                     break;
                 }
@@ -540,6 +540,8 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
         return send_hello(dev);
     case SIG__RX_INDEX(SIG_MSG_SENDER_REGISTERED):
     case SIG__RX_INDEX(SIG_MSG_LISTENING): /* ref = handle + 1 */
+        /* the handle the gateway names, if it can be one (a free slot is not
+         * filtered out: 24 B of flash for a status only a lying gateway sends) */
         if (m.num[0] - 1u < (t == SIG_MSG_LISTENING ? SIG_CONFIG_MAX_LISTENERS : SIG_CONFIG_MAX_SENDERS)) {
             status(dev, t == SIG_MSG_LISTENING ? SIG_STATUS_LISTENING : SIG_STATUS_REGISTERED, m.num[0] - 1u);
         }

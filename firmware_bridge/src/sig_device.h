@@ -455,7 +455,8 @@ struct sig_device {
  * passes the application's to the library, which compares it with its own. */
 #define SIG_CONFIG_FINGERPRINT                                                              \
     ((uint32_t)sizeof(sig_device_t) ^ ((uint32_t)SIG_CONFIG_MAX_EVENTS << 18) ^            \
-     ((uint32_t)SIG_CONFIG_CBOR_MAX_DEPTH << 24) ^ ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^ \
+     ((uint32_t)SIG_CONFIG_CBOR_MAX_DEPTH << 24) ^ ((uint32_t)(SIG_CONFIG_NAMES_IN_FLASH != 0) << 28) ^ \
+     ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^                                       \
      ((uint32_t)(SIG_CONFIG_CHECK_UTF8 != 0) << 30) ^ ((uint32_t)(SIG_CONFIG_FULL_CODEC != 0) << 31))
 
 /* Set up dev from cfg (the device is idle until sig_device_start). Fails with

@@ -36,11 +36,28 @@ bool sig_bytes_eq(sig_bytes_t b, const char *s)
 size_t sig__strlen(const char *s)
 {
     size_t n = 0;
-    while (STRLEN_CAP(n) && s[n] != '\0') { /* capped: not turned into strlen() */
+    while (STRLEN_CAP(n) && SIG__NAME_BYTE(s, n) != '\0') { /* capped: not turned into strlen() */
         n++;
     }
     return n;
 }
+
+#if SIG__NAMES_IN_FLASH
+bool sig__name_eq(sig_bytes_t b, const char *s)
+{
+    size_t i;
+    if (s == NULL) {
+        return false;
+    }
+    for (i = 0; i < b.len; i++) {
+        char c = SIG__NAME_BYTE(s, i);
+        if (c == '\0' || (uint8_t)c != b.ptr[i]) {
+            return false;
+        }
+    }
+    return SIG__NAME_BYTE(s, b.len) == '\0';
+}
+#endif
 
 /* Bitwise, no table: 2 bytes of flash instead of 512. */
 uint16_t sig_crc16_update(uint16_t crc, const uint8_t *p, size_t n)

@@ -28,6 +28,7 @@
 #define SIG__ROM_U16(p) (*(p))
 #endif
 
+
 /* The float32 nearest to the float64 bit pattern d (as a C cast rounds),
  * with integer operations only. */
 uint32_t sig__f64_to_f32(uint64_t d);
@@ -45,6 +46,20 @@ void sig__put_text(sig_wr_t *w, const uint8_t *p, size_t n);
 /* Length of s, capped at SIG_MAX_BODY_LIMIT + 1 (longer never fits a body;
  * SIG_MAX_BODY_LIMIT where size_t has 16 bits). */
 size_t sig__strlen(const char *s);
+
+/* A byte of a string the application gave the library (SIG_CONFIG_NAMES_IN_FLASH). */
+#if SIG_CONFIG_NAMES_IN_FLASH && defined(__AVR__)
+#define SIG__NAMES_IN_FLASH 1
+#define SIG__NAME_BYTE(s, i) ((char)pgm_read_byte((s) + (i)))
+/* sig_bytes_eq and sig__put_raw for such a string */
+bool sig__name_eq(sig_bytes_t b, const char *s);
+void sig__put_name_bytes(sig_wr_t *w, const char *s, size_t n);
+#else
+#define SIG__NAMES_IN_FLASH 0
+#define SIG__NAME_BYTE(s, i) ((s)[i])
+#define sig__name_eq sig_bytes_eq
+#define sig__put_name_bytes(w, s, n) sig__put_raw((w), (const uint8_t *)(s), (n))
+#endif
 
 /* Unsigned LEB128 (PROTOCOL.md section 2) at p, reading no byte at or past
  * end: at most 5 bytes and 2^32-1. Returns the position after it, or NULL

@@ -18,6 +18,23 @@ void sig__put_raw(sig_wr_t *w, const uint8_t *p, size_t n)
     w->len += n;
 }
 
+#if SIG__NAMES_IN_FLASH
+void sig__put_name_bytes(sig_wr_t *w, const char *s, size_t n)
+{
+    if (w->err != SIG_OK) {
+        return;
+    }
+    if (n > w->cap - w->len) {
+        w->err = SIG_ERR_NO_SPACE;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        w->buf[w->len + i] = (uint8_t)SIG__NAME_BYTE(s, i);
+    }
+    w->len += n;
+}
+#endif
+
 void sig__put_u8(sig_wr_t *w, uint8_t b)
 {
     sig__put_raw(w, &b, 1u);
