@@ -486,7 +486,8 @@ def test_device_init_refuses_another_configuration(lib: ctypes.CDLL) -> None:
     for other in (own ^ 1, own + 4, 0):
         assert lib.sig_device_init_checked(ctypes.addressof(small), None, other) == -8
     assert bytes(small) == b"\xa5" * 16
-    assert lib.sig_device_init_checked(None, None, own) == -1  # same settings: on to the argument checks
+    # same settings: on to the argument checks
+    assert lib.sig_device_init_checked(None, None, own) == -1
 
 
 # --- the example device against the Python codec, over a socat pty pair -----

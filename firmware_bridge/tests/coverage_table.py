@@ -22,7 +22,9 @@ def line_cover(llvm_cov: str, binary: Path, profdata: Path) -> dict[str, tuple[i
     """Covered and total lines per library file for one run."""
     out = subprocess.run(
         [llvm_cov, "export", "-summary-only", str(binary), f"-instr-profile={profdata}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     found: dict[str, tuple[int, int]] = {}
     for f in json.loads(out)["data"][0]["files"]:

@@ -20,8 +20,17 @@ from pathlib import Path
 
 # Types a gateway sends to a device (PROTOCOL.md "Message types").
 TO_DEVICE = {
-    "WELCOME", "PING", "PONG", "INVITE", "ERROR", "ACK", "SENDER_REGISTERED",
-    "LISTENING", "EVENT", "REQUEST", "RESPONSE",
+    "WELCOME",
+    "PING",
+    "PONG",
+    "INVITE",
+    "ERROR",
+    "ACK",
+    "SENDER_REGISTERED",
+    "LISTENING",
+    "EVENT",
+    "REQUEST",
+    "RESPONSE",
 }
 TICK = b"\x5a"  # tests/fuzz_session.c: advances the clock to the next timer and polls
 REQUEST = b"\x5f"  # tests/fuzz_session.c: the device sends a REQUEST
@@ -54,7 +63,8 @@ def main(vectors_path: str, out_dir: str) -> None:
     session = list(frames)
     session.append(TICK.join(frames))  # every gateway message, time passing in between
     session.append(b"".join(frames) + TICK * 12)  # then silence: PINGs, link timeout, HELLO again
-    session.append(REQUEST + TICK.join(frames) + REQUEST + TICK * 4)  # requests, some answered in time
+    # requests, some answered in time
+    session.append(REQUEST + TICK.join(frames) + REQUEST + TICK * 4)
     by_name = {m["name"]: bytes.fromhex(m["frame"]) for m in msgs}
     for script in (
         ["request", "request_params", "event", "event_connect", "ping"],
