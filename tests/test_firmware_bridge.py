@@ -36,13 +36,23 @@ def _make(*targets: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_make_test_runs_the_c_tests() -> None:
-    assert shutil.which("make") and shutil.which("cc"), "the C tests need make and a C compiler"
+    """``make test``: gcc and clang, every configuration profile, the fuzzers'
+    seed corpus, the AVR build and the AVR smoke test in simavr."""
+    for tool in ("make", "cc", "clang", "avr-gcc", "simavr"):
+        assert shutil.which(tool), f"the C tests need {tool}"
     proc = _make("test")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
-    summary = re.search(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
-    assert summary, output[-4000:]
-    assert int(summary.group(1)) >= 20 and int(summary.group(2)) == 0
+    runs = re.findall(r"^== test_sig: (\S+), profile (\S+) ==$", proc.stdout, re.M)
+    summaries = re.findall(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
+    profiles = {"default", "host", "lean", "tight"}
+    assert {cc for cc, _ in runs} == {"cc", "clang"}, runs
+    assert {p for _, p in runs} == profiles, runs
+    assert len(summaries) == len(runs) == 8, output[-4000:]
+    assert all(int(ok) >= 30 and int(bad) == 0 for ok, bad in summaries), summaries
+    smoke = re.findall(r"^== fuzz smoke: profile (\S+) ==$", proc.stdout, re.M)
+    assert set(smoke) == profiles and len(re.findall(r"^#\d+\s+DONE", proc.stdout, re.M)) == 8
+    assert "ok   avr-smoke: all ok" in proc.stdout and "FAIL" not in proc.stdout
 
 
 # --- ctypes mirror of sig_device.h -----------------------------------------
@@ -464,6 +474,20 @@ def test_stream(lib: ctypes.CDLL, vec: dict[str, Any]) -> None:
     want = {k: 0 for k in ("frames", "empty", "crc_errors", "framing_errors", "oversize")}
     want.update(vec["stats"])
     assert {k: getattr(rx.stats, k) for k in want} == want
+
+
+def test_device_init_refuses_another_configuration(lib: ctypes.CDLL) -> None:
+    """An application built with other sig_config.h settings passes another
+    fingerprint: SIG_ERR_CONFIG (-8), and its (smaller) object is not touched."""
+    lib.sigt_fingerprint.restype = u32
+    lib.sig_device_init_checked.argtypes = [ctypes.c_void_p, ctypes.c_void_p, u32]
+    own = lib.sigt_fingerprint()
+    small = (ctypes.c_uint8 * 16)(*([0xA5] * 16))
+    for other in (own ^ 1, own + 4, 0):
+        assert lib.sig_device_init_checked(ctypes.addressof(small), None, other) == -8
+    assert bytes(small) == b"\xa5" * 16
+    # same settings: on to the argument checks
+    assert lib.sig_device_init_checked(None, None, own) == -1
 
 
 # --- the example device against the Python codec, over a socat pty pair -----

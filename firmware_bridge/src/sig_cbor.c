@@ -1,7 +1,8 @@
 /* Small CBOR (RFC 8949) writer and reader for event data; no library.
  * Float conversions are done on the bit patterns with integer operations, so
- * a device without an FPU pulls in no soft-float routine (except
- * sig_cbor_get_float of a double, which rounds with a cast). */
+ * a device without an FPU pulls in no soft-float routine. Where `double` is
+ * a 32-bit float (avr-gcc's default), the double API reads and writes float32
+ * values: a CBOR double is rounded to the nearest float. */
 #include <string.h>
 
 #include "sig_internal.h"
@@ -102,7 +103,7 @@ static void put_f32_bits(sig_cbor_writer_t *w, uint32_t f)
     } else if (a >= 0x33800000u) { /* 2^-24 .. 2^-14: a subnormal half if exact */
         uint32_t full = (a & 0x7FFFFFu) | 0x800000u, shift = 126u - (a >> 23);
         h = full >> shift;
-        if ((full & ((1u << shift) - 1u)) != 0u) {
+        if ((full & (((uint32_t)1u << shift) - 1u)) != 0u) { /* shift 13..23: not 1u on a 16-bit int */
             n = 5;
         }
     } else {
@@ -126,6 +127,14 @@ void sig_cbor_put_float32(sig_cbor_writer_t *w, float v)
     put_f32_bits(w, f);
 }
 
+#if SIG__DOUBLE_IS_FLOAT
+void sig_cbor_put_float64(sig_cbor_writer_t *w, double v)
+{
+    uint32_t f; /* double is a float32 here: 4 bytes, not 8 */
+    memcpy(&f, &v, sizeof f);
+    put_f32_bits(w, f);
+}
+#else
 void sig_cbor_put_float64(sig_cbor_writer_t *w, double v)
 {
     uint64_t d;
@@ -169,6 +178,7 @@ void sig_cbor_put_float64(sig_cbor_writer_t *w, double v)
         sig__put_raw(w, tmp, 9u);
     }
 }
+#endif
 
 void sig_cbor_put_text(sig_cbor_writer_t *w, const char *s, size_t n)
 {
@@ -320,6 +330,7 @@ static uint32_t half_to_single(uint32_t hb)
     return sign | ((e + 112u) << 23) | (man << 13);
 }
 
+#if !SIG__DOUBLE_IS_FLOAT
 static uint64_t single_to_double(uint32_t f)
 {
     uint64_t sign = (uint64_t)(f >> 31) << 63;
@@ -341,6 +352,7 @@ static uint64_t single_to_double(uint32_t f)
     }
     return sign | ((uint64_t)(e + 896u) << 52) | (man << 29);
 }
+#endif
 
 /* Float head: ai 25/26/27 of major 7. */
 static sig_err_t read_float_head(const sig_cbor_reader_t *r, head_t *h)
@@ -355,22 +367,59 @@ static sig_err_t read_float_head(const sig_cbor_reader_t *r, head_t *h)
     return SIG_OK;
 }
 
+/* The float32 nearest to the float64 bits d (ties to even; too large ->
+ * infinity, too small -> zero; a NaN stays a quiet NaN with the top payload
+ * bits), as a C cast would give, with integer operations only. */
+uint32_t sig__f64_to_f32(uint64_t d)
+{
+    uint32_t sign = (uint32_t)(d >> 32) & 0x80000000u;
+    uint32_t efield = (uint32_t)(d >> 52) & 0x7FFu;
+    uint64_t full = d & 0xFFFFFFFFFFFFFull, rem, half;
+    int32_t fe = (int32_t)efield - 1023 + 127; /* float32 biased exponent */
+    uint32_t shift = 29u, r;
+    if (efield == 0x7FFu) {
+        return sign | 0x7F800000u | (full != 0u ? 0x400000u | (uint32_t)(full >> 29) : 0u);
+    }
+    if (efield == 0u || fe < -24) {
+        return sign; /* below half the smallest float32 subnormal */
+    }
+    if (fe >= 255) {
+        return sign | 0x7F800000u;
+    }
+    full |= (uint64_t)1u << 52;
+    if (fe < 1) {
+        shift = (uint32_t)(30 - fe); /* a float32 subnormal: 30..54 */
+        fe = 1;
+    }
+    r = (uint32_t)(full >> shift);
+    rem = full & ((((uint64_t)1u) << shift) - 1u);
+    half = (uint64_t)1u << (shift - 1u);
+    if (rem > half || (rem == half && (r & 1u) != 0u)) {
+        r++; /* may carry into the exponent: still the right bits, up to infinity */
+    }
+    return sign | (((uint32_t)(fe - 1) << 23) + r);
+}
+
 sig_err_t sig_cbor_get_double(sig_cbor_reader_t *r, double *v)
 {
     head_t h;
-    uint64_t d;
     sig_err_t e = read_float_head(r, &h);
     if (e != SIG_OK) {
         return e;
     }
-    if (h.ai == 25u) {
-        d = single_to_double(half_to_single((uint32_t)h.val));
-    } else if (h.ai == 26u) {
-        d = single_to_double((uint32_t)h.val);
-    } else {
-        d = h.val;
+#if SIG__DOUBLE_IS_FLOAT
+    {
+        uint32_t f = h.ai == 25u ? half_to_single((uint32_t)h.val)
+                     : h.ai == 26u ? (uint32_t)h.val : sig__f64_to_f32(h.val);
+        memcpy(v, &f, sizeof f); /* double is a float32 here */
     }
-    memcpy(v, &d, sizeof d);
+#else
+    {
+        uint64_t d = h.ai == 25u ? single_to_double(half_to_single((uint32_t)h.val))
+                     : h.ai == 26u ? single_to_double((uint32_t)h.val) : h.val;
+        memcpy(v, &d, sizeof d);
+    }
+#endif
     r->pos = h.next;
     return SIG_OK;
 }
@@ -383,15 +432,8 @@ sig_err_t sig_cbor_get_float(sig_cbor_reader_t *r, float *v)
     if (e != SIG_OK) {
         return e;
     }
-    if (h.ai == 27u) {
-        double d;
-        uint64_t bits = h.val;
-        memcpy(&d, &bits, sizeof d);
-        *v = (float)d;
-    } else {
-        f = h.ai == 25u ? half_to_single((uint32_t)h.val) : (uint32_t)h.val;
-        memcpy(v, &f, sizeof f);
-    }
+    f = h.ai == 25u ? half_to_single((uint32_t)h.val) : h.ai == 26u ? (uint32_t)h.val : sig__f64_to_f32(h.val);
+    memcpy(v, &f, sizeof f);
     r->pos = h.next;
     return SIG_OK;
 }
@@ -454,6 +496,15 @@ sig_err_t sig_cbor_get_map(sig_cbor_reader_t *r, uint32_t *n)
 }
 
 #define LVL_INDEF 0xFFFFFFFFu /* left[] of an indefinite level: ends at a break */
+/* Items a head opens: at least 32 bits, because it must hold LVL_INDEF (a
+ * 16-bit size_t, as on AVR, cut it to 0xFFFF and every indefinite-length
+ * item was rejected), and at least size_t, because it is compared with the
+ * bytes left before it is narrowed to left[]. */
+#if SIZE_MAX > 0xFFFFFFFFu
+typedef size_t cbor_count_t;
+#else
+typedef uint32_t cbor_count_t;
+#endif
 #define KIND_IMAP 0x40u       /* kind[]: an indefinite map (parity tracked) */
 #define KIND_ODD 0x20u        /* kind[]: ... holding an odd number of items */
 /* kind[] low bits: CBOR_BYTES / CBOR_TEXT for an indefinite string, whose
@@ -499,7 +550,7 @@ sig_err_t sig_cbor_skip(sig_cbor_reader_t *r)
             }
             depth--;
         } else {
-            size_t count = 0; /* items the head opens */
+            cbor_count_t count = 0; /* items the head opens */
             if ((k & 0x0Fu) && (major != (k & 0x0Fu) || ai == CBOR_AI_INDEF)) {
                 return SIG_ERR_CBOR; /* a chunk must be a definite string of the same type */
             }

@@ -1,13 +1,26 @@
 /*
  * sig_config.h - compile-time sizes of the sig device library.
  *
- * Every option is a macro with a small default; override any of them on the
- * compiler command line (-DSIG_CONFIG_MAX_BODY=256) or by defining them before
- * this header is included. All memory the library uses lives in the
+ * Every option is a macro with a small default. Override them for the
+ * library and the application alike, in one of three ways:
+ *   - in sig_config_user.h (next to this file; the Arduino IDE way, no flags),
+ *   - in a header of your own, named by -DSIG_CONFIG_USER_HEADER='"x.h"'
+ *     (then sig_config_user.h is not read),
+ *   - on the compiler command line for every file (-DSIG_CONFIG_MAX_BODY=256).
+ * Do not define them only in the application before including sig_device.h:
+ * the library's own files would not see them. sig_device_init() compares the
+ * application's SIG_CONFIG_FINGERPRINT with the library's and fails with
+ * SIG_ERR_CONFIG when they differ. All memory the library uses lives in the
  * sig_device_t the application declares; these macros decide its size.
  */
 #ifndef SIG_CONFIG_H
 #define SIG_CONFIG_H
+
+#ifdef SIG_CONFIG_USER_HEADER
+#include SIG_CONFIG_USER_HEADER
+#else
+#include "sig_config_user.h"
+#endif
 
 /* Largest message body this device receives, in bytes (PROTOCOL.md section 1:
  * announced as max_body in HELLO). Receive buffer = SIG_CONFIG_MAX_BODY + 2
@@ -73,6 +86,27 @@
  * peer-to-gateway message returns SIG_ERR_UNSUPPORTED and the session ignores it. */
 #ifndef SIG_CONFIG_FULL_CODEC
 #define SIG_CONFIG_FULL_CODEC 0
+#endif
+
+/* 1: every frame is written with one platform write() call: the transmit
+ * buffer gets 3 more bytes and COBS-encodes the frame in place (for a DMA
+ * UART, Arduino's Serial.write(buf, n), a socket). 0: a frame is written as
+ * several calls (a code byte, then the bytes of its block), straight from the
+ * body; also what happens when SIG_CONFIG_TX_MAX_BODY is above 252. */
+#ifndef SIG_CONFIG_TX_IN_PLACE
+#define SIG_CONFIG_TX_IN_PLACE 1
+#endif
+
+/* 1 (AVR): every string the application gives the library is in flash
+ * (PROGMEM / PSTR): the device name, sender, event and method names, listen
+ * filters, the sender and method of sig_device_request and the message of
+ * sig_device_respond. The library reads them with pgm_read_byte, so on an
+ * ATmega they take no RAM. The descriptions themselves (sig_sender_desc_t,
+ * the events[] and methods[] arrays) stay in RAM. sig_bytes_eq() still
+ * compares with a string in RAM. Elsewhere flash is plain memory and this
+ * changes nothing. */
+#ifndef SIG_CONFIG_NAMES_IN_FLASH
+#define SIG_CONFIG_NAMES_IN_FLASH 0
 #endif
 
 /* Milliseconds between HELLOs while no WELCOME has come, when the device asked

@@ -43,8 +43,44 @@ static bool out(sig_device_t *dev, const uint8_t *p, size_t n)
     return true;
 }
 
+#if SIG__TX_IN_PLACE
+/* Frame the body at tx_buf[SIG__TX_HEAD..) in place and write the whole
+ * frame with one write() call (one DMA transfer, one Serial.write): COBS
+ * backwards, every zero becomes the distance to the next one, the code byte
+ * goes in front and the delimiter behind; with a torn frame before, a lone
+ * 0x00 in front of that. No run reaches 254 bytes in a body this small. */
+static sig_err_t send_body(sig_device_t *dev, size_t len)
+{
+    uint8_t *base = dev->tx_buf, *p = base + SIG__TX_HEAD + len;
+    uint16_t crc = sig_crc16(base + SIG__TX_HEAD, len);
+    uint8_t code = 1;
+    unsigned torn = dev->tx_torn;
+    p[0] = (uint8_t)(crc >> 8);
+    p[1] = (uint8_t)crc;
+    p += SIG_CRC_SIZE;
+    *p = 0u; /* the delimiter */
+    while (p != base + SIG__TX_HEAD) {
+        if (*--p == 0u) {
+            *p = code;
+            code = 1;
+        } else {
+            code++;
+        }
+    }
+    base[1] = code;
+    base[0] = 0u; /* sent only after a torn frame */
+    if (!out(dev, base + 1 - torn, len + SIG_CRC_SIZE + 2u + torn)) {
+        return SIG_ERR_IO;
+    }
+    dev->tx_torn = 0;
+    dev->last_tx = now_ms(dev);
+    return SIG_OK;
+}
+#else
 /* Frame tx_buf[0..len) and write it block by block: COBS without a second
- * buffer (a code byte, then the run of non-zero bytes it stands for). */
+ * buffer (a code byte, then the run of non-zero bytes it stands for). Used
+ * when SIG_CONFIG_TX_MAX_BODY is above 252 (a run of 254 bytes would need a
+ * byte inserted) or SIG_CONFIG_TX_IN_PLACE is 0. */
 static sig_err_t send_body(sig_device_t *dev, size_t len)
 {
     static const uint8_t zero = 0u;
@@ -77,6 +113,7 @@ static sig_err_t send_body(sig_device_t *dev, size_t len)
     dev->last_tx = now_ms(dev);
     return SIG_OK;
 }
+#endif
 
 static size_t tx_cap(const sig_device_t *dev)
 {
@@ -89,7 +126,7 @@ static size_t tx_cap(const sig_device_t *dev)
  * (sticky error, capacity checked before each write); tx_send frames it. */
 static void tx_begin(sig_device_t *dev, sig_wr_t *w, uint8_t type, uint32_t v)
 {
-    sig_cbor_writer_init(w, dev->tx_buf, tx_cap(dev));
+    sig_cbor_writer_init(w, dev->tx_buf + SIG__TX_HEAD, tx_cap(dev));
     sig__put_varint(w, type); /* a byte below 0x80 is its own varint: one call less to link */
     sig__put_varint(w, v);
 }
@@ -100,7 +137,7 @@ static void put_cstr(sig_wr_t *w, const char *s)
 {
     size_t n = s == NULL ? 0u : sig__strlen(s);
     sig__put_varint(w, (uint32_t)n);
-    sig__put_raw(w, (const uint8_t *)s, n);
+    sig__put_name_bytes(w, s, n); /* from flash with SIG_CONFIG_NAMES_IN_FLASH on AVR */
 }
 
 /* A name of a sender description: not NULL, 1..255 bytes. A bad one sets
@@ -207,10 +244,13 @@ static sig_err_t first_err(sig_err_t a, sig_err_t b)
 
 /* ---- public: setup ---- */
 
-sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
+sig_err_t sig_device_init_checked(sig_device_t *dev, const sig_device_config_t *cfg, uint32_t fingerprint)
 {
     volatile uint8_t *p; /* volatile: a plain loop would become a call to memset */
     size_t i;
+    if (fingerprint != SIG_CONFIG_FINGERPRINT) {
+        return SIG_ERR_CONFIG; /* first: *dev may be smaller than this library's sig_device_t */
+    }
     if (dev == NULL || cfg == NULL || !name_ok(cfg->name) || cfg->platform.write == NULL ||
         cfg->platform.millis == NULL || cfg->max_body > SIG_CONFIG_MAX_BODY ||
         (cfg->max_body != 0u && cfg->max_body < 3u)) {
@@ -227,9 +267,9 @@ sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg)
     dev->user = cfg->user;
     dev->max_body = cfg->max_body != 0u ? cfg->max_body : (uint16_t)SIG_CONFIG_MAX_BODY;
     dev->keepalive_req = cfg->keepalive_ms;
-    dev->peer_max_body = 0xFFFFu;
     dev->next_request_id = 1;
-    dev->state = DEV_IDLE;
+    /* state DEV_IDLE (0) by the zeroing; peer_max_body is set by send_hello
+     * and lifted by add_sender's dry run, the only encoders before WELCOME */
     return sig_rx_init(&dev->rx, dev->rx_buf, sizeof dev->rx_buf, dev->max_body);
 }
 
@@ -250,7 +290,8 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     }
     /* dry run: checks every name (SIG_ERR_INVALID_NAME -> ARG, before FULL)
      * and that the registration fits the transmit buffer */
-    i = dev->n_senders;
+    for (i = 0; i < SIG_CONFIG_MAX_SENDERS && dev->senders[i] != NULL; i++) {
+    } /* the first free slot (never used, or removed) */
     peer = dev->peer_max_body; /* the dry run is against SIG_CONFIG_TX_MAX_BODY alone */
     dev->peer_max_body = 0xFFFFu;
     encode_register(dev, &w, desc, i);
@@ -266,7 +307,6 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
         return e;
     }
     dev->senders[i] = desc;
-    dev->n_senders++;
     if (out_h != NULL) {
         *out_h = (sig_sender_t)i;
     }
@@ -276,7 +316,7 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
 sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender, uint8_t index,
                            sig_event_ref_t *out_ref)
 {
-    if (dev == NULL || out_ref == NULL || sender >= dev->n_senders ||
+    if (dev == NULL || out_ref == NULL || sender >= SIG_CONFIG_MAX_SENDERS || dev->senders[sender] == NULL ||
         index >= dev->senders[sender]->n_events) {
         return SIG_ERR_NOT_FOUND;
     }
@@ -292,10 +332,11 @@ sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *e
         (event != NULL && !name_ok(event))) {
         return SIG_ERR_ARG;
     }
-    if (dev->n_listeners >= SIG_CONFIG_MAX_LISTENERS) {
+    for (i = 0; i < SIG_CONFIG_MAX_LISTENERS && dev->listeners[i].cb != NULL; i++) {
+    } /* the first free slot (never used, or removed) */
+    if (i >= SIG_CONFIG_MAX_LISTENERS) {
         return SIG_ERR_FULL;
     }
-    i = dev->n_listeners++;
     dev->listeners[i].sender = sender;
     dev->listeners[i].event = event;
     dev->listeners[i].cb = cb;
@@ -345,12 +386,12 @@ static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m)
     ev.sender = m->str[0];
     ev.event = m->str[1];
     ev.data = m->str[2];
-    for (i = 0; i < dev->n_listeners; i++) {
+    for (i = 0; i < SIG_CONFIG_MAX_LISTENERS; i++) {
         const char *ls = dev->listeners[i].sender, *le = dev->listeners[i].event;
-        if (ls == NULL && le != NULL && ev.event.ptr[0] != (uint8_t)'#') {
+        if (dev->listeners[i].cb == NULL || (ls == NULL && le != NULL && ev.event.ptr[0] != (uint8_t)'#')) {
             continue; /* (none, e) is a channel listener: '#' events only */
         }
-        if ((ls == NULL || sig_bytes_eq(ev.sender, ls)) && (le == NULL || sig_bytes_eq(ev.event, le))) {
+        if ((ls == NULL || sig__name_eq(ev.sender, ls)) && (le == NULL || sig__name_eq(ev.event, le))) {
             dev->listeners[i].cb(dev, dev->listeners[i].user, &ev);
         }
     }
@@ -368,14 +409,15 @@ static sig_err_t dispatch_request(sig_device_t *dev, const sig__rx_msg_t *m, boo
     if (!good_data) {
         code = SIG_CODE_MALFORMED; /* PROTOCOL.md section 2: params not one CBOR item */
     } else {
-        for (i = 0; i < dev->n_senders; i++) {
+        for (i = 0; i < SIG_CONFIG_MAX_SENDERS; i++) {
             const sig_sender_desc_t *d = dev->senders[i];
-            sig_request_cb h = d->default_handler;
-            if (!sig_bytes_eq(req.sender, d->name)) {
-                continue;
+            sig_request_cb h;
+            if (d == NULL || !sig__name_eq(req.sender, d->name)) {
+                continue; /* removed, or another */
             }
+            h = d->default_handler;
             for (k = 0; k < d->n_methods; k++) {
-                if (sig_bytes_eq(req.method, d->methods[k].name)) {
+                if (sig__name_eq(req.method, d->methods[k].name)) {
                     h = d->methods[k].handler;
                     break;
                 }
@@ -435,8 +477,11 @@ static sig_err_t on_welcome(sig_device_t *dev, const sig__rx_msg_t *m)
     dev->keepalive_ms = (uint16_t)(ka > 0xFFFFu ? 0xFFFFu : ka);
     dev->peer_max_body = (uint16_t)(mb > 0xFFFFu ? 0xFFFFu : mb);
     status(dev, SIG_STATUS_WELCOME, 0);
-    for (i = 0; i < (unsigned)dev->n_senders + dev->n_listeners && dev->state == DEV_ONLINE; i++) {
-        e = first_err(e, i < dev->n_senders ? send_register(dev, i) : send_listen(dev, i - dev->n_senders));
+    for (i = 0; i < SIG_CONFIG_MAX_SENDERS + SIG_CONFIG_MAX_LISTENERS && dev->state == DEV_ONLINE; i++) {
+        if (i < SIG_CONFIG_MAX_SENDERS ? dev->senders[i] != NULL : dev->listeners[i - SIG_CONFIG_MAX_SENDERS].cb != NULL) {
+            /* a free slot is not sent */
+            e = first_err(e, i < SIG_CONFIG_MAX_SENDERS ? send_register(dev, i) : send_listen(dev, i - SIG_CONFIG_MAX_SENDERS));
+        }
     }
     return e;
 }
@@ -495,7 +540,9 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
         return send_hello(dev);
     case SIG__RX_INDEX(SIG_MSG_SENDER_REGISTERED):
     case SIG__RX_INDEX(SIG_MSG_LISTENING): /* ref = handle + 1 */
-        if (m.num[0] - 1u < (t == SIG_MSG_LISTENING ? dev->n_listeners : dev->n_senders)) {
+        /* the handle the gateway names, if it can be one (a free slot is not
+         * filtered out: 24 B of flash for a status only a lying gateway sends) */
+        if (m.num[0] - 1u < (t == SIG_MSG_LISTENING ? SIG_CONFIG_MAX_LISTENERS : SIG_CONFIG_MAX_SENDERS)) {
             status(dev, t == SIG_MSG_LISTENING ? SIG_STATUS_LISTENING : SIG_STATUS_REGISTERED, m.num[0] - 1u);
         }
         return SIG_OK;
@@ -574,7 +621,7 @@ sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_
     }
     s = ((uint32_t)ev - 1u) / SIG_CONFIG_MAX_EVENTS;
     k = ((uint32_t)ev - 1u) % SIG_CONFIG_MAX_EVENTS;
-    if (s >= dev->n_senders || k >= dev->senders[s]->n_events) {
+    if (s >= SIG_CONFIG_MAX_SENDERS || dev->senders[s] == NULL || k >= dev->senders[s]->n_events) {
         return SIG_ERR_NOT_FOUND;
     }
     if (dev->state != DEV_ONLINE) {
@@ -646,4 +693,83 @@ const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev)
 uint16_t sig_device_keepalive_ms(const sig_device_t *dev)
 {
     return dev->keepalive_ms;
+}
+
+/* ---- public: taking things back (not linked unless called) ---- */
+
+sig_err_t sig_device_remove_sender(sig_device_t *dev, sig_sender_t sender)
+{
+    if (dev == NULL || sender >= SIG_CONFIG_MAX_SENDERS || dev->senders[sender] == NULL) {
+        return SIG_ERR_NOT_FOUND;
+    }
+    dev->senders[sender] = NULL; /* free at once, even when the message below fails */
+    return dev->state == DEV_ONLINE ? send_short(dev, SIG_MSG_UNREGISTER_SENDER, (uint32_t)sender + 1u, 0)
+                                    : SIG_OK;
+}
+
+sig_err_t sig_device_unlisten(sig_device_t *dev, uint8_t listener)
+{
+    if (dev == NULL || listener >= SIG_CONFIG_MAX_LISTENERS || dev->listeners[listener].cb == NULL) {
+        return SIG_ERR_NOT_FOUND;
+    }
+    dev->listeners[listener].cb = NULL;
+    return dev->state == DEV_ONLINE ? send_short(dev, SIG_MSG_UNLISTEN, (uint32_t)listener + 1u, 0) : SIG_OK;
+}
+
+sig_err_t sig_device_deinit(sig_device_t *dev)
+{
+    sig_err_t e = SIG_OK;
+    unsigned i;
+    if (dev == NULL) {
+        return SIG_ERR_ARG;
+    }
+    /* PROTOCOL.md section 3, Close: on a UART the session ends with
+     * UNREGISTER_SENDER for each sender; the listeners go first */
+    for (i = 0; i < SIG_CONFIG_MAX_LISTENERS; i++) {
+        if (dev->listeners[i].cb != NULL) {
+            e = first_err(e, sig_device_unlisten(dev, (uint8_t)i));
+        }
+    }
+    for (i = 0; i < SIG_CONFIG_MAX_SENDERS; i++) {
+        if (dev->senders[i] != NULL) {
+            e = first_err(e, sig_device_remove_sender(dev, (sig_sender_t)i));
+        }
+    }
+    for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
+        dev->pending[i].cb = NULL; /* no callback after deinit, not even TIMEOUT */
+    }
+    dev->state = DEV_IDLE; /* no timers: poll does nothing until init and start */
+    dev->keepalive_ms = 0;
+    return e;
+}
+
+/* Milliseconds from `elapsed` to `period` (0 when past). */
+static uint32_t left(uint32_t period, uint32_t elapsed)
+{
+    return elapsed >= period ? 0u : period - elapsed;
+}
+
+uint32_t sig_device_next_deadline(const sig_device_t *dev)
+{
+    uint32_t now, best = SIG_NO_DEADLINE;
+    unsigned i;
+    if (dev == NULL) {
+        return best;
+    }
+    now = now_ms(dev);
+    if (dev->state == DEV_HELLO) {
+        best = left(dev->keepalive_req != 0u ? dev->keepalive_req : SIG_CONFIG_HELLO_RETRY_MS, now - dev->last_hello);
+    } else if (dev->state == DEV_ONLINE && dev->keepalive_ms != 0u) {
+        uint32_t ping = left(dev->keepalive_ms, now - dev->last_tx);
+        uint32_t link = left(3u * (uint32_t)dev->keepalive_ms, now - dev->last_rx);
+        best = ping < link ? ping : link;
+    }
+    for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
+        if (dev->pending[i].cb != NULL) {
+            int32_t d = (int32_t)(dev->pending[i].deadline - now);
+            uint32_t t = d > 0 ? (uint32_t)d : 0u;
+            best = t < best ? t : best;
+        }
+    }
+    return best;
 }

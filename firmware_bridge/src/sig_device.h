@@ -47,6 +47,8 @@ typedef enum {
     SIG_ERR_FULL = -5,        /* a table of sig_config.h is full */
     SIG_ERR_NOT_FOUND = -6,   /* no such handle / name / request id */
     SIG_ERR_UNSUPPORTED = -7, /* compiled out (SIG_CONFIG_FULL_CODEC = 0) */
+    SIG_ERR_CONFIG = -8,      /* sig_device_init: the application was compiled with other
+                                 sig_config.h settings than the library (see sig_config.h) */
     /* frames, -10..-19 */
     SIG_ERR_COBS = -10,       /* not valid COBS */
     SIG_ERR_CRC = -11,        /* CRC mismatch */
@@ -327,6 +329,18 @@ typedef struct {
 
 typedef struct sig_device sig_device_t;
 
+/* The transmit buffer frames in place (one write() per frame) unless
+ * SIG_CONFIG_TX_IN_PLACE is 0 or a body may hold a run of 254 bytes:
+ * then 2 bytes in front (a lone 0x00, the first COBS code) and the
+ * delimiter behind. */
+#if SIG_CONFIG_TX_IN_PLACE && SIG_CONFIG_TX_MAX_BODY <= 252
+#define SIG__TX_IN_PLACE 1
+#define SIG__TX_HEAD 2u
+#else
+#define SIG__TX_IN_PLACE 0
+#define SIG__TX_HEAD 0u
+#endif
+
 typedef uint8_t sig_sender_t;     /* sender handle: index of registration */
 typedef uint16_t sig_event_ref_t; /* event handle: the event_ref on the wire */
 
@@ -406,7 +420,7 @@ struct sig_device {
     /* small fields first: Thumb-1 loads reach byte fields at offsets 0..31 only */
     uint8_t state;
     uint8_t tx_torn;         /* a write failed: send 0x00 first */
-    uint8_t n_senders, n_listeners;
+    uint8_t spare[2];        /* (free slots are senders[i] == NULL, listeners[i].cb == NULL) */
     uint16_t ping_token;
     uint16_t max_body;       /* ours */
     uint16_t peer_max_body;  /* the gateway's, from WELCOME */
@@ -433,10 +447,26 @@ struct sig_device {
     } pending[SIG_CONFIG_MAX_PENDING];
     sig_rx_t rx;
     uint8_t rx_buf[SIG_CONFIG_MAX_BODY + SIG_CRC_SIZE];
-    uint8_t tx_buf[SIG_CONFIG_TX_MAX_BODY + SIG_CRC_SIZE];
+    uint8_t tx_buf[SIG__TX_HEAD + SIG_CONFIG_TX_MAX_BODY + SIG_CRC_SIZE + SIG__TX_HEAD / 2u];
 };
 
-SIG_CHECK sig_err_t sig_device_init(sig_device_t *dev, const sig_device_config_t *cfg);
+/* The configuration as a file sees it when it includes sig_device.h: the
+ * size of sig_device_t and the options that are not sizes. sig_device_init
+ * passes the application's to the library, which compares it with its own. */
+#define SIG_CONFIG_FINGERPRINT                                                              \
+    ((uint32_t)sizeof(sig_device_t) ^ ((uint32_t)SIG_CONFIG_MAX_EVENTS << 18) ^            \
+     ((uint32_t)SIG_CONFIG_CBOR_MAX_DEPTH << 24) ^ ((uint32_t)(SIG_CONFIG_NAMES_IN_FLASH != 0) << 28) ^ \
+     ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^                                       \
+     ((uint32_t)(SIG_CONFIG_CHECK_UTF8 != 0) << 30) ^ ((uint32_t)(SIG_CONFIG_FULL_CODEC != 0) << 31))
+
+/* Set up dev from cfg (the device is idle until sig_device_start). Fails with
+ * SIG_ERR_CONFIG, before it touches *dev, when the application's
+ * SIG_CONFIG_FINGERPRINT is not the library's: a sig_config.h option was set
+ * for one and not the other (sig_config.h says how to set them for both);
+ * SIG_ERR_ARG for a bad cfg. Call it as sig_device_init(dev, cfg). */
+#define sig_device_init(dev, cfg) sig_device_init_checked((dev), (cfg), SIG_CONFIG_FINGERPRINT)
+SIG_CHECK sig_err_t sig_device_init_checked(sig_device_t *dev, const sig_device_config_t *cfg,
+                                            uint32_t fingerprint);
 
 /* Registrations: allowed any time; while online they are sent at once,
  * otherwise after the next WELCOME (and again after every INVITE). */
@@ -455,15 +485,28 @@ SIG_CHECK sig_err_t sig_device_start(sig_device_t *dev);
  * callbacks run in it), so call it from the main loop; from an ISR, queue the
  * bytes in a ring buffer and feed them from the loop. Returns the first
  * SIG_ERR_IO of an answer it had to send, else SIG_OK. */
-SIG_CHECK sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len);
-SIG_CHECK sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte);
+/* feed, feed_byte, poll and trigger are not SIG_CHECK: a main loop calls
+ * them all the time, and what they return (SIG_ERR_IO of an answer or a
+ * PING the library sends by itself, SIG_ERR_STATE of a reading taken before
+ * WELCOME) is worth counting, not stopping for; forcing `(void)!` on every
+ * call taught ignoring everything. Setup calls, request and respond stay
+ * SIG_CHECK: their failure means a handle, a registration or an answer is
+ * missing. */
+sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len);
+sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte);
 /* Timers: HELLO retry, PING after keepalive_ms without sending, link timeout
- * after 3 x keepalive_ms without a valid frame, request timeouts. Call often. */
-SIG_CHECK sig_err_t sig_device_poll(sig_device_t *dev);
+ * after 3 x keepalive_ms without a valid frame, request timeouts. Call often,
+ * or when sig_device_next_deadline() says. */
+sig_err_t sig_device_poll(sig_device_t *dev);
+/* Milliseconds until sig_device_poll has something to do (0: now), for a
+ * device that sleeps between timers; SIG_NO_DEADLINE when no timer runs
+ * (not started, keepalive 0 and no request pending). Received bytes need
+ * feeding as well: wake up on the UART too. */
+#define SIG_NO_DEADLINE 0xFFFFFFFFu
+uint32_t sig_device_next_deadline(const sig_device_t *dev);
 
 /* TRIGGER: data is one CBOR item or len 0 (no data). SIG_ERR_STATE before WELCOME. */
-SIG_CHECK sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev,
-                                       const uint8_t *data, size_t len);
+sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_t *data, size_t len);
 /* REQUEST to another sender; cb gets the RESPONSE or a local TIMEOUT. */
 SIG_CHECK sig_err_t sig_device_request(sig_device_t *dev, const char *sender, const char *method,
                                        const uint8_t *params, size_t len, uint32_t timeout_ms,
@@ -472,6 +515,21 @@ SIG_CHECK sig_err_t sig_device_request(sig_device_t *dev, const char *sender, co
  * (CBOR or len 0), or an error code with a message (may be NULL). */
 SIG_CHECK sig_err_t sig_device_respond(sig_device_t *dev, uint32_t request_id, uint32_t status,
                                        const char *message, const uint8_t *data, size_t len);
+
+/* Take back a sender (sig_device_add_sender) or a listener
+ * (sig_device_listen): while online, UNREGISTER_SENDER(sender_ref) or
+ * UNLISTEN(listener_id) is sent. The slot is free at once (even when that
+ * message fails; it is then gone with the next session anyway) and taken by
+ * the next add_sender / listen, with the same handle and event refs.
+ * SIG_ERR_NOT_FOUND for a handle not in use. */
+SIG_CHECK sig_err_t sig_device_remove_sender(sig_device_t *dev, sig_sender_t sender);
+SIG_CHECK sig_err_t sig_device_unlisten(sig_device_t *dev, uint8_t listener);
+/* End it all: while online, UNLISTEN for every listener and UNREGISTER_SENDER
+ * for every sender (on a UART this ends the session, PROTOCOL.md section 3);
+ * pending requests are dropped without a callback; the device is idle, with
+ * no timers. Returns the first error of those messages. Call sig_device_init
+ * before using dev again. */
+SIG_CHECK sig_err_t sig_device_deinit(sig_device_t *dev);
 
 bool sig_device_online(const sig_device_t *dev);
 const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev);

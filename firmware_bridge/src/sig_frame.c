@@ -25,14 +25,39 @@ bool sig_bytes_eq(sig_bytes_t b, const char *s)
     return s[b.len] == '\0';
 }
 
+/* The cap: SIG_MAX_BODY_LIMIT + 1, or SIG_MAX_BODY_LIMIT where size_t is
+ * 16 bits (n <= 65535 would always hold there and n would wrap). */
+#if SIZE_MAX > 0xFFFFu
+#define STRLEN_CAP(n) ((n) <= SIG_MAX_BODY_LIMIT)
+#else
+#define STRLEN_CAP(n) ((n) < SIG_MAX_BODY_LIMIT)
+#endif
+
 size_t sig__strlen(const char *s)
 {
     size_t n = 0;
-    while (n <= SIG_MAX_BODY_LIMIT && s[n] != '\0') { /* capped: not turned into strlen() */
+    while (STRLEN_CAP(n) && SIG__NAME_BYTE(s, n) != '\0') { /* capped: not turned into strlen() */
         n++;
     }
     return n;
 }
+
+#if SIG__NAMES_IN_FLASH
+bool sig__name_eq(sig_bytes_t b, const char *s)
+{
+    size_t i;
+    if (s == NULL) {
+        return false;
+    }
+    for (i = 0; i < b.len; i++) {
+        char c = SIG__NAME_BYTE(s, i);
+        if (c == '\0' || (uint8_t)c != b.ptr[i]) {
+            return false;
+        }
+    }
+    return SIG__NAME_BYTE(s, b.len) == '\0';
+}
+#endif
 
 /* Bitwise, no table: 2 bytes of flash instead of 512. */
 uint16_t sig_crc16_update(uint16_t crc, const uint8_t *p, size_t n)
@@ -142,8 +167,8 @@ sig_err_t sig_frame_encode(uint8_t *dst, size_t cap, const uint8_t *body, size_t
     if (dst == NULL || out_len == NULL || body == NULL) {
         return SIG_ERR_ARG;
     }
-    if (n == 0u || n > SIG_MAX_BODY_LIMIT) {
-        return SIG_ERR_TOO_LARGE;
+    if (n == 0u || n > SIG_MAX_BODY_LIMIT || n > SIZE_MAX - SIG_CRC_SIZE) {
+        return SIG_ERR_TOO_LARGE; /* (n + 2 must not wrap a 16-bit size_t) */
     }
     c = sig_crc16(body, n);
     crc[0] = (uint8_t)(c >> 8);

@@ -2,7 +2,36 @@
 #ifndef SIG_INTERNAL_H
 #define SIG_INTERNAL_H
 
+#include <float.h>
+
 #include "sig_device.h"
+
+/* 1 where `double` is a 32-bit float (avr-gcc without -mdouble=64): the
+ * double API of the CBOR helpers then works on float32 values. */
+#if DBL_MANT_DIG == FLT_MANT_DIG
+#define SIG__DOUBLE_IS_FLOAT 1
+#else
+#define SIG__DOUBLE_IS_FLOAT 0
+#endif
+
+/* Constant tables in flash. On AVR (Harvard) a plain `static const` is
+ * copied to RAM at start-up; PROGMEM keeps it in flash and it is read with
+ * pgm_read_word. This is the only place that knows: the target's compiler
+ * macro (__AVR__), not the board (no ARDUINO). SIG__ROM marks a table,
+ * SIG__ROM_U16(p) reads one uint16_t of it. */
+#if defined(__AVR__)
+#include <avr/pgmspace.h>
+#define SIG__ROM PROGMEM
+#define SIG__ROM_U16(p) ((uint16_t)pgm_read_word(p))
+#else
+#define SIG__ROM
+#define SIG__ROM_U16(p) (*(p))
+#endif
+
+
+/* The float32 nearest to the float64 bit pattern d (as a C cast rounds),
+ * with integer operations only. */
+uint32_t sig__f64_to_f32(uint64_t d);
 
 /* Body writer: sig_cbor_writer_t with a sticky error, every put checks
  * `n > cap - len` before it writes. */
@@ -14,8 +43,23 @@ void sig__put_varint(sig_wr_t *w, uint32_t v);
 /* name: 1..255 bytes (optional: 0 allowed); else SIG_ERR_INVALID_NAME. */
 void sig__put_name(sig_wr_t *w, const uint8_t *p, size_t n, bool optional);
 void sig__put_text(sig_wr_t *w, const uint8_t *p, size_t n);
-/* Length of s, capped at SIG_MAX_BODY_LIMIT + 1 (longer never fits a body). */
+/* Length of s, capped at SIG_MAX_BODY_LIMIT + 1 (longer never fits a body;
+ * SIG_MAX_BODY_LIMIT where size_t has 16 bits). */
 size_t sig__strlen(const char *s);
+
+/* A byte of a string the application gave the library (SIG_CONFIG_NAMES_IN_FLASH). */
+#if SIG_CONFIG_NAMES_IN_FLASH && defined(__AVR__)
+#define SIG__NAMES_IN_FLASH 1
+#define SIG__NAME_BYTE(s, i) ((char)pgm_read_byte((s) + (i)))
+/* sig_bytes_eq and sig__put_raw for such a string */
+bool sig__name_eq(sig_bytes_t b, const char *s);
+void sig__put_name_bytes(sig_wr_t *w, const char *s, size_t n);
+#else
+#define SIG__NAMES_IN_FLASH 0
+#define SIG__NAME_BYTE(s, i) ((s)[i])
+#define sig__name_eq sig_bytes_eq
+#define sig__put_name_bytes(w, s, n) sig__put_raw((w), (const uint8_t *)(s), (n))
+#endif
 
 /* Unsigned LEB128 (PROTOCOL.md section 2) at p, reading no byte at or past
  * end: at most 5 bytes and 2^32-1. Returns the position after it, or NULL

@@ -18,6 +18,23 @@ void sig__put_raw(sig_wr_t *w, const uint8_t *p, size_t n)
     w->len += n;
 }
 
+#if SIG__NAMES_IN_FLASH
+void sig__put_name_bytes(sig_wr_t *w, const char *s, size_t n)
+{
+    if (w->err != SIG_OK) {
+        return;
+    }
+    if (n > w->cap - w->len) {
+        w->err = SIG_ERR_NO_SPACE;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        w->buf[w->len + i] = (uint8_t)SIG__NAME_BYTE(s, i);
+    }
+    w->len += n;
+}
+#endif
+
 void sig__put_u8(sig_wr_t *w, uint8_t b)
 {
     sig__put_raw(w, &b, 1u);
@@ -49,7 +66,12 @@ void sig__put_name(sig_wr_t *w, const uint8_t *p, size_t n, bool optional)
 
 void sig__put_text(sig_wr_t *w, const uint8_t *p, size_t n)
 {
-    if (n > 0xFFFFFFFFu || (p == NULL && n > 0u)) {
+#if SIZE_MAX > 0xFFFFFFFFu
+    bool too_long = n > 0xFFFFFFFFu; /* only where size_t is wider than the varint */
+#else
+    bool too_long = false;
+#endif
+    if (too_long || (p == NULL && n > 0u)) {
         if (w->err == SIG_OK) {
             w->err = SIG_ERR_ARG;
         }
@@ -265,8 +287,8 @@ static sig_bytes_t rd_raw(rd_t *r, uint32_t n)
         rd_fail(r, SIG_ERR_MALFORMED);
         return b;
     }
-    b.len = n;
-    r->pos += n;
+    b.len = (size_t)n; /* n <= the bytes left: fits size_t */
+    r->pos += (size_t)n;
     return b;
 }
 
@@ -506,7 +528,10 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
 void sig_reg_iter_init(sig_reg_iter_t *it, const sig_msg_t *m)
 {
     it->p = m->u.register_sender.lists.ptr;
-    it->end = it->p + m->u.register_sender.lists.len;
+    it->end = it->p; /* NULL + 0 is undefined in C: add the length only when there is one */
+    if (m->u.register_sender.lists.len > 0u) {
+        it->end += m->u.register_sender.lists.len;
+    }
     it->events_left = m->u.register_sender.n_events;
     it->methods_left = m->u.register_sender.n_methods;
     it->in_methods = false;
@@ -530,7 +555,7 @@ static bool it_name(sig_reg_iter_t *it, sig_bytes_t *out)
         return false;
     }
     out->ptr = it->p;
-    out->len = n;
+    out->len = (size_t)n;
     it->p += n;
     return true;
 }
@@ -576,7 +601,7 @@ bool sig_reg_next_method(sig_reg_iter_t *it, sig_bytes_t *out)
 #define SPEC_IGNORE 0x8001u
 
 /* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 at SIG__RX_INDEX(t). */
-static const uint16_t RX_SPECS[20] = {
+static const uint16_t RX_SPECS[20] SIG__ROM = { /* in flash on AVR too */
     SPEC_UNKNOWN,                                /* 0x00 */
     SPEC_IGNORE,                                 /* HELLO */
     F(K_VER, K_NAME, K_VAR, K_VAR, K_VAR),       /* WELCOME */
@@ -601,7 +626,7 @@ static const uint16_t RX_SPECS[20] = {
 
 uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
 {
-    const uint8_t *p = body, *end = body + len;
+    const uint8_t *p = body, *end;
     uint32_t *num = m->num;
     sig_bytes_t *str = m->str;
     unsigned spec;
@@ -609,11 +634,12 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
     if (len == 0u) {
         return SIG_CODE_MALFORMED;
     }
+    end = body + len; /* not before: body may be NULL when len is 0 */
     t = *p++;
     if (t & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) {
         return SIG_CODE_UNSUPPORTED_FEATURE;
     }
-    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : RX_SPECS[SIG__RX_INDEX(t)];
+    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : SIG__ROM_U16(&RX_SPECS[SIG__RX_INDEX(t)]);
     if (spec == SPEC_UNKNOWN) {
         return SIG_CODE_UNKNOWN_TYPE;
     }
@@ -644,7 +670,7 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
             if (v > (size_t)(end - p)) {
                 return SIG_CODE_MALFORMED;
             }
-            n = v;
+            n = (size_t)v; /* v <= the bytes left: fits size_t */
             if (!sig__utf8_ok(p, n)) {
                 return k == K_NAME ? SIG_CODE_INVALID_NAME : SIG_CODE_MALFORMED;
             }

@@ -5,6 +5,7 @@
 size_t sigt_sizeof_msg(void);
 size_t sigt_sizeof_rx(void);
 size_t sigt_sizeof_reg_iter(void);
+uint32_t sigt_fingerprint(void);
 
 size_t sigt_sizeof_msg(void)
 {
@@ -19,4 +20,10 @@ size_t sigt_sizeof_rx(void)
 size_t sigt_sizeof_reg_iter(void)
 {
     return sizeof(sig_reg_iter_t);
+}
+
+/* SIG_CONFIG_FINGERPRINT as this library was built (the host profile). */
+uint32_t sigt_fingerprint(void)
+{
+    return SIG_CONFIG_FINGERPRINT;
 }

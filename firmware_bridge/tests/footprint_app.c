@@ -44,7 +44,7 @@ static void on_get_temp(sig_device_t *d, void *user, const sig_request_t *req)
 static void on_tick(sig_device_t *d, void *user, const sig_event_t *ev)
 {
     (void)user;
-    (void)!sig_device_trigger(d, 3, ev->data.ptr, ev->data.len);
+    (void)sig_device_trigger(d, 3, ev->data.ptr, ev->data.len);
 }
 
 static const char *const events[] = {"temperature", "#alarm", "echo"};
@@ -66,8 +66,8 @@ int main(void)
     }
     for (;;) {
         uint8_t b = fp_uart;
-        (void)!sig_device_feed_byte(&dev, b);
-        (void)!sig_device_poll(&dev);
+        (void)sig_device_feed_byte(&dev, b);
+        (void)sig_device_poll(&dev);
         if ((fp_ticks & 1023u) == 0u) {
             uint8_t out[8];
             size_t n = 0;
@@ -76,7 +76,7 @@ int main(void)
             sig_cbor_writer_init(&w, out, sizeof out);
             sig_cbor_put_float32(&w, last_temp);
             if (sig_cbor_finish(&w, &n) == SIG_OK) {
-                (void)!sig_device_trigger(&dev, temp, out, n);
+                (void)sig_device_trigger(&dev, temp, out, n);
             }
         }
     }

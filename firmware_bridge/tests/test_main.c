@@ -43,6 +43,7 @@ int main(void)
     RUN(cbor_vector_data);
     RUN(cbor_rfc8949_examples);
     RUN(cbor_float32_shortest);
+    RUN(cbor_f64_to_f32_rounding);
     RUN(cbor_writer_capacity);
     RUN(cbor_reader_errors);
     RUN(random_frame_decoder);
@@ -58,6 +59,11 @@ int main(void)
     RUN(session_random_input);
     RUN(session_write_faults);
     RUN(session_api_argument_errors);
+    RUN(session_config_mismatch);
+    RUN(session_remove_and_unlisten);
+    RUN(session_deinit);
+    RUN(session_next_deadline);
+    RUN(session_one_write_per_frame);
     printf("%d checks\n", ut_checks);
     printf("%d passed, %d failed\n", ut_passed, ut_failed);
     return ut_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

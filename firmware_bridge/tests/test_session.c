@@ -6,6 +6,7 @@
 
 #include "sig_device.h"
 #include "test_util.h"
+#include "gw_codec.h"
 #include "unittest.h"
 #include "vectors.h"
 
@@ -17,12 +18,14 @@ typedef struct {
     size_t budget; /* bytes write() accepts before it fails; SIZE_MAX = no limit */
     uint32_t now;
     int writes_failed;
+    int writes; /* write() calls */
 } fake_t;
 
 static bool fake_write(void *ctx, const uint8_t *buf, size_t len)
 {
     fake_t *f = ctx;
     size_t n = len;
+    f->writes++;
     if (n > f->budget) {
         n = f->budget;
     }
@@ -161,7 +164,7 @@ static sig_err_t gw_send(const sig_msg_t *m)
 {
     uint8_t body[300], frame[320];
     size_t bn, fn;
-    CHECK(sig_msg_encode(m, body, sizeof body, &bn) == SIG_OK);
+    CHECK(gw_msg_encode(m, body, sizeof body, &bn) == SIG_OK);
     CHECK(sig_frame_encode(frame, sizeof frame, body, bn, &fn) == SIG_OK);
     return sig_device_feed(&dev, frame, fn);
 }
@@ -184,11 +187,19 @@ static int expect_msg(const sig_msg_t *m)
 {
     uint8_t body[300], frame[320];
     size_t bn, fn;
-    if (sig_msg_encode(m, body, sizeof body, &bn) != SIG_OK ||
+    if (gw_msg_encode(m, body, sizeof body, &bn) != SIG_OK ||
         sig_frame_encode(frame, sizeof frame, body, bn, &fn) != SIG_OK) {
         return 0;
     }
     return expect_bytes(frame, fn);
+}
+/* The device's HELLO: the vector "hello" (max_body 256) with this
+ * profile's SIG_CONFIG_MAX_BODY; byte for byte the vector in the host profile. */
+static int expect_hello(void)
+{
+    sig_msg_t m = V("hello")->msg;
+    m.u.hello.max_body = SIG_CONFIG_MAX_BODY;
+    return expect_msg(&m);
 }
 static int expect_end(void)
 {
@@ -234,7 +245,7 @@ static void setup_vector_device(void)
 {
     sig_sender_t s;
     uint8_t l;
-    setup(256, 2000);
+    setup(0, 2000); /* max_body 0: SIG_CONFIG_MAX_BODY */
     CHECK(sig_device_add_sender(&dev, &SENSOR, &s) == SIG_OK && s == 0);
     CHECK(sig_device_listen(&dev, "timer", "tick", on_event, (void *)0, &l) == SIG_OK && l == 0);
     CHECK(sig_device_listen(&dev, NULL, "#alarm", on_event, (void *)1, &l) == SIG_OK && l == 1);
@@ -256,7 +267,7 @@ static void go_online(void)
 {
     sig_msg_t l4 = listen4();
     CHECK(sig_device_start(&dev) == SIG_OK);
-    CHECK(expect_bytes(&ZERO, 1) && expect_vec("hello") && expect_end());
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
     CHECK(!sig_device_online(&dev));
     CHECK(gw_send_vec("welcome") == SIG_OK);
     CHECK(sig_device_online(&dev));
@@ -331,7 +342,12 @@ TEST(session_dispatch_and_requests)
     m.u.event.data.ptr = (const uint8_t *)"\x18";
     m.u.event.data.len = 1;
     CHECK(gw_send(&m) == SIG_OK);
+#if SIG_CONFIG_CHECK_DATA
     CHECK(app.events[1] == 1 && app.events[2] == 3 && dev.data_dropped == 1);
+#else
+    /* no data check (lean profile): the listeners get the data as it is */
+    CHECK(app.events[1] == 2 && app.events[2] == 4 && dev.data_dropped == 0 && app.last_data_n == 1);
+#endif
     CHECK(expect_end());
     /* REQUEST get_temp -> handler -> RESPONSE (vectors request, response_ok) */
     CHECK(gw_send_vec("request") == SIG_OK);
@@ -381,8 +397,13 @@ TEST(session_dispatch_and_requests)
     m.u.response.data.ptr = (const uint8_t *)"\x82\x01";
     m.u.response.data.len = 2;
     CHECK(gw_send(&m) == SIG_OK);
+#if SIG_CONFIG_CHECK_DATA
     CHECK(app.responses == 2 && app.last_resp.status == SIG_CODE_MALFORMED && app.last_resp.request_id == rid &&
           app.last_resp.data.len == 0 && dev.data_dropped == 2);
+#else
+    CHECK(app.responses == 2 && app.last_resp.status == SIG_CODE_OK && app.last_resp.request_id == rid &&
+          app.last_resp.data.len == 2 && dev.data_dropped == 0);
+#endif
     app.responses = 1;
     m.type = SIG_MSG_REQUEST;
     m.u.request.request_id = 78;
@@ -390,16 +411,27 @@ TEST(session_dispatch_and_requests)
     m.u.request.method = B("get_temp");
     m.u.request.data.ptr = (const uint8_t *)"\x01\x02";
     m.u.request.data.len = 2;
+#if SIG_CONFIG_CHECK_DATA
     CHECK(gw_send(&m) == SIG_OK && app.requests == 1 && dev.data_dropped == 3);
     m.type = SIG_MSG_RESPONSE;
     m.u.response.request_id = 78;
     m.u.response.status = SIG_CODE_MALFORMED;
     m.u.response.message = B(NULL);
     m.u.response.data = B(NULL);
+#else
+    CHECK(gw_send(&m) == SIG_OK && app.requests == 2 && dev.data_dropped == 0); /* the handler answers */
+    m = V("response_ok")->msg;
+    m.u.response.request_id = 78;
+#endif
     CHECK(expect_msg(&m) && expect_end());
     /* a REQUEST not answered in time: local TIMEOUT */
     CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 500, on_response, NULL, &rid) == SIG_OK);
-    CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 900, on_response, NULL, NULL) == SIG_OK);
+    {
+        int k; /* the other slots (SIG_CONFIG_MAX_PENDING) with a later deadline, then full */
+        for (k = 1; k < SIG_CONFIG_MAX_PENDING; k++) {
+            CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 900, on_response, NULL, NULL) == SIG_OK);
+        }
+    }
     CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 500, on_response, NULL, NULL) == SIG_ERR_FULL);
     fake.now += 499;
     CHECK(sig_device_poll(&dev) == SIG_OK && app.responses == 1);
@@ -407,7 +439,7 @@ TEST(session_dispatch_and_requests)
     CHECK(sig_device_poll(&dev) == SIG_OK && app.responses == 2 &&
           app.last_resp.status == SIG_CODE_TIMEOUT && app.last_resp.request_id == rid);
     fake.now += 400;
-    CHECK(sig_device_poll(&dev) == SIG_OK && app.responses == 3);
+    CHECK(sig_device_poll(&dev) == SIG_OK && app.responses == 1 + SIG_CONFIG_MAX_PENDING);
 }
 
 TEST(session_keepalive_and_timeout)
@@ -437,12 +469,12 @@ TEST(session_keepalive_and_timeout)
     CHECK(sig_device_poll(&dev) == SIG_OK);
     CHECK(!sig_device_online(&dev));
     CHECK(app.n_status == 2 && app.status[0] == SIG_STATUS_LINK_TIMEOUT && app.status[1] == SIG_STATUS_HELLO);
-    CHECK(expect_bytes(&ZERO, 1) && expect_vec("hello") && expect_end());
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
     /* no WELCOME: HELLO again after keepalive_ms (the HELLO retry period) */
     fake.now += 1999;
     CHECK(sig_device_poll(&dev) == SIG_OK && expect_end());
     fake.now += 1;
-    CHECK(sig_device_poll(&dev) == SIG_OK && expect_bytes(&ZERO, 1) && expect_vec("hello") && expect_end());
+    CHECK(sig_device_poll(&dev) == SIG_OK && expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
     /* the session comes back with every registration */
     CHECK(gw_send_vec("welcome") == SIG_OK);
     CHECK(expect_vec("register_sender") && expect_vec("listen_targeted") && expect_vec("listen_channel") &&
@@ -467,7 +499,7 @@ TEST(session_invite_and_no_session)
     app.n_status = 0;
     CHECK(gw_send_vec("invite") == SIG_OK);
     CHECK(app.status[0] == SIG_STATUS_INVITE && !sig_device_online(&dev));
-    CHECK(expect_bytes(&ZERO, 1) && expect_vec("hello") && expect_end());
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
     CHECK(gw_send_vec("welcome") == SIG_OK);
     CHECK(expect_vec("register_sender") && expect_vec("listen_targeted") && expect_vec("listen_channel") &&
           expect_vec("listen_router_broadcast") && expect_msg(&l4) && expect_end());
@@ -480,7 +512,7 @@ TEST(session_invite_and_no_session)
     CHECK(gw_send(&m) == SIG_OK);
     CHECK(app.n_errors == 1 && app.err_code == SIG_CODE_NO_SESSION && strcmp(app.err_msg, "no session") == 0);
     CHECK(app.status[0] == SIG_STATUS_NO_SESSION && !sig_device_online(&dev));
-    CHECK(expect_bytes(&ZERO, 1) && expect_vec("hello") && expect_end());
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
     /* PONG to every PING, even without a session */
     CHECK(gw_send_vec("ping") == SIG_OK && expect_vec("pong") && expect_end());
 }
@@ -502,6 +534,13 @@ TEST(session_errors_answered)
         }
         CHECK(sig_frame_encode(frame, sizeof frame, VEC_BAD[i].body, VEC_BAD[i].n, &fn) == SIG_OK);
         CHECK(sig_device_feed(&dev, frame, fn) == SIG_OK);
+        if (!lib_decodes(VEC_BAD[i].body[0]) && (VEC_BAD[i].body[0] & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) == 0) {
+            CHECKN(expect_end(), VEC_BAD[i].name); /* a device build ignores gateway-only types unread */
+            continue;
+        }
+        if (!SIG_CONFIG_CHECK_UTF8 && strstr(VEC_BAD[i].name, "utf8") != NULL) {
+            continue; /* the lean profile does not check UTF-8: a valid EVENT to it */
+        }
         want.type = SIG_MSG_ERROR;
         want.u.error.code = VEC_BAD[i].code;
         want.u.error.ref = VEC_BAD[i].code == SIG_CODE_UNKNOWN_TYPE ? VEC_BAD[i].body[0]
@@ -562,7 +601,7 @@ TEST(session_random_input)
                     sig_msg_t m;
                     sig_bytes_t b = sig_rx_body(&rx);
                     frames_out++;
-                    CHECK(sig_msg_decode(b.ptr, b.len, &m) == SIG_OK);
+                    CHECK(gw_msg_decode(b.ptr, b.len, &m) == SIG_OK);
                 }
             }
             fake.out_len = 0;
@@ -630,7 +669,7 @@ TEST(session_write_faults)
                 sig_msg_t m;
                 sig_bytes_t b = sig_rx_body(&rx);
                 good++;
-                CHECK(sig_msg_decode(b.ptr, b.len, &m) == SIG_OK);
+                CHECK(gw_msg_decode(b.ptr, b.len, &m) == SIG_OK);
                 triggers += m.type == SIG_MSG_TRIGGER;
             }
         }
@@ -643,6 +682,9 @@ TEST(session_write_faults)
 /* Argument checks of the setup API, pinned before add_sender's name checks
  * moved into its dry-run encoding: same error for every bad description,
  * ARG before FULL before TOO_LARGE, and nothing registered on an error. */
+#if SIG_CONFIG_TX_MAX_BODY < 32 || SIG_CONFIG_TX_MAX_BODY > 141 || SIG_CONFIG_MAX_SENDERS != 2
+#error "session_api_argument_errors assumes a one-byte name length and 2 senders"
+#endif
 TEST(session_api_argument_errors)
 {
     static char long_name[300];
@@ -658,8 +700,11 @@ TEST(session_api_argument_errors)
     sig_sender_desc_t bad;
     sig_sender_t s = 77;
     size_t n;
+    /* a name of FIT bytes makes the registration of d exactly fill the transmit
+     * buffer: type, ref, name (1 + FIT), flags, 2 events (3 each), 1 method (2) */
+    const size_t FIT = SIG_CONFIG_TX_MAX_BODY - 14u;
     memset(long_name, 'x', sizeof long_name - 1u);
-    setup(256, 2000);
+    setup(0, 2000);
     CHECK(sig_device_add_sender(NULL, &d, &s) == SIG_ERR_ARG);
     CHECK(sig_device_add_sender(&dev, NULL, &s) == SIG_ERR_ARG);
     for (n = 0; n < 12; n++) {
@@ -685,11 +730,15 @@ TEST(session_api_argument_errors)
     bad.name = long_name;
     CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_TOO_LARGE && s == 77);
     long_name[255] = 'x';
-    long_name[100] = '\0'; /* 100 bytes: fits */
+    long_name[FIT + 1u] = '\0'; /* one byte too many */
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_TOO_LARGE && s == 77);
+    long_name[FIT + 1u] = 'x';
+    long_name[FIT] = '\0'; /* fits exactly */
     CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_OK && s == 0);
-    bad.events = (const char *const *)EV_LONG; /* 2 x 100 + more: does not fit 128 */
+    bad.events = (const char *const *)EV_LONG; /* 2 x FIT + more: does not fit */
     CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_TOO_LARGE && s == 0);
-    long_name[100] = 'x'; /* the event name is now too long, after the buffer is full */
+    long_name[FIT] = 'x';
+    long_name[256] = '\0'; /* the event name is now too long, after the buffer is full */
     CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_ARG); /* ARG even when too large */
     bad.events = EV_OK;
     bad.methods = M_NOHANDLER;
@@ -710,4 +759,188 @@ TEST(session_api_argument_errors)
     CHECK(sig_device_listen(&dev, NULL, NULL, NULL, NULL, NULL) == SIG_ERR_ARG);
     CHECK(sig_device_listen(&dev, NULL, NULL, on_event, NULL, NULL) == SIG_OK);
     CHECK(fake.out_len == 0); /* offline: nothing sent */
+}
+
+/* Application files built with other sig_config.h settings than the library
+ * (tests/config_mismatch.c, three builds): init refuses with SIG_ERR_CONFIG
+ * and writes nothing; this file, built like the library, is accepted. */
+int mismatch_size(size_t *app_size, uint32_t *app_fingerprint);
+int mismatch_option(size_t *app_size, uint32_t *app_fingerprint);
+int mismatch_header(size_t *app_size, uint32_t *app_fingerprint);
+
+TEST(session_config_mismatch)
+{
+    size_t n = 0;
+    uint32_t fp = 0;
+    CHECK(mismatch_size(&n, &fp) == 1 && n < sizeof(sig_device_t) && fp != SIG_CONFIG_FINGERPRINT);
+    CHECK(mismatch_option(&n, &fp) == 1 && n == sizeof(sig_device_t) && fp != SIG_CONFIG_FINGERPRINT);
+    CHECK(mismatch_header(&n, &fp) == 1 && n != sizeof(sig_device_t) && fp != SIG_CONFIG_FINGERPRINT);
+    CHECK(sig_device_init_checked(&dev, NULL, SIG_CONFIG_FINGERPRINT + 1u) == SIG_ERR_CONFIG);
+    setup(0, 0); /* same settings: accepted */
+    CHECK(sig_device_init_checked(NULL, NULL, SIG_CONFIG_FINGERPRINT) == SIG_ERR_ARG);
+}
+
+static sig_msg_t ref_msg(sig_msg_type_t t, uint32_t ref)
+{
+    sig_msg_t m;
+    m.type = t;
+    m.u.ref.ref = ref;
+    return m;
+}
+
+/* remove_sender / unlisten: UNREGISTER_SENDER / UNLISTEN while online (the
+ * vectors' bytes), the slot is dead at once (requests NO_SUCH_SENDER,
+ * trigger NOT_FOUND, events not delivered), not registered again after
+ * WELCOME, and reused with the same handle and refs by the next add. */
+TEST(session_remove_and_unlisten)
+{
+    sig_event_ref_t temp;
+    sig_sender_t s = 9;
+    uint8_t l = 9;
+    sig_msg_t m, l4 = listen4();
+    setup_vector_device();
+    go_online();
+    CHECK(sig_device_event(&dev, 0, 0, &temp) == SIG_OK);
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_OK);
+    CHECK(expect_vec("unregister_sender") && expect_end());
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_ERR_NOT_FOUND && sig_device_remove_sender(&dev, 1) == SIG_ERR_NOT_FOUND);
+    CHECK(sig_device_remove_sender(&dev, SIG_CONFIG_MAX_SENDERS) == SIG_ERR_NOT_FOUND && expect_end());
+    CHECK(sig_device_trigger(&dev, temp, TEMP, sizeof TEMP) == SIG_ERR_NOT_FOUND);
+    CHECK(sig_device_event(&dev, 0, 0, &temp) == SIG_ERR_NOT_FOUND);
+    CHECK(gw_send_vec("request") == SIG_OK && app.requests == 0);
+    m.type = SIG_MSG_RESPONSE;
+    m.u.response.request_id = V("request")->msg.u.request.request_id;
+    m.u.response.status = SIG_CODE_NO_SUCH_SENDER;
+    m.u.response.message = B(NULL);
+    m.u.response.data = B(NULL);
+    CHECK(expect_msg(&m) && expect_end());
+    /* listener 0 (timer, tick) and 2 (none, none) go: EVENT timer/tick reaches nobody */
+    CHECK(sig_device_unlisten(&dev, 0) == SIG_OK && expect_vec("unlisten") && expect_end());
+    CHECK(sig_device_unlisten(&dev, 2) == SIG_OK);
+    m = ref_msg(SIG_MSG_UNLISTEN, 3);
+    CHECK(expect_msg(&m) && expect_end());
+    CHECK(sig_device_unlisten(&dev, 2) == SIG_ERR_NOT_FOUND && sig_device_unlisten(&dev, SIG_CONFIG_MAX_LISTENERS) == SIG_ERR_NOT_FOUND);
+    CHECK(gw_send_vec("event") == SIG_OK && app.events[0] == 0 && app.events[2] == 0);
+    CHECK(gw_send_vec("event_connect") == SIG_OK && app.events[2] == 0 && expect_end());
+    /* a new session registers only what is left: LISTEN 2 ("#alarm") and 4 */
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    CHECK(expect_vec("listen_channel") && expect_msg(&l4) && expect_end());
+    /* the slots are reused: same handle, same refs, the vectors' bytes */
+    CHECK(sig_device_add_sender(&dev, &SENSOR, &s) == SIG_OK && s == 0);
+    CHECK(expect_vec("register_sender") && expect_end());
+    CHECK(sig_device_listen(&dev, "timer", "tick", on_event, (void *)0, &l) == SIG_OK && l == 0);
+    CHECK(expect_vec("listen_targeted") && expect_end());
+    CHECK(sig_device_listen(&dev, NULL, NULL, on_event, (void *)2, &l) == SIG_OK && l == 2);
+    CHECK(expect_vec("listen_router_broadcast") && expect_end());
+    CHECK(sig_device_listen(&dev, NULL, NULL, on_event, (void *)2, &l) == SIG_ERR_FULL);
+    CHECK(gw_send_vec("event") == SIG_OK && app.events[0] == 1 && app.events[2] == 1);
+    CHECK(gw_send_vec("request") == SIG_OK && app.requests == 1 && expect_vec("response_ok") && expect_end());
+    /* offline: the slot is freed, nothing is sent */
+    CHECK(gw_send_vec("invite") == SIG_OK);
+    fake.out_len = 0;
+    out_pos = 0;
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_OK && sig_device_unlisten(&dev, 1) == SIG_OK && expect_end());
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    CHECK(expect_vec("listen_targeted") && expect_vec("listen_router_broadcast") && expect_msg(&l4) && expect_end());
+    CHECK(sig_device_remove_sender(NULL, 0) == SIG_ERR_NOT_FOUND && sig_device_unlisten(NULL, 0) == SIG_ERR_NOT_FOUND);
+}
+
+/* deinit: UNLISTEN for every listener, then UNREGISTER_SENDER for every
+ * sender (the UART way to end a session); no callback afterwards, no timer. */
+TEST(session_deinit)
+{
+    uint32_t i;
+    sig_msg_t m;
+    setup_vector_device();
+    go_online();
+    CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 500, on_response, NULL, NULL) == SIG_OK);
+    fake.out_len = 0;
+    CHECK(sig_device_deinit(&dev) == SIG_OK);
+    for (i = 1; i <= 4; i++) {
+        m = ref_msg(SIG_MSG_UNLISTEN, i);
+        CHECK(expect_msg(&m));
+    }
+    CHECK(expect_vec("unregister_sender") && expect_end());
+    CHECK(!sig_device_online(&dev) && sig_device_next_deadline(&dev) == SIG_NO_DEADLINE);
+    fake.now += 100000;
+    CHECK(sig_device_poll(&dev) == SIG_OK && app.responses == 0 && expect_end());
+    CHECK(sig_device_deinit(&dev) == SIG_OK && expect_end()); /* idle: nothing to say */
+    CHECK(sig_device_deinit(NULL) == SIG_ERR_ARG);
+    setup_vector_device(); /* init again: a working device */
+    go_online();
+    /* a failing write: deinit still empties every table and reports it */
+    fake.budget = 0;
+    CHECK(sig_device_deinit(&dev) == SIG_ERR_IO);
+    fake.budget = (size_t)-1;
+    CHECK(sig_device_remove_sender(&dev, 0) == SIG_ERR_NOT_FOUND && sig_device_unlisten(&dev, 3) == SIG_ERR_NOT_FOUND);
+}
+
+/* next_deadline: poll has nothing to do one millisecond before it, and
+ * something (a frame out, or a TIMEOUT callback) at it. */
+TEST(session_next_deadline)
+{
+    int round;
+    setup_vector_device();
+    CHECK(sig_device_next_deadline(&dev) == SIG_NO_DEADLINE); /* not started */
+    CHECK(sig_device_start(&dev) == SIG_OK);
+    CHECK(sig_device_next_deadline(&dev) == 2000); /* HELLO again after keepalive_ms */
+    fake.now += 1500;
+    CHECK(sig_device_next_deadline(&dev) == 500);
+    fake.now += 600;
+    CHECK(sig_device_next_deadline(&dev) == 0);
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    CHECK(sig_device_next_deadline(&dev) == 2000); /* PING after 2000 without sending */
+    CHECK(sig_device_request(&dev, "timer", "get", NULL, 0, 300, on_response, NULL, NULL) == SIG_OK);
+    CHECK(sig_device_next_deadline(&dev) == 300);
+    rnd_seed(31);
+    for (round = 0; round < 200; round++) {
+        uint32_t d = sig_device_next_deadline(&dev);
+        int before;
+        CHECK(d != SIG_NO_DEADLINE && d <= 6000);
+        if (rnd() % 3 == 0) {
+            sig_err_t e = sig_device_request(&dev, "timer", "get", NULL, 0, rnd() % 3000, on_response, NULL, NULL);
+            CHECK(e == SIG_OK || e == SIG_ERR_FULL);
+            continue;
+        }
+        if (rnd() % 4 == 0) {
+            CHECK(gw_send_vec("pong") == SIG_OK); /* resets the link timer */
+            continue;
+        }
+        if (d > 0) {
+            fake.now += d - 1;
+            fake.out_len = 0;
+            before = app.responses;
+            CHECK(sig_device_poll(&dev) == SIG_OK && fake.out_len == 0 && app.responses == before);
+            fake.now += 1;
+        }
+        fake.out_len = 0;
+        before = app.responses;
+        CHECK(sig_device_poll(&dev) == SIG_OK && (fake.out_len > 0 || app.responses > before));
+        if (!sig_device_online(&dev)) {
+            CHECK(gw_send_vec("welcome") == SIG_OK); /* after a link timeout */
+        }
+    }
+    CHECK(sig_device_next_deadline(NULL) == SIG_NO_DEADLINE);
+}
+
+/* SIG_CONFIG_TX_IN_PLACE: one write() per frame (the lone 0x00 after a
+ * reset is part of the HELLO's); otherwise block by block. */
+TEST(session_one_write_per_frame)
+{
+    setup_vector_device();
+    fake.writes = 0;
+    CHECK(sig_device_start(&dev) == SIG_OK);
+#if SIG__TX_IN_PLACE
+    CHECK(fake.writes == 1);
+#else
+    CHECK(fake.writes > 2);
+#endif
+    fake.writes = 0;
+    CHECK(gw_send_vec("welcome") == SIG_OK); /* 5 frames: REGISTER_SENDER, 4 LISTENs */
+#if SIG__TX_IN_PLACE
+    CHECK(fake.writes == 5);
+#else
+    CHECK(fake.writes > 10);
+#endif
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_vec("register_sender") && expect_vec("listen_targeted"));
 }

@@ -1,6 +1,7 @@
 #include <string.h>
 
 #include "test_util.h"
+#include "gw_codec.h"
 
 static uint32_t rnd_state = 0x12345678u;
 
@@ -147,4 +148,26 @@ void msg_to_encodable(sig_msg_t *m, sig_event_decl_t *ev, size_t ev_cap, sig_byt
     }
     m->u.register_sender.events = ev;
     m->u.register_sender.methods = me;
+}
+
+int lib_encodes(sig_msg_type_t t)
+{
+#if SIG_CONFIG_FULL_CODEC
+    (void)t;
+    return 1;
+#else
+    return t == SIG_MSG_HELLO || t == SIG_MSG_PING || t == SIG_MSG_PONG || t == SIG_MSG_ERROR ||
+           t == SIG_MSG_LISTEN || t == SIG_MSG_TRIGGER || t == SIG_MSG_REQUEST || t == SIG_MSG_RESPONSE;
+#endif
+}
+
+int lib_decodes(uint8_t t)
+{
+#if SIG_CONFIG_FULL_CODEC
+    (void)t;
+    return 1;
+#else
+    return t != SIG_MSG_HELLO && t != SIG_MSG_REGISTER_SENDER && t != SIG_MSG_UNREGISTER_SENDER &&
+           t != SIG_MSG_LISTEN && t != SIG_MSG_UNLISTEN && t != SIG_MSG_TRIGGER;
+#endif
 }

@@ -8,7 +8,10 @@
 // handler (answers the method name as text). The library starts over with
 // HELLO and every registration on INVITE, ERROR(NO_SESSION) and link timeout.
 // Serial carries the protocol, so there is no debug printing: the LED shows
-// the session state instead (on = WELCOME received).
+// the session state instead (on = WELCOME received). Each frame goes out as
+// one Serial.write(buf, n) (SIG_CONFIG_TX_IN_PLACE, the default). Settings:
+// edit sig_config_user.h in the library's src/ folder (the IDE passes no -D);
+// sig_device_init fails with SIG_ERR_CONFIG if sketch and library disagree.
 
 extern "C" {
 #include "sig_device.h"
@@ -49,7 +52,7 @@ static void on_status(sig_device_t *d, void *user, sig_status_t st, uint32_t ref
 static void on_tick(sig_device_t *d, void *user, const sig_event_t *ev)
 {
     (void)user;
-    (void)!sig_device_trigger(d, ev_echo, ev->data.ptr, ev->data.len);
+    sig_device_trigger(d, ev_echo, ev->data.ptr, ev->data.len);
 }
 
 static void on_get_temp(sig_device_t *d, void *user, const sig_request_t *req)
@@ -112,9 +115,9 @@ void loop()
 {
     // Serial buffers received bytes in its ISR; feed them from the loop.
     while (Serial.available() > 0) {
-        (void)!sig_device_feed_byte(&dev, (uint8_t)Serial.read());
+        sig_device_feed_byte(&dev, (uint8_t)Serial.read());
     }
-    (void)!sig_device_poll(&dev);
+    sig_device_poll(&dev);
     if (sig_device_online(&dev) && (int32_t)(millis() - next_reading) >= 0) {
         uint8_t data[8];
         size_t n = 0;
@@ -125,9 +128,9 @@ void loop()
         sig_cbor_writer_init(&w, data, sizeof data);
         sig_cbor_put_float32(&w, last_temp);
         if (sig_cbor_finish(&w, &n) == SIG_OK) {
-            (void)!sig_device_trigger(&dev, ev_temp, data, n);
+            sig_device_trigger(&dev, ev_temp, data, n);
             if (readings % 10 == 0) {
-                (void)!sig_device_trigger(&dev, ev_alarm, data, n);
+                sig_device_trigger(&dev, ev_alarm, data, n);
             }
         }
     }
