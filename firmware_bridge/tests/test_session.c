@@ -577,7 +577,7 @@ TEST(session_random_input)
     go_online();
     rnd_seed(2024);
     CHECK(sig_rx_init(&rx, rxbuf, sizeof rxbuf, SIG_CONFIG_TX_MAX_BODY) == SIG_OK);
-    for (i = 0; i < 60000u; i++) {
+    for (i = 0; i < UT_N(60000u); i++) {
         uint8_t body[64], frame[80];
         size_t n = rnd() % 40 + 1, k, fn;
         static const uint8_t types[] = {0x02, 0x03, 0x05, 0x06, 0x11, 0x14, 0x21, 0x22, 0x23, 0x3f};
@@ -607,7 +607,7 @@ TEST(session_random_input)
             fake.out_len = 0;
         }
     }
-    CHECK(frames_out > 100);
+    CHECK(frames_out > UT_N(100u));
     CHECK(rx.stats.crc_errors == 0 && rx.stats.framing_errors == 0 && rx.stats.oversize == 0);
 }
 

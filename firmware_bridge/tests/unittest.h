@@ -26,6 +26,14 @@ extern int ut_checks, ut_current_failed;
         }                                                                        \
     } while (0)
 
+/* Iterations of the seeded random tests, and the counts they must reach: all
+ * of them on the host; a slow target (AVR under simavr) builds with
+ * -DUT_SCALE=N and runs 1/N of each loop. */
+#ifndef UT_SCALE
+#define UT_SCALE 1u
+#endif
+#define UT_N(n) ((n) / (UT_SCALE))
+
 #define TEST(name) void test_##name(void)
 #define RUN(name)                                                                \
     do {                                                                         \
