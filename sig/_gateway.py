@@ -621,21 +621,33 @@ class GatewayCore:
         requester a fair share of them: ``pending_per_link // (n + 1)``, with n
         the requesters that have requests pending there. A flooder so always
         leaves room for a newcomer, which is then admitted (and shrinks the
-        flooder's share as the flooder's requests complete).
+        flooder's share as the flooder's requests complete). Shares shrink only
+        as requests finish, so several flooders that came one after the other
+        can still fill the link for a while: a newcomer with nothing pending
+        there is then admitted beyond the cap (up to twice it) as long as some
+        requester holds more than its share now.
         """
         cap = self.limits.pending_per_link
-        if len(owner.handling) >= cap:
-            return f"{cap} requests already pending on {owner.link.name}"
+        full = f"{cap} requests already pending on {owner.link.name}"
+        total = len(owner.handling)
         load = self._load.get(owner)
         mine = load.get(requester, 0) if load else 0
-        if mine:
-            assert load is not None
-            share = max(1, cap // (len(load) + 1))
-            if mine >= share:
-                return (
-                    f"{mine} of this requester's requests already pending on"
-                    f" {owner.link.name} (its fair share of {cap} is {share})"
-                )
+        if not mine:
+            if total < cap:
+                return None
+            share = max(1, cap // (len(load) + 1)) if load else cap
+            if total < 2 * cap and load and any(n > share for n in load.values()):
+                return None
+            return full
+        if total >= cap:
+            return full
+        assert load is not None
+        share = max(1, cap // (len(load) + 1))
+        if mine >= share:
+            return (
+                f"{mine} of this requester's requests already pending on"
+                f" {owner.link.name} (its fair share of {cap} is {share})"
+            )
         return None
 
     def _push_deadline(self, deadline: float, gid: int) -> None:

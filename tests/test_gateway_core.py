@@ -7,6 +7,8 @@ sockets and ptys elsewhere).
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import pytest
@@ -573,6 +575,48 @@ def test_a_flooding_requester_gets_busy_and_a_newcomer_does_not(core: GatewayCor
     assert core._load[sh] == {sf: 21, so: 21}
     core.detach(sh)
     assert sh not in core._load and core.counters["busy"] == 68 + 2
+
+
+def test_a_newcomer_gets_in_while_flooders_that_came_in_turn_fill_the_handler(
+    core: GatewayCore,
+) -> None:
+    handler, sh, a, sa = request_roundtrip(core)
+    floods = [(a, sa)] + [connect(core, f"flooder{i}") for i in range(2)]
+    for link, session in floods:  # in turn: 32, then 21, then the 11 left of 64
+        link.take()
+        feed(core, session, *(w.Request(rid, "S", "get") for rid in range(40)))
+    assert len(sh.handling) == 64 and core._load[sh][sa] == 32
+    newcomers = [connect(core, f"newcomer{i}") for i in range(80)]
+    for link, session in newcomers:
+        link.take()
+        feed(core, session, w.Request(1, "S", "get"))
+    answered = [link.take() for link, _ in newcomers]
+    # Admitted while someone holds more than its share, never past twice the cap.
+    assert len(sh.handling) == 128
+    assert answered[:64] == [[]] * 64
+    for msgs in answered[64:]:
+        assert len(msgs) == 1 and isinstance(msgs[0], w.Response)
+        assert msgs[0].status == ErrorCode.BUSY
+    # A flooder over its share still gets BUSY.
+    feed(core, sa, w.Request(900, "S", "get"))
+    resp = a.take()[0]
+    assert isinstance(resp, w.Response) and resp.status == ErrorCode.BUSY
+
+
+def test_a_newcomer_is_refused_when_nobody_is_over_its_share(core: GatewayCore) -> None:
+    handler, sh, a, sa = request_roundtrip(core)
+    core.limits = dataclasses.replace(core.limits, pending_per_link=4)
+    askers = [(a, sa)] + [connect(core, f"asker{i}") for i in range(3)]
+    for link, session in askers:  # one each: nobody over a share of 4 // 5 -> 1
+        link.take()
+        feed(core, session, w.Request(1, "S", "get"))
+    assert len(sh.handling) == 4
+    late, sl = connect(core, "late")
+    late.take()
+    feed(core, sl, w.Request(1, "S", "get"))
+    resp = late.take()[0]
+    assert isinstance(resp, w.Response) and resp.status == ErrorCode.BUSY
+    assert "already pending" in resp.message
 
 
 # --- issue 9: $gateway answers always fit the requester ----------------------
