@@ -83,7 +83,7 @@ class LogThrottle:
         self._limiter = RepeatLimiter(burst=1, window=interval, max_keys=1)
 
     def __call__(self, msg: str, *args: Any) -> None:
-        passes, suppressed = self._limiter.allow(None)
+        passes, suppressed, _ = self._limiter.allow(None)
         if not passes:
             return
         if suppressed:

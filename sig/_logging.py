@@ -102,7 +102,7 @@ class _Window:
     start: float
     passed: int = 0
     suppressed: int = 0
-    last: logging.LogRecord | None = None
+    last: Any = None
 
 
 class RepeatLimiter:
@@ -128,14 +128,21 @@ class RepeatLimiter:
         self.clock = clock
         self._windows: OrderedDict[Hashable, _Window] = OrderedDict()
 
-    def allow(self, key: Hashable, now: float | None = None) -> tuple[bool, int]:
-        """``(passes, suppressed_before)``: ``suppressed_before`` > 0 once, when a
-        window that held lines back has ended and this occurrence opens the next."""
+    def allow(
+        self, key: Hashable, now: float | None = None, item: Any = None
+    ) -> tuple[bool, int, Any]:
+        """``(passes, suppressed_before, last_before)`` for one occurrence of ``key``.
+
+        ``suppressed_before`` > 0 once, when a window that held occurrences back
+        has ended and this one opens the next; ``last_before`` is then the
+        ``item`` of the last one held back (the record a summary quotes).
+        """
         now = self.clock() if now is None else now
         win = self._windows.get(key)
-        ended = 0
+        ended, last = 0, None
         if win is None or now - win.start >= self.window:
-            ended = win.suppressed if win is not None else 0
+            if win is not None:
+                ended, last = win.suppressed, win.last
             win = _Window(now)
             self._windows[key] = win
             if len(self._windows) > self.max_keys:
@@ -143,17 +150,12 @@ class RepeatLimiter:
         self._windows.move_to_end(key)
         if win.passed < self.burst:
             win.passed += 1
-            return True, ended
+            return True, ended, last
         win.suppressed += 1
-        return False, ended
+        win.last = item
+        return False, ended, last
 
-    def hold(self, key: Hashable, record: logging.LogRecord) -> None:
-        """Remember ``record`` as the last line held back under ``key`` (for a summary)."""
-        win = self._windows.get(key)
-        if win is not None:
-            win.last = record
-
-    def expired(self, now: float | None = None) -> list[tuple[int, logging.LogRecord | None]]:
+    def expired(self, now: float | None = None) -> list[tuple[int, Any]]:
         """Take every ended window that held lines back: ``(count, last record held)``."""
         now = self.clock() if now is None else now
         out = []
@@ -163,7 +165,7 @@ class RepeatLimiter:
                 del self._windows[key]
         return out
 
-    def drain(self) -> list[tuple[int, logging.LogRecord | None]]:
+    def drain(self) -> list[tuple[int, Any]]:
         """Take every window that held lines back, ended or not (at exit)."""
         out = [(w.suppressed, w.last) for w in self._windows.values() if w.suppressed]
         self._windows.clear()
@@ -210,14 +212,12 @@ class RepeatFilter(logging.Filter):
         key = (record.name, record.levelno, str(record.msg))
         with self._lock:
             now = self.limiter.clock()
-            passes, ended = self.limiter.allow(key, now)
-            if not passes:
-                self.limiter.hold(key, record)
+            passes, ended, last = self.limiter.allow(key, now, record)
             pending = self.limiter.expired(now) if now >= self._next_sweep else []
             if now >= self._next_sweep:
                 self._next_sweep = now + self.limiter.window / 4
         if ended:
-            self._summary(ended, record)
+            self._summary(ended, last or record)
         for count, last in pending:
             self._summary(count, last or record)
         return passes

@@ -261,7 +261,7 @@ def test_serial_name_grace_flag_and_config(tmp_path: Path) -> None:
     parser = build_parser()
     assert settings(parser.parse_args(["serve"]))["serial_name_grace"] is None
     config = tmp_path / "sig.toml"
-    config.write_text("[gateway]\nserial_name_grace = 3.5\nlog_format = \"json\"\n")
+    config.write_text('[gateway]\nserial_name_grace = 3.5\nlog_format = "json"\n')
     conf = settings(parser.parse_args(["serve", "--config", str(config)]))
     assert conf["serial_name_grace"] == 3.5 and conf["log_format"] == "json"
     conf = settings(
