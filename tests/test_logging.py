@@ -26,8 +26,11 @@ class Clock:
         return self.now
 
 
+Captured = tuple[io.StringIO, logging.Handler, "Clock", RepeatFilter]
+
+
 @pytest.fixture
-def captured() -> Iterator[tuple[io.StringIO, logging.Handler, Clock, RepeatFilter]]:
+def captured() -> Iterator[Captured]:
     """A handler on a private ``sig.test`` logger with the repeat filter, burst 3 per 10 s."""
     out = io.StringIO()
     handler = logging.StreamHandler(out)
@@ -49,7 +52,7 @@ def lines(out: io.StringIO) -> list[str]:
     return out.getvalue().splitlines()
 
 
-def test_a_burst_of_identical_lines_is_counted_exactly(captured) -> None:  # type: ignore[no-untyped-def]
+def test_a_burst_of_identical_lines_is_counted_exactly(captured: Captured) -> None:
     out, _, clock, repeat = captured
     log = logging.getLogger("sig.test.repeat")
     for i in range(1000):
@@ -75,7 +78,7 @@ def test_a_burst_of_identical_lines_is_counted_exactly(captured) -> None:  # typ
     ]
 
 
-def test_keys_are_logger_level_and_template(captured) -> None:  # type: ignore[no-untyped-def]
+def test_keys_are_logger_level_and_template(captured: Captured) -> None:
     out, _, clock, _ = captured
     log = logging.getLogger("sig.test.repeat")
     for _ in range(5):

@@ -223,6 +223,8 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
 
         advertiser = Advertiser(conf["name"], router.port, router.listen_addresses())
         await advertiser.start()  # never raises: one log line when it cannot
+    else:
+        logger.info("discovery: off (--no-discovery or [discovery] enabled = false)")
     print(banner(conf, router.port, ports, http, advertiser), flush=True)
     await stop.wait()
     logger.info("shutting down")
