@@ -21,10 +21,10 @@ import errno
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from sig._logging import RepeatLimiter
 from sig.errors import ConnectError
 
 from .stream import FrameHandler, StreamLink
@@ -70,6 +70,8 @@ class LogThrottle:
 
     The first occurrence is logged at once; the ones after it within the
     interval are only counted, and the next line says how many there were.
+    The counting is sig's one repeat limiter (:class:`sig._logging.RepeatLimiter`,
+    also behind the CLI's filter for every ``sig`` logger).
     """
 
     def __init__(
@@ -78,19 +80,15 @@ class LogThrottle:
         self.log = log
         self.interval = interval
         self.level = level
-        self._next = 0.0
-        self._suppressed = 0
+        self._limiter = RepeatLimiter(burst=1, window=interval, max_keys=1)
 
     def __call__(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._suppressed += 1
+        passes, suppressed, _ = self._limiter.allow(None)
+        if not passes:
             return
-        if self._suppressed:
+        if suppressed:
             msg += " (%d more since the last such line)"
-            args = (*args, self._suppressed)
-        self._suppressed = 0
-        self._next = now + self.interval
+            args = (*args, suppressed)
         self.log.log(self.level, msg, *args)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -105,16 +106,172 @@ def test_request_result_and_failures(gateway: Gateway) -> None:
     assert r.returncode == 2 and "not valid JSON" in one_line(r.stderr)
 
 
+def header_columns(header: str) -> list[tuple[str, int, int]]:
+    """(name, start, end) of every column title of a table's header line."""
+    return [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", header)]
+
+
+def parse_table(text: str, right: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Rows of an aligned table as dicts, checking that every cell sits in its column.
+
+    A left-aligned cell starts where its title starts; a right-aligned (number)
+    cell ends where its title ends. Cells hold no spaces in these tests.
+    """
+    lines = text.splitlines()
+    cols = header_columns(lines[0])
+    rows = []
+    for line in lines[1:]:
+        row = {}
+        for i, (name, start, end) in enumerate(cols):
+            last = i == len(cols) - 1
+            if name in right:
+                cell = line[:end].rsplit(" ", 1)[-1]
+                assert line[end : end + 1] in ("", " "), (name, line)
+            else:
+                cell = line[start:].split(" ", 1)[0] if not last else line[start:]
+                assert start == 0 or line[start - 1 : start] in ("", " "), (name, line)
+                assert cell or last, (name, line)  # only the last column may be empty
+            row[name] = cell
+        rows.append(row)
+    return rows
+
+
 def test_senders_table_and_json(gateway: Gateway) -> None:
     r = sig_cli("senders", "--port", str(gateway.port))
     assert r.returncode == 0
-    assert any(x.startswith("timer") and "get_ticks" in x for x in r.stdout.splitlines())
+    lines = r.stdout.splitlines()
+    assert [c[0] for c in header_columns(lines[0])] == ["SENDER", "LINK", "EVENTS", "REQUESTS"]
+    rows = parse_table(r.stdout)
+    assert {"SENDER": "timer", "LINK": "local", "EVENTS": "tick", "REQUESTS": "get_ticks"} in rows
+    assert [x["SENDER"] for x in rows] == sorted(x["SENDER"] for x in rows)
+    assert all(len(x) <= 80 for x in lines), lines
     r = sig_cli("senders", "--port", str(gateway.port), "--json")
     assert json.loads(r.stdout)["timer"] == {
         "events": ["tick"],
         "requests": ["get_ticks"],
         "link": "local",
     }
+
+
+LINK_HEADER = ["LINK", "STATE", "PEER", "SENDERS", "IN", "OUT", "ERR", "DROP", "NOTES"]
+NUMBERS = ("IN", "OUT", "ERR", "DROP")
+
+
+def test_links_table_columns_alignment_and_footer(gateway: Gateway) -> None:
+    import sig
+
+    port = str(gateway.port)
+    with sig.ClientRouter(port=gateway.port, name="cli-peer") as client:
+        client.add_sender("s-one", ["e"])
+        client.add_sender("s-two", ["e"])
+        r = sig_cli("links", "--port", port)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert [c[0] for c in header_columns(lines[0])] == LINK_HEADER
+        assert lines[-1].startswith("gateway: ") and "loop lag" in lines[-1]
+        assert "closed:" in lines[-1] and "tcp connections" in lines[-1]
+        rows = parse_table("\n".join(lines[:-1]), NUMBERS)
+        mine = next(x for x in rows if x["PEER"] == "cli-peer")
+        assert mine["LINK"].startswith("tcp:127.0.0.1:") and mine["STATE"] == "open"
+        assert mine["SENDERS"] == "s-one,s-two"
+        assert all(x[k].isdigit() for x in rows for k in NUMBERS), rows
+        assert int(mine["IN"]) >= 3 and mine["ERR"] == "0"  # HELLO + 2 senders
+        assert all(len(x) <= 80 for x in lines[:-1]), lines  # the table fits 80 columns
+        # --all: every other counter of the row in NOTES, as key=value
+        r = sig_cli("links", "--port", port, "--all")
+        mine_line = next(x for x in r.stdout.splitlines() if "cli-peer" in x)
+        for key in ("bytes_in=", "bytes_out=", "crc_errors=0", "framing_errors=0", "triggers="):
+            assert key in mine_line, mine_line
+        links = json.loads(sig_cli("links", "--port", port, "--json").stdout)
+        assert isinstance(links, list) and all({"link", "state", "peer"} <= set(x) for x in links)
+
+
+def test_version_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    r = sig_cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"sig {version('sig-gateway')}", r
+
+
+def test_json_on_every_command_that_prints_data(gateway: Gateway) -> None:
+    port = str(gateway.port)
+    for argv in (["senders"], ["links"], ["request", "timer", "get_ticks"],
+                 ["request", "$gateway", "stats"]):  # fmt: skip
+        r = sig_cli(argv[0], "--port", port, *argv[1:], "--json")
+        assert r.returncode == 0, r.stderr
+        json.loads(r.stdout)
+    r = sig_cli("listen", "--port", port, "--sender", "timer", "--count", "2", "--json")
+    assert r.returncode == 0 and [json.loads(x)["sender"] for x in r.stdout.splitlines()] == [
+        "timer",
+        "timer",
+    ]
+    r = sig_cli("top", "--port", port, "--json", "--iterations", "2", "--interval", "0.05")
+    assert r.returncode == 0, r.stderr
+    frames = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [f["poll"] for f in frames] == [1, 2]
+    assert frames[0]["interval"] is None and frames[1]["interval"] > 0
+    timer = next(x for x in frames[1]["senders"] if x["sender"] == "timer")
+    assert timer["link"] == "local" and timer["events_per_s"] is not None
+
+
+def test_listen_count_and_timeout_exit_status(gateway: Gateway) -> None:
+    port = str(gateway.port)
+    r = sig_cli("listen", "--port", port, "--sender", "timer", "--count", "2", "--timeout", "15")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r
+    r = sig_cli("listen", "--port", port, "--sender", "nobody", "--count", "1",
+                "--timeout", "0.3")  # fmt: skip
+    assert r.returncode == 3 and r.stdout == "", r
+    assert "timed out after 0.3 s with 0 of 1 events" in one_line(r.stderr)
+    # without --count, --timeout is just how long to listen
+    r = sig_cli("listen", "--port", port, "--sender", "nobody", "--timeout", "0.2")
+    assert r.returncode == 0 and r.stdout == "", r
+
+
+def test_serve_banner_and_json_logs() -> None:
+    gw = Proc([sys.executable, "-m", "sig.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--no-timer", "--no-discovery", "--http", "127.0.0.1:0",
+               "--serial", "/nonexistent/sig-tty:57600", "--log-format", "json",
+               "--log-level", "debug"])  # fmt: skip
+    try:
+        first = gw.wait_line(lambda s: "listening on" in s)
+        assert first.startswith("sig gateway 'sig-gateway' listening on 127.0.0.1:")
+        gw.wait_line(lambda s: s.startswith("  discovery"))
+        banner = dict(x.split(None, 1) for x in gw.lines[1:5])
+        http = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/ \(status page, /metrics, /healthz\)",
+                            banner.pop("http"))  # fmt: skip
+        assert http is not None and int(http.group(1)) > 0, gw.lines
+        assert banner == {
+            "tls": "no TLS (plain TCP)",
+            "serial": "/nonexistent/sig-tty at 57600 baud",
+            "discovery": "off",
+        }
+        gw.signal(signal.SIGTERM)
+        assert gw.wait() == 0
+        logs = [json.loads(x) for x in gw.err_lines]  # every stderr line is one JSON object
+        assert logs and all({"time", "level", "logger", "message"} <= set(x) for x in logs)
+        assert any(
+            x["logger"] == "sig.serial_links" and "cannot open" in x["message"] for x in logs
+        ), logs
+        assert any(x["message"] == "gateway stopped" for x in logs)
+    finally:
+        gw.kill()
+
+
+def test_serial_name_grace_flag_and_config(tmp_path: Path) -> None:
+    from sig.cli import build_parser, settings
+
+    parser = build_parser()
+    assert settings(parser.parse_args(["serve"]))["serial_name_grace"] is None
+    config = tmp_path / "sig.toml"
+    config.write_text('[gateway]\nserial_name_grace = 3.5\nlog_format = "json"\n')
+    conf = settings(parser.parse_args(["serve", "--config", str(config)]))
+    assert conf["serial_name_grace"] == 3.5 and conf["log_format"] == "json"
+    conf = settings(
+        parser.parse_args(["serve", "--config", str(config), "--serial-name-grace", "0"])
+    )
+    assert conf["serial_name_grace"] == 0
+    r = sig_cli("serve", "--serial-name-grace", "-1")
+    assert r.returncode == 2 and "serial_name_grace must be at least 0" in one_line(r.stderr)
 
 
 @pytest.mark.parametrize("command", [["listen"], ["send", "a", "b"], ["request", "a", "b"],
@@ -245,15 +402,19 @@ def test_hostile_names_and_messages_are_escaped(gateway: Gateway) -> None:
         r = sig_cli("senders", "--port", port)
         assert r.returncode == 0 and all_printable(r.stdout), r.stdout
         line = next(x for x in r.stdout.splitlines() if x.startswith("evil"))
-        assert line.startswith("evil\\u202egpj.exe  events: a\\u2028events: unlock")
-        assert "requests: boom, m\\u200bx" in line or "requests: m\\u200bx, boom" in line
-        assert len(r.stdout.splitlines()) == len(client.list_senders())  # no forged line
+        row = parse_table("\n".join([r.stdout.splitlines()[0], line]))[0]
+        assert row["SENDER"] == "evil\\u202egpj.exe" and row["LINK"].startswith("tcp:")
+        assert row["EVENTS"] == "a\\u2028events:"  # the cell is one escaped name
+        assert "boom,m\\u200bx" in line or "m\\u200bx,boom" in line
+        # no forged line: the header, then one per sender
+        assert len(r.stdout.splitlines()) == 1 + len(client.list_senders())
 
         r = sig_cli("links", "--port", port)
         assert r.returncode == 0 and all_printable(r.stdout), r.stdout
-        assert any(
-            "peer=peer\\u202eevil  senders=evil\\u202egpj.exe" in x for x in r.stdout.splitlines()
-        ), r.stdout
+        rows = parse_table("\n".join(r.stdout.splitlines()[:-1]), NUMBERS)
+        assert {"PEER": "peer\\u202eevil", "SENDERS": "evil\\u202egpj.exe"}.items() <= next(
+            x for x in rows if x["PEER"].startswith("peer")
+        ).items(), r.stdout
 
         # a handler's error text is the peer's too: one escaped line on stderr
         r = sig_cli("request", "--port", port, EVIL, "boom")

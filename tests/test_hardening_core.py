@@ -287,7 +287,7 @@ async def test_clients_and_the_cli_fetch_every_page(gw: ServerRouter, opener: Op
     finally:
         await asyncio.to_thread(sync.close)
     await until(lambda: len(gw.core.sessions) == 3, what="the sync lister gone")
-    for command, lines in (("senders", 750), ("links", 4 + 1)):  # links: + the gateway line
+    for command, lines in (("senders", 1 + 750), ("links", 1 + 4 + 1)):  # header, rows, gateway:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

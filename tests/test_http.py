@@ -112,7 +112,7 @@ async def test_scrape_of_sig_serve_parses_with_prometheus_client(socat: SocatPai
     sim = Proc([sys.executable, "-m", "sig.cli", *sim_args])
     client = AsyncClientRouter("127.0.0.1", gw.port, name="scraper")
     try:
-        line = gw.wait_line(lambda s: s.startswith("sig http on "))
+        line = gw.wait_line(lambda s: s.startswith("  http       http://"))  # the banner
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         assert match is not None, line
         url = match.group(0)
