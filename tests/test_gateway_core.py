@@ -8,7 +8,6 @@ sockets and ptys elsewhere).
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any
 
 import pytest
