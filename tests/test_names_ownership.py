@@ -18,11 +18,11 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from procs import Gateway, Peer, until, wait_until
+from serial_rig import SerialRig
 from socat import SocatPairs
 from test_gateway_core import FakeClock, MemoryLink
 from test_tcp_bad_input import Raw
@@ -32,9 +32,7 @@ from sig import _wire as w
 from sig._gateway import GatewayCore
 from sig._session import Session, State
 from sig.client import AsyncClientRouter, Backoff
-from sig.device_sim import DeviceSim
 from sig.errors import DuplicateSenderError, ErrorCode, InvalidNameError, NoSuchSender
-from sig.serial_links import open_serial_links
 from sig.server import ServerRouter
 
 T = 10.0
@@ -178,48 +176,6 @@ def test_what_is_not_reserved() -> None:
 # --- real serial links: socat ptys and sig device-sim ---------------------------
 
 
-class SerialRig:
-    """A gateway with one serial port, the emulated device and TCP clients."""
-
-    def __init__(self) -> None:
-        self.router: ServerRouter | None = None
-        self.devices: list[DeviceSim] = []
-        self.clients: list[AsyncClientRouter] = []
-
-    async def gateway(self, port: Path, grace: float | None) -> ServerRouter:
-        self.router = ServerRouter("127.0.0.1", 0, serial_name_grace=grace)
-        await self.router.start()
-        await open_serial_links(self.router, [str(port)])
-        return self.router
-
-    async def device(self, port: Path) -> DeviceSim:
-        sim = DeviceSim(str(port), keepalive_ms=1000)
-        self.devices.append(sim)
-        await sim.start()
-        return sim
-
-    async def client(self, name: str) -> AsyncClientRouter:
-        assert self.router is not None
-        client = AsyncClientRouter("127.0.0.1", self.router.port, name=name, backoff=FAST)
-        await client.connect()
-        self.clients.append(client)
-        return client
-
-    def row(self, port: Path) -> dict[str, Any]:
-        assert self.router is not None
-        rows = [r for r in self.router.links() if r["link"] == f"serial:{port}"]
-        assert len(rows) == 1, rows
-        return rows[0]
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.close()
-        for sim in self.devices:
-            await sim.stop()
-        if self.router is not None:
-            await self.router.stop()
-
-
 @pytest.fixture
 async def rig() -> AsyncIterator[SerialRig]:
     r = SerialRig()
@@ -243,13 +199,13 @@ async def test_unplugged_device_keeps_its_name_and_gets_it_back(
     socat: SocatPairs, rig: SerialRig
 ) -> None:
     pair = socat.pair("dev")
-    router = await rig.gateway(pair.a, grace=60.0)
-    sim = await rig.device(pair.b)
+    router = await rig.gateway(pair.a, serial_name_grace=60.0)
+    sim = await rig.device(pair.b, keepalive_ms=1000)
     await sim.wait_for("REGISTERED", T)
-    intruder = await rig.client("intruder")
-    app = await rig.client("app")
+    intruder = await rig.client("intruder", backoff=FAST)
+    app = await rig.client("app", backoff=FAST)
     pair.unplug()
-    await until(lambda: "reserved" in rig.row(pair.a), what="the reservation of the lost port")
+    await until(lambda: "reserved" in rig.link(pair.a), what="the reservation of the lost port")
     assert "sensor1" not in router.core.table.senders
     with pytest.raises(DuplicateSenderError) as refused_exc:
         await intruder.add_sender("sensor1", ["temperature"], {"get_temp": lambda p: 99.0})
@@ -266,32 +222,32 @@ async def test_unplugged_device_keeps_its_name_and_gets_it_back(
     await sim.wait_for("REGISTERED", 2 * T, since=mark)  # the port reopens with backoff
     assert not sim.find("ERROR", since=mark)
     assert await app.request("sensor1", "get_temp", timeout=5) == 21.5
-    assert "reserved" not in rig.row(pair.a) and router.core.reserved == {}
+    assert "reserved" not in rig.link(pair.a) and router.core.reserved == {}
 
 
 async def test_device_that_went_quiet_gets_its_name_back_and_the_grace_expires(
     socat: SocatPairs, rig: SerialRig, logs: Logs
 ) -> None:
     pair = socat.pair("dev")
-    router = await rig.gateway(pair.a, grace=None)  # default: twice the link timeout
-    sim = await rig.device(pair.b)
+    router = await rig.gateway(pair.a, serial_name_grace=None)  # default: twice the link timeout
+    sim = await rig.device(pair.b, keepalive_ms=1000)
     await sim.wait_for("REGISTERED", T)
-    intruder = await rig.client("intruder")
+    intruder = await rig.client("intruder", backoff=FAST)
     await sim.stop()  # the device goes quiet; the port stays open
-    await until(lambda: "reserved" in rig.row(pair.a), T, "the link timeout's reservation")
-    assert rig.row(pair.a)["state"] == "await-hello"
+    await until(lambda: "reserved" in rig.link(pair.a), T, "the link timeout's reservation")
+    assert rig.link(pair.a)["state"] == "await-hello"
     # 1 s keepalive -> 3 s link timeout -> 6 s grace; under 6 s are left now
-    assert 0 < rig.row(pair.a)["reserved"]["sensor1"] <= 6.0
+    assert 0 < rig.link(pair.a)["reserved"]["sensor1"] <= 6.0
     with pytest.raises(DuplicateSenderError, match="reserved for serial:"):
         await intruder.add_sender("sensor1", ["temperature"])
-    back = await rig.device(pair.b)  # the same device, powered up again
+    back = await rig.device(pair.b, keepalive_ms=1000)  # the same device, powered up again
     await back.wait_for("REGISTERED", T)
     assert not back.find("ERROR") and router.core.reserved == {}
     # quiet again; this time it stays away and the reservation expires in poll()
     await back.stop()
     await until(lambda: logs.lines("reservation of sender name 'sensor1' expired"), 20)
     assert logs.lines("'sensor1' reserved for this link for 6.0 s")
-    assert "reserved" not in rig.row(pair.a) and router.core.reserved == {}
+    assert "reserved" not in rig.link(pair.a) and router.core.reserved == {}
     await intruder.add_sender("sensor1", ["temperature"])  # free for anyone now
     assert router.core.table.senders["sensor1"].owner.peer == "intruder"
 

@@ -17,72 +17,27 @@ from typing import Any
 
 import pytest
 from procs import until
+from serial_rig import SerialRig
 from socat import SocatPairs
 
 from carriers.serial import SerialSettings
 from sig.cli import load_config
-from sig.client import AsyncClientRouter
-from sig.device_sim import DeviceSim
 from sig.errors import NoSuchSender, SenderGone
-from sig.serial_links import SerialSpecError, open_serial_links, parse_specs
-from sig.server import ServerRouter
+from sig.serial_links import SerialSpecError, parse_specs
 
 DEADLINE = 10.0
 
 
-class Rig:
-    """A gateway, its serial ports, devices and TCP clients; torn down in reverse."""
-
-    def __init__(self) -> None:
-        self.router: ServerRouter | None = None
-        self.devices: list[DeviceSim] = []
-        self.clients: list[AsyncClientRouter] = []
-
-    async def gateway(self, *ports: Path | str) -> ServerRouter:
-        router = ServerRouter("127.0.0.1", 0)
-        await router.start()
-        self.router = router
-        self.ports = await open_serial_links(router, [str(p) for p in ports])
-        return router
-
-    async def device(self, port: Path, **kw: Any) -> DeviceSim:
-        sim = DeviceSim(str(port), **kw)
-        self.devices.append(sim)
-        await sim.start()
-        return sim
-
-    async def client(self, name: str) -> AsyncClientRouter:
-        assert self.router is not None
-        client = AsyncClientRouter("127.0.0.1", self.router.port, name=name)
-        await client.connect()
-        self.clients.append(client)
-        return client
-
-    def link(self, port: Path) -> dict[str, Any]:
-        assert self.router is not None
-        rows = [r for r in self.router.links() if r["link"] == f"serial:{port}"]
-        assert len(rows) == 1, rows
-        return rows[0]
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.close()
-        for sim in self.devices:
-            await sim.stop()
-        if self.router is not None:
-            await self.router.stop()
-
-
 @pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    r = Rig()
+async def rig() -> AsyncIterator[SerialRig]:
+    r = SerialRig()
     try:
         yield r
     finally:
         await r.close()
 
 
-async def test_device_event_reaches_tcp_listener(socat: SocatPairs, rig: Rig) -> None:
+async def test_device_event_reaches_tcp_listener(socat: SocatPairs, rig: SerialRig) -> None:
     pair = socat.pair("dev")
     await rig.gateway(pair.a)
     got: list[tuple[str, str, Any]] = []
@@ -105,7 +60,7 @@ async def test_device_event_reaches_tcp_listener(socat: SocatPairs, rig: Rig) ->
     assert row["crc_errors"] == row["framing_errors"] == row["oversize"] == 0
 
 
-async def test_tcp_request_reaches_device_handler(socat: SocatPairs, rig: Rig) -> None:
+async def test_tcp_request_reaches_device_handler(socat: SocatPairs, rig: SerialRig) -> None:
     pair = socat.pair("dev")
     await rig.gateway(pair.a)
     sim = await rig.device(pair.b, temperature=19.75)
@@ -122,7 +77,7 @@ async def test_tcp_request_reaches_device_handler(socat: SocatPairs, rig: Rig) -
     assert senders["sensor1"]["requests"] == ["get_temp"]
 
 
-async def test_device_listener_receives_only_its_events(socat: SocatPairs, rig: Rig) -> None:
+async def test_device_listener_receives_only_its_events(socat: SocatPairs, rig: SerialRig) -> None:
     pair = socat.pair("dev")
     await rig.gateway(pair.a)
     app = await rig.client("app")
@@ -147,7 +102,7 @@ async def test_device_listener_receives_only_its_events(socat: SocatPairs, rig: 
     assert rig.link(pair.a)["events_out"] == 3
 
 
-async def test_device_request_to_tcp_sender(socat: SocatPairs, rig: Rig) -> None:
+async def test_device_request_to_tcp_sender(socat: SocatPairs, rig: SerialRig) -> None:
     pair = socat.pair("dev")
     await rig.gateway(pair.a)
     app = await rig.client("app")
@@ -162,7 +117,7 @@ async def test_device_request_to_tcp_sender(socat: SocatPairs, rig: Rig) -> None
     assert sim.find("RESPONSE", status="NO_SUCH_SENDER")
 
 
-async def test_duplicate_sender_on_two_ports(socat: SocatPairs, rig: Rig) -> None:
+async def test_duplicate_sender_on_two_ports(socat: SocatPairs, rig: SerialRig) -> None:
     p1, p2 = socat.pair("one"), socat.pair("two")
     await rig.gateway(p1.a, p2.a)
     got: list[Any] = []
@@ -183,7 +138,7 @@ async def test_duplicate_sender_on_two_ports(socat: SocatPairs, rig: Rig) -> Non
 
 
 async def test_request_pending_on_device_fails_when_port_vanishes(
-    socat: SocatPairs, rig: Rig
+    socat: SocatPairs, rig: SerialRig
 ) -> None:
     pair = socat.pair("dev")
     await rig.gateway(pair.a)
@@ -201,7 +156,7 @@ async def test_request_pending_on_device_fails_when_port_vanishes(
     assert row[0]["port_state"] == "reopening" and row[0]["state"] == "reopening"
 
 
-async def test_links_show_a_port_that_is_not_there(tmp_path: Path, rig: Rig) -> None:
+async def test_links_show_a_port_that_is_not_there(tmp_path: Path, rig: SerialRig) -> None:
     missing = tmp_path / "no-such-tty"
     await rig.gateway(missing)
     assert rig.ports[0].state == "reopening"
@@ -267,7 +222,7 @@ async def test_sig_serve_rejects_a_bad_serial_spec() -> None:
     assert lines == ["sig serve: serial spec '/dev/ttyUSB0:fast': baud 'fast' is not a number"]
 
 
-async def test_device_starts_over_after_gateway_silence(socat: SocatPairs, rig: Rig) -> None:
+async def test_device_starts_over_after_gateway_silence(socat: SocatPairs, rig: SerialRig) -> None:
     pair = socat.pair("dev")
     router = await rig.gateway(pair.a)
     sim = await rig.device(pair.b, keepalive_ms=500)
