@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,6 +36,28 @@ def test_article_nested_event_list_is_accepted() -> None:
     assert sender.events == ("tick", "tac")
 
 
+@pytest.fixture
+def restored_loggers() -> Iterator[None]:
+    """Put the "sig" and "sig.app" loggers back as they were.
+
+    setup_logger gives "sig" the handlers of a SimpleLogger writing to this
+    test's captured stderr; left in place, every later test's gateway thread
+    would log into that closed stream ("--- Logging error ---").
+    """
+    saved = [
+        (log, list(log.handlers), log.level, log.propagate)
+        for log in (logging.getLogger("sig"), logging.getLogger("sig.app"))
+    ]
+    try:
+        yield
+    finally:
+        for log, handlers, level, propagate in saved:
+            log.handlers = handlers
+            log.setLevel(level)
+            log.propagate = propagate
+
+
+@pytest.mark.usefixtures("restored_loggers")
 def test_simple_logger_and_setup_logger_use_standard_logging(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
