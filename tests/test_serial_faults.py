@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 from procs import Gateway, Proc, until
+from serial_rig import SerialRig
 from socat import NoisyRelay, SocatPairs
-from test_serial import DEADLINE, Rig
+from test_serial import DEADLINE
 
 from sig._data import unpack
 from sig._wire import MessageType
@@ -27,8 +28,8 @@ KEEPALIVE_MS = 1000  #: what the emulated devices ask for; link timeout is 3x th
 
 
 @pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    r = Rig()
+async def rig() -> AsyncIterator[SerialRig]:
+    r = SerialRig()
     try:
         yield r
     finally:
@@ -46,7 +47,7 @@ def _trigger_value(frame: bytes) -> tuple[bool, Any]:
 
 
 async def _noisy_run(
-    socat: SocatPairs, rig: Rig, *, keep_zeros: bool, seed: int, n: int = 400
+    socat: SocatPairs, rig: SerialRig, *, keep_zeros: bool, seed: int, n: int = 400
 ) -> tuple[NoisyRelay, dict[str, Any], list[Any]]:
     """Send ``n`` triggers through a noisy relay; return it, the gateway's row, deliveries."""
     dev, gw = socat.pair("dev"), socat.pair("gw")
@@ -78,7 +79,7 @@ async def _noisy_run(
 
 
 async def test_line_noise_every_corrupted_frame_dropped_and_counted(
-    socat: SocatPairs, rig: Rig
+    socat: SocatPairs, rig: SerialRig
 ) -> None:
     relay, row, got = await _noisy_run(socat, rig, keep_zeros=True, seed=20240611)
     dropped = row["crc_errors"] + row["framing_errors"] + row["oversize"]
@@ -96,7 +97,7 @@ async def test_line_noise_every_corrupted_frame_dropped_and_counted(
     assert row["oversize"] == 0 and row["port_state"] == "open"
 
 
-async def test_line_noise_that_splits_and_merges_frames(socat: SocatPairs, rig: Rig) -> None:
+async def test_line_noise_that_splits_and_merges_frames(socat: SocatPairs, rig: SerialRig) -> None:
     relay, row, got = await _noisy_run(socat, rig, keep_zeros=False, seed=7)
     ref = relay.reference.stats
     print(
@@ -120,7 +121,7 @@ async def test_line_noise_that_splits_and_merges_frames(socat: SocatPairs, rig: 
     assert len(got) >= relay.frames - len(relay.corrupted) * 2 - 10  # most frames survive
 
 
-async def test_unplug_and_replug(socat: SocatPairs, rig: Rig) -> None:
+async def test_unplug_and_replug(socat: SocatPairs, rig: SerialRig) -> None:
     p1, p2 = socat.pair("one"), socat.pair("two")
     router = await rig.gateway(p1.a, p2.a)
     seen: list[tuple[float, str, str, Any]] = []
