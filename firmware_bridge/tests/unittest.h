@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-extern int ut_checks, ut_current_failed;
+/* Defined in unittest.c, with ut_run. */
+extern int ut_checks, ut_current_failed, ut_passed, ut_failed;
 
 #define CHECK(cond)                                                              \
     do {                                                                         \
