@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from test_routing import CountingDict
 
 from sig import _gateway
 from sig import _wire as w
@@ -327,29 +328,11 @@ def test_a_broken_error_is_counted_but_never_answered(core: GatewayCore) -> None
 # --- issue 9: costs in proportion to what is touched -------------------------
 
 
-class ScanCountingDict(dict[Any, Any]):
-    """A dict that counts full scans (iteration, items, values)."""
-
-    scans = 0
-
-    def __iter__(self) -> Any:
-        self.scans += 1
-        return super().__iter__()
-
-    def items(self) -> Any:
-        self.scans += 1
-        return super().items()
-
-    def values(self) -> Any:
-        self.scans += 1
-        return super().values()
-
-
 def test_unregistering_one_sender_does_not_scan_the_links_events(core: GatewayCore) -> None:
     a, sa = connect(core, "a")
     for i in range(200):
         feed(core, sa, w.RegisterSender(i, f"S{i}", ((2 * i, "e"), (2 * i + 1, "f"))))
-    sa.events = ScanCountingDict(sa.events)
+    sa.events = CountingDict(sa.events)
     feed(core, sa, w.UnregisterSender(7))
     assert sa.events.scans == 0
     assert 14 not in sa.events and 15 not in sa.events and len(sa.events) == 398

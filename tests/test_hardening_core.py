@@ -8,80 +8,24 @@ hand-driven peers (:class:`Raw`) where a test needs bytes no client would send.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from procs import Gateway, Peer, child_env, until
+from test_tcp_bad_input import Raw
 
 import sig
 from sig import _wire as w
 from sig._data import pack, unpack
-from sig._frame import FrameDecoder, encode_frame
 from sig.client import AsyncClientRouter, Backoff
 from sig.errors import ErrorCode
 from sig.server import ServerRouter
 
 FAST = Backoff(initial=0.05, maximum=0.2, jitter=0.1)
-
-
-class Raw:
-    """A hand-driven TCP peer: sends any message, decodes what comes back."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.decoder = FrameDecoder()
-        self.inbox: list[w.Message] = []
-
-    @classmethod
-    async def open(cls, port: int, name: str = "raw", max_body: int = 65535) -> Raw:
-        raw = cls(*await asyncio.open_connection("127.0.0.1", port))
-        await raw.send(w.Hello(name, max_body, 0))
-        await raw.expect(lambda m: isinstance(m, w.Welcome))
-        return raw
-
-    async def send(self, *msgs: w.Message) -> None:
-        self.writer.write(b"".join(encode_frame(w.encode(m)) for m in msgs))
-        await self.writer.drain()
-
-    async def body(self, body: bytes) -> None:
-        self.writer.write(encode_frame(body))
-        await self.writer.drain()
-
-    async def expect(self, pred: Callable[[w.Message], bool], timeout: float = 10.0) -> w.Message:
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, m in enumerate(self.inbox):
-                if pred(m):
-                    del self.inbox[: i + 1]
-                    return m
-            data = await asyncio.wait_for(self.reader.read(1 << 20), deadline - time.monotonic())
-            if not data:
-                raise AssertionError(f"connection closed; got {self.inbox[-5:]}")
-            self.inbox += [w.decode(b) for b in self.decoder.feed(data)]
-
-    async def response(self, rid: int) -> w.Response:
-        m = await self.expect(lambda m: isinstance(m, w.Response) and m.request_id == rid)
-        assert isinstance(m, w.Response)
-        return m
-
-    async def alive(self, token: int) -> None:
-        """The gateway still answers this link."""
-        await self.send(w.Ping(token))
-        await self.expect(lambda m: m == w.Pong(token))
-
-    def close(self) -> None:
-        self.writer.close()
-
-    async def wait_closed(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
 
 
 Opener = Callable[..., Any]
@@ -128,7 +72,7 @@ async def test_a_link_with_thousands_of_senders_goes_and_others_are_still_served
     async with asker:
         bulk = await opener("bulk")
         n = 3000
-        await bulk.send(*(w.RegisterSender(i, f"bulk-{i}", ((i, "e"),)) for i in range(n)))
+        await bulk.msg(*(w.RegisterSender(i, f"bulk-{i}", ((i, "e"),)) for i in range(n)))
         await bulk.expect(lambda m: m == w.SenderRegistered(n - 1))
         assert len(gw.core.table.senders) == n + 1
         bulk.close()
@@ -147,13 +91,13 @@ async def test_a_legal_65534_byte_trigger_is_dropped_for_its_listener_not_fatal(
     got: list[Any] = []
     await client.add_listener(lambda info, data: got.append(data), "big", "e")
     sender = await opener("sender")
-    await sender.send(w.RegisterSender(1, "big", ((1, "e"),)))
+    await sender.msg(w.RegisterSender(1, "big", ((1, "e"),)))
     await sender.expect(lambda m: m == w.SenderRegistered(1))
     body = bytes([w.MessageType.TRIGGER, 1]) + pack(b"y" * 65529)
     assert len(body) == 65534  # the EVENT with the names added would be 65,537
     await sender.body(body)
     await sender.alive(1)
-    await sender.send(w.Trigger(1, pack("small")))
+    await sender.msg(w.Trigger(1, pack("small")))
     await until(lambda: got, what="the next event")
     assert got == ["small"]
     rows = {r["peer"]: r for r in await client.list_links()}
@@ -170,7 +114,7 @@ async def test_a_registration_whose_announcement_cannot_be_sent_is_refused_witho
     methods = tuple(f"method-{i:05}".ljust(30, "m") for i in range(2100))
     msg = w.RegisterSender(7, "pump", ((1, "on"),), methods)
     assert len(w.encode(msg)) <= 65535  # legal on the wire; its CBOR announcement is not
-    await raw.send(msg)
+    await raw.msg(msg)
     err = await raw.expect(lambda m: isinstance(m, w.Error))
     assert isinstance(err, w.Error) and (err.code, err.ref) == (ErrorCode.TOO_LARGE, 7)
     assert "announcement" in err.message
@@ -187,10 +131,10 @@ async def test_a_too_large_response_is_too_large_for_the_requester_only(
     gw: ServerRouter, client: AsyncClientRouter, opener: Opener
 ) -> None:
     handler = await opener("handler")
-    await handler.send(w.RegisterSender(1, "H", (), ("big",)))
+    await handler.msg(w.RegisterSender(1, "H", (), ("big",)))
     await handler.expect(lambda m: m == w.SenderRegistered(1))
     asker = await opener("asker")
-    await asker.send(w.Request(0xFFFFFFFF, "H", "big"))
+    await asker.msg(w.Request(0xFFFFFFFF, "H", "big"))
     fwd = await handler.expect(lambda m: isinstance(m, w.Request))
     assert isinstance(fwd, w.Request)
     answer = w.encode(w.Response(fwd.request_id, 0, "", pack(b"z" * 65528)))
@@ -203,7 +147,7 @@ async def test_a_too_large_response_is_too_large_for_the_requester_only(
     # A device that announced max_body 200 asks a handler that answers 1000 bytes.
     await client.add_sender("talker", [], {"say": lambda n: "x" * n})
     device = await opener("device", max_body=200)
-    await device.send(
+    await device.msg(
         w.Request(5, "talker", "say", pack(1000)), w.Request(6, "talker", "say", pack(10))
     )
     assert (await device.response(5)).status == ErrorCode.TOO_LARGE
@@ -241,13 +185,13 @@ async def test_gateway_answers_come_in_pages_that_fit_a_small_max_body(
         f"sensor-{i:02}" for i in range(30)
     )  # without params: the first version's answer, for a small gateway
     device = await opener("device", max_body=256)
-    await device.send(w.Request(1, "$gateway", "senders"))
+    await device.msg(w.Request(1, "$gateway", "senders"))
     whole = await device.response(1)
     assert whole.status == ErrorCode.TOO_LARGE and "offset" in whole.message
     names: list[str] = []
     offset, rid = 0, 10
     while offset is not None:
-        await device.send(w.Request(rid, "$gateway", "senders", pack({"offset": offset})))
+        await device.msg(w.Request(rid, "$gateway", "senders", pack({"offset": offset})))
         resp = await device.response(rid)
         assert resp.status == 0 and len(w.encode(resp)) <= 256
         page = unpack(resp.data)
@@ -261,7 +205,7 @@ async def test_clients_and_the_cli_fetch_every_page(gw: ServerRouter, opener: Op
     raws = []
     for r in range(3):
         raw = await opener(f"bulk{r}")
-        await raw.send(
+        await raw.msg(
             *(w.RegisterSender(i, f"{r}-{i:03}-".ljust(200, "n"), ((i, "e"),)) for i in range(250))
         )
         await raw.expect(lambda m: m == w.SenderRegistered(249))
