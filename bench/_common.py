@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree's sig
 
-from sig import _wire as w
-from sig._data import unpack
-from sig._frame import FrameDecoder, encode_frame
+from sig.protocol import messages as w
+from sig.protocol.data import unpack
+from sig.protocol.frame import FrameDecoder, encode_frame
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -278,7 +278,7 @@ def frames(*msgs: w.Message) -> bytes:
 
 
 class RawPeer:
-    """A sig peer on a plain blocking socket, built from sig._frame + sig._wire only.
+    """A sig peer on a plain blocking socket, built from the codec (sig.protocol) only.
 
     No asyncio and no client library in between: what it measures is the
     gateway. Every wait has a deadline, so a gateway that stalls or never

@@ -93,7 +93,7 @@ class Recorder(Counter):
 
 
 async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
-    from sig.server import ServerRouter
+    from sig.routers.gateway import ServerRouter
 
     options: dict[str, Any] = {}
     if high_water:
@@ -121,7 +121,7 @@ async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
 
 
 async def sig_listen(port: str, expected: str, record: str = "") -> None:
-    from sig.client import AsyncClientRouter
+    from sig.routers.client import AsyncClientRouter
 
     counter = Recorder() if record else Counter()
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
@@ -134,7 +134,7 @@ async def sig_listen(port: str, expected: str, record: str = "") -> None:
 
 
 async def sig_send(port: str, conns: str, count: str) -> None:
-    from sig.client import AsyncClientRouter
+    from sig.routers.client import AsyncClientRouter
 
     clients = [
         AsyncClientRouter("127.0.0.1", int(port), keepalive=0, name=f"s{i}")
@@ -167,7 +167,7 @@ async def sig_send(port: str, conns: str, count: str) -> None:
 
 
 async def sig_respond(port: str) -> None:
-    from sig.client import AsyncClientRouter
+    from sig.routers.client import AsyncClientRouter
 
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
         await client.add_sender("svc", [], {"echo": lambda params: params})
@@ -176,7 +176,7 @@ async def sig_respond(port: str) -> None:
 
 
 async def sig_request(port: str, count: str) -> None:
-    from sig.client import AsyncClientRouter
+    from sig.routers.client import AsyncClientRouter
 
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
         for _ in range(200):  # warm-up
@@ -318,7 +318,7 @@ def mqtt_request(port: str, count: str) -> None:
     say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat)})
 
 
-# --- a minimal UART device (sig._frame + sig._wire only) -------------------------
+# --- a minimal UART device (the codec, sig.protocol, only) ---------------------
 
 
 def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
@@ -331,9 +331,9 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
     import os
     import select
 
-    from sig import _wire as w
-    from sig._data import pack
-    from sig._frame import FrameDecoder, encode_frame
+    from sig.protocol import messages as w
+    from sig.protocol.data import pack
+    from sig.protocol.frame import FrameDecoder, encode_frame
 
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
     decoder = FrameDecoder(512)
@@ -379,7 +379,7 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
     os.close(fd)
 
 
-# --- misbehaving peers of bench/soak.py (raw sockets, sig._frame + sig._wire) -----
+# --- misbehaving peers of bench/soak.py (raw sockets, sig.protocol) -------------
 
 
 def _stdin_says_stop() -> bool:
@@ -401,8 +401,8 @@ def soak_flood(port: str, clients: str, seconds: str) -> None:
 
     from _common import frames
 
-    from sig import _wire as w
-    from sig._data import pack
+    from sig.protocol import messages as w
+    from sig.protocol.data import pack
 
     data = pack(PAYLOAD)
     block = frames(
@@ -477,9 +477,9 @@ def soak_busy(port: str, inflight: str, seconds: str) -> None:
 
     from _common import RawPeer, frames
 
-    from sig import _wire as w
-    from sig._data import pack
     from sig.errors import ErrorCode
+    from sig.protocol import messages as w
+    from sig.protocol.data import pack
 
     peer = RawPeer(int(port), "busy-flooder")
     if not peer.hello():

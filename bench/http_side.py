@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this tree's s
 import aiohttp
 from _common import machine
 
-from sig.client import AsyncClientRouter
-from sig.http import HttpSide
-from sig.server import ServerRouter
+from sig.routers.client import AsyncClientRouter
+from sig.routers.gateway import ServerRouter
+from sig.routers.http import HttpSide
 
 
 class Counter:

@@ -29,10 +29,10 @@ from _common import ROOT, Child, cpu_seconds, header, raise_nofile, rss_kib, sum
 
 sys.path.insert(0, str(ROOT))
 
-from sig import _wire as w
-from sig._data import pack
-from sig._gateway import GatewayCore
-from sig.client import AsyncClientRouter
+from sig.core.gateway import GatewayCore
+from sig.protocol import messages as w
+from sig.protocol.data import pack
+from sig.routers.client import AsyncClientRouter
 
 PAYLOAD = bytes(range(16))
 

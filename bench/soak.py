@@ -9,7 +9,7 @@
 The gateway is a real ``sig serve`` process (``--host 127.0.0.1 --port 0
 --no-timer``, its default log level) with stdout and stderr in files; every
 scenario starts its own. All peers are on loopback. The misbehaving peers and
-the probes speak the protocol on raw sockets (``sig._frame`` + ``sig._wire``,
+the probes speak the protocol on raw sockets (``sig.protocol.frame`` + ``sig.protocol.messages``,
 bench/_common.py ``RawPeer``), so every wait has a deadline: a gateway that
 stalls or never answers gives a figure ("not served within 30 s"), not a hang.
 
@@ -75,9 +75,9 @@ from _common import (
     terminate,
 )
 
-from sig import _wire as w
-from sig._data import pack
 from sig.errors import ErrorCode
+from sig.protocol import messages as w
+from sig.protocol.data import pack
 
 PAYLOAD = bytes(range(16))
 SCENARIOS = ("rss", "lag", "teardown", "fd", "busy")
@@ -94,7 +94,7 @@ class Gateway:
     def __init__(self, workdir: Path, tag: str, nofile: int = 0, extra: list[str] | None = None):
         self.out_path = workdir / f"{tag}.stdout"
         self.err_path = workdir / f"{tag}.stderr"
-        cmd = [sys.executable, "-m", "sig.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+        cmd = [sys.executable, "-m", "sig", "serve", "--host", "127.0.0.1", "--port", "0"]
         cmd += ["--no-timer", *(extra or [])]
 
         def limit_fds() -> None:  # runs in the child between fork and exec, as `ulimit -n`
@@ -894,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # finally blocks stop the children
     method = [
         f"gateway: `sig serve --host 127.0.0.1 --port 0 --no-timer {' '.join(args.serve_arg)}`"
-        "; one per scenario; peers on raw sockets (sig._frame + sig._wire), all on loopback",
+        "; one per scenario; peers on raw sockets (sig.protocol), all on loopback",
         f"rss: {args.flood_clients} non-reading clients flood $gateway links / svc.echo / PING "
         f"for {args.flood_seconds:g} s; VmRSS every 0.25 s; side client: svc.echo every "
         f"{args.side_interval:g} s, answer timeout {args.answer_timeout:g} s",

@@ -27,9 +27,9 @@ from _common import ROOT, header
 
 sys.path.insert(0, str(ROOT))
 
-from sig import _gateway as gateway
-from sig import _wire as w
-from sig._gateway import GatewayCore
+from sig.core import gateway
+from sig.core.gateway import GatewayCore
+from sig.protocol import messages as w
 
 
 class NullLink:
@@ -81,8 +81,8 @@ def teardown(n: int, kind: str) -> tuple[float, float]:
 
 async def tcp_stall(n: int) -> float:
     """Longest event-loop gap (s) while a TCP link with ``n`` senders goes away."""
-    from sig._frame import FrameDecoder, encode_frame
-    from sig.server import ServerRouter
+    from sig.protocol.frame import FrameDecoder, encode_frame
+    from sig.routers.gateway import ServerRouter
 
     limits = getattr(gateway, "Limits", None)
     kw: dict[str, Any] = {} if limits is None else {"limits": limits(10**9, 10**9, 10**9)}

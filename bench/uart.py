@@ -6,7 +6,7 @@
 Needs socat (Debian/Ubuntu: apt-get install socat). Processes: socat (a pty
 pair), the gateway (``ServerRouter`` with one end of the pair attached as a
 persistent StreamLink, as the serial carrier does), a minimal device emulator
-on the other end (``bench/_procs.py dev-sim``: sig._frame + sig._wire only;
+on the other end (``bench/_procs.py dev-sim``: sig.protocol.frame + sig.protocol.messages only;
 HELLO, REGISTER_SENDER, TRIGGERs whose data is a sequence number), and an
 asyncio TCP listener (``AsyncClientRouter``) in its own process.
 
@@ -35,8 +35,8 @@ from _common import ROOT, Child, header, median, percentile, summary, table, ter
 
 sys.path.insert(0, str(ROOT))
 
-from sig import _wire as w
-from sig._frame import crc16, encode_frame
+from sig.protocol import messages as w
+from sig.protocol.frame import crc16, encode_frame
 
 SOCAT_HINT = "socat not found: install it (Debian/Ubuntu: apt-get install socat)"
 
@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     header(
         "sig serial (pty) -> gateway -> TCP listener",
         [
-            "socat pty pair (no baud limit); device = bench/_procs.py dev-sim (sig._frame + "
-            "sig._wire), gateway = ServerRouter process, listener = AsyncClientRouter process",
+            "socat pty pair (no baud limit); device = bench/_procs.py dev-sim (sig.protocol "
+            "only), gateway = ServerRouter process, listener = AsyncClientRouter process",
             f"rate: {args.count:,} triggers (data = sequence number), written 64 frames per "
             f"write; latency: {args.latency_count:,} triggers, one per write, "
             f"{args.interval_us} us apart, from write() returning to the listener callback",

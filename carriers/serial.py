@@ -12,7 +12,7 @@ reports readable but returns no data. pyserial-asyncio then closes the
 transport and calls ``connection_lost`` with that exception; the link hands a
 :class:`sig.errors.ReadError` (its cause the pyserial exception) to the
 handler and sets ``link.closed``, which is what the supervisor in
-:mod:`sig.serial_links` waits on before it reopens the port.
+:mod:`sig.routers.serial` waits on before it reopens the port.
 """
 
 from __future__ import annotations

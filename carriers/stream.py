@@ -42,7 +42,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from sig._frame import DEFAULT_MAX_BODY, FrameDecoder
+from sig.protocol.frame import DEFAULT_MAX_BODY, FrameDecoder
 
 logger = logging.getLogger(f"sig.{__name__}")  # under "sig": setup_logger covers it
 

@@ -24,8 +24,8 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sig._logging import RepeatLimiter
 from sig.errors import ConnectError
+from sig.logs import RepeatLimiter
 
 from .stream import FrameHandler, StreamLink
 
@@ -70,7 +70,7 @@ class LogThrottle:
 
     The first occurrence is logged at once; the ones after it within the
     interval are only counted, and the next line says how many there were.
-    The counting is sig's one repeat limiter (:class:`sig._logging.RepeatLimiter`,
+    The counting is sig's one repeat limiter (:class:`sig.logs.RepeatLimiter`,
     also behind the CLI's filter for every ``sig`` logger).
     """
 

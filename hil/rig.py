@@ -47,7 +47,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from procs import Gateway, Proc, wait_until  # noqa: E402
 from socat import SocatPair, SocatPairs  # noqa: E402

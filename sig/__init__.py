@@ -8,12 +8,11 @@ gateway connects TCP peers and UART devices and tells everyone who is there
 
 from typing import TYPE_CHECKING, Any
 
-from ._api import Listener, Sender, Signal
-from ._compat import LOG_LEVELS, SimpleLogger, setup_logger
-from ._gateway import Limits
-from ._local import LocalRouter
-from ._routing import CONNECT, DISCONNECT
-from .errors import (
+from sig.compat import LOG_LEVELS, SimpleLogger, setup_logger
+from sig.core.endpoints import Listener, Sender, Signal
+from sig.core.gateway import Limits
+from sig.core.routing import CONNECT, DISCONNECT
+from sig.errors import (
     ConnectError,
     ConnectionLost,
     DecodeError,
@@ -36,19 +35,20 @@ from .errors import (
     SigError,
     UnknownEventError,
 )
+from sig.routers.local import LocalRouter
 
 __version__ = "0.1.0"
 
 # The network routers pull in asyncio; import them only when asked for, so that
 # the codec and routing core stay importable without any I/O machinery.
 _LAZY = {
-    "AsyncClientRouter": ".client",
-    "Backoff": ".client",
-    "ClientRouter": "._sync",
-    "DiscoveredGateway": "._discovery",
-    "discover": "._discovery",
-    "discover_async": "._discovery",
-    "ServerRouter": ".server",
+    "AsyncClientRouter": "sig.routers.client",
+    "Backoff": "sig.routers.retry",
+    "ClientRouter": "sig.routers.sync",
+    "DiscoveredGateway": "sig.routers.discovery",
+    "discover": "sig.routers.discovery",
+    "discover_async": "sig.routers.discovery",
+    "ServerRouter": "sig.routers.gateway",
 }
 
 
@@ -58,16 +58,17 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'sig' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 if TYPE_CHECKING:
-    from ._discovery import DiscoveredGateway, discover, discover_async
-    from ._sync import ClientRouter
-    from .client import AsyncClientRouter, Backoff
-    from .server import ServerRouter
+    from sig.routers.client import AsyncClientRouter
+    from sig.routers.discovery import DiscoveredGateway, discover, discover_async
+    from sig.routers.gateway import ServerRouter
+    from sig.routers.retry import Backoff
+    from sig.routers.sync import ClientRouter
 
 __all__ = [
     "CONNECT",

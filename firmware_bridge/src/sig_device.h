@@ -121,7 +121,7 @@ bool sig_bytes_eq(sig_bytes_t b, const char *s);
  * n + 2 + ceil((n + 2) / 254) + 1. */
 #define SIG_FRAME_ENCODED_MAX(n) (SIG_COBS_ENCODED_MAX((n) + SIG_CRC_SIZE) + 1u)
 /* Encoded bytes (delimiter excluded) the streaming decoder accepts for a
- * max_body before it counts `oversize`. Same limit as sig/_frame.py
+ * max_body before it counts `oversize`. Same limit as sig/protocol/frame.py
  * (encoded_size_max(max_body) - 1), so both decoders count alike. */
 #define SIG_RX_ENCODED_LIMIT(max_body) \
     ((uint32_t)(max_body) + 2u + ((uint32_t)(max_body) + 2u) / 254u + 1u)

@@ -212,7 +212,7 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
 typedef struct {
     const uint8_t *p;
     size_t len, pos;
-    sig_err_t err; /* sticky: the first error wins, as in sig/_wire.py */
+    sig_err_t err; /* sticky: the first error wins, as in sig/protocol/messages.py */
 } rd_t;
 
 static void rd_fail(rd_t *r, sig_err_t e)

@@ -1,7 +1,0 @@
-"""``python -m sig.cli``: the same as the ``sig`` command."""
-
-import sys
-
-from . import main
-
-sys.exit(main())

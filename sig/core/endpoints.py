@@ -1,0 +1,205 @@
+"""In-process endpoints: the senders, signals and listener handles user code holds.
+
+They are the same for every router (local, gateway, asyncio client,
+synchronous client): a :class:`Sender` asks its host router to deliver,
+whatever that router does with it (call listeners in-process, or send a
+TRIGGER frame). This module also holds what every router does with them the
+same way: argument checks, listener delivery (:func:`deliver`) and the one
+mapping from a request handler's exception to the error that answers it
+(:func:`handler_error`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from sig.compat import SenderAliases
+from sig.core.routing import RoutingTable, check_declared_event, check_name
+from sig.errors import HandlerError, InvalidNameError, NoSuchMethod, RequestError, UnknownEventError
+
+logger = logging.getLogger(__name__)
+
+#: A listener callback: ``callback(info, data)``, info has "sender" and "event".
+ListenerCallback = Callable[[dict[str, Any], Any], Any]
+#: Named request handler ``handler(params)`` or default ``handler(method, params)``.
+RequestHandler = Callable[..., Any]
+Handlers = Mapping["str | None", RequestHandler]
+
+
+class SenderHost(Protocol):
+    """What a Sender needs from the router that owns it."""
+
+    def _emit(self, sender: Sender, event: str, data: Any) -> None: ...
+
+
+class Signal:
+    """One declared event of one sender; ``trigger(data)`` sends it."""
+
+    __slots__ = ("_sender", "event")
+
+    def __init__(self, sender: Sender, event: str) -> None:
+        self._sender = sender
+        self.event = event
+
+    @property
+    def sender(self) -> Sender:
+        return self._sender
+
+    def trigger(self, data: Any = None) -> None:
+        """Deliver ``data`` to everyone listening to this event."""
+        sender = self._sender
+        sender._host._emit(sender, self.event, data)
+
+    def __repr__(self) -> str:
+        return f"<Signal {self._sender.name}:{self.event}>"
+
+
+class Sender(SenderAliases):
+    """A named source of events, owned by a router."""
+
+    __slots__ = ("_host", "_signals", "events", "handlers", "name")
+
+    def __init__(
+        self, host: SenderHost, name: str, events: Iterable[str], handlers: Handlers
+    ) -> None:
+        self._host = host
+        self.name = name
+        self.events: tuple[str, ...] = tuple(events)
+        self.handlers: dict[str | None, RequestHandler] = dict(handlers)
+        self._signals = {e: Signal(self, e) for e in self.events}
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Named request methods (the default handler is not one)."""
+        return tuple(m for m in self.handlers if m is not None)
+
+    @property
+    def default_handler(self) -> bool:
+        return None in self.handlers
+
+    def get_signal(self, event: str) -> Signal:
+        """The signal of a declared event; raises UnknownEventError otherwise."""
+        try:
+            return self._signals[event]
+        except KeyError:
+            raise UnknownEventError(
+                f"sender {self.name!r} did not declare event {event!r}"
+                f" (declared: {', '.join(self.events) or 'none'})"
+            ) from None
+
+    def trigger(self, event: str, data: Any = None) -> None:
+        self.get_signal(event).trigger(data)
+
+    def __repr__(self) -> str:
+        return f"<Sender {self.name} events={list(self.events)}>"
+
+
+class Listener:
+    """Handle of one listener registration; pass it to ``remove_listener``."""
+
+    __slots__ = ("callback", "event", "sender")
+
+    def __init__(self, callback: ListenerCallback, sender: str | None, event: str | None) -> None:
+        self.callback = callback
+        self.sender = sender
+        self.event = event
+
+    def __repr__(self) -> str:
+        name = getattr(self.callback, "__qualname__", repr(self.callback))
+        return f"<Listener {name} on ({self.sender!r}, {self.event!r})>"
+
+
+def check_sender_args(
+    name: object, events: object, requests: Handlers | None
+) -> tuple[str, tuple[str, ...], dict[str | None, RequestHandler]]:
+    """Validate add_sender's arguments; clear errors for wrong types."""
+    check_name("sender", name)
+    assert isinstance(name, str)
+    if isinstance(events, (str, bytes)) or not isinstance(events, Iterable):
+        raise InvalidNameError(f"events must be a list of event names, not {type(events).__name__}")
+    # "#connect" / "#disconnect" are refused here too, so a client learns it at
+    # once rather than from the gateway's INVALID_NAME after a round trip.
+    event_list = tuple(dict.fromkeys(check_declared_event(e) for e in events))
+    handlers: dict[str | None, RequestHandler] = {}
+    for method, handler in (requests or {}).items():
+        if method is not None:
+            check_name("method", method)
+        if not callable(handler):
+            raise TypeError(f"request handler for {method!r} is not callable: {handler!r}")
+        handlers[method] = handler
+    return name, event_list, handlers
+
+
+def check_listener_args(callback: object, sender: object, event: object) -> None:
+    if not callable(callback):
+        raise TypeError(f"listener callback is not callable: {callback!r}")
+    if sender is not None:
+        check_name("sender", sender)
+    if event is not None:
+        check_name("event", event)
+
+
+def resolve_handler(
+    handlers: Mapping[str | None, RequestHandler], sender: str, method: str
+) -> Callable[[Any], Any]:
+    """The one-argument callable that answers ``method``; raises NoSuchMethod."""
+    handler = handlers.get(method)
+    if handler is not None:
+        return handler
+    default = handlers.get(None)
+    if default is None:
+        raise NoSuchMethod(f"sender {sender!r} has no request handler for {method!r}")
+    return functools.partial(default, method)
+
+
+def subscribe_listener(
+    table: RoutingTable[Any], callback: ListenerCallback, sender: str | None, event: str | None
+) -> Listener:
+    """Validate and register an in-process listener in ``table``."""
+    check_listener_args(callback, sender, event)
+    listener = Listener(callback, sender, event)
+    table.subscribe(listener, sender, event)
+    return listener
+
+
+def unsubscribe_listener(
+    table: RoutingTable[Any],
+    listener: Listener | ListenerCallback,
+    sender: str | None,
+    event: str | None,
+) -> bool:
+    """Remove a registration by handle, or by (callback, sender, event)."""
+    if isinstance(listener, Listener):
+        return table.unsubscribe(listener, listener.sender, listener.event)
+    for sub in table.subscribers(sender, event):
+        if isinstance(sub, Listener) and sub.callback == listener:
+            return table.unsubscribe(sub, sender, event)
+    return False
+
+
+def deliver(listeners: Iterable[Listener], sender: str, event: str, data: Any) -> int:
+    """Call each listener; one that raises is logged and skipped. Returns the failures."""
+    failures = 0
+    for listener in listeners:
+        try:
+            listener.callback({"sender": sender, "event": event}, data)
+        except Exception:
+            failures += 1
+            logger.exception("listener %r raised on %s:%s", listener, sender, event)
+    return failures
+
+
+def handler_error(exc: BaseException, sender: str, method: str) -> RequestError:
+    """The error that answers a request whose handler raised ``exc`` (logged if unexpected).
+
+    A RequestError (NoSuchMethod, or one the handler raised on purpose) answers
+    as it is; anything else is a HANDLER_ERROR naming the handler and the
+    exception, with the traceback in the log rather than on the wire.
+    """
+    if isinstance(exc, RequestError):
+        return exc
+    logger.error("request handler %s.%s raised", sender, method, exc_info=exc)
+    return HandlerError(f"{sender}.{method} raised {type(exc).__name__}: {exc}")

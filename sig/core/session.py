@@ -1,0 +1,118 @@
+"""Gateway-side session state of one link, as a table (sans-I/O).
+
+Rules:
+
+1. A link starts in AWAIT_HELLO. Only HELLO, PING and PONG are accepted there;
+   anything else is answered with ERROR(NO_SESSION) and INVITE.
+2. HELLO opens the session (OPEN). A HELLO while OPEN replaces the session: its
+   senders and listeners are removed first (a device that reset).
+3. A link timeout (no valid frame for 3 x keepalive) ends the session. On a
+   stream link (TCP) that also closes the connection (CLOSED); on a UART the
+   link stays and waits for the next HELLO (AWAIT_HELLO).
+4. The link closing ends everything (CLOSED); CLOSED is final.
+5. A protocol breach that cannot be answered (framing error on TCP, too many
+   errors) moves to ERROR, which closes the link: no limping on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from sig.core.routing import Key
+
+
+class State(Enum):
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class Input(Enum):
+    HELLO = "hello"
+    TIMEOUT = "timeout"
+    LINK_CLOSED = "link-closed"
+    BREACH = "breach"
+
+
+_TIMEOUT_TARGET = {True: State.AWAIT_HELLO, False: State.CLOSED}  # keyed by link.persistent
+
+#: (state, input) -> next state. TIMEOUT depends on the link kind (rule 3).
+TRANSITIONS: dict[State, dict[Input, State | None]] = {
+    State.AWAIT_HELLO: {
+        Input.HELLO: State.OPEN,
+        Input.TIMEOUT: None,
+        Input.LINK_CLOSED: State.CLOSED,
+        Input.BREACH: State.ERROR,
+    },
+    State.OPEN: {
+        Input.HELLO: State.OPEN,
+        Input.TIMEOUT: None,
+        Input.LINK_CLOSED: State.CLOSED,
+        Input.BREACH: State.ERROR,
+    },
+    State.CLOSED: {},
+    State.ERROR: {Input.LINK_CLOSED: State.ERROR},
+}
+
+
+class Link(Protocol):
+    """What the gateway needs from a carrier link (TCP connection, serial port)."""
+
+    name: str
+    #: True for a UART: the link outlives sessions, and noise is counted, not fatal.
+    persistent: bool
+
+    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
+        """Queue one frame; False if it was dropped (slow consumer) and counted.
+
+        ``urgent`` asks for the frame to be written now rather than at the end
+        of the loop turn (requests and responses, where latency counts).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+@dataclass(eq=False)
+class Session:
+    """One peer on one link: its registrations and timers."""
+
+    link: Link
+    state: State = State.AWAIT_HELLO
+    peer: str = ""
+    peer_max_body: int = 65535
+    keepalive_s: float = 0.0
+    features: int = 0
+    last_rx: float = 0.0
+    last_tx: float = 0.0
+    opened_at: float = 0.0
+    attached_at: float = 0.0  #: when the link came up (the HELLO deadline counts from it)
+    #: Why the gateway ended this link ("" until it does), for the close counters.
+    close_reason: str = ""
+    senders: dict[int, str] = field(default_factory=dict)  # sender_ref -> name
+    events: dict[int, tuple[str, str]] = field(default_factory=dict)  # event_ref -> pair
+    event_refs: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sender -> its refs
+    listeners: dict[int, Key] = field(default_factory=dict)  # listener_id -> key
+    handling: dict[int, Any] = field(default_factory=dict)  # gw request id -> pending
+    triggers: int = 0
+    events_out: int = 0
+    dropped_events: int = 0
+    dropped_too_large: int = 0  # events over this peer's max_body (also in dropped_events)
+    protocol_errors: int = 0
+    logged_codes: set[int] = field(default_factory=set)
+
+    def step(self, event: Input) -> State:
+        """Apply one input to the state table; returns the new state."""
+        table = TRANSITIONS[self.state]
+        if event not in table:
+            raise RuntimeError(f"no transition from {self.state} on {event}")
+        target = table[event]
+        if target is None:
+            target = _TIMEOUT_TARGET[self.link.persistent]
+        self.state = target
+        return target

@@ -1,0 +1,1 @@
+"""The wire protocol: frames, messages and CBOR data (PROTOCOL.md). No I/O."""

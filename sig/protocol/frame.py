@@ -1,0 +1,169 @@
+"""Frame layer: ``COBS(body || CRC-16) || 0x00`` on any byte stream (sans-I/O).
+
+A frame carries one message body. The CRC is CRC-16/CCITT-FALSE (poly 0x1021,
+init 0xFFFF, not reflected, no final xor; check value 0x29B1 for b"123456789")
+over the body, appended most significant byte first. The result is COBS-encoded
+so it holds no zero byte, and a single 0x00 ends it. The same frames run over
+UART and TCP, so a device behind a serial-to-TCP bridge works unchanged.
+
+:class:`FrameDecoder` accepts bytes in any chunking and returns whole bodies.
+Anything wrong with a frame (bad COBS, bad CRC, too short, too long) is counted
+in :class:`FrameStats` and the frame is dropped; decoding resumes after the next
+0x00. The decoder never raises on input.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+
+import crcmod.predefined
+from cobs import cobs
+
+from sig.errors import LocalProtocolError
+
+#: Frame delimiter.
+DELIMITER = 0x00
+#: Size of the CRC trailer inside the COBS-encoded part.
+CRC_SIZE = 2
+#: Largest body the protocol can express; a peer may announce a smaller one.
+MAX_BODY_LIMIT = 65535
+#: Body limit a gateway uses on TCP links unless configured otherwise.
+DEFAULT_MAX_BODY = 65535
+
+crc16 = crcmod.predefined.mkPredefinedCrcFun("crc-ccitt-false")
+"""CRC-16/CCITT-FALSE of a bytes-like object, as an int."""
+
+#: True when crcmod's C extension is in use (it falls back silently to Python).
+CRC_C_EXTENSION: bool = bool(getattr(sys.modules["crcmod.crcmod"], "_usingExtension", False))
+
+_cobs_encode = cobs.encode
+_cobs_decode = cobs.decode
+_CobsDecodeError = cobs.DecodeError
+
+
+def encoded_size_max(body_len: int) -> int:
+    """Largest number of bytes a body of ``body_len`` bytes takes on the wire."""
+    n = body_len + CRC_SIZE
+    return n + n // 254 + 1 + 1  # COBS overhead, then the delimiter
+
+
+def encode_frame(body: bytes) -> bytes:
+    """Return the wire bytes of one frame carrying ``body``."""
+    if not body:
+        raise LocalProtocolError("a frame body holds at least the message type byte")
+    if len(body) > MAX_BODY_LIMIT:
+        raise LocalProtocolError(f"body of {len(body)} bytes exceeds {MAX_BODY_LIMIT}")
+    encoded: bytes = _cobs_encode(body + crc16(body).to_bytes(2, "big"))
+    return encoded + b"\x00"
+
+
+@dataclass
+class FrameStats:
+    """What a decoder has seen; errors by kind. Never reset by the decoder."""
+
+    frames: int = 0  #: good frames returned
+    bytes_in: int = 0  #: every byte fed, delimiters included
+    empty: int = 0  #: 0x00 with nothing before it (allowed; used to resynchronise)
+    crc_errors: int = 0  #: decoded fine, CRC did not match
+    framing_errors: int = 0  #: not valid COBS, or shorter than type byte + CRC
+    oversize: int = 0  #: longer than the decoder's max_body allows
+
+    @property
+    def errors(self) -> int:
+        """All dropped frames, whatever the reason."""
+        return self.crc_errors + self.framing_errors + self.oversize
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class FrameDecoder:
+    """Streaming frame decoder: ``feed(bytes) -> list[body]``.
+
+    ``max_body`` bounds the memory held for one partial frame: once the pending
+    bytes could no longer be a frame of at most ``max_body`` body bytes, they are
+    discarded and the rest of that frame is skipped up to the next delimiter.
+    """
+
+    __slots__ = ("_buf", "_limit", "_skipping", "max_body", "stats")
+
+    def __init__(self, max_body: int = DEFAULT_MAX_BODY) -> None:
+        if not 1 <= max_body <= MAX_BODY_LIMIT:
+            raise ValueError(f"max_body must be within 1..{MAX_BODY_LIMIT}")
+        self.max_body = max_body
+        self._limit = encoded_size_max(max_body) - 1  # without the delimiter
+        self._buf = bytearray()
+        self._skipping = False
+        self.stats = FrameStats()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame held in the buffer."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the bodies of all frames they complete."""
+        stats = self.stats
+        stats.bytes_in += len(data)
+        if b"\x00" not in data:
+            self._append(data)
+            return []
+        parts = data.split(b"\x00")
+        tail = parts.pop()
+        out: list[bytes] = []
+        first = True
+        for part in parts:
+            if first:
+                first = False
+                if self._buf or self._skipping:
+                    skipping = self._skipping
+                    self._append(part)
+                    skipping = skipping or self._skipping
+                    chunk = bytes(self._buf)
+                    self._buf.clear()
+                    self._skipping = False
+                    if skipping:
+                        continue
+                    part = chunk
+            if not part:
+                stats.empty += 1
+                continue
+            if len(part) > self._limit:
+                stats.oversize += 1
+                continue
+            body = self._unwrap(part)
+            if body is not None:
+                out.append(body)
+        self._append(tail)
+        return out
+
+    def _append(self, data: bytes) -> None:
+        if self._skipping or not data:
+            return
+        if len(self._buf) + len(data) > self._limit:
+            self.stats.oversize += 1
+            self._buf.clear()
+            self._skipping = True
+            return
+        self._buf += data
+
+    def _unwrap(self, encoded: bytes) -> bytes | None:
+        stats = self.stats
+        try:
+            raw: bytes = _cobs_decode(encoded)
+        except _CobsDecodeError:
+            stats.framing_errors += 1
+            return None
+        if len(raw) <= CRC_SIZE:
+            stats.framing_errors += 1
+            return None
+        body = raw[:-CRC_SIZE]
+        if len(body) > self.max_body:
+            stats.oversize += 1
+            return None
+        if crc16(body) != int.from_bytes(raw[-CRC_SIZE:], "big"):
+            stats.crc_errors += 1
+            return None
+        stats.frames += 1
+        return body

@@ -1,0 +1,438 @@
+"""ServerRouter: the gateway. Binds the sans-I/O core to TCP (and serial) carriers.
+
+In-process senders and listeners work on the gateway too (the demo ``timer``
+sender of ``sig serve`` is one), with the same API as :class:`sig.LocalRouter`.
+
+Connections are bounded: at most ``max_connections`` TCP links (by default the
+descriptor limit, RLIMIT_NOFILE, minus :data:`FD_RESERVE` for everything else
+the process opens). A connection that arrives at the limit evicts the oldest
+link that has not sent HELLO yet (those are cheap to open and hold nothing);
+when every link has a session, the new connection is refused (closed at once).
+Either way the gateway keeps serving the sessions it has, counts what it did
+(``closed_evicted``, ``refused_connections``) and logs one line a minute.
+
+Every link that ends is counted by reason in ``$gateway stats``:
+``closed_<reason>`` for the reasons in :data:`CLOSE_REASONS`. The poll ticker
+also measures how late it runs, which is how long the event loop was busy
+with something else (``loop_lag_ms`` now, ``max_loop_lag_ms`` since start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from carriers.stream import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_QUEUED,
+    DEFAULT_STALL_TIMEOUT,
+    StreamLink,
+)
+from carriers.tcp import RESOURCE_ERRNOS, LogThrottle, TcpListener
+from sig.compat import LocalRouterAliases
+from sig.core.endpoints import (
+    Handlers,
+    Listener,
+    ListenerCallback,
+    Sender,
+    check_sender_args,
+    subscribe_listener,
+    unsubscribe_listener,
+)
+from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
+from sig.core.session import Session, State
+from sig.errors import NoSuchSender, RequestTimeout, request_error_for
+from sig.protocol.data import pack, unpack
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.1  #: seconds between keepalive / timeout checks
+#: CPU time one link's frames may take per loop turn before the link waits a turn.
+TURN_BUDGET = 0.002
+#: Descriptors kept for what is not a TCP connection: stdio, the event loop and
+#: its self-pipe, listening sockets, log files, DNS, future listeners.
+FD_RESERVE = 64
+#: Descriptors one serial port takes (pyserial: the port and two abort pipes).
+FDS_PER_SERIAL_PORT = 5
+#: Why links end, as counted in ``$gateway stats`` (``closed_<reason>``):
+#: peer (hung up, reset, port lost), stalled (took nothing for stall_timeout),
+#: hello_timeout (no HELLO in time), link_timeout (silent for 3 keepalives),
+#: breach (protocol breach), not_sig (framing garbage on TCP), evicted (made
+#: room for a new connection at the limit), shutdown (the gateway stopped).
+CLOSE_REASONS = (
+    "peer",
+    "stalled",
+    "hello_timeout",
+    "link_timeout",
+    "breach",
+    "not_sig",
+    "evicted",
+    "shutdown",
+)
+
+
+def default_max_connections(extra_fds: int = 0) -> int:
+    """TCP connections the descriptor limit allows, minus a reserve (at least 1)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 1000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(1, soft - FD_RESERVE - extra_fds)
+
+
+class ServerRouter(LocalRouterAliases):
+    """The gateway: accepts TCP clients (and serial links) and routes between them."""
+
+    def __init__(
+        self,
+        host: str | None = "0.0.0.0",
+        port: int = 3000,
+        *,
+        name: str = "sig-gateway",
+        request_timeout: float = 10.0,
+        high_water: int = DEFAULT_HIGH_WATER,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        limits: Limits | None = None,
+        serial_name_grace: float | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        max_connections: int | None = None,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        tcp_keepalive: float = DEFAULT_TCP_KEEPALIVE_MS / 1000,
+    ) -> None:
+        """``serial_name_grace``: seconds a serial device's sender names stay
+        reserved for its port after it goes quiet (None: twice its link timeout)."""
+        self.host = host
+        self.port = port
+        self.core = GatewayCore(
+            name,
+            request_timeout=request_timeout,
+            limits=limits,
+            serial_name_grace=serial_name_grace,
+        )
+        self.core.hello_timeout = hello_timeout
+        self.core.tcp_keepalive_ms = round(tcp_keepalive * 1000)
+        #: Options every link of this gateway gets (serial ports too).
+        self.link_options: dict[str, Any] = {
+            "high_water": high_water,
+            "stall_timeout": stall_timeout,
+            "max_queued": max_queued,
+        }
+        self.max_connections = (
+            default_max_connections() if max_connections is None else max(1, max_connections)
+        )
+        self._server: TcpListener | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._links: set[StreamLink] = set()
+        self._tcp: dict[StreamLink, None] = {}  # TCP links up
+        #: TCP links in the order they came up that may still lack a session.
+        self._pre_hello: dict[StreamLink, None] = {}
+        self._log_limit = LogThrottle(logger)
+        self.loop_lag = 0.0  #: seconds the last poll tick ran late
+        self.max_loop_lag = 0.0  #: the worst since start
+        counters = self.core.counters
+        for reason in CLOSE_REASONS:
+            counters[f"closed_{reason}"] = 0
+        for key in ("refused_connections", "accept_errors", "discarded_frames", "discarded_bytes"):
+            counters[key] = 0
+        self.core.gauges.update(
+            {"connections": 0, "max_connections": self.max_connections, "loop_lag_ms": 0.0}
+        )
+        self.core.gauges["max_loop_lag_ms"] = 0.0
+        self._senders: dict[str, Sender] = {}
+        self._extra_tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the TCP port; raises sig.ConnectError if it cannot."""
+        options = self.link_options
+        listener = TcpListener(
+            lambda: StreamLink(self, **options),
+            admit=self._admit,
+            exhausted=self._exhausted,
+        )
+        await listener.start(self.host, self.port)
+        self._server = listener
+        if listener.sockets:
+            self.port = listener.sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick(), name="sig-gateway-poll")
+        logger.info(
+            "gateway %s listening on %s:%s (at most %d TCP connections)",
+            self.core.name,
+            self.host,
+            self.port,
+            self.max_connections,
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: #disconnect for every sender, links flushed and closed."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        for task in list(self._extra_tasks):
+            task.cancel()
+        for name in list(self._senders):
+            self.remove_sender(name)
+        for session in list(self.core.sessions):
+            self.core._end_session(session, "gateway shutting down")
+        if self._server is not None:
+            self._server.close()
+        for link in list(self._links):
+            link.close_reason = link.close_reason or "shutdown"
+            link.close()
+        for link in list(self._links):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(link.closed.wait(), 2.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        logger.info("gateway stopped")
+
+    async def __aenter__(self) -> ServerRouter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _tick(self) -> None:
+        """Poll the core every POLL_INTERVAL, and measure how late each tick runs.
+
+        The lateness is the event-loop lag: how long the loop was busy with
+        other callbacks when this one was due (a teardown, a big request...).
+        """
+        loop = asyncio.get_running_loop()
+        gauges = self.core.gauges
+        due = loop.time() + POLL_INTERVAL
+        while True:
+            await asyncio.sleep(due - loop.time())
+            now = loop.time()
+            lag = self.loop_lag = max(0.0, now - due)
+            gauges["loop_lag_ms"] = round(lag * 1000, 3)
+            if lag > self.max_loop_lag:
+                self.max_loop_lag = lag
+                gauges["max_loop_lag_ms"] = round(lag * 1000, 3)
+            due = now + POLL_INTERVAL
+            try:
+                self.core.poll()
+            except Exception:  # a bug here must not stop keepalive for everyone
+                logger.exception("gateway poll failed")
+
+    def listen_addresses(self) -> list[str]:
+        """The addresses the TCP server is bound to (``0.0.0.0`` / ``::`` for all)."""
+        sockets = getattr(self._server, "sockets", None) or []
+        return [str(sock.getsockname()[0]) for sock in sockets]
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run a background task owned by the gateway (cancelled on stop)."""
+        task = asyncio.create_task(coro, name=name)
+        self._extra_tasks.add(task)
+        task.add_done_callback(self._extra_tasks.discard)
+        return task
+
+    # --- FrameHandler (carriers call these) -------------------------------
+
+    def link_up(self, link: StreamLink) -> None:
+        self._links.add(link)
+        link.session = self.core.attach(link)
+        if not link.persistent:
+            self._tcp[link] = None
+            self._pre_hello[link] = None
+            self.core.gauges["connections"] = len(self._tcp)
+            if len(self._tcp) > self.max_connections:
+                self._over_limit(link)
+
+    def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
+        """Hand bodies to the core; stop when the link pauses or its turn is used up.
+
+        The link pauses when its queue goes over the cap; the turn is
+        :data:`TURN_BUDGET` seconds of CPU time (one frame at least). Either way the link holds
+        the rest (for the resume, or the next loop turn, after other links).
+        """
+        session: Session = link.session
+        receive = self.core.receive
+        if len(bodies) == 1:
+            receive(session, bodies[0])
+            return None
+        wall, cpu = time.perf_counter, time.thread_time  # wall: cheap; CPU: exact
+        cpu0 = cpu()
+        end = wall() + TURN_BUDGET
+        for done, body in enumerate(bodies, 1):
+            receive(session, body)
+            if link.reading_paused:
+                return done
+            if wall() > end:  # on the wall clock; a preempted turn goes on for its rest
+                used = cpu() - cpu0
+                if used >= TURN_BUDGET:
+                    return done
+                end = wall() + TURN_BUDGET - used
+        return None
+
+    def link_down(self, link: StreamLink, exc: BaseException | None) -> None:
+        self._links.discard(link)
+        session: Session | None = link.session
+        self._count_close(link, session)
+        if not link.persistent:
+            self._forget(link)
+        if session is not None:
+            self.core.detach(session)
+
+    def _forget(self, link: StreamLink) -> None:
+        """No longer count ``link`` as a connection (it is gone, or being aborted)."""
+        self._tcp.pop(link, None)
+        self._pre_hello.pop(link, None)
+        self.core.gauges["connections"] = len(self._tcp)
+
+    def _count_close(self, link: StreamLink, session: Session | None) -> None:
+        reason = link.close_reason
+        if reason == "refused":  # never admitted: counted as refused_connections
+            return
+        if not reason and session is not None:
+            reason = session.close_reason or ("breach" if session.state is State.ERROR else "")
+        counters = self.core.counters
+        key = f"closed_{reason or 'peer'}"
+        counters[key] = counters.get(key, 0) + 1
+        counters["discarded_frames"] += link.discarded_frames
+        counters["discarded_bytes"] += link.discarded_bytes
+
+    # --- connection limit (the TcpListener calls these) -------------------
+
+    def _admit(self) -> bool:
+        """At the door: room, or fewer sessions than the limit (checked again in link_up).
+
+        Over the limit, every link that comes up evicts the oldest pre-HELLO
+        one, so a connection is refused only when the links with a session
+        fill the limit. (The listener starts :data:`carriers.tcp.MAX_STARTING`
+        links at most at a time, which bounds the descriptors over the limit.)
+        """
+        if len(self._tcp) < self.max_connections:
+            return True
+        if len(self._tcp) - len(self._pre_hello) < self.max_connections:
+            return True  # _pre_hello may hold opened links not swept yet: link_up decides
+        self._refused()
+        return False
+
+    def _over_limit(self, link: StreamLink) -> None:
+        """``link`` came up over the limit: evict the oldest pre-HELLO link, or refuse it."""
+        victim = self._oldest_without_hello()
+        if victim is not None and victim is not link:
+            self._evict(victim, "connection limit")
+            return
+        self._forget(link)
+        link.close_reason = "refused"
+        link.abort()
+        self._refused()
+
+    def _refused(self) -> None:
+        self.core.counters["refused_connections"] += 1
+        self._log_limit(
+            "%d connections (the limit), all with sessions: refusing new ones",
+            self.max_connections,
+        )
+
+    def _exhausted(self, exc: OSError) -> None:
+        """accept() failed; out of descriptors: free one held by a pre-HELLO link, if any."""
+        self.core.counters["accept_errors"] += 1
+        if exc.errno not in RESOURCE_ERRNOS:
+            return
+        victim = self._oldest_without_hello()
+        if victim is not None:
+            self._evict(victim, "out of file descriptors")
+
+    def _oldest_without_hello(self) -> StreamLink | None:
+        """The oldest TCP link still without a session (amortised O(1)).
+
+        Links leave ``_pre_hello`` for good when found with a session (a TCP
+        link never goes back to AWAIT_HELLO), so each is skipped only once.
+        """
+        pre = self._pre_hello
+        while pre:
+            link = next(iter(pre))
+            session = link.session
+            waiting = session is not None and session.state is State.AWAIT_HELLO
+            if waiting and not link.close_reason:
+                return link
+            del pre[link]  # opened (or closing): never a candidate again
+        return None
+
+    def _evict(self, link: StreamLink, why: str) -> None:
+        link.close_reason = "evicted"
+        self._forget(link)
+        self._log_limit("%s: evicting %s, which has not sent HELLO", why, link.name)
+        link.abort()
+
+    # --- in-process API ---------------------------------------------------
+
+    def add_sender(
+        self, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        name, event_list, handlers = check_sender_args(name, events, requests)
+        self.core.add_local_sender(name, event_list, handlers)
+        sender = Sender(self, name, event_list, handlers)
+        self._senders[name] = sender
+        return sender
+
+    def remove_sender(self, sender: str | Sender) -> bool:
+        name = sender.name if isinstance(sender, Sender) else sender
+        self._senders.pop(name, None)
+        return self.core.remove_local_sender(name)
+
+    def get_sender(self, name: str) -> Sender | None:
+        return self._senders.get(name)
+
+    def _emit(self, sender: Sender, event: str, data: Any) -> None:
+        if self._senders.get(sender.name) is not sender:
+            raise NoSuchSender(f"sender {sender.name!r} was removed from this gateway")
+        self.core.route(sender.name, event, pack(data))
+
+    def add_listener(
+        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+    ) -> Listener:
+        """Call ``callback(info, data)`` for every matching event."""
+        return subscribe_listener(self.core.table, callback, sender, event)
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        """Remove a registration by handle, or by (callback, sender, event)."""
+        return unsubscribe_listener(self.core.table, listener, sender, event)
+
+    def list_senders(self) -> dict[str, dict[str, list[str]]]:
+        return {name: info.announcement() for name, info in self.core.table.senders.items()}
+
+    async def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call any sender's handler (remote or local); raises a RequestError subclass."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str, bytes]] = loop.create_future()
+
+        def done(status: int, message: str, data: bytes) -> None:
+            if not future.done():
+                future.set_result((status, message, data))
+
+        wait = self.core.request_timeout if timeout is None else timeout
+        self.core.start_request(sender, method, pack(params), done, timeout=wait)
+        try:
+            status, message, data = await asyncio.wait_for(future, wait + 1.0)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no response from {sender}.{method}") from None
+        if status:
+            raise request_error_for(status, message)
+        return unpack(data)
+
+    def links(self) -> list[dict[str, Any]]:
+        """Per-link state and counters (closed serial ports included)."""
+        return self.core.links()

@@ -1,0 +1,177 @@
+"""Serial ports on the gateway: one supervisor task per port.
+
+A supervisor opens its port, waits until the link closes, and opens it again
+with exponential backoff (0.2 s doubling to 5 s, +/- 10 % jitter) for as long
+as the gateway runs. What happens in between is the gateway core's business:
+
+* on every (re)open the core sends INVITE (``GatewayCore.attach``), so a device
+  that kept running registers again without being touched;
+* when the port vanishes (USB unplugged, device file gone, the pty's other
+  side died) the read fails, the link closes, and ``GatewayCore.detach`` ends
+  the session: ``#disconnect`` for the device's senders, ``SENDER_GONE`` for
+  requests it was handling. TCP clients and the other ports carry on.
+
+Every port appears in ``$gateway links`` (``sig links``): an open port through
+its session row (link counters plus ``port_state``, ``reopens``), a closed one
+through the row its supervisor reports. Counters are those of the current (or,
+when closed, the last) opening of the port; ``reopens`` counts them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from carriers.serial import SerialLink, SerialSettings, open_serial
+from sig.errors import ConnectError, SigError
+from sig.routers.client import Backoff
+
+logger = logging.getLogger(__name__)
+
+#: Reopen delays after a port is lost or cannot be opened.
+SERIAL_BACKOFF = Backoff(initial=0.2, maximum=5.0, factor=2.0, jitter=0.1)
+
+
+class SerialSpecError(SigError, ValueError):
+    """A ``--serial`` argument or ``[[serial]]`` table is invalid."""
+
+
+def parse_specs(specs: Iterable[str | Mapping[str, Any]]) -> list[SerialSettings]:
+    """Validate every spec before anything is opened; one clear line per mistake."""
+    out: list[SerialSettings] = []
+    seen: set[str] = set()
+    for spec in specs:
+        try:
+            settings = SerialSettings.from_spec(spec)
+        except ValueError as exc:
+            raise SerialSpecError(str(exc)) from exc
+        if settings.port in seen:
+            raise SerialSpecError(f"serial port {settings.port} is configured twice")
+        seen.add(settings.port)
+        out.append(settings)
+    return out
+
+
+class SerialPort:
+    """Supervises one port of a ServerRouter: open, wait for loss, reopen."""
+
+    def __init__(self, router: Any, settings: SerialSettings, backoff: Backoff = SERIAL_BACKOFF):
+        self.router = router
+        self.settings = settings
+        self.backoff = backoff
+        #: "closed" (not opened yet / stopped), "open", or "reopening" (lost, retrying).
+        self.state = "closed"
+        self.link: SerialLink | None = None
+        self.opens = 0
+        self.reopens = 0
+        self.failed_opens = 0
+        self.last_error = ""
+        self.closed_since: float | None = None
+        self._opened = asyncio.Event()
+        self._logged_error = ""
+
+    @property
+    def name(self) -> str:
+        return self.settings.link_name
+
+    async def open_once(self) -> bool:
+        """One attempt to open the port; False (and logged once per reason) on failure."""
+        try:
+            options = getattr(self.router, "link_options", {})  # the gateway's queue limits
+            link = await open_serial(self.router, self.settings, **options)
+        except ConnectError as exc:
+            self.failed_opens += 1
+            self.state = "reopening"
+            self.last_error = str(exc)
+            if self.last_error != self._logged_error:
+                self._logged_error = self.last_error
+                logger.warning("%s: cannot open (%s); retrying", self.name, exc)
+            return False
+        if self.opens:
+            self.reopens += 1
+        self.opens += 1
+        link.reopens = self.reopens
+        self.link = link
+        self.state = "open"
+        self.closed_since = None
+        self._logged_error = ""
+        self._opened.set()
+        logger.info("%s: open at %d baud", self.name, self.settings.baud)
+        return True
+
+    async def run(self, opened: bool = False) -> None:
+        """Keep the port open until cancelled (the gateway stops)."""
+        try:
+            attempt = 0
+            while True:
+                if not opened:
+                    opened = await self.open_once()
+                if not opened:
+                    self.state = "reopening"
+                    await asyncio.sleep(self.backoff.delay(attempt))
+                    attempt += 1
+                    continue
+                attempt = 0
+                link = self.link
+                assert link is not None
+                await link.closed.wait()
+                opened = False
+                self._opened.clear()
+                self.state = "reopening"
+                self.closed_since = time.monotonic()
+                self.last_error = str(link.error) if link.error else "closed"
+                logger.warning("%s: port lost (%s); reopening", self.name, self.last_error)
+                await asyncio.sleep(self.backoff.delay(0))
+        finally:
+            self.state = "closed"
+            if self.link is not None:
+                self.link.close()
+
+    async def wait_open(self, timeout: float) -> None:
+        """Wait until the port is open (for tests and start-up); raises TimeoutError."""
+        await asyncio.wait_for(self._opened.wait(), timeout)
+
+    def report(self) -> list[dict[str, Any]]:
+        """``$gateway links`` row while the port has no live link (closed or reopening)."""
+        link = self.link
+        if self.state == "open" and link is not None and not link.closed.is_set():
+            return []  # the session row already shows this port
+        stats = link.stats() if link is not None else {}
+        return [
+            {
+                "link": self.name,
+                "state": self.state,
+                "peer": "",
+                "senders": [],
+                **stats,
+                "port": self.settings.port,
+                "baud": self.settings.baud,
+                "port_state": self.state,
+                "reopens": self.reopens,
+                "failed_opens": self.failed_opens,
+                "last_error": self.last_error,
+                "closed_for_s": (
+                    round(time.monotonic() - self.closed_since, 1) if self.closed_since else None
+                ),
+            }
+        ]
+
+
+async def open_serial_links(
+    router: Any, specs: Iterable[str | Mapping[str, Any]], *, backoff: Backoff = SERIAL_BACKOFF
+) -> list[SerialPort]:
+    """Start one supervisor per port on ``router`` (a ServerRouter).
+
+    Every spec is checked first (SerialSpecError names the bad one). Each port
+    is tried once before this returns, so a missing device is logged at start-up;
+    the supervisor keeps retrying it in the background either way.
+    """
+    ports = [SerialPort(router, s, backoff) for s in parse_specs(specs)]
+    for port in ports:
+        opened = await port.open_once()
+        router.core.link_reporters.append(port.report)
+        router.spawn(port.run(opened), f"sig-serial-{port.settings.port}")
+    return ports

@@ -1,0 +1,321 @@
+"""ClientRouter: the synchronous client for plain scripts (and the seed's API).
+
+One background thread runs the asyncio client (all I/O). Listener callbacks and
+``on_connected`` / ``on_disconnected`` run on a second thread, the dispatcher,
+in arrival order; request handlers run on a small thread pool. So a callback
+or a handler may itself call ``request``, ``add_sender`` or ``trigger``
+without deadlocking the I/O thread.
+
+The dispatcher's queue is bounded: at most ``max_queued_events`` listener calls
+wait for a slow callback; beyond that new ones are dropped and counted in
+``stats["dropped_slow_listener"]`` (logged once). The hooks are never dropped,
+and request handlers do not go through this queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import queue
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sig.compat import ClientRouterAliases
+from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
+from sig.errors import ConnectError, RequestTimeout, SigError
+from sig.routers.client import (
+    DEFAULT_BACKOFF,
+    DEFAULT_MAX_QUEUED_EVENTS,
+    AsyncClientRouter,
+    Backoff,
+)
+
+if TYPE_CHECKING:
+    from sig.compat.tcpclient import CarrierTCPClient
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class ClientRouter(ClientRouterAliases):
+    """A gateway client with blocking methods; I/O runs on a background thread.
+
+    ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
+    seed's ``ClientRouter(CarrierTCPClient())`` then ``carrier.connect(host, port)``.
+    ``host=None`` connects to the first gateway found on the LAN (see
+    :class:`sig.AsyncClientRouter`).
+    """
+
+    def __init__(
+        self,
+        carrier: CarrierTCPClient | None = None,
+        *,
+        host: str | None = "127.0.0.1",
+        port: int = 3000,
+        name: str | None = None,
+        auto_reconnect: bool = True,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 10.0,
+        keepalive: float = 10.0,
+        handler_threads: int = 4,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+    ) -> None:
+        self._client = AsyncClientRouter(
+            host,
+            port,
+            name=name,
+            auto_reconnect=auto_reconnect,
+            backoff=backoff,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            keepalive=keepalive,
+            max_queued_events=max_queued_events,
+        )
+        #: Called on the dispatcher thread after every (re)connect.
+        self.on_connected: Callable[[], Any] | None = None
+        #: Called on the dispatcher thread when the connection is lost.
+        self.on_disconnected: Callable[[], Any] | None = None
+        #: Called on the dispatcher thread with (sender name, error) when the
+        #: gateway refuses one of our senders at a reconnect (name taken
+        #: meanwhile); the client registers it again with backoff until it
+        #: succeeds or the sender is removed. Its triggers meanwhile are counted
+        #: in ``stats["dropped_unregistered"]``.
+        self.on_sender_refused: Callable[[str, SigError], Any] | None = None
+        self._carrier = carrier
+        if carrier is not None:
+            carrier._bind(self)
+        self._client.on_connected = self._connected_hook
+        self._client.on_disconnected = self._disconnected_hook
+        self._client.on_sender_refused = self._sender_refused_hook
+        self._loop = asyncio.new_event_loop()
+        self._io = threading.Thread(target=self._loop.run_forever, name="sig-io", daemon=True)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="sig-dispatch", daemon=True
+        )
+        self._pool = concurrent.futures.ThreadPoolExecutor(handler_threads, "sig-handler")
+        self._client.dispatch = self._enqueue
+        self._client.dispatch_event = self._enqueue_event
+        # Listener calls queued and taken: each written by one thread only (the
+        # I/O thread puts, the dispatcher takes), so no lock is needed.
+        self._events_put = 0
+        self._events_taken = 0
+        self._client.run_handler = self._run_handler
+        self._started = False
+        self._closed = False
+        self._connect_future: concurrent.futures.Future[None] | None = None
+
+    # --- threads ----------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._closed:
+            raise SigError("this ClientRouter was closed")
+        if not self._started:
+            self._started = True
+            self._io.start()
+            self._dispatcher.start()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        try:
+            self._ensure_started()
+        except SigError:
+            coro.close()  # never scheduled: no "coroutine was never awaited" warning
+            raise
+        if threading.current_thread() is self._io:
+            coro.close()
+            raise SigError("blocking sig call from the I/O thread; use the asyncio API there")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise RequestTimeout(f"no answer within {timeout} s") from None
+
+    def _enqueue(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Queue a hook (or an internal step) for the dispatcher: never dropped."""
+        self._queue.put((func, args, False))
+
+    def _enqueue_event(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Queue a listener call, or drop and count it when the queue is full (I/O thread)."""
+        if self._events_put - self._events_taken >= self._client.max_queued_events:
+            self._client._drop_slow_listener_call()
+            return
+        self._events_put += 1
+        self._queue.put((func, args, True))
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            func, args, is_event = item
+            if is_event:
+                self._events_taken += 1
+            try:
+                result = func(*args)
+                if inspect.isawaitable(result):
+                    asyncio.run_coroutine_threadsafe(_await(result), self._loop)
+            except Exception:
+                self._client.stats["listener_errors"] += 1
+                logger.exception("callback %r raised", func)
+
+    def _run_handler(self, handler: Callable[[Any], Any], params: Any) -> asyncio.Future[Any]:
+        return self._loop.run_in_executor(self._pool, handler, params)
+
+    def _connected_hook(self) -> None:
+        for hook in (self.on_connected, getattr(self._carrier, "on_connected", None)):
+            if hook is not None:
+                hook()
+
+    def _sender_refused_hook(self, name: str, error: SigError) -> None:
+        if self.on_sender_refused is not None:
+            self.on_sender_refused(name, error)
+
+    def _disconnected_hook(self) -> None:
+        for hook in (self.on_disconnected, getattr(self._carrier, "on_disconnected", None)):
+            if hook is not None:
+                hook()
+
+    # --- connection -------------------------------------------------------
+
+    def connect(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        auto_reconnect: bool | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Connect to the gateway; True once connected and ``on_connected`` has run.
+
+        Waits up to ``timeout`` (default: the connect timeout) for the first
+        connection. With auto_reconnect it then returns False and keeps trying
+        in the background; without, it raises :class:`sig.ConnectError`.
+        """
+        client = self._client
+        if host is not None:
+            client.host = host
+        if port is not None:
+            client.port = int(port)
+        if auto_reconnect is not None:
+            client.auto_reconnect = auto_reconnect
+        self._ensure_started()
+        previous = self._connect_future
+        if previous is not None and not (previous.done() and previous.exception() is not None):
+            raise SigError("connect() was already called")  # a failed attempt may be retried
+        self._connect_future = asyncio.run_coroutine_threadsafe(client.connect(), self._loop)
+        wait = client.connect_timeout if timeout is None else timeout
+        finding = client.connect_timeout if client.discover and not client.host else 0.0
+        try:
+            self._connect_future.result(wait + finding + 0.5)
+        except concurrent.futures.TimeoutError:
+            if not client.auto_reconnect:
+                raise ConnectError(f"cannot connect to {client.host}:{client.port}") from None
+            logger.warning(
+                "gateway %s:%s not reachable yet; retrying in the background",
+                client.host,
+                client.port,
+            )
+            return False
+        # on_connected was queued before the connection was reported: let it run
+        # first, so that what it sets up (the seed registers there) is in place
+        # when connect() returns.
+        if threading.current_thread() is not self._dispatcher:
+            hooks_done = threading.Event()
+            self._enqueue(hooks_done.set, ())
+            if not hooks_done.wait(wait):
+                logger.warning("on_connected did not return within %.1f s", wait)
+        return True
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until connected; raises ConnectError after ``timeout`` seconds."""
+        self._call(self._client.wait_connected(timeout))
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client.is_connected
+
+    @property
+    def max_queued_events(self) -> int:
+        """Listener calls that may wait on the dispatcher before new ones are dropped."""
+        return self._client.max_queued_events
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self._client.stats)
+
+    def close(self) -> None:
+        """Disconnect for good and stop the background threads."""
+        if self._closed:
+            return
+        if self._started:
+            self._call(self._client.close(), 5.0)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._io.join(5.0)
+            self._queue.put(_STOP)
+            if threading.current_thread() is not self._dispatcher:
+                self._dispatcher.join(5.0)
+        self._pool.shutdown(wait=False)
+        self._closed = True
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def __enter__(self) -> ClientRouter:
+        if self._connect_future is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- API --------------------------------------------------------------
+
+    def add_sender(
+        self, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        """Declare a sender on the gateway (idempotent for the same name and events)."""
+        return self._call(self._client.add_sender(name, events, requests))
+
+    def remove_sender(self, sender: str | Sender) -> bool:
+        return self._call(self._client.remove_sender(sender))
+
+    def get_sender(self, name: str) -> Sender | None:
+        return self._client.get_sender(name)
+
+    def add_listener(
+        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+    ) -> Listener:
+        """Register ``callback(info, data)`` network-wide (idempotent per callback and key)."""
+        return self._call(self._client.add_listener(callback, sender, event))
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        return self._call(self._client.remove_listener(listener, sender, event))
+
+    def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler; returns the result or raises a RequestError subclass."""
+        return self._call(self._client.request(sender, method, params, timeout))
+
+    def list_senders(self) -> dict[str, dict[str, Any]]:
+        """Senders connected to the gateway (every page of ``$gateway senders``)."""
+        return self._call(self._client.list_senders())
+
+    def list_links(self) -> list[dict[str, Any]]:
+        """The gateway's links with their counters (every page of ``$gateway links``)."""
+        return self._call(self._client.list_links())
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,284 @@
+"""``sig serve``: its settings (defaults, TOML config, flags) and the gateway's start."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from carriers.stream import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED, DEFAULT_STALL_TIMEOUT
+from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS
+from sig.errors import ConnectError, SigError
+from sig.logs import printable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+logger = logging.getLogger("sig.cli")
+
+DEFAULTS: dict[str, Any] = {
+    "host": "0.0.0.0",
+    "port": 3000,
+    "name": "sig-gateway",
+    "request_timeout": 10.0,
+    "timer": True,
+    "timer_name": "timer",
+    "timer_event": "tick",
+    "timer_interval": 5.0,
+    "serial": [],
+    "log_level": "info",
+    "log_format": "text",  # or "json": one JSON object per line (journald, Loki)
+    # Seconds a quiet serial device's sender names stay reserved for its port
+    # (None: twice its link timeout; 0: not at all).
+    "serial_name_grace": None,
+    "limits": None,  # sig.Limits from the config's [limits] table
+    "discovery": True,
+    "http": None,  # "HOST:PORT" of the status page, /metrics and /healthz; None: off
+    # Connection and queue limits ([gateway] table; README, Configuration).
+    # max_connections None: from RLIMIT_NOFILE.
+    "max_connections": None,
+    "hello_timeout": DEFAULT_HELLO_TIMEOUT,
+    "tcp_keepalive": DEFAULT_TCP_KEEPALIVE_MS / 1000,
+    "stall_timeout": DEFAULT_STALL_TIMEOUT,
+    "high_water": DEFAULT_HIGH_WATER,
+    "max_queued": DEFAULT_MAX_QUEUED,
+}
+#: Limits in [gateway] (and flags): key -> (type, smallest allowed value).
+LOG_FORMATS = ("text", "json")
+GATEWAY_LIMITS: dict[str, tuple[type, float]] = {
+    "max_connections": (int, 1),
+    "hello_timeout": (float, 0),
+    "tcp_keepalive": (float, 0),
+    "stall_timeout": (float, 0.01),
+    "high_water": (int, 1),
+    "max_queued": (int, 1),
+    "serial_name_grace": (float, 0),
+}
+
+
+class UsageError(SigError):
+    """Bad command line or config file (exit code 2)."""
+
+
+# --- configuration ----------------------------------------------------------
+
+
+def load_config(path: str | None) -> dict[str, Any]:
+    """Read a TOML config into flat settings (see examples/sig.toml)."""
+    if path is None:
+        return {}
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path} is not valid TOML: {exc}") from exc
+    out: dict[str, Any] = {}
+    gateway = doc.get("gateway", {})
+    keys = ("host", "port", "name", "request_timeout", "log_level", "log_format")
+    for key in (*keys, *GATEWAY_LIMITS):
+        if key in gateway:
+            out[key] = gateway[key]
+    timer = doc.get("timer", {})
+    for key, target in (
+        ("enabled", "timer"),
+        ("name", "timer_name"),
+        ("event", "timer_event"),
+        ("interval", "timer_interval"),
+    ):
+        if key in timer:
+            out[target] = timer[key]
+    discovery = doc.get("discovery", {})
+    if "enabled" in discovery:
+        if not isinstance(discovery["enabled"], bool):
+            raise UsageError("config: [discovery] enabled must be true or false")
+        out["discovery"] = discovery["enabled"]
+    if "serial" in doc:
+        if not isinstance(doc["serial"], list):
+            raise UsageError("config: [[serial]] must be an array of tables")
+        out["serial"] = doc["serial"]
+    if "limits" in doc:
+        out["limits"] = _limits(path, doc["limits"])
+    http = doc.get("http", {})
+    if not isinstance(http, dict) or set(http) - {"listen"}:
+        raise UsageError('config: [http] takes one key, listen = "127.0.0.1:8080"')
+    if http.get("listen"):
+        out["http"] = str(http["listen"])
+    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery", "http"}
+    if unknown:
+        raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
+    return out
+
+
+def _limits(path: str, table: Any) -> Any:
+    """``[limits]`` of the config as a sig.Limits (per-link limits, PROTOCOL.md section 4)."""
+    from dataclasses import fields
+
+    from sig.core.gateway import Limits
+
+    known = {f.name for f in fields(Limits)}
+    if not isinstance(table, dict) or not set(table) <= known:
+        raise UsageError(f"config {path}: [limits] takes only {', '.join(sorted(known))}")
+    for key, value in table.items():
+        if type(value) is not int or value < 1:
+            raise UsageError(f"config {path}: limits.{key} must be an integer >= 1")
+    return Limits(**table)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the config file, then command-line flags (flags win)."""
+    merged = dict(DEFAULTS)
+    merged.update(load_config(args.config))
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None and value != []:
+            merged[key] = value
+    if merged["timer_interval"] is not None and float(merged["timer_interval"]) <= 0:
+        raise UsageError("--timer-interval must be positive")
+    if merged["log_format"] not in LOG_FORMATS:
+        raise UsageError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+    for key, (kind, least) in GATEWAY_LIMITS.items():
+        value = merged[key]
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{flag} / {key} must be a number, not {value!r}")
+        if kind is int and value != int(value):
+            raise UsageError(f"{flag} / {key} must be a whole number, not {value!r}")
+        if value < least:
+            raise UsageError(f"{flag} / {key} must be at least {least:g}, not {value!r}")
+        merged[key] = kind(value)
+    return merged
+
+
+# --- sig serve --------------------------------------------------------------
+
+
+async def serve(conf: dict[str, Any], ready: Any = None) -> int:
+    from sig.routers.gateway import FDS_PER_SERIAL_PORT, ServerRouter, default_max_connections
+
+    ports: list[Any] = []
+    if conf["serial"]:
+        from sig.routers.serial import SerialSpecError, parse_specs
+
+        try:
+            ports = parse_specs(conf["serial"])  # a bad spec is reported before anything opens
+        except SerialSpecError as exc:
+            print(f"sig serve: {exc}", file=sys.stderr)
+            return 2
+    max_connections = conf["max_connections"] or default_max_connections(
+        FDS_PER_SERIAL_PORT * len(conf["serial"])
+    )
+    router = ServerRouter(
+        conf["host"],
+        int(conf["port"]),
+        name=conf["name"],
+        request_timeout=float(conf["request_timeout"]),
+        limits=conf["limits"],
+        max_connections=max_connections,
+        hello_timeout=conf["hello_timeout"],
+        tcp_keepalive=conf["tcp_keepalive"],
+        stall_timeout=conf["stall_timeout"],
+        high_water=conf["high_water"],
+        max_queued=conf["max_queued"],
+        serial_name_grace=conf["serial_name_grace"],
+    )
+    try:
+        await router.start()
+    except ConnectError as exc:
+        print(f"sig serve: cannot listen on {conf['host']}:{conf['port']}: {exc}", file=sys.stderr)
+        return 2
+    http = await _start_http(router, conf["http"])
+    if http is False:
+        await router.stop()
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig_no in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig_no, stop.set)
+    if conf["serial"]:
+        from sig.routers.serial import open_serial_links
+
+        await open_serial_links(router, conf["serial"])
+    if conf["timer"]:
+        router.spawn(
+            demo_timer(
+                router, conf["timer_name"], conf["timer_event"], float(conf["timer_interval"])
+            ),
+            "sig-demo-timer",
+        )
+    advertiser = None
+    if conf["discovery"]:
+        from sig.routers.discovery import Advertiser
+
+        advertiser = Advertiser(conf["name"], router.port, router.listen_addresses())
+        await advertiser.start()  # never raises: one log line when it cannot
+    else:
+        logger.info("discovery: off (--no-discovery or [discovery] enabled = false)")
+    print(banner(conf, router.port, ports, http, advertiser), flush=True)
+    await stop.wait()
+    logger.info("shutting down")
+    if http:
+        await http.stop()
+    if advertiser is not None:
+        await advertiser.stop()
+    await router.stop()
+    return 0
+
+
+def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, advertiser: Any) -> str:
+    """What ``sig serve`` prints once it runs: where, with or without TLS, what else.
+
+    One block on stdout, printed at once; its first line is the one scripts
+    wait for (``listening on HOST:PORT``). Logs go to stderr.
+    """
+    serial = ", ".join(f"{printable(p.port)} at {p.baud} baud" for p in ports) or "none"
+    if advertiser is None:
+        discovery = "off"
+    elif advertiser.addresses:
+        discovery = f"on, _sig._tcp on {', '.join(advertiser.addresses)}"
+    else:
+        discovery = "on, but nothing to advertise (loopback only, or no LAN address)"
+    rows = [
+        ("tls", "no TLS (plain TCP)"),
+        ("serial", serial),
+        ("http", f"{http.url} (status page, /metrics, /healthz)" if http else "off"),
+        ("discovery", discovery),
+    ]
+    head = f"sig gateway '{printable(conf['name'])}' listening on {conf['host']}:{port}"
+    return "\n".join([head, *(f"  {k:<10} {v}" for k, v in rows)])
+
+
+async def _start_http(router: Any, bind: str | None) -> Any:
+    """The HTTP side on ``bind`` ("HOST:PORT"), None when off, False if it cannot start."""
+    if not bind:
+        return None
+    from sig.routers.http import HttpBindError, HttpSide, parse_bind
+
+    try:
+        host, port = parse_bind(bind)
+        http = HttpSide(router, host, port)
+        await http.start()
+    except HttpBindError as exc:
+        print(f"sig serve: {exc}", file=sys.stderr)
+        return False
+    return http
+
+
+async def demo_timer(router: Any, name: str, event: str, interval: float) -> None:
+    """The seed's demo sender: ``timer`` triggers ``tick`` with a count every interval."""
+    ticks = 0
+    sender = router.add_sender(name, [event], {"get_ticks": lambda params: ticks})
+    while True:
+        await asyncio.sleep(interval)
+        ticks += 1
+        sender.trigger(event, ticks)

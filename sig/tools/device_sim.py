@@ -1,0 +1,563 @@
+"""``sig device-sim``: a UART device emulator, written from PROTOCOL.md alone.
+
+It behaves like a microcontroller running the device side of the protocol:
+it uses the codec (:mod:`sig.protocol`) and
+nothing of the gateway's session layer, so it checks the gateway against the
+spec rather than against itself.
+
+What it does (PROTOCOL.md section 3):
+
+* opens its port (reopening it every ``reopen_delay`` s if it vanishes), sends
+  a lone 0x00 to flush a partial frame at the gateway, then HELLO; HELLO is
+  repeated every keepalive until WELCOME arrives;
+* after WELCOME registers one sender (``--sender``) with its events, the
+  request method ``get_temp`` and a default handler, and one LISTEN per
+  ``--listen SENDER:EVENT`` (either side may be empty: a wildcard);
+* answers REQUESTs: ``get_temp`` returns the temperature; any other method goes
+  to the default handler, which returns ``{"method": m, "params": p}``, except
+  methods starting with ``hang``, which it never answers (to test SENDER_GONE);
+* triggers every declared event each ``--interval`` seconds (0: never) with
+  ``{"n": tick, "value": temperature}``; makes requests to other senders
+  (``--request SENDER:METHOD`` after each registration, or :meth:`request`);
+* sends PING after ``keepalive`` of its own silence, answers PING with PONG;
+* starts over with HELLO on INVITE, on ERROR(NO_SESSION), and after 3 x the
+  agreed keepalive without any valid frame from the gateway.
+
+Output: one line per notable thing, ``<name> <KIND> key=value ...`` where every
+value is JSON (strings quoted), e.g.::
+
+    sensor1 OPEN port="/dev/ttyUSB0" baud=115200
+    sensor1 HELLO reason="open"
+    sensor1 WELCOME gateway="sig-gateway" keepalive_ms=1000 max_body=65535
+    sensor1 REGISTERED sender="sensor1"
+    sensor1 ERROR code="DUPLICATE_SENDER" ref=1 message="..."
+
+Kinds: OPEN, PORT_ERROR, PORT_LOST, HELLO, WELCOME, REGISTERED, LISTENING,
+TRIGGER (only when ``verbose``), EVENT, EVENT_DROPPED, REQUEST, RESPONSE,
+ERROR, BAD_FRAME, INVITE, TIMEOUT, STOPPED. Tests read the same records as
+``(kind, fields)`` tuples in :attr:`DeviceSim.records`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import serial
+import serial_asyncio
+
+from sig.errors import (
+    DecodeError,
+    EncodeError,
+    ErrorCode,
+    NotConnectedError,
+    RemoteProtocolError,
+    RequestTimeout,
+    request_error_for,
+)
+from sig.protocol import messages as w
+from sig.protocol.data import pack, unpack
+from sig.protocol.frame import FrameDecoder, encode_frame
+
+logger = logging.getLogger(__name__)
+
+DEVICE_MAX_BODY = 512  #: what the emulated device announces it can receive
+TICK = 0.02  #: seconds between timer checks (keepalive, HELLO retry, triggers)
+
+Record = tuple[str, dict[str, Any]]
+Pair = tuple[str | None, str | None]
+
+
+def matches(listen: Pair, sender: str, event: str) -> bool:
+    """PROTOCOL.md section 4: does LISTEN ``(sender, event)`` match this event?"""
+    s, e = listen
+    if s is not None:
+        return s == sender and (e is None or e == event)
+    if e is not None:
+        return e.startswith("#") and e == event
+    return True
+
+
+def _code_name(code: int) -> str:
+    """Name of a wire error code; unknown codes (a newer gateway) as their number."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value, default=repr, ensure_ascii=False, separators=(",", ":"))
+
+
+class _PortProtocol(asyncio.Protocol):
+    """Bytes from the port into frames; tells the device when the port dies."""
+
+    def __init__(self, device: DeviceSim) -> None:
+        self.device = device
+        self.decoder = FrameDecoder(DEVICE_MAX_BODY)
+        self.transport: asyncio.Transport | None = None
+        self.lost = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        for body in self.decoder.feed(data):
+            self.device._on_frame(body)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.error = exc
+        self.lost.set()
+
+
+class _QuietTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
+    def _fatal_error(self, exc: BaseException, message: str = "") -> None:
+        self._abort(exc)
+
+
+class DeviceSim:
+    """The emulated device; ``await start()`` / ``await stop()`` (or ``async with``)."""
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baud: int = 115200,
+        name: str = "sensor1",
+        sender: str | None = None,
+        events: Iterable[str] = ("temperature",),
+        methods: Iterable[str] = ("get_temp",),
+        default_handler: bool = True,
+        interval: float = 0.0,
+        listens: Iterable[Pair] = (),
+        requests: Iterable[tuple[str, str]] = (),
+        keepalive_ms: int = 1000,
+        temperature: float = 21.5,
+        reopen_delay: float = 0.2,
+        out: Callable[[str], None] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.port = port
+        self.baud = baud
+        self.name = name
+        self.sender = sender or name
+        self.events = tuple(events)
+        self.methods = tuple(methods)
+        self.default_handler = default_handler
+        self.interval = interval
+        self.listens: tuple[Pair, ...] = tuple(listens)
+        self.auto_requests = tuple(requests)
+        self.keepalive_ms = keepalive_ms
+        self.temperature = temperature
+        self.reopen_delay = reopen_delay
+        self.out = out
+        self.verbose = verbose
+        #: Everything notable, in order: (kind, fields).
+        self.records: list[Record] = []
+        #: "down" (no port), "hello" (waiting for WELCOME), "open" (session up).
+        self.state = "down"
+        self.registered = False
+        self.counters = {"frames_in": 0, "frames_out": 0, "triggers": 0, "not_sent": 0}
+        self._proto: _PortProtocol | None = None
+        self._keepalive_s = keepalive_ms / 1000 or 1.0
+        self._last_rx = self._last_tx = self._hello_at = 0.0
+        self._next_tick = 0.0
+        self._ticks = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[w.Response]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the device in the background (it keeps running until stop())."""
+        self._runner = asyncio.create_task(self._run(), name=f"device-sim-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop and close the port (no goodbye: a device just loses power)."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        for task in list(self._tasks):
+            task.cancel()
+        self._emit("STOPPED")
+
+    async def __aenter__(self) -> DeviceSim:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        last_error = ""
+        while True:
+            try:
+                proto = await self._open()
+            except (serial.SerialException, OSError, ValueError) as exc:
+                if str(exc) != last_error:
+                    last_error = str(exc)
+                    self._emit("PORT_ERROR", port=self.port, error=last_error)
+                await asyncio.sleep(self.reopen_delay)
+                continue
+            last_error = ""
+            self._proto = proto
+            self._emit("OPEN", port=self.port, baud=self.baud)
+            self._write(b"\x00")
+            self._start_over("open")
+            ticker = asyncio.create_task(self._timer(), name=f"device-sim-{self.name}-timer")
+            try:
+                await proto.lost.wait()
+            finally:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+                if proto.transport is not None:
+                    proto.transport.close()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(proto.lost.wait(), 1.0)
+                self._proto = None
+                self._set_down()
+            self._emit("PORT_LOST", error=str(proto.error) if proto.error else "closed")
+            await asyncio.sleep(self.reopen_delay)
+
+    async def _open(self) -> _PortProtocol:
+        port = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0, exclusive=True)
+        proto = _PortProtocol(self)
+        _QuietTransport(asyncio.get_running_loop(), proto, port)
+        await asyncio.sleep(0)  # let connection_made run
+        return proto
+
+    def _set_down(self) -> None:
+        self.state = "down"
+        self.registered = False
+        self._fail_pending("the port closed")
+
+    # --- timer: HELLO retry, keepalive, link timeout, periodic triggers ----
+
+    async def _timer(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            ka = self._keepalive_s
+            if self.state == "hello":
+                if now - self._hello_at >= ka:
+                    self._start_over("no-welcome")
+            elif self.state == "open":
+                if now - self._last_rx > 3 * ka:
+                    self._emit("TIMEOUT", silent_s=round(now - self._last_rx, 2))
+                    self._start_over("timeout")
+                    continue
+                if now - self._last_tx >= ka:
+                    self._send(w.Ping(next(self._ids) & 0xFFFF))
+            if self.registered and self.interval > 0 and now >= self._next_tick:
+                self._next_tick = now + self.interval
+                self._ticks += 1
+                for event in self.events:
+                    self.trigger(event, {"n": self._ticks, "value": self.temperature})
+
+    # --- session ----------------------------------------------------------
+
+    def _start_over(self, reason: str) -> None:
+        self.state = "hello"
+        self.registered = False
+        self._fail_pending(f"session restarted ({reason})")
+        now = time.monotonic()
+        self._hello_at = now
+        self._last_rx = now
+        self._send(w.Hello(self.name, DEVICE_MAX_BODY, self.keepalive_ms))
+        self._emit("HELLO", reason=reason)
+
+    def _on_frame(self, body: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self.counters["frames_in"] += 1
+        try:
+            msg = w.decode(body)
+        except RemoteProtocolError as exc:
+            self._emit("BAD_FRAME", code=exc.code.name, error=str(exc))
+            ref = body[0] if exc.code is ErrorCode.UNKNOWN_TYPE else 0
+            self._send(w.Error(exc.code, ref, str(exc)[:100]))
+            return
+        if isinstance(msg, w.Ping):
+            self._send(w.Pong(msg.token))
+        elif isinstance(msg, w.Pong):
+            pass
+        elif isinstance(msg, w.Invite):
+            self._emit("INVITE")
+            self._start_over("invite")
+        elif isinstance(msg, w.Welcome):
+            self._on_welcome(msg)
+        elif isinstance(msg, w.Error):
+            self._on_error(msg)
+        elif isinstance(msg, w.SenderRegistered):
+            self.registered = True
+            self._next_tick = time.monotonic() + self.interval
+            self._emit("REGISTERED", sender=self.sender)
+            for target, method in self.auto_requests:
+                self._spawn(self._auto_request(target, method))
+        elif isinstance(msg, w.Listening):
+            s, e = self.listens[msg.listener_id - 1]
+            self._emit("LISTENING", id=msg.listener_id, sender=s, event=e)
+        elif isinstance(msg, w.Event):
+            self._on_event(msg)
+        elif isinstance(msg, w.Request):
+            self._on_request(msg)
+        elif isinstance(msg, w.Response):
+            fut = self._pending.pop(msg.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        else:
+            self._send(w.Error(ErrorCode.UNKNOWN_TYPE, body[0], "not sent to a device"))
+
+    def _on_welcome(self, msg: w.Welcome) -> None:
+        if self.state != "hello":
+            return
+        self.state = "open"
+        self._keepalive_s = (msg.keepalive_ms or self.keepalive_ms or 1000) / 1000
+        self._emit(
+            "WELCOME", gateway=msg.name, keepalive_ms=msg.keepalive_ms, max_body=msg.max_body
+        )
+        events = tuple((i + 1, e) for i, e in enumerate(self.events))
+        self._send(w.RegisterSender(1, self.sender, events, self.methods, self.default_handler))
+        for i, (s, e) in enumerate(self.listens):
+            self._send(w.Listen(i + 1, s, e))
+
+    def _on_error(self, msg: w.Error) -> None:
+        self._emit("ERROR", code=_code_name(msg.code), ref=msg.ref, message=msg.message)
+        if msg.code == ErrorCode.NO_SESSION:
+            self._start_over("no-session")
+
+    def _on_event(self, msg: w.Event) -> None:
+        ids = [i + 1 for i, pair in enumerate(self.listens) if matches(pair, msg.sender, msg.event)]
+        try:
+            data = unpack(msg.data)
+        except DecodeError as exc:
+            self._emit("EVENT_DROPPED", sender=msg.sender, event=msg.event, error=str(exc))
+            return
+        self._emit("EVENT", sender=msg.sender, event=msg.event, data=data, listeners=ids)
+
+    def _on_request(self, msg: w.Request) -> None:
+        try:
+            params = unpack(msg.data)
+        except DecodeError as exc:
+            self._send(w.Response(msg.request_id, ErrorCode.HANDLER_ERROR, str(exc)[:100], b""))
+            return
+        self._emit("REQUEST", id=msg.request_id, method=msg.method, params=params)
+        result: Any = None
+        if msg.sender != self.sender:
+            status, text, result = ErrorCode.NO_SUCH_SENDER, f"no sender {msg.sender}", None
+        elif msg.method == "get_temp" and "get_temp" in self.methods:
+            status, text, result = ErrorCode.OK, "", self.temperature
+        elif msg.method.startswith("hang") and self.default_handler:
+            return  # never answered: the gateway fails it with SENDER_GONE or TIMEOUT
+        elif self.default_handler:
+            status, text, result = ErrorCode.OK, "", {"method": msg.method, "params": params}
+        else:
+            status, text, result = ErrorCode.NO_SUCH_METHOD, f"no method {msg.method}", None
+        try:
+            payload = pack(result) if status == ErrorCode.OK else b""
+        except EncodeError as exc:
+            status, text, payload = ErrorCode.HANDLER_ERROR, str(exc)[:100], b""
+        self._send(w.Response(msg.request_id, status, text, payload))
+
+    # --- API for tests and the CLI ----------------------------------------
+
+    def trigger(self, event: str, data: Any = None) -> bool:
+        """Trigger one declared event; False (counted) when not registered yet."""
+        if not self.registered or event not in self.events:
+            self.counters["not_sent"] += 1
+            return False
+        ref = self.events.index(event) + 1
+        self._send(w.Trigger(ref, pack(data)))
+        self.counters["triggers"] += 1
+        if self.verbose:
+            self._emit("TRIGGER", event=event, data=data)
+        return True
+
+    async def request(
+        self, sender: str, method: str, params: Any = None, timeout: float = 5.0
+    ) -> Any:
+        """Call another sender through the gateway; raises a sig.RequestError subclass."""
+        if self.state != "open":
+            raise NotConnectedError(f"{self.name}: no session with the gateway")
+        rid = next(self._ids)
+        fut: asyncio.Future[w.Response] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._send(w.Request(rid, sender, method, pack(params)))
+            response = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no response from {sender}.{method}") from None
+        finally:
+            self._pending.pop(rid, None)
+        if response.status:
+            status = _code_name(response.status)
+            self._emit("RESPONSE", id=rid, status=status, message=response.message)
+            raise request_error_for(response.status, response.message)
+        result = unpack(response.data)
+        self._emit("RESPONSE", id=rid, status="OK", data=result)
+        return result
+
+    async def _auto_request(self, sender: str, method: str) -> None:
+        with contextlib.suppress(Exception):  # the outcome is already in RESPONSE
+            await self.request(sender, method)
+
+    def find(self, kind: str, since: int = 0, **fields: Any) -> list[Record]:
+        """Records of ``kind`` (from index ``since``) whose fields equal ``fields``."""
+        return [
+            r
+            for r in self.records[since:]
+            if r[0] == kind and all(r[1].get(k) == v for k, v in fields.items())
+        ]
+
+    async def wait_for(
+        self, kind: str, timeout: float = 5.0, since: int = 0, **fields: Any
+    ) -> dict[str, Any]:
+        """Wait for a record; raises TimeoutError (showing the last records) if none comes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.find(kind, since, **fields)
+            if found:
+                return found[0][1]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                tail = "; ".join(f"{k} {f}" for k, f in self.records[-8:])
+                raise TimeoutError(f"{self.name}: no {kind} {fields} within {timeout} s ({tail})")
+            changed = self._changed
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+
+    # --- helpers ----------------------------------------------------------
+
+    def _send(self, msg: w.Message) -> None:
+        self._write(encode_frame(w.encode(msg)))
+        self.counters["frames_out"] += 1
+
+    def _write(self, data: bytes) -> None:
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            return
+        self._last_tx = time.monotonic()
+        proto.transport.write(data)
+
+    def _fail_pending(self, why: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(NotConnectedError(f"{self.name}: {why}"))
+        self._pending.clear()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self.records.append((kind, fields))
+        self._changed.set()
+        self._changed = asyncio.Event()
+        line = " ".join([self.name, kind, *(f"{k}={_fmt(v)}" for k, v in fields.items())])
+        if self.out is not None:
+            self.out(line)
+        logger.debug("%s", line)
+
+
+# --- command line -----------------------------------------------------------
+
+
+def _listen_spec(text: str) -> Pair:
+    sender, sep, event = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--listen {text!r}: expected SENDER:EVENT")
+    return (sender or None, event or None)
+
+
+def _request_spec(text: str) -> tuple[str, str]:
+    sender, sep, method = text.partition(":")
+    if not sep or not sender or not method:
+        raise argparse.ArgumentTypeError(f"--request {text!r}: expected SENDER:METHOD")
+    return (sender, method)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sig device-sim", description="Emulate a UART device speaking the sig protocol."
+    )
+    p.add_argument("--port", required=True, help="serial device path or pyserial URL")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--name", default="sensor1", help="peer name sent in HELLO")
+    p.add_argument("--sender", help="sender name to register (default: --name)")
+    p.add_argument(
+        "--events", default="temperature", help="comma-separated events (default temperature)"
+    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between triggers; 0: off")
+    p.add_argument(
+        "--listen",
+        type=_listen_spec,
+        action="append",
+        default=[],
+        metavar="SENDER:EVENT",
+        help="listen to events (either side may be empty: wildcard); repeatable",
+    )
+    p.add_argument(
+        "--request",
+        type=_request_spec,
+        action="append",
+        default=[],
+        metavar="SENDER:METHOD",
+        help="call SENDER.METHOD after each registration; repeatable",
+    )
+    p.add_argument("--keepalive-ms", type=int, default=1000)
+    p.add_argument("--temperature", type=float, default=21.5, help="what get_temp answers")
+    p.add_argument("--verbose", action="store_true", help="also print every TRIGGER")
+    return p
+
+
+async def _amain(sim: DeviceSim) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig_no in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig_no, stop.set)
+    await sim.start()
+    await stop.wait()
+    await sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``sig device-sim ...``: run until SIGINT/SIGTERM; exit 2 on bad arguments."""
+    args = build_parser().parse_args(argv)
+    events = [e.strip() for e in args.events.split(",") if e.strip()]
+    if args.interval < 0 or args.keepalive_ms < 0 or args.baud <= 0:
+        print("sig device-sim: --interval, --keepalive-ms and --baud must not be negative")
+        return 2
+    sim = DeviceSim(
+        args.port,
+        baud=args.baud,
+        name=args.name,
+        sender=args.sender,
+        events=events,
+        interval=args.interval,
+        listens=args.listen,
+        requests=args.request,
+        keepalive_ms=args.keepalive_ms,
+        temperature=args.temperature,
+        out=lambda line: print(line, flush=True),
+        verbose=args.verbose,
+    )
+    asyncio.run(_amain(sim))
+    return 0

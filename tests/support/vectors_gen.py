@@ -1,0 +1,213 @@
+"""Write tests/vectors.json, the wire test vectors shared by Python and C.
+
+Run ``python tests/support/vectors_gen.py`` after a deliberate change of the wire
+format, check the diff byte by byte against PROTOCOL.md, and commit both. The
+tests never regenerate the file: they check both codecs against it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from cobs import cobs
+
+from sig.protocol import messages as w
+from sig.protocol.data import pack
+from sig.protocol.frame import crc16, encode_frame
+
+OUT = Path(__file__).parents[1] / "vectors.json"
+
+
+def f32(x: float) -> float:
+    """The nearest float32, as a device would measure it."""
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
+MESSAGES: list[tuple[str, w.Message, Any]] = [
+    ("hello", w.Hello(name="sensor1", max_body=256, keepalive_ms=2000), None),
+    (
+        "hello_credentials",
+        w.Hello(name="pi", max_body=65535, keepalive_ms=0, credentials=b"s3cret"),
+        None,
+    ),
+    ("welcome", w.Welcome(name="gateway", max_body=65535, keepalive_ms=2000), None),
+    ("ping", w.Ping(token=7), None),
+    ("pong", w.Pong(token=7), None),
+    ("ping_large_token", w.Ping(token=300), None),
+    ("invite", w.Invite(), None),
+    ("error", w.Error(code=5, ref=1, message="sender 'sensor1' exists"), None),
+    ("ack", w.Ack(seq=1), None),
+    (
+        "register_sender",
+        w.RegisterSender(
+            sender_ref=1,
+            name="sensor1",
+            events=((1, "temperature"), (2, "#alarm")),
+            methods=("get_temp",),
+            default_handler=True,
+        ),
+        None,
+    ),
+    ("register_sender_minimal", w.RegisterSender(sender_ref=3, name="t", events=()), None),
+    ("sender_registered", w.SenderRegistered(sender_ref=1), None),
+    ("unregister_sender", w.UnregisterSender(sender_ref=1), None),
+    ("listen_targeted", w.Listen(listener_id=1, sender="timer", event="tick"), None),
+    ("listen_channel", w.Listen(listener_id=2, sender=None, event="#alarm"), None),
+    ("listen_router_broadcast", w.Listen(listener_id=3, sender=None, event=None), None),
+    ("listening", w.Listening(listener_id=1), None),
+    ("unlisten", w.Unlisten(listener_id=1), None),
+    ("trigger_float32", w.Trigger(event_ref=1, data=pack(f32(23.1))), f32(23.1)),
+    ("trigger_no_data", w.Trigger(event_ref=2), None),
+    ("trigger_int", w.Trigger(event_ref=200, data=pack(1000)), 1000),
+    (
+        "trigger_map",
+        w.Trigger(event_ref=1, data=pack({"t": 21.5, "ok": True})),
+        {"t": 21.5, "ok": True},
+    ),
+    ("event", w.Event(sender="timer", event="tick", data=pack(42)), 42),
+    (
+        "event_connect",
+        w.Event(sender="s", event="#connect", data=pack({"events": ["e"], "requests": []})),
+        {"events": ["e"], "requests": []},
+    ),
+    ("request", w.Request(request_id=9, sender="sensor1", method="get_temp"), None),
+    (
+        "request_params",
+        w.Request(request_id=10, sender="sensor1", method="set", data=pack([1, "a"])),
+        [1, "a"],
+    ),
+    ("response_ok", w.Response(request_id=9, data=pack(f32(23.1))), f32(23.1)),
+    ("response_none", w.Response(request_id=9), None),
+    ("response_error", w.Response(request_id=9, status=10, message="no method 'x'"), None),
+]
+
+BAD_BODIES: list[tuple[str, bytes, str]] = [
+    ("unknown_type", bytes([0x3F]), "UNKNOWN_TYPE"),
+    ("flag_seq_not_negotiated", bytes([0xA0, 0x01]), "UNSUPPORTED_FEATURE"),
+    ("flag_auth_not_negotiated", bytes([0x60, 0x01]), "UNSUPPORTED_FEATURE"),
+    (
+        "hello_version_2",
+        bytes([0x01, 0x02, 0x01, 0x61, 0x00, 0x00, 0x00, 0x00]),
+        "UNSUPPORTED_VERSION",
+    ),
+    ("trigger_truncated_varint", bytes([0x20, 0x81]), "MALFORMED"),
+    ("varint_too_long", bytes([0x03, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), "MALFORMED"),
+    ("varint_above_u32", bytes([0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F]), "MALFORMED"),
+    ("event_empty_sender", bytes([0x21, 0x00, 0x01, 0x65]), "INVALID_NAME"),
+    ("name_past_end", bytes([0x21, 0x05, 0x61]), "MALFORMED"),
+    ("bad_utf8_name", bytes([0x21, 0x01, 0xFF, 0x01, 0x65]), "INVALID_NAME"),
+    ("trailing_bytes", bytes([0x03, 0x01, 0x00]), "MALFORMED"),
+    ("register_bad_flags", bytes([0x10, 0x01, 0x01, 0x61, 0x02, 0x00, 0x00]), "MALFORMED"),
+    ("empty_body", b"", "MALFORMED"),
+]
+
+
+def frame_cases() -> list[dict[str, Any]]:
+    good = encode_frame(w.encode(w.Ping(token=1)))
+    good_body = w.encode(w.Ping(token=1)).hex()
+    bad_crc = bytearray(good)
+    bad_crc[2] ^= 0x02  # flip one bit of a data byte (01 -> 03): still no zero byte
+    return [
+        {
+            "name": "two_frames",
+            "stream": (good + good).hex(),
+            "bodies": [good_body] * 2,
+            "stats": {"frames": 2},
+        },
+        {
+            "name": "leading_and_double_delimiters",
+            "stream": ("00" + good.hex() + "00"),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "empty": 2},
+        },
+        {
+            "name": "bad_crc_then_good",
+            "stream": (bytes(bad_crc) + good).hex(),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "crc_errors": 1},
+        },
+        {
+            "name": "garbage_then_good",
+            "stream": "ffffff00" + good.hex(),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "framing_errors": 1},
+        },
+        {
+            "name": "too_short",
+            "stream": "020100" + good.hex(),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "framing_errors": 1},
+        },
+        {
+            "name": "oversize_then_good",
+            "max_body": 8,
+            "stream": encode_frame(bytes([0x21]) + b"\x01" * 20).hex() + good.hex(),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "oversize": 1},
+        },
+    ]
+
+
+def main() -> None:
+    messages = []
+    for name, msg, value in MESSAGES:
+        body = w.encode(msg)
+        fields: dict[str, Any] = {}
+        for key in msg.__dataclass_fields__:
+            v = getattr(msg, key)
+            if isinstance(v, bytes):
+                v = v.hex()
+            elif isinstance(v, tuple):
+                v = [list(x) if isinstance(x, tuple) else x for x in v]
+            fields[key] = v
+        entry: dict[str, Any] = {
+            "name": name,
+            "type": w.MessageType(body[0]).name,
+            "fields": fields,
+            "body": body.hex(),
+            "frame": encode_frame(body).hex(),
+        }
+        if value is not None:
+            entry["data_value"] = value
+        messages.append(entry)
+    doc = {
+        "about": "sig wire test vectors; see PROTOCOL.md. Hex strings; 'data' fields are raw CBOR.",
+        "crc16_ccitt_false": [
+            {"input": b"123456789".hex(), "crc": f"{crc16(b'123456789'):04x}"},
+            {"input": "", "crc": f"{crc16(b''):04x}"},
+            {"input": "0300", "crc": f"{crc16(bytes([3, 0])):04x}"},
+        ],
+        "cobs": [
+            {"decoded": d.hex(), "encoded": cobs.encode(d).hex()}
+            for d in (
+                b"\x00",
+                b"\x00\x00",
+                b"\x11\x22\x00\x33",
+                b"\x11\x22\x33\x44",
+                b"\x11\x00\x00\x00",
+                bytes(range(1, 255)),
+                bytes(range(0, 256)),
+            )
+        ],
+        "varint": [
+            {"value": v, "hex": _varint(v).hex()} for v in (0, 1, 127, 128, 300, 16384, 0xFFFFFFFF)
+        ],
+        "messages": messages,
+        "bad_bodies": [{"name": n, "body": b.hex(), "error": e} for n, b, e in BAD_BODIES],
+        "streams": frame_cases(),
+    }
+    OUT.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {OUT} ({len(messages)} messages)")
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    w.write_varint(out, v)
+    return bytes(out)
+
+
+if __name__ == "__main__":
+    main()

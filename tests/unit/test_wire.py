@@ -1,0 +1,204 @@
+"""Message layer: every vector, every rejection, and round trips of any message."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sig.errors import EncodeError, ErrorCode, LocalProtocolError, RemoteProtocolError
+from sig.protocol import messages as w
+from sig.protocol.data import pack, unpack
+from sig.protocol.frame import encode_frame
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors.json").read_text())
+CLASSES = {
+    "HELLO": w.Hello,
+    "WELCOME": w.Welcome,
+    "PING": w.Ping,
+    "PONG": w.Pong,
+    "INVITE": w.Invite,
+    "ERROR": w.Error,
+    "ACK": w.Ack,
+    "REGISTER_SENDER": w.RegisterSender,
+    "SENDER_REGISTERED": w.SenderRegistered,
+    "UNREGISTER_SENDER": w.UnregisterSender,
+    "LISTEN": w.Listen,
+    "LISTENING": w.Listening,
+    "UNLISTEN": w.Unlisten,
+    "TRIGGER": w.Trigger,
+    "EVENT": w.Event,
+    "REQUEST": w.Request,
+    "RESPONSE": w.Response,
+}
+
+
+def from_fields(kind: str, fields: dict[str, Any]) -> w.Message:
+    cls = CLASSES[kind]
+    args: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in ("data", "credentials"):
+            value = bytes.fromhex(value)
+        elif key == "events":
+            value = tuple((ref, name) for ref, name in value)
+        elif key == "methods":
+            value = tuple(value)
+        args[key] = value
+    return cls(**args)  # type: ignore[no-any-return]
+
+
+def test_every_message_type_has_a_vector() -> None:
+    assert {m["type"] for m in VECTORS["messages"]} == {t.name for t in w.MessageType}
+
+
+@pytest.mark.parametrize("case", VECTORS["messages"], ids=lambda m: m["name"])
+def test_message_vectors(case: dict[str, Any]) -> None:
+    msg = from_fields(case["type"], case["fields"])
+    body = bytes.fromhex(case["body"])
+    assert w.encode(msg) == body
+    assert w.decode(body) == msg
+    if "data_value" in case:
+        assert unpack(msg.data) == case["data_value"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("case", VECTORS["bad_bodies"], ids=lambda m: m["name"])
+def test_bad_bodies_are_rejected_with_their_code(case: dict[str, str]) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        w.decode(bytes.fromhex(case["body"]))
+    assert info.value.code == ErrorCode[case["error"]]
+
+
+@pytest.mark.parametrize("case", VECTORS["varint"], ids=lambda c: str(c["value"]))
+def test_varint_vectors(case: dict[str, Any]) -> None:
+    out = bytearray()
+    w.write_varint(out, case["value"])
+    assert out.hex() == case["hex"]
+    assert w.decode(bytes([w.MessageType.PING]) + bytes(out)) == w.Ping(case["value"])
+
+
+def test_float32_trigger_is_at_most_11_bytes_on_the_wire() -> None:
+    value = struct.unpack("<f", struct.pack("<f", 23.1))[0]
+    data = pack(value)
+    assert data[0] == 0xFA and len(data) == 5  # CBOR float32, not float64
+    frame = encode_frame(w.encode(w.Trigger(event_ref=1, data=data)))
+    assert len(frame) == 11
+    # Even the worst case of a one-byte ref holds: zero bytes in the data cost nothing extra.
+    assert len(encode_frame(w.encode(w.Trigger(127, b"\xfa\x00\x00\x00\x00")))) == 11
+
+
+def test_encoder_refuses_what_the_wire_cannot_carry() -> None:
+    with pytest.raises(LocalProtocolError):
+        w.encode(w.Event(sender="", event="e"))
+    with pytest.raises(LocalProtocolError):
+        w.encode(w.Event(sender="x" * 256, event="e"))
+    with pytest.raises(LocalProtocolError):
+        w.encode(w.Trigger(event_ref=-1))
+    with pytest.raises(LocalProtocolError):
+        w.encode(w.Trigger(event_ref=2**32))
+
+
+def test_data_pack_rejects_unencodable_values_clearly() -> None:
+    with pytest.raises(EncodeError, match="object"):
+        pack(object())
+    assert pack(None) == b"" and unpack(b"") is None
+    assert pack(21.5) == bytes.fromhex("f94d60")  # shortest float that keeps the value
+
+
+def test_protocol_and_core_import_no_io() -> None:
+    """Every module of sig.protocol and sig.core (and the local router) imports no I/O."""
+    code = (
+        "import importlib, pkgutil, sys, sig.protocol, sig.core;"
+        "mods = [m.name for p in (sig.protocol, sig.core)"
+        " for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')];"
+        "[importlib.import_module(m) for m in mods + ['sig.routers.local']];"
+        "assert len(mods) >= 7, mods;"
+        "bad = [m for m in ('asyncio', 'serial', 'socket', 'selectors') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# --- round trips of arbitrary messages -------------------------------------
+
+names = st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255)
+opt_names = st.none() | names
+ids = st.integers(0, 2**32 - 1)
+data = st.binary(max_size=64)
+
+messages = st.one_of(
+    st.builds(w.Hello, names, ids, ids, st.just(1), ids, st.binary(max_size=20)),
+    st.builds(w.Welcome, names, ids, ids, st.just(1), ids),
+    st.builds(w.Ping, ids),
+    st.builds(w.Pong, ids),
+    st.just(w.Invite()),
+    st.builds(w.Error, ids, ids, st.text(max_size=30)),
+    st.builds(w.Ack, ids),
+    st.builds(
+        w.RegisterSender,
+        ids,
+        names,
+        st.lists(st.tuples(ids, names), max_size=5).map(tuple),
+        st.lists(names, max_size=5).map(tuple),
+        st.booleans(),
+    ),
+    st.builds(w.SenderRegistered, ids),
+    st.builds(w.UnregisterSender, ids),
+    st.builds(w.Listen, ids, opt_names, opt_names),
+    st.builds(w.Listening, ids),
+    st.builds(w.Unlisten, ids),
+    st.builds(w.Trigger, ids, data),
+    st.builds(w.Event, names, names, data),
+    st.builds(w.Request, ids, names, names, data),
+    st.builds(w.Response, ids, ids, st.text(max_size=30), data),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(messages)
+def test_every_message_round_trips(msg: w.Message) -> None:
+    assert w.decode(w.encode(msg)) == msg
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(min_size=0, max_size=80))
+def test_random_bodies_decode_or_raise_remote_protocol_error(body: bytes) -> None:
+    try:
+        msg = w.decode(body)
+    except RemoteProtocolError as exc:
+        assert isinstance(exc.code, int)
+    else:
+        assert w.decode(w.encode(msg)) == msg
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.binary(max_size=12)
+    | st.builds(
+        lambda v: pack(v),
+        st.none()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=8)
+        | st.binary(max_size=8)
+        | st.booleans(),
+    )
+)
+def test_unpack_fast_path_agrees_with_the_checked_decoder(raw: bytes) -> None:
+    from sig.errors import DecodeError
+    from sig.protocol.data import _unpack_checked
+
+    try:
+        expected = _unpack_checked(raw)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            unpack(raw)
+    else:
+        assert repr(unpack(raw)) == repr(expected)  # repr: NaN equals itself
