@@ -42,7 +42,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from sig.protocol.frame import DEFAULT_MAX_BODY, FrameDecoder
+from sig.protocol.frame import DEFAULT_MAX_BODY, FrameDecoder, SharedEncoder
 
 logger = logging.getLogger(f"sig.{__name__}")  # under "sig": setup_logger covers it
 
@@ -61,6 +61,9 @@ READ_SIZE = 16 << 10
 KERNEL_SEND_BUFFER = 128 << 10
 #: Frames handed to the handler per link and loop turn; the rest wait a turn.
 FRAMES_PER_TURN = 1024
+#: Frames what every link of this process sends: one EVENT body handed to N
+#: links is encoded once (links run on one event loop thread).
+_encode = SharedEncoder()
 
 
 class FrameHandler(Protocol):
@@ -330,8 +333,8 @@ class StreamLink(asyncio.Protocol):
 
     # --- sending ----------------------------------------------------------
 
-    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
-        """Queue a frame for the next flush; False if dropped (and counted).
+    def send(self, body: bytes, *, droppable: bool = False, urgent: bool = False) -> bool:
+        """Frame ``body`` and queue it for the next flush; False if dropped (and counted).
 
         ``urgent`` frames (requests, responses) are written at once, with
         whatever is queued before them: a round trip then waits for no loop
@@ -346,6 +349,7 @@ class StreamLink(asyncio.Protocol):
         if droppable and queued > self.high_water:
             self.dropped += 1
             return False
+        frame = _encode(body)
         size = len(frame)
         self._out.append(frame)
         self._out_bytes += size

@@ -34,7 +34,7 @@ from sig.errors import (
 )
 from sig.protocol import messages as w
 from sig.protocol.data import pack, unpack
-from sig.protocol.frame import DEFAULT_MAX_BODY, MAX_BODY_LIMIT, encode_frame
+from sig.protocol.frame import DEFAULT_MAX_BODY, MAX_BODY_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -466,21 +466,20 @@ class GatewayCore:
         subs = self.table.match(sender, event)
         if not subs:
             return
-        frame: bytes | None = None
+        body: bytes | None = None
         body_len = delivered = dropped = too_large = 0
         value: Any = _UNSET
         for sub in subs:
             if type(sub) is Session:
-                if frame is None:  # one frame for all links: EVENT head + data as it came
+                if body is None:  # one body for all links (framed once): head + data as it came
                     body = self._event_head(sender, event) + data
                     body_len = len(body)
-                    # Over the protocol's limit it fits no link: every one counts a drop.
-                    frame = encode_frame(body) if body_len <= MAX_BODY_LIMIT else b""
-                if body_len > sub.peer_max_body or not frame:
+                # Over the protocol's limit it fits no link: every one counts a drop.
+                if body_len > sub.peer_max_body or body_len > MAX_BODY_LIMIT:
                     sub.dropped_too_large += 1
                     sub.dropped_events += 1
                     too_large += 1
-                elif sub.link.send(frame, True):
+                elif sub.link.send(body, droppable=True):
                     sub.events_out += 1
                     delivered += 1
                 else:
@@ -949,7 +948,7 @@ class GatewayCore:
 
     def _send_body(self, session: Session, body: bytes, urgent: bool = False) -> None:
         session.last_tx = self.clock()
-        session.link.send(encode_frame(body), False, urgent)
+        session.link.send(body, urgent=urgent)
 
     @staticmethod
     def _limit(session: Session) -> int:

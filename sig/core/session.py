@@ -65,8 +65,11 @@ class Link(Protocol):
     #: True for a UART: the link outlives sessions, and noise is counted, not fatal.
     persistent: bool
 
-    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
-        """Queue one frame; False if it was dropped (slow consumer) and counted.
+    def send(self, body: bytes, *, droppable: bool = False, urgent: bool = False) -> bool:
+        """Frame and queue one message body; False if it was dropped (slow consumer).
+
+        ``droppable`` marks an event, which a slow consumer may lose (counted);
+        nothing else is ever dropped.
 
         ``urgent`` asks for the frame to be written now rather than at the end
         of the loop turn (requests and responses, where latency counts).

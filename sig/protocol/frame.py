@@ -58,6 +58,29 @@ def encode_frame(body: bytes) -> bytes:
     return encoded + b"\x00"
 
 
+class SharedEncoder:
+    """``encode_frame`` that encodes the same body object only once in a row.
+
+    The gateway hands one EVENT body object to every link that receives it;
+    each link frames what it sends, and this cache makes that one encoding
+    however many links there are. It is keyed by identity: it holds the last
+    body, so no other object can be mistaken for it.
+    """
+
+    __slots__ = ("_body", "_frame")
+
+    def __init__(self) -> None:
+        self._body = b""
+        self._frame = b""
+
+    def __call__(self, body: bytes) -> bytes:
+        if body is self._body:
+            return self._frame
+        frame = encode_frame(body)
+        self._body, self._frame = body, frame
+        return frame
+
+
 @dataclass
 class FrameStats:
     """What a decoder has seen; errors by kind. Never reset by the decoder."""

@@ -56,7 +56,6 @@ from sig.errors import (
 )
 from sig.protocol import messages as w
 from sig.protocol.data import pack, unpack
-from sig.protocol.frame import encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -658,7 +657,7 @@ class AsyncClientRouter:
             )
         self.stats["triggers"] += 1
         self._last_tx = time.monotonic()
-        link.send(encode_frame(body))
+        link.send(body)
 
     # --- listeners --------------------------------------------------------
 
@@ -779,7 +778,7 @@ class AsyncClientRouter:
         if link is None:
             raise NotConnectedError("not connected to the gateway")
         self._last_tx = time.monotonic()
-        link.send(encode_frame(w.encode(msg)), False, urgent)
+        link.send(w.encode(msg), urgent=urgent)
 
     def _expect(self, ref: int, msg: w.Message) -> asyncio.Future[w.Message]:
         assert self._loop is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sig.protocol import messages as w
-from sig.protocol.frame import FrameDecoder
 
 
 class FakeClock:
@@ -22,16 +21,14 @@ class MemoryLink:
     def __init__(self, name: str, persistent: bool = False) -> None:
         self.name = name
         self.persistent = persistent
-        self.decoder = FrameDecoder()
         self.sent: list[w.Message] = []
         self.closed = False
         self.refuse_events = False
 
-    def send(self, frame: bytes, droppable: bool = False, urgent: bool = False) -> bool:
+    def send(self, body: bytes, *, droppable: bool = False, urgent: bool = False) -> bool:
         if droppable and self.refuse_events:
             return False
-        for body in self.decoder.feed(frame):
-            self.sent.append(w.decode(body))
+        self.sent.append(w.decode(body))
         return True
 
     def close(self) -> None:
