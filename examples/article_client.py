@@ -14,7 +14,7 @@ to ``timer:tick`` and sends ``mysender:tick`` and ``mysender:tac``.
 import argparse
 
 import sig
-from sig.compat.tcpclient import *
+from sig.carrier.tcpclient import *
 
 
 def listen_to_tick(info, data):

@@ -1,7 +1,53 @@
-"""The seed's import path ``from sig.carrier.tcpclient import *``.
+"""The seed's TCP carrier object: ``CarrierTCPClient().connect(host, port)``.
 
-The code is :mod:`sig.compat.tcpclient`.
+It holds the connection settings and hooks of the seed's API and hands the work
+to the :class:`sig.ClientRouter` it is given to (``ClientRouter(carrier)``).
 """
 
-from sig.compat.tcpclient import *  # noqa: F403
-from sig.compat.tcpclient import __all__ as __all__
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sig.errors import SigError
+
+if TYPE_CHECKING:
+    from sig.routers.sync import ClientRouter
+
+__all__ = ["CarrierTCPClient"]
+
+
+class CarrierTCPClient:
+    """TCP connection to a sig gateway, in the seed's shape."""
+
+    def __init__(self) -> None:
+        #: Called after every (re)connect, once the router re-registered everything.
+        self.on_connected: Callable[[], Any] | None = None
+        #: Called when the connection is lost.
+        self.on_disconnected: Callable[[], Any] | None = None
+        self._router: ClientRouter | None = None
+
+    def _bind(self, router: ClientRouter) -> None:
+        if self._router is not None and self._router is not router:
+            raise SigError("this carrier already belongs to another ClientRouter")
+        self._router = router
+
+    def _need_router(self) -> ClientRouter:
+        if self._router is None:
+            raise SigError("create sig.ClientRouter(carrier) before connecting the carrier")
+        return self._router
+
+    def connect(
+        self, host: str = "localhost", port: int = 3000, auto_reconnect: bool = True
+    ) -> bool:
+        """Connect; with auto_reconnect it keeps retrying in the background."""
+        return self._need_router().connect(host, port, auto_reconnect=auto_reconnect)
+
+    def isConnected(self) -> bool:
+        return self._router is not None and self._router.is_connected
+
+    is_connected = property(isConnected)
+
+    def disconnect(self) -> None:
+        if self._router is not None:
+            self._router.close()

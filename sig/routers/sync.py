@@ -34,7 +34,7 @@ from sig.routers.client import (
 )
 
 if TYPE_CHECKING:
-    from sig.compat.tcpclient import CarrierTCPClient
+    from sig.carrier.tcpclient import CarrierTCPClient
 
 logger = logging.getLogger(__name__)
 

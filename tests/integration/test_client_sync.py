@@ -13,7 +13,7 @@ import pytest
 from procs import Gateway
 
 import sig
-from sig.compat.tcpclient import CarrierTCPClient
+from sig.carrier.tcpclient import CarrierTCPClient
 
 T = 10.0
 
