@@ -21,15 +21,13 @@ import crcmod.predefined
 from cobs import cobs
 
 from sig.errors import LocalProtocolError
+from sig.protocol.constants import DEFAULT_MAX_BODY as DEFAULT_MAX_BODY
+from sig.protocol.constants import MAX_BODY_LIMIT as MAX_BODY_LIMIT
 
 #: Frame delimiter.
 DELIMITER = 0x00
 #: Size of the CRC trailer inside the COBS-encoded part.
 CRC_SIZE = 2
-#: Largest body the protocol can express; a peer may announce a smaller one.
-MAX_BODY_LIMIT = 65535
-#: Body limit a gateway uses on TCP links unless configured otherwise.
-DEFAULT_MAX_BODY = 65535
 
 crc16 = crcmod.predefined.mkPredefinedCrcFun("crc-ccitt-false")
 """CRC-16/CCITT-FALSE of a bytes-like object, as an int."""
@@ -127,39 +125,35 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the bodies of all frames they complete."""
-        stats = self.stats
-        stats.bytes_in += len(data)
+        self.stats.bytes_in += len(data)
         if b"\x00" not in data:
             self._append(data)
             return []
         parts = data.split(b"\x00")
         tail = parts.pop()
+        if self._buf or self._skipping:  # the first part ends the frame already begun
+            first = self._complete(parts[0])
+            if first is None:
+                del parts[0]
+            else:
+                parts[0] = first
         out: list[bytes] = []
-        first = True
+        unwrap = self._unwrap
         for part in parts:
-            if first:
-                first = False
-                if self._buf or self._skipping:
-                    skipping = self._skipping
-                    self._append(part)
-                    skipping = skipping or self._skipping
-                    chunk = bytes(self._buf)
-                    self._buf.clear()
-                    self._skipping = False
-                    if skipping:
-                        continue
-                    part = chunk
-            if not part:
-                stats.empty += 1
-                continue
-            if len(part) > self._limit:
-                stats.oversize += 1
-                continue
-            body = self._unwrap(part)
+            body = unwrap(part)
             if body is not None:
                 out.append(body)
         self._append(tail)
         return out
+
+    def _complete(self, part: bytes) -> bytes | None:
+        """The pending bytes + ``part`` as one encoded frame; None if it was being skipped."""
+        self._append(part)
+        skipping = self._skipping  # _append only ever sets it
+        chunk = bytes(self._buf)
+        self._buf.clear()
+        self._skipping = False
+        return None if skipping else chunk
 
     def _append(self, data: bytes) -> None:
         if self._skipping or not data:
@@ -172,7 +166,14 @@ class FrameDecoder:
         self._buf += data
 
     def _unwrap(self, encoded: bytes) -> bytes | None:
+        """The body of one encoded frame (delimiter removed), or None, counted, if it is bad."""
         stats = self.stats
+        if not encoded:
+            stats.empty += 1
+            return None
+        if len(encoded) > self._limit:
+            stats.oversize += 1
+            return None
         try:
             raw: bytes = _cobs_decode(encoded)
         except _CobsDecodeError:

@@ -12,23 +12,20 @@ shared with the C library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import Any, ClassVar
 
 from sig.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
-#: Protocol version carried in HELLO and WELCOME.
-PROTOCOL_VERSION = 1
-#: Bits 0-5 of the header byte: the message type.
-TYPE_MASK = 0x3F
-#: Header flag: an authentication tag ends the body (reserved, needs FEATURE_AUTH).
-FLAG_AUTH = 0x40
-#: Header flag: a sequence number follows the header byte (reserved, needs FEATURE_RELIABLE).
-FLAG_SEQ = 0x80
-#: Longest name (sender, event, method, peer) in UTF-8 bytes.
-MAX_NAME = 255
-#: Largest value a varint may carry (5 bytes of LEB128 at most).
-MAX_VARINT = 0xFFFFFFFF
+# The constants live in sig.protocol.constants; these names stay importable from here.
+from sig.protocol.constants import FLAG_AUTH as FLAG_AUTH
+from sig.protocol.constants import FLAG_SEQ as FLAG_SEQ
+from sig.protocol.constants import MAX_NAME as MAX_NAME
+from sig.protocol.constants import MAX_VARINT as MAX_VARINT
+from sig.protocol.constants import PROTOCOL_VERSION as PROTOCOL_VERSION
+from sig.protocol.constants import TYPE_MASK as TYPE_MASK
 
 
 class MessageType(IntEnum):
@@ -66,6 +63,8 @@ class Feature(IntFlag):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
+    TYPE: ClassVar[MessageType] = MessageType.HELLO
+
     name: str
     max_body: int
     keepalive_ms: int
@@ -76,6 +75,8 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
+    TYPE: ClassVar[MessageType] = MessageType.WELCOME
+
     name: str
     max_body: int
     keepalive_ms: int
@@ -85,21 +86,27 @@ class Welcome:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    TYPE: ClassVar[MessageType] = MessageType.PING
+
     token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    TYPE: ClassVar[MessageType] = MessageType.PONG
+
     token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Invite:
-    pass
+    TYPE: ClassVar[MessageType] = MessageType.INVITE
 
 
 @dataclass(frozen=True, slots=True)
 class Error:
+    TYPE: ClassVar[MessageType] = MessageType.ERROR
+
     code: int
     ref: int = 0
     message: str = ""
@@ -107,11 +114,15 @@ class Error:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
+    TYPE: ClassVar[MessageType] = MessageType.ACK
+
     seq: int
 
 
 @dataclass(frozen=True, slots=True)
 class RegisterSender:
+    TYPE: ClassVar[MessageType] = MessageType.REGISTER_SENDER
+
     sender_ref: int
     name: str
     events: tuple[tuple[int, str], ...]  #: (event_ref, event name)
@@ -121,16 +132,22 @@ class RegisterSender:
 
 @dataclass(frozen=True, slots=True)
 class SenderRegistered:
+    TYPE: ClassVar[MessageType] = MessageType.SENDER_REGISTERED
+
     sender_ref: int
 
 
 @dataclass(frozen=True, slots=True)
 class UnregisterSender:
+    TYPE: ClassVar[MessageType] = MessageType.UNREGISTER_SENDER
+
     sender_ref: int
 
 
 @dataclass(frozen=True, slots=True)
 class Listen:
+    TYPE: ClassVar[MessageType] = MessageType.LISTEN
+
     listener_id: int
     sender: str | None
     event: str | None
@@ -138,22 +155,30 @@ class Listen:
 
 @dataclass(frozen=True, slots=True)
 class Listening:
+    TYPE: ClassVar[MessageType] = MessageType.LISTENING
+
     listener_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class Unlisten:
+    TYPE: ClassVar[MessageType] = MessageType.UNLISTEN
+
     listener_id: int
 
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
+    TYPE: ClassVar[MessageType] = MessageType.TRIGGER
+
     event_ref: int
     data: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    TYPE: ClassVar[MessageType] = MessageType.EVENT
+
     sender: str
     event: str
     data: bytes = b""
@@ -161,6 +186,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    TYPE: ClassVar[MessageType] = MessageType.REQUEST
+
     request_id: int
     sender: str
     method: str
@@ -169,6 +196,8 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
+    TYPE: ClassVar[MessageType] = MessageType.RESPONSE
+
     request_id: int
     status: int = 0  #: ErrorCode.OK, or the error code
     message: str = ""  #: error text; empty when status is OK
@@ -235,96 +264,196 @@ def _write_bytes(out: bytearray, raw: bytes) -> None:
     out += raw
 
 
-# --- encoder --------------------------------------------------------------
+# --- encoder: one writer per message type, picked by MessageType ------------
+
+Writer = Callable[[bytearray, Any], None]
 
 
 def encode(msg: Message) -> bytes:
     """Return the frame body of ``msg``. Raises LocalProtocolError on bad fields."""
-    out = bytearray()
-    if isinstance(msg, Trigger):
-        out.append(MessageType.TRIGGER)
-        write_varint(out, msg.event_ref)
-        out += msg.data
-    elif isinstance(msg, Event):
-        out.append(MessageType.EVENT)
-        _write_name(out, msg.sender)
-        _write_name(out, msg.event)
-        out += msg.data
-    elif isinstance(msg, Request):
-        out.append(MessageType.REQUEST)
-        write_varint(out, msg.request_id)
-        _write_name(out, msg.sender)
-        _write_name(out, msg.method)
-        out += msg.data
-    elif isinstance(msg, Response):
-        out.append(MessageType.RESPONSE)
-        write_varint(out, msg.request_id)
-        write_varint(out, msg.status)
-        _write_text(out, msg.message)
-        out += msg.data
-    elif isinstance(msg, Hello):
-        out.append(MessageType.HELLO)
-        write_varint(out, msg.version)
-        _write_name(out, msg.name)
-        write_varint(out, msg.max_body)
-        write_varint(out, msg.keepalive_ms)
-        write_varint(out, msg.features)
-        _write_bytes(out, msg.credentials)
-    elif isinstance(msg, Welcome):
-        out.append(MessageType.WELCOME)
-        write_varint(out, msg.version)
-        _write_name(out, msg.name)
-        write_varint(out, msg.max_body)
-        write_varint(out, msg.keepalive_ms)
-        write_varint(out, msg.features)
-    elif isinstance(msg, Ping):
-        out.append(MessageType.PING)
-        write_varint(out, msg.token)
-    elif isinstance(msg, Pong):
-        out.append(MessageType.PONG)
-        write_varint(out, msg.token)
-    elif isinstance(msg, Invite):
-        out.append(MessageType.INVITE)
-    elif isinstance(msg, Error):
-        out.append(MessageType.ERROR)
-        write_varint(out, msg.code)
-        write_varint(out, msg.ref)
-        _write_text(out, msg.message)
-    elif isinstance(msg, Ack):
-        out.append(MessageType.ACK)
-        write_varint(out, msg.seq)
-    elif isinstance(msg, RegisterSender):
-        out.append(MessageType.REGISTER_SENDER)
-        write_varint(out, msg.sender_ref)
-        _write_name(out, msg.name)
-        out.append(1 if msg.default_handler else 0)
-        write_varint(out, len(msg.events))
-        for ref, name in msg.events:
-            write_varint(out, ref)
-            _write_name(out, name)
-        write_varint(out, len(msg.methods))
-        for method in msg.methods:
-            _write_name(out, method)
-    elif isinstance(msg, SenderRegistered):
-        out.append(MessageType.SENDER_REGISTERED)
-        write_varint(out, msg.sender_ref)
-    elif isinstance(msg, UnregisterSender):
-        out.append(MessageType.UNREGISTER_SENDER)
-        write_varint(out, msg.sender_ref)
-    elif isinstance(msg, Listen):
-        out.append(MessageType.LISTEN)
-        write_varint(out, msg.listener_id)
-        _write_optional_name(out, msg.sender)
-        _write_optional_name(out, msg.event)
-    elif isinstance(msg, Listening):
-        out.append(MessageType.LISTENING)
-        write_varint(out, msg.listener_id)
-    elif isinstance(msg, Unlisten):
-        out.append(MessageType.UNLISTEN)
-        write_varint(out, msg.listener_id)
-    else:  # pragma: no cover - the union is closed
-        raise LocalProtocolError(f"not a message: {msg!r}")
+    try:
+        kind = msg.TYPE
+        write = _WRITERS[kind]
+    except (AttributeError, KeyError):
+        raise LocalProtocolError(f"not a message: {msg!r}") from None
+    out = bytearray((kind,))
+    write(out, msg)
     return bytes(out)
+
+
+def _write_hello(out: bytearray, msg: Hello) -> None:
+    write_varint(out, msg.version)
+    _write_name(out, msg.name)
+    write_varint(out, msg.max_body)
+    write_varint(out, msg.keepalive_ms)
+    write_varint(out, msg.features)
+    _write_bytes(out, msg.credentials)
+
+
+def _write_welcome(out: bytearray, msg: Welcome) -> None:
+    write_varint(out, msg.version)
+    _write_name(out, msg.name)
+    write_varint(out, msg.max_body)
+    write_varint(out, msg.keepalive_ms)
+    write_varint(out, msg.features)
+
+
+def _write_token(out: bytearray, msg: Ping | Pong) -> None:
+    write_varint(out, msg.token)
+
+
+def _write_nothing(out: bytearray, msg: Invite) -> None:
+    """INVITE is its type byte alone."""
+
+
+def _write_error(out: bytearray, msg: Error) -> None:
+    write_varint(out, msg.code)
+    write_varint(out, msg.ref)
+    _write_text(out, msg.message)
+
+
+def _write_ack(out: bytearray, msg: Ack) -> None:
+    write_varint(out, msg.seq)
+
+
+def _write_register(out: bytearray, msg: RegisterSender) -> None:
+    write_varint(out, msg.sender_ref)
+    _write_name(out, msg.name)
+    out.append(1 if msg.default_handler else 0)
+    write_varint(out, len(msg.events))
+    for ref, name in msg.events:
+        write_varint(out, ref)
+        _write_name(out, name)
+    write_varint(out, len(msg.methods))
+    for method in msg.methods:
+        _write_name(out, method)
+
+
+def _write_sender_ref(out: bytearray, msg: SenderRegistered | UnregisterSender) -> None:
+    write_varint(out, msg.sender_ref)
+
+
+def _write_listen(out: bytearray, msg: Listen) -> None:
+    write_varint(out, msg.listener_id)
+    _write_optional_name(out, msg.sender)
+    _write_optional_name(out, msg.event)
+
+
+def _write_listener_id(out: bytearray, msg: Listening | Unlisten) -> None:
+    write_varint(out, msg.listener_id)
+
+
+def _write_trigger(out: bytearray, msg: Trigger) -> None:
+    write_varint(out, msg.event_ref)
+    out += msg.data
+
+
+def _write_event(out: bytearray, msg: Event) -> None:
+    _write_name(out, msg.sender)
+    _write_name(out, msg.event)
+    out += msg.data
+
+
+def _write_request(out: bytearray, msg: Request) -> None:
+    write_varint(out, msg.request_id)
+    _write_name(out, msg.sender)
+    _write_name(out, msg.method)
+    out += msg.data
+
+
+def _write_response(out: bytearray, msg: Response) -> None:
+    write_varint(out, msg.request_id)
+    write_varint(out, msg.status)
+    _write_text(out, msg.message)
+    out += msg.data
+
+
+_WRITERS: dict[MessageType, Writer] = {
+    MessageType.HELLO: _write_hello,
+    MessageType.WELCOME: _write_welcome,
+    MessageType.PING: _write_token,
+    MessageType.PONG: _write_token,
+    MessageType.INVITE: _write_nothing,
+    MessageType.ERROR: _write_error,
+    MessageType.ACK: _write_ack,
+    MessageType.REGISTER_SENDER: _write_register,
+    MessageType.SENDER_REGISTERED: _write_sender_ref,
+    MessageType.UNREGISTER_SENDER: _write_sender_ref,
+    MessageType.LISTEN: _write_listen,
+    MessageType.LISTENING: _write_listener_id,
+    MessageType.UNLISTEN: _write_listener_id,
+    MessageType.TRIGGER: _write_trigger,
+    MessageType.EVENT: _write_event,
+    MessageType.REQUEST: _write_request,
+    MessageType.RESPONSE: _write_response,
+}
+
+
+# --- fast paths: the hot messages without a message object ------------------
+
+_TRIGGER = int(MessageType.TRIGGER)
+_EVENT = int(MessageType.EVENT)
+
+
+def trigger_prefix(event_ref: int) -> bytes:
+    """TRIGGER type byte + ``event_ref`` varint: append a CBOR item to get the body.
+
+    A sender computes it once per event, so a trigger costs one concatenation.
+    Raises LocalProtocolError when ``event_ref`` is not a varint.
+    """
+    out = bytearray((_TRIGGER,))
+    write_varint(out, event_ref)
+    return bytes(out)
+
+
+def event_head(sender: str, event: str) -> bytes:
+    """The EVENT body up to its data: ``event_head(s, e) + data == encode(Event(s, e, data))``.
+
+    The gateway caches it per (sender, event) pair, so routing an event does
+    not encode names. Raises LocalProtocolError on a bad name.
+    """
+    out = bytearray((_EVENT,))
+    _write_name(out, sender)
+    _write_name(out, event)
+    return bytes(out)
+
+
+def split_trigger(body: bytes) -> tuple[int, bytes] | None:
+    """(event_ref, data) of a TRIGGER body whose event_ref is below 128, else None.
+
+    The common case of :func:`decode` for TRIGGER without a message object;
+    anything else (a longer ref, a short body, another type) returns None so
+    that :func:`decode` handles and reports it.
+    """
+    if len(body) < 2 or body[0] != _TRIGGER:
+        return None
+    ref = body[1]
+    if ref >= 0x80:
+        return None
+    return ref, body[2:]
+
+
+def split_event(body: bytes) -> tuple[str, str, bytes] | None:
+    """(sender, event, data) of an EVENT body whose names are 1..127 bytes, else None.
+
+    The common case of :func:`decode` for EVENT without a message object;
+    anything unusual (longer names, a short or bad body, another type) returns
+    None so that :func:`decode` handles and reports it.
+    """
+    size = len(body)
+    if size < 2 or body[0] != _EVENT:
+        return None
+    n = body[1]
+    if not 0 < n < 0x80 or 2 + n >= size:
+        return None
+    m = body[2 + n]
+    end = 3 + n + m
+    if not 0 < m < 0x80 or end > size:
+        return None
+    try:
+        return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
+    except UnicodeDecodeError:
+        return None
 
 
 # --- decoder --------------------------------------------------------------
@@ -408,77 +537,113 @@ def decode(body: bytes) -> Message:
     """Parse one frame body. Raises RemoteProtocolError with the wire error code."""
     if not body:
         raise RemoteProtocolError("empty body")
-    header = body[0]
-    if header & (FLAG_AUTH | FLAG_SEQ):
-        raise RemoteProtocolError(
-            f"header flags 0x{header & 0xC0:02x} not negotiated", ErrorCode.UNSUPPORTED_FEATURE
-        )
-    try:
-        kind = MessageType(header)
-    except ValueError:
-        raise RemoteProtocolError(
-            f"unknown message type 0x{header:02x}", ErrorCode.UNKNOWN_TYPE
-        ) from None
+    read = _READERS.get(body[0])
+    if read is None:
+        raise _bad_header(body[0])
     r = _Reader(body, 1)
-    msg: Message
-    if kind is MessageType.TRIGGER:
-        return Trigger(r.varint(), r.rest())
-    if kind is MessageType.EVENT:
-        return Event(r.name(), r.name(), r.rest())
-    if kind is MessageType.REQUEST:
-        return Request(r.varint(), r.name(), r.name(), r.rest())
-    if kind is MessageType.RESPONSE:
-        return Response(r.varint(), r.varint(), r.text(), r.rest())
-    if kind is MessageType.HELLO:
-        version = _version(r)
-        msg = Hello(
-            version=version,
-            name=r.name(),
-            max_body=r.varint(),
-            keepalive_ms=r.varint(),
-            features=r.varint(),
-            credentials=r.raw(r.varint()),
-        )
-    elif kind is MessageType.WELCOME:
-        version = _version(r)
-        msg = Welcome(
-            version=version,
-            name=r.name(),
-            max_body=r.varint(),
-            keepalive_ms=r.varint(),
-            features=r.varint(),
-        )
-    elif kind is MessageType.PING:
-        msg = Ping(r.varint())
-    elif kind is MessageType.PONG:
-        msg = Pong(r.varint())
-    elif kind is MessageType.INVITE:
-        msg = Invite()
-    elif kind is MessageType.ERROR:
-        msg = Error(r.varint(), r.varint(), r.text())
-    elif kind is MessageType.ACK:
-        msg = Ack(r.varint())
-    elif kind is MessageType.REGISTER_SENDER:
-        sender_ref = r.varint()
-        name = r.name()
-        flags = r.byte()
-        if flags & ~0x01:
-            raise RemoteProtocolError(f"unknown REGISTER_SENDER flags 0x{flags:02x}")
-        events = tuple((r.varint(), r.name()) for _ in range(_count(r)))
-        methods = tuple(r.name() for _ in range(_count(r)))
-        msg = RegisterSender(sender_ref, name, events, methods, bool(flags & 0x01))
-    elif kind is MessageType.SENDER_REGISTERED:
-        msg = SenderRegistered(r.varint())
-    elif kind is MessageType.UNREGISTER_SENDER:
-        msg = UnregisterSender(r.varint())
-    elif kind is MessageType.LISTEN:
-        msg = Listen(r.varint(), r.optional_name(), r.optional_name())
-    elif kind is MessageType.LISTENING:
-        msg = Listening(r.varint())
-    else:  # UNLISTEN: the enum is exhausted
-        msg = Unlisten(r.varint())
+    msg = read(r)
     r.end()
     return msg
+
+
+def _bad_header(header: int) -> RemoteProtocolError:
+    """The error for a header byte no reader takes: flags set, or an unknown type."""
+    if header & (FLAG_AUTH | FLAG_SEQ):
+        return RemoteProtocolError(
+            f"header flags 0x{header & 0xC0:02x} not negotiated", ErrorCode.UNSUPPORTED_FEATURE
+        )
+    return RemoteProtocolError(f"unknown message type 0x{header:02x}", ErrorCode.UNKNOWN_TYPE)
+
+
+def _read_hello(r: _Reader) -> Hello:
+    version = _version(r)
+    return Hello(
+        version=version,
+        name=r.name(),
+        max_body=r.varint(),
+        keepalive_ms=r.varint(),
+        features=r.varint(),
+        credentials=r.raw(r.varint()),
+    )
+
+
+def _read_welcome(r: _Reader) -> Welcome:
+    version = _version(r)
+    return Welcome(
+        version=version,
+        name=r.name(),
+        max_body=r.varint(),
+        keepalive_ms=r.varint(),
+        features=r.varint(),
+    )
+
+
+def _read_register(r: _Reader) -> RegisterSender:
+    sender_ref = r.varint()
+    name = r.name()
+    flags = r.byte()
+    if flags & ~0x01:
+        raise RemoteProtocolError(f"unknown REGISTER_SENDER flags 0x{flags:02x}")
+    events = tuple((r.varint(), r.name()) for _ in range(_count(r)))
+    methods = tuple(r.name() for _ in range(_count(r)))
+    return RegisterSender(sender_ref, name, events, methods, bool(flags & 0x01))
+
+
+def _read_listen(r: _Reader) -> Listen:
+    return Listen(r.varint(), r.optional_name(), r.optional_name())
+
+
+def _read_trigger(r: _Reader) -> Trigger:
+    return Trigger(r.varint(), r.rest())
+
+
+def _read_event(r: _Reader) -> Event:
+    return Event(r.name(), r.name(), r.rest())
+
+
+def _read_request(r: _Reader) -> Request:
+    return Request(r.varint(), r.name(), r.name(), r.rest())
+
+
+def _read_response(r: _Reader) -> Response:
+    return Response(r.varint(), r.varint(), r.text(), r.rest())
+
+
+def _read_error(r: _Reader) -> Error:
+    return Error(r.varint(), r.varint(), r.text())
+
+
+def _one_varint(cls: Callable[[int], Message]) -> Callable[[_Reader], Message]:
+    """Reader of a message whose only field is one varint (PING, ACK, LISTENING, ...)."""
+
+    def read(r: _Reader) -> Message:
+        return cls(r.varint())
+
+    return read
+
+
+Reader = Callable[[_Reader], Message]
+
+#: Header byte -> reader. A byte with flags set, or an unknown type, is absent.
+_READERS: dict[int, Reader] = {
+    MessageType.HELLO: _read_hello,
+    MessageType.WELCOME: _read_welcome,
+    MessageType.PING: _one_varint(Ping),
+    MessageType.PONG: _one_varint(Pong),
+    MessageType.INVITE: lambda r: Invite(),
+    MessageType.ERROR: _read_error,
+    MessageType.ACK: _one_varint(Ack),
+    MessageType.REGISTER_SENDER: _read_register,
+    MessageType.SENDER_REGISTERED: _one_varint(SenderRegistered),
+    MessageType.UNREGISTER_SENDER: _one_varint(UnregisterSender),
+    MessageType.LISTEN: _read_listen,
+    MessageType.LISTENING: _one_varint(Listening),
+    MessageType.UNLISTEN: _one_varint(Unlisten),
+    MessageType.TRIGGER: _read_trigger,
+    MessageType.EVENT: _read_event,
+    MessageType.REQUEST: _read_request,
+    MessageType.RESPONSE: _read_response,
+}
 
 
 def _count(r: _Reader) -> int:

@@ -1,0 +1,29 @@
+"""The numbers and names PROTOCOL.md fixes, each defined here and nowhere else.
+
+Every other module (codec, gateway, clients, CLI, carriers) imports them from
+here, so that changing one is a one-line change that cannot leave a second
+copy behind.
+"""
+
+from __future__ import annotations
+
+#: Protocol version carried in HELLO and WELCOME.
+PROTOCOL_VERSION = 1
+#: Bits 0-5 of the header byte: the message type.
+TYPE_MASK = 0x3F
+#: Header flag: an authentication tag ends the body (reserved, needs FEATURE_AUTH).
+FLAG_AUTH = 0x40
+#: Header flag: a sequence number follows the header byte (reserved, needs FEATURE_RELIABLE).
+FLAG_SEQ = 0x80
+#: Longest name (sender, event, method, peer) in UTF-8 bytes.
+MAX_NAME = 255
+#: Largest value a varint may carry (5 bytes of LEB128 at most).
+MAX_VARINT = 0xFFFFFFFF
+#: Largest body the protocol can express; a peer may announce a smaller one.
+MAX_BODY_LIMIT = 65535
+#: Body limit a gateway uses on TCP links unless configured otherwise.
+DEFAULT_MAX_BODY = 65535
+#: The gateway's own sender: its methods ``senders``, ``links``, ``stats``.
+GATEWAY_SENDER = "$gateway"
+#: TCP port a gateway listens on, and clients connect to, unless told otherwise.
+DEFAULT_PORT = 3000
