@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sig.errors import SigError
+from sig.protocol.constants import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from sig.routers.sync import ClientRouter
@@ -38,7 +39,7 @@ class CarrierTCPClient:
         return self._router
 
     def connect(
-        self, host: str = "localhost", port: int = 3000, auto_reconnect: bool = True
+        self, host: str = "localhost", port: int = DEFAULT_PORT, auto_reconnect: bool = True
     ) -> bool:
         """Connect; with auto_reconnect it keeps retrying in the background."""
         return self._need_router().connect(host, port, auto_reconnect=auto_reconnect)

@@ -33,12 +33,12 @@ from sig.errors import (
     SigError,
 )
 from sig.protocol import messages as w
+from sig.protocol.constants import GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
 from sig.protocol.frame import DEFAULT_MAX_BODY, MAX_BODY_LIMIT
 
 logger = logging.getLogger(__name__)
 
-GATEWAY_SENDER = "$gateway"
 #: Requests pending on one handler link at most (then BUSY). One requester may
 #: hold a fair share of them: max_pending / (requesters with pending ones + 1).
 MAX_PENDING_PER_LINK = 64
@@ -305,9 +305,9 @@ class GatewayCore:
         logger.info("%s: session opened by %r", session.link.name, msg.name)
 
     def _on_trigger_fast(self, session: Session, body: bytes) -> None:
-        ref = body[1] if len(body) > 1 else 0x80
-        if ref < 0x80:
-            self._on_trigger(session, ref, body[2:])
+        fast = w.split_trigger(body)
+        if fast is not None:
+            self._on_trigger(session, *fast)
             return
         try:
             msg = w.decode(body)
@@ -518,7 +518,7 @@ class GatewayCore:
         if head is None:
             if len(self._event_heads) >= EVENT_HEAD_CACHE:
                 self._event_heads.clear()
-            head = self._event_heads[key] = w.encode(w.Event(sender, event))
+            head = self._event_heads[key] = w.event_head(sender, event)
         return head
 
     def _announce(self, info: SenderInfo, event: str) -> None:

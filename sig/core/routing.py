@@ -38,6 +38,7 @@ from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from sig.errors import DuplicateSenderError, InvalidNameError, UnknownEventError
+from sig.protocol.constants import MAX_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ DISCONNECT = "#disconnect"
 BUILTIN_EVENTS = (CONNECT, DISCONNECT)
 #: Names beginning with this are reserved for the router itself.
 RESERVED_PREFIX = "$"
-#: Longest name in UTF-8 bytes (the wire limit).
-MAX_NAME = 255
 #: Cached match results for (sender, event) pairs of senders that are not live.
 MATCH_CACHE_LIMIT = 4096
 

@@ -55,11 +55,11 @@ from sig.errors import (
     request_error_for,
 )
 from sig.protocol import messages as w
+from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
 
 logger = logging.getLogger(__name__)
 
-GATEWAY_SENDER = "$gateway"
 #: Items asked for per page of a ``$gateway`` listing (the gateway may send fewer).
 PAGE_LIMIT = 500
 #: Pages fetched at most for one listing (a bound against a gateway that never ends).
@@ -115,7 +115,7 @@ class AsyncClientRouter:
     def __init__(
         self,
         host: str | None = "127.0.0.1",
-        port: int = 3000,
+        port: int = DEFAULT_PORT,
         *,
         name: str | None = None,
         auto_reconnect: bool = True,
@@ -376,7 +376,7 @@ class AsyncClientRouter:
         self._last_rx = time.monotonic()
         for body in bodies:
             if body[0] == _EVENT:  # the hot path: no message object for an EVENT
-                fields = _split_event(body)
+                fields = w.split_event(body)
                 if fields is not None:
                     self._on_event(*fields)
                     continue
@@ -567,7 +567,7 @@ class AsyncClientRouter:
             sender,
             next(self._ids),
             refs,
-            {e: bytes([w.MessageType.TRIGGER]) + _varint(r) for e, r in refs.items()},
+            {e: w.trigger_prefix(r) for e, r in refs.items()},
         )
         self._senders[name] = entry
         if self._connected:
@@ -841,27 +841,6 @@ class AsyncClientRouter:
 _EVENT = w.MessageType.EVENT.value
 
 
-def _split_event(body: bytes) -> tuple[str, str, bytes] | None:
-    """(sender, event, data) of an EVENT body whose names are 1..127 bytes, else None.
-
-    The common case of :func:`sig.protocol.messages.decode` for EVENT without building a
-    message object; anything unusual (longer names, a short or bad body) returns
-    None so that the full decoder handles and reports it.
-    """
-    size = len(body)
-    n = body[1] if size > 1 else 0
-    if not 0 < n < 0x80 or 2 + n >= size:
-        return None
-    m = body[2 + n]
-    end = 3 + n + m
-    if not 0 < m < 0x80 or end > size:
-        return None
-    try:
-        return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
-    except UnicodeDecodeError:
-        return None
-
-
 def _accepted(fut: asyncio.Future[w.Message], entry: _SenderEntry, same_link: bool) -> None:
     """Done callback of a non-optimistic registration: live once the gateway said yes."""
     if not fut.cancelled() and fut.exception() is None and same_link:
@@ -885,12 +864,6 @@ class _Malformed(RequestError):
     """The request's params are not one CBOR item (answered as MALFORMED)."""
 
     code = ErrorCode.MALFORMED
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    w.write_varint(out, value)
-    return bytes(out)
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -46,6 +46,7 @@ from sig.core.endpoints import (
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig.core.session import Session, State
 from sig.errors import NoSuchSender, RequestTimeout, request_error_for
+from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class ServerRouter(LocalRouterAliases):
     def __init__(
         self,
         host: str | None = "0.0.0.0",
-        port: int = 3000,
+        port: int = DEFAULT_PORT,
         *,
         name: str = "sig-gateway",
         request_timeout: float = 10.0,

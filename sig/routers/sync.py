@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sig.compat import ClientRouterAliases
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
 from sig.errors import ConnectError, RequestTimeout, SigError
+from sig.protocol.constants import DEFAULT_PORT
 from sig.routers.client import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_QUEUED_EVENTS,
@@ -56,7 +57,7 @@ class ClientRouter(ClientRouterAliases):
         carrier: CarrierTCPClient | None = None,
         *,
         host: str | None = "127.0.0.1",
-        port: int = 3000,
+        port: int = DEFAULT_PORT,
         name: str | None = None,
         auto_reconnect: bool = True,
         backoff: Backoff = DEFAULT_BACKOFF,

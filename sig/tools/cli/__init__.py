@@ -26,6 +26,7 @@ from importlib import metadata
 
 from sig.errors import ConnectError, RequestError, SigError
 from sig.logs import PrintableFormatter, RepeatFilter, printable, setup
+from sig.protocol.constants import DEFAULT_PORT
 from sig.tools.cli._serve import (
     DEFAULTS,
     GATEWAY_LIMITS,
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_p.add_argument("--config", help="TOML config file; flags win over it")
     serve_p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    serve_p.add_argument("--port", type=int, help="TCP port (default 3000)")
+    serve_p.add_argument("--port", type=int, help=f"TCP port (default {DEFAULT_PORT})")
     serve_p.add_argument("--name", help="gateway name sent to peers")
     serve_p.add_argument("--request-timeout", type=float, help="seconds (default 10)")
     serve_p.add_argument(
@@ -166,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, parents=[logs])
         p.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
-        p.add_argument("--port", type=int, default=3000, help="gateway port (default 3000)")
+        p.add_argument(
+            "--port", type=int, default=DEFAULT_PORT, help="gateway port (default %(default)s)"
+        )
         p.add_argument("--timeout", type=float, help=timeout)
         p.add_argument(
             "--log-level", choices=["debug", "info", "warning", "error"], default="warning"

@@ -15,6 +15,7 @@ from carriers.stream import DEFAULT_HIGH_WATER, DEFAULT_MAX_QUEUED, DEFAULT_STAL
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS
 from sig.errors import ConnectError, SigError
 from sig.logs import printable
+from sig.protocol.constants import DEFAULT_PORT
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +26,7 @@ logger = logging.getLogger("sig.cli")
 
 DEFAULTS: dict[str, Any] = {
     "host": "0.0.0.0",
-    "port": 3000,
+    "port": DEFAULT_PORT,
     "name": "sig-gateway",
     "request_timeout": 10.0,
     "timer": True,

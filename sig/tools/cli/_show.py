@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sig.logs import printable
+from sig.protocol.constants import GATEWAY_SENDER
 from sig.tools.cli._serve import UsageError
 
 # --- client commands --------------------------------------------------------
@@ -235,7 +236,7 @@ async def cmd_links(args: argparse.Namespace) -> int:
     client = await _client(args, "sig-links")
     try:
         links = await client.list_links()
-        stats = await client.request("$gateway", "stats")
+        stats = await client.request(GATEWAY_SENDER, "stats")
     finally:
         await client.close()
     if args.json:

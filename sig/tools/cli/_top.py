@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sig.logs import printable
+from sig.protocol.constants import GATEWAY_SENDER
 from sig.tools.cli._show import _client, _json_default
 
 #: Counters of a link row that get a rate, and the column that shows it.
@@ -183,7 +184,7 @@ def frame_json(f: Frame) -> str:
 async def _poll(client: Any, counts: dict[str, int], loop: asyncio.AbstractEventLoop) -> Poll:
     links = await client.list_links()
     senders = await client.list_senders()
-    stats = await client.request("$gateway", "stats")
+    stats = await client.request(GATEWAY_SENDER, "stats")
     for gone in set(counts) - set(senders):  # bounded by the gateway's live senders
         del counts[gone]
     return Poll(loop.time(), {str(x["link"]): x for x in links}, senders, dict(counts), stats)
