@@ -202,3 +202,133 @@ def test_unpack_fast_path_agrees_with_the_checked_decoder(raw: bytes) -> None:
             unpack(raw)
     else:
         assert repr(unpack(raw)) == repr(expected)  # repr: NaN equals itself
+
+
+# --- the fast paths agree with the full codec -------------------------------
+
+EVENT, TRIGGER = bytes([w.MessageType.EVENT]), bytes([w.MessageType.TRIGGER])
+
+
+def test_split_event_returns_the_fields_of_a_common_event() -> None:
+    body = w.encode(w.Event("sensor1", "temperature", pack(21.5)))
+    assert w.split_event(body) == ("sensor1", "temperature", pack(21.5))
+    assert w.split_event(w.encode(w.Event("s", "e"))) == ("s", "e", b"")
+    longest = w.encode(w.Event("s" * 127, "é" * 63, b"\x01"))  # 127 and 126 bytes: one-byte lengths
+    assert w.split_event(longest) == ("s" * 127, "é" * 63, b"\x01")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        EVENT,  # type byte only
+        EVENT + b"\x01",  # sender length, no sender
+        EVENT + b"\x01s",  # no event length
+        EVENT + b"\x01s\x02e",  # event shorter than its length
+        EVENT + b"\x00\x01e",  # empty sender
+        EVENT + b"\x01s\x00",  # empty event
+        w.encode(w.Event("s" * 128, "e")),  # a two-byte length: the full decoder's job
+        w.encode(w.Event("s", "e" * 200)),
+        EVENT + b"\x01\xff\x01e",  # sender is not UTF-8
+        EVENT + b"\x01s\x02\xc3(",  # event is not UTF-8
+        w.encode(w.Trigger(1, b"\x01s\x01e")),  # another type with the same layout after it
+        bytes([w.MessageType.EVENT | w.FLAG_SEQ]) + b"\x01s\x01e",  # header flags
+    ],
+    ids=repr,
+)
+def test_split_event_leaves_everything_unusual_to_decode(body: bytes) -> None:
+    assert w.split_event(body) is None
+
+
+def test_split_event_none_cases_are_decoded_or_reported_by_decode() -> None:
+    long_name = w.encode(w.Event("s" * 255, "e", b"\x01"))
+    assert w.split_event(long_name) is None
+    assert w.decode(long_name) == w.Event("s" * 255, "e", b"\x01")
+    with pytest.raises(RemoteProtocolError) as info:
+        w.decode(EVENT + b"\x01\xff\x01e")
+    assert info.value.code == ErrorCode.INVALID_NAME
+
+
+def test_split_trigger_returns_ref_and_data_of_a_common_trigger() -> None:
+    assert w.split_trigger(w.encode(w.Trigger(1, pack(21.5)))) == (1, pack(21.5))
+    assert w.split_trigger(w.encode(w.Trigger(0))) == (0, b"")
+    assert w.split_trigger(w.encode(w.Trigger(127, b"\x00"))) == (127, b"\x00")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        TRIGGER,  # no event_ref
+        w.encode(w.Trigger(128)),  # two-byte varint: the full decoder's job
+        w.encode(w.Trigger(2**32 - 1, b"\x01")),
+        TRIGGER + b"\x80",  # varint cut short
+        w.encode(w.Event("s", "e")),
+        bytes([w.MessageType.TRIGGER | w.FLAG_AUTH]) + b"\x01",
+    ],
+    ids=repr,
+)
+def test_split_trigger_leaves_everything_unusual_to_decode(body: bytes) -> None:
+    assert w.split_trigger(body) is None
+
+
+@pytest.mark.parametrize("ref", [0, 1, 127, 128, 16383, 16384, 2**32 - 1])
+def test_trigger_prefix_is_the_encoded_trigger_without_data(ref: int) -> None:
+    assert w.trigger_prefix(ref) == w.encode(w.Trigger(ref))
+    assert w.trigger_prefix(ref) + pack(21.5) == w.encode(w.Trigger(ref, pack(21.5)))
+
+
+def test_trigger_prefix_and_event_head_refuse_what_encode_refuses() -> None:
+    for ref in (-1, 2**32):
+        with pytest.raises(LocalProtocolError, match="varint out of range"):
+            w.trigger_prefix(ref)
+    for sender, event in (("", "e"), ("s", ""), ("x" * 256, "e"), ("s", "é" * 128)):
+        with pytest.raises(LocalProtocolError, match=r"name must be 1\.\.255 UTF-8 bytes"):
+            w.event_head(sender, event)
+
+
+def test_event_head_is_the_encoded_event_without_data() -> None:
+    head = w.event_head("sensor1", "temperature")
+    assert head == w.encode(w.Event("sensor1", "temperature"))
+    assert head + b"\xf9\x4d\x60" == w.encode(w.Event("sensor1", "temperature", b"\xf9\x4d\x60"))
+    assert w.event_head("s" * 255, "e") == w.encode(w.Event("s" * 255, "e"))
+
+
+any_names = st.text(min_size=1, max_size=130).filter(lambda s: len(s.encode()) <= 255)
+event_bodies = (
+    st.builds(lambda b: EVENT + b, st.binary(max_size=40))
+    | st.builds(lambda s, e, d: w.encode(w.Event(s, e, d)), any_names, any_names, data)
+    | st.binary(max_size=40)
+)
+trigger_bodies = (
+    st.builds(lambda b: TRIGGER + b, st.binary(max_size=12))
+    | st.builds(lambda r, d: w.encode(w.Trigger(r, d)), ids, data)
+    | st.binary(max_size=12)
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(event_bodies)
+def test_split_event_agrees_with_decode_on_every_body_it_accepts(body: bytes) -> None:
+    fields = w.split_event(body)
+    if fields is not None:
+        assert w.decode(body) == w.Event(*fields)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(trigger_bodies)
+def test_split_trigger_agrees_with_decode_on_every_body_it_accepts(body: bytes) -> None:
+    fields = w.split_trigger(body)
+    if fields is not None:
+        assert w.decode(body) == w.Trigger(*fields)
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_names, any_names, ids, data)
+def test_heads_and_prefixes_agree_with_encode(
+    sender: str, event: str, ref: int, raw: bytes
+) -> None:
+    assert w.event_head(sender, event) + raw == w.encode(w.Event(sender, event, raw))
+    assert w.trigger_prefix(ref) + raw == w.encode(w.Trigger(ref, raw))
+    short = len(sender.encode()) < 128 and len(event.encode()) < 128
+    assert (w.split_event(w.event_head(sender, event) + raw) is not None) == short
