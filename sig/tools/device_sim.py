@@ -66,6 +66,7 @@ from sig.errors import (
 from sig.protocol import messages as w
 from sig.protocol.data import pack, unpack
 from sig.protocol.frame import FrameDecoder, encode_frame
+from sig.routers.retry import Backoff, keep_open
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def _fmt(value: Any) -> str:
 class _PortProtocol(asyncio.Protocol):
     """Bytes from the port into frames; tells the device when the port dies."""
 
-    def __init__(self, device: DeviceSim) -> None:
-        self.device = device
+    def __init__(self, on_frame: Callable[[bytes], None]) -> None:
+        self.on_frame = on_frame
         self.decoder = FrameDecoder(DEVICE_MAX_BODY)
         self.transport: asyncio.Transport | None = None
         self.lost = asyncio.Event()
@@ -114,7 +115,7 @@ class _PortProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for body in self.decoder.feed(data):
-            self.device._on_frame(body)
+            self.on_frame(body)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.error = exc
@@ -126,296 +127,27 @@ class _QuietTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
         self._abort(exc)
 
 
-class DeviceSim:
-    """The emulated device; ``await start()`` / ``await stop()`` (or ``async with``)."""
+class RecordLog:
+    """What the device reports: one ``<name> <KIND> key=value ...`` line per record.
 
-    def __init__(
-        self,
-        port: str,
-        *,
-        baud: int = 115200,
-        name: str = "sensor1",
-        sender: str | None = None,
-        events: Iterable[str] = ("temperature",),
-        methods: Iterable[str] = ("get_temp",),
-        default_handler: bool = True,
-        interval: float = 0.0,
-        listens: Iterable[Pair] = (),
-        requests: Iterable[tuple[str, str]] = (),
-        keepalive_ms: int = 1000,
-        temperature: float = 21.5,
-        reopen_delay: float = 0.2,
-        out: Callable[[str], None] | None = None,
-        verbose: bool = False,
-    ) -> None:
-        self.port = port
-        self.baud = baud
+    Tests read the same records as ``(kind, fields)`` tuples and wait for them.
+    """
+
+    def __init__(self, name: str, out: Callable[[str], None] | None) -> None:
         self.name = name
-        self.sender = sender or name
-        self.events = tuple(events)
-        self.methods = tuple(methods)
-        self.default_handler = default_handler
-        self.interval = interval
-        self.listens: tuple[Pair, ...] = tuple(listens)
-        self.auto_requests = tuple(requests)
-        self.keepalive_ms = keepalive_ms
-        self.temperature = temperature
-        self.reopen_delay = reopen_delay
         self.out = out
-        self.verbose = verbose
         #: Everything notable, in order: (kind, fields).
         self.records: list[Record] = []
-        #: "down" (no port), "hello" (waiting for WELCOME), "open" (session up).
-        self.state = "down"
-        self.registered = False
-        self.counters = {"frames_in": 0, "frames_out": 0, "triggers": 0, "not_sent": 0}
-        self._proto: _PortProtocol | None = None
-        self._keepalive_s = keepalive_ms / 1000 or 1.0
-        self._last_rx = self._last_tx = self._hello_at = 0.0
-        self._next_tick = 0.0
-        self._ticks = 0
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[w.Response]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
-    # --- lifecycle --------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start the device in the background (it keeps running until stop())."""
-        self._runner = asyncio.create_task(self._run(), name=f"device-sim-{self.name}")
-
-    async def stop(self) -> None:
-        """Stop and close the port (no goodbye: a device just loses power)."""
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
-        for task in list(self._tasks):
-            task.cancel()
-        self._emit("STOPPED")
-
-    async def __aenter__(self) -> DeviceSim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _run(self) -> None:
-        last_error = ""
-        while True:
-            try:
-                proto = await self._open()
-            except (serial.SerialException, OSError, ValueError) as exc:
-                if str(exc) != last_error:
-                    last_error = str(exc)
-                    self._emit("PORT_ERROR", port=self.port, error=last_error)
-                await asyncio.sleep(self.reopen_delay)
-                continue
-            last_error = ""
-            self._proto = proto
-            self._emit("OPEN", port=self.port, baud=self.baud)
-            self._write(b"\x00")
-            self._start_over("open")
-            ticker = asyncio.create_task(self._timer(), name=f"device-sim-{self.name}-timer")
-            try:
-                await proto.lost.wait()
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-                if proto.transport is not None:
-                    proto.transport.close()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(proto.lost.wait(), 1.0)
-                self._proto = None
-                self._set_down()
-            self._emit("PORT_LOST", error=str(proto.error) if proto.error else "closed")
-            await asyncio.sleep(self.reopen_delay)
-
-    async def _open(self) -> _PortProtocol:
-        port = serial.serial_for_url(self.port, baudrate=self.baud, timeout=0, exclusive=True)
-        proto = _PortProtocol(self)
-        _QuietTransport(asyncio.get_running_loop(), proto, port)
-        await asyncio.sleep(0)  # let connection_made run
-        return proto
-
-    def _set_down(self) -> None:
-        self.state = "down"
-        self.registered = False
-        self._fail_pending("the port closed")
-
-    # --- timer: HELLO retry, keepalive, link timeout, periodic triggers ----
-
-    async def _timer(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            now = time.monotonic()
-            ka = self._keepalive_s
-            if self.state == "hello":
-                if now - self._hello_at >= ka:
-                    self._start_over("no-welcome")
-            elif self.state == "open":
-                if now - self._last_rx > 3 * ka:
-                    self._emit("TIMEOUT", silent_s=round(now - self._last_rx, 2))
-                    self._start_over("timeout")
-                    continue
-                if now - self._last_tx >= ka:
-                    self._send(w.Ping(next(self._ids) & 0xFFFF))
-            if self.registered and self.interval > 0 and now >= self._next_tick:
-                self._next_tick = now + self.interval
-                self._ticks += 1
-                for event in self.events:
-                    self.trigger(event, {"n": self._ticks, "value": self.temperature})
-
-    # --- session ----------------------------------------------------------
-
-    def _start_over(self, reason: str) -> None:
-        self.state = "hello"
-        self.registered = False
-        self._fail_pending(f"session restarted ({reason})")
-        now = time.monotonic()
-        self._hello_at = now
-        self._last_rx = now
-        self._send(w.Hello(self.name, DEVICE_MAX_BODY, self.keepalive_ms))
-        self._emit("HELLO", reason=reason)
-
-    def _on_frame(self, body: bytes) -> None:
-        self._last_rx = time.monotonic()
-        self.counters["frames_in"] += 1
-        try:
-            msg = w.decode(body)
-        except RemoteProtocolError as exc:
-            self._emit("BAD_FRAME", code=exc.code.name, error=str(exc))
-            ref = body[0] if exc.code is ErrorCode.UNKNOWN_TYPE else 0
-            self._send(w.Error(exc.code, ref, str(exc)[:100]))
-            return
-        if isinstance(msg, w.Ping):
-            self._send(w.Pong(msg.token))
-        elif isinstance(msg, w.Pong):
-            pass
-        elif isinstance(msg, w.Invite):
-            self._emit("INVITE")
-            self._start_over("invite")
-        elif isinstance(msg, w.Welcome):
-            self._on_welcome(msg)
-        elif isinstance(msg, w.Error):
-            self._on_error(msg)
-        elif isinstance(msg, w.SenderRegistered):
-            self.registered = True
-            self._next_tick = time.monotonic() + self.interval
-            self._emit("REGISTERED", sender=self.sender)
-            for target, method in self.auto_requests:
-                self._spawn(self._auto_request(target, method))
-        elif isinstance(msg, w.Listening):
-            s, e = self.listens[msg.listener_id - 1]
-            self._emit("LISTENING", id=msg.listener_id, sender=s, event=e)
-        elif isinstance(msg, w.Event):
-            self._on_event(msg)
-        elif isinstance(msg, w.Request):
-            self._on_request(msg)
-        elif isinstance(msg, w.Response):
-            fut = self._pending.pop(msg.request_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
-        else:
-            self._send(w.Error(ErrorCode.UNKNOWN_TYPE, body[0], "not sent to a device"))
-
-    def _on_welcome(self, msg: w.Welcome) -> None:
-        if self.state != "hello":
-            return
-        self.state = "open"
-        self._keepalive_s = (msg.keepalive_ms or self.keepalive_ms or 1000) / 1000
-        self._emit(
-            "WELCOME", gateway=msg.name, keepalive_ms=msg.keepalive_ms, max_body=msg.max_body
-        )
-        events = tuple((i + 1, e) for i, e in enumerate(self.events))
-        self._send(w.RegisterSender(1, self.sender, events, self.methods, self.default_handler))
-        for i, (s, e) in enumerate(self.listens):
-            self._send(w.Listen(i + 1, s, e))
-
-    def _on_error(self, msg: w.Error) -> None:
-        self._emit("ERROR", code=_code_name(msg.code), ref=msg.ref, message=msg.message)
-        if msg.code == ErrorCode.NO_SESSION:
-            self._start_over("no-session")
-
-    def _on_event(self, msg: w.Event) -> None:
-        ids = [i + 1 for i, pair in enumerate(self.listens) if matches(pair, msg.sender, msg.event)]
-        try:
-            data = unpack(msg.data)
-        except DecodeError as exc:
-            self._emit("EVENT_DROPPED", sender=msg.sender, event=msg.event, error=str(exc))
-            return
-        self._emit("EVENT", sender=msg.sender, event=msg.event, data=data, listeners=ids)
-
-    def _on_request(self, msg: w.Request) -> None:
-        try:
-            params = unpack(msg.data)
-        except DecodeError as exc:
-            self._send(w.Response(msg.request_id, ErrorCode.HANDLER_ERROR, str(exc)[:100], b""))
-            return
-        self._emit("REQUEST", id=msg.request_id, method=msg.method, params=params)
-        result: Any = None
-        if msg.sender != self.sender:
-            status, text, result = ErrorCode.NO_SUCH_SENDER, f"no sender {msg.sender}", None
-        elif msg.method == "get_temp" and "get_temp" in self.methods:
-            status, text, result = ErrorCode.OK, "", self.temperature
-        elif msg.method.startswith("hang") and self.default_handler:
-            return  # never answered: the gateway fails it with SENDER_GONE or TIMEOUT
-        elif self.default_handler:
-            status, text, result = ErrorCode.OK, "", {"method": msg.method, "params": params}
-        else:
-            status, text, result = ErrorCode.NO_SUCH_METHOD, f"no method {msg.method}", None
-        try:
-            payload = pack(result) if status == ErrorCode.OK else b""
-        except EncodeError as exc:
-            status, text, payload = ErrorCode.HANDLER_ERROR, str(exc)[:100], b""
-        self._send(w.Response(msg.request_id, status, text, payload))
-
-    # --- API for tests and the CLI ----------------------------------------
-
-    def trigger(self, event: str, data: Any = None) -> bool:
-        """Trigger one declared event; False (counted) when not registered yet."""
-        if not self.registered or event not in self.events:
-            self.counters["not_sent"] += 1
-            return False
-        ref = self.events.index(event) + 1
-        self._send(w.Trigger(ref, pack(data)))
-        self.counters["triggers"] += 1
-        if self.verbose:
-            self._emit("TRIGGER", event=event, data=data)
-        return True
-
-    async def request(
-        self, sender: str, method: str, params: Any = None, timeout: float = 5.0
-    ) -> Any:
-        """Call another sender through the gateway; raises a sig.RequestError subclass."""
-        if self.state != "open":
-            raise NotConnectedError(f"{self.name}: no session with the gateway")
-        rid = next(self._ids)
-        fut: asyncio.Future[w.Response] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            self._send(w.Request(rid, sender, method, pack(params)))
-            response = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"no response from {sender}.{method}") from None
-        finally:
-            self._pending.pop(rid, None)
-        if response.status:
-            status = _code_name(response.status)
-            self._emit("RESPONSE", id=rid, status=status, message=response.message)
-            raise request_error_for(response.status, response.message)
-        result = unpack(response.data)
-        self._emit("RESPONSE", id=rid, status="OK", data=result)
-        return result
-
-    async def _auto_request(self, sender: str, method: str) -> None:
-        with contextlib.suppress(Exception):  # the outcome is already in RESPONSE
-            await self.request(sender, method)
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self.records.append((kind, fields))
+        self._changed.set()
+        self._changed = asyncio.Event()
+        line = " ".join([self.name, kind, *(f"{k}={_fmt(v)}" for k, v in fields.items())])
+        if self.out is not None:
+            self.out(line)
+        logger.debug("%s", line)
 
     def find(self, kind: str, since: int = 0, **fields: Any) -> list[Record]:
         """Records of ``kind`` (from index ``since``) whose fields equal ``fields``."""
@@ -442,18 +174,223 @@ class DeviceSim:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
 
-    # --- helpers ----------------------------------------------------------
 
-    def _send(self, msg: w.Message) -> None:
-        self._write(encode_frame(w.encode(msg)))
-        self.counters["frames_out"] += 1
+class _Port:
+    """The device's serial port, kept open by :func:`sig.routers.retry.keep_open`.
 
-    def _write(self, data: bytes) -> None:
-        proto = self._proto
+    It opens the port, runs the device's session on it until the port goes
+    away, and opens it again after ``reopen_delay`` seconds (also between
+    failed attempts: a device retries at a steady pace, it does not back off).
+    """
+
+    def __init__(self, device: _Session, url: str, baud: int, reopen_delay: float) -> None:
+        self.device = device
+        self.url = url
+        self.baud = baud
+        self.backoff = Backoff(reopen_delay, reopen_delay, factor=1.0, jitter=0.0)
+        self.proto: _PortProtocol | None = None
+        self._last_error = ""
+
+    async def run(self) -> None:
+        """Open, serve, reopen, until cancelled."""
+        await keep_open(self._open_once, self._serve, self.backoff)
+
+    def write(self, data: bytes) -> bool:
+        """Write to the port if it is open; False (nothing written) if it is not."""
+        proto = self.proto
         if proto is None or proto.transport is None or proto.transport.is_closing():
-            return
-        self._last_tx = time.monotonic()
+            return False
         proto.transport.write(data)
+        return True
+
+    async def _open_once(self) -> _PortProtocol | None:
+        """The open port, or None (reported once per distinct error) if it cannot be opened."""
+        try:
+            port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=0, exclusive=True)
+            proto = _PortProtocol(self.device._on_frame)
+            _QuietTransport(asyncio.get_running_loop(), proto, port)
+            await asyncio.sleep(0)  # let connection_made run
+        except (serial.SerialException, OSError, ValueError) as exc:
+            if str(exc) != self._last_error:
+                self._last_error = str(exc)
+                self.device._emit("PORT_ERROR", port=self.url, error=self._last_error)
+            return None
+        self._last_error = ""
+        return proto
+
+    async def _serve(self, proto: _PortProtocol) -> bool:
+        """Run the device's session on the open port until it closes; True: reopen it."""
+        self.proto = proto
+        device = self.device
+        device._port_opened()
+        ticker = asyncio.create_task(device._timer(), name=f"device-sim-{device.name}-timer")
+        try:
+            await proto.lost.wait()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            if proto.transport is not None:
+                proto.transport.close()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proto.lost.wait(), 1.0)
+            self.proto = None
+            device._set_down()
+        device._emit("PORT_LOST", error=str(proto.error) if proto.error else "closed")
+        return True
+
+
+class _Session(RecordLog):
+    """The device side of one session (PROTOCOL.md section 3), whatever the device offers.
+
+    HELLO until WELCOME, then the device's registrations; PING after a
+    keepalive of its own silence, PONG to every PING; HELLO again on INVITE, on
+    ERROR(NO_SESSION) and after 3 keepalives without a valid frame; requests to
+    other senders and their responses. Frames go to a handler per message
+    type (``_handlers``), which the device extends with its own.
+    """
+
+    def __init__(self, name: str, keepalive_ms: int, out: Callable[[str], None] | None) -> None:
+        super().__init__(name, out)
+        self.keepalive_ms = keepalive_ms
+        #: "down" (no port), "hello" (waiting for WELCOME), "open" (session up).
+        self.state = "down"
+        self.registered = False
+        self.counters = {"frames_in": 0, "frames_out": 0, "triggers": 0, "not_sent": 0}
+        self._port: _Port | None = None
+        self._keepalive_s = keepalive_ms / 1000 or 1.0
+        self._last_rx = self._last_tx = self._hello_at = 0.0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[w.Response]] = {}
+        self._handlers: dict[w.MessageType, Callable[[Any], None]] = {
+            w.MessageType.PING: lambda msg: self._send(w.Pong(msg.token)),
+            w.MessageType.PONG: lambda msg: None,
+            w.MessageType.INVITE: self._on_invite,
+            w.MessageType.WELCOME: self._on_welcome,
+            w.MessageType.ERROR: self._on_error,
+            w.MessageType.RESPONSE: self._on_response,
+        }
+
+    # --- what the device adds ----------------------------------------------
+
+    def _register(self) -> None:
+        """Send the device's registrations (the session just opened)."""
+
+    def _periodic(self, now: float) -> None:
+        """Called every TICK while the port is open."""
+
+    # --- the port's calls ---------------------------------------------------
+
+    def _port_opened(self) -> None:
+        """A fresh port: flush a partial frame at the gateway, then HELLO."""
+        assert self._port is not None
+        self._emit("OPEN", port=self._port.url, baud=self._port.baud)
+        self._write(b"\x00")
+        self._start_over("open")
+
+    def _set_down(self) -> None:
+        self.state = "down"
+        self.registered = False
+        self._fail_pending("the port closed")
+
+    async def _timer(self) -> None:
+        """HELLO retry, keepalive, link timeout, and the device's periodic work."""
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            if self.state == "hello" and now - self._hello_at >= self._keepalive_s:
+                self._start_over("no-welcome")
+            elif self.state == "open":
+                self._keepalive(now)
+            self._periodic(now)
+
+    def _keepalive(self, now: float) -> None:
+        """Start over after 3 keepalives of silence from the gateway; PING after 1 of ours."""
+        ka = self._keepalive_s
+        if now - self._last_rx > 3 * ka:
+            self._emit("TIMEOUT", silent_s=round(now - self._last_rx, 2))
+            self._start_over("timeout")
+        elif now - self._last_tx >= ka:
+            self._send(w.Ping(next(self._ids) & 0xFFFF))
+
+    # --- session ----------------------------------------------------------
+
+    def _start_over(self, reason: str) -> None:
+        self.state = "hello"
+        self.registered = False
+        self._fail_pending(f"session restarted ({reason})")
+        now = time.monotonic()
+        self._hello_at = now
+        self._last_rx = now
+        self._send(w.Hello(self.name, DEVICE_MAX_BODY, self.keepalive_ms))
+        self._emit("HELLO", reason=reason)
+
+    def _on_frame(self, body: bytes) -> None:
+        """One frame from the gateway: decode it and hand it to its type's handler."""
+        self._last_rx = time.monotonic()
+        self.counters["frames_in"] += 1
+        try:
+            msg = w.decode(body)
+        except RemoteProtocolError as exc:
+            self._emit("BAD_FRAME", code=exc.code.name, error=str(exc))
+            ref = body[0] if exc.code is ErrorCode.UNKNOWN_TYPE else 0
+            self._send(w.Error(exc.code, ref, str(exc)[:100]))
+            return
+        handler = self._handlers.get(msg.TYPE)
+        if handler is None:  # what only a device sends (HELLO, TRIGGER, ...)
+            self._send(w.Error(ErrorCode.UNKNOWN_TYPE, body[0], "not sent to a device"))
+        else:
+            handler(msg)
+
+    def _on_invite(self, msg: w.Invite) -> None:
+        self._emit("INVITE")
+        self._start_over("invite")
+
+    def _on_welcome(self, msg: w.Welcome) -> None:
+        if self.state != "hello":
+            return
+        self.state = "open"
+        self._keepalive_s = (msg.keepalive_ms or self.keepalive_ms or 1000) / 1000
+        self._emit(
+            "WELCOME", gateway=msg.name, keepalive_ms=msg.keepalive_ms, max_body=msg.max_body
+        )
+        self._register()
+
+    def _on_error(self, msg: w.Error) -> None:
+        self._emit("ERROR", code=_code_name(msg.code), ref=msg.ref, message=msg.message)
+        if msg.code == ErrorCode.NO_SESSION:
+            self._start_over("no-session")
+
+    # --- requests to other senders ------------------------------------------
+
+    async def request(
+        self, sender: str, method: str, params: Any = None, timeout: float = 5.0
+    ) -> Any:
+        """Call another sender through the gateway; raises a sig.RequestError subclass."""
+        if self.state != "open":
+            raise NotConnectedError(f"{self.name}: no session with the gateway")
+        rid = next(self._ids)
+        fut: asyncio.Future[w.Response] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._send(w.Request(rid, sender, method, pack(params)))
+            response = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no response from {sender}.{method}") from None
+        finally:
+            self._pending.pop(rid, None)
+        if response.status:
+            status = _code_name(response.status)
+            self._emit("RESPONSE", id=rid, status=status, message=response.message)
+            raise request_error_for(response.status, response.message)
+        result = unpack(response.data)
+        self._emit("RESPONSE", id=rid, status="OK", data=result)
+        return result
+
+    def _on_response(self, msg: w.Response) -> None:
+        fut = self._pending.pop(msg.request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
 
     def _fail_pending(self, why: str) -> None:
         for fut in self._pending.values():
@@ -461,19 +398,182 @@ class DeviceSim:
                 fut.set_exception(NotConnectedError(f"{self.name}: {why}"))
         self._pending.clear()
 
+    # --- output -------------------------------------------------------------
+
+    def _send(self, msg: w.Message) -> None:
+        self._write(encode_frame(w.encode(msg)))
+        self.counters["frames_out"] += 1
+
+    def _write(self, data: bytes) -> None:
+        if self._port is not None and self._port.write(data):
+            self._last_tx = time.monotonic()
+
+
+class DeviceSim(_Session):
+    """The emulated device; ``await start()`` / ``await stop()`` (or ``async with``).
+
+    It registers one sender with its events, methods and default handler, and
+    its listeners; answers requests; triggers its events every ``interval``.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baud: int = 115200,
+        name: str = "sensor1",
+        sender: str | None = None,
+        events: Iterable[str] = ("temperature",),
+        methods: Iterable[str] = ("get_temp",),
+        default_handler: bool = True,
+        interval: float = 0.0,
+        listens: Iterable[Pair] = (),
+        requests: Iterable[tuple[str, str]] = (),
+        keepalive_ms: int = 1000,
+        temperature: float = 21.5,
+        reopen_delay: float = 0.2,
+        out: Callable[[str], None] | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(name, keepalive_ms, out)
+        self.port = port
+        self.baud = baud
+        self.sender = sender or name
+        self.events = tuple(events)
+        self.methods = tuple(methods)
+        self.default_handler = default_handler
+        self.interval = interval
+        self.listens: tuple[Pair, ...] = tuple(listens)
+        self.auto_requests = tuple(requests)
+        self.temperature = temperature
+        self.reopen_delay = reopen_delay
+        self.verbose = verbose
+        self._port = _Port(self, port, baud, reopen_delay)
+        self._next_tick = 0.0
+        self._ticks = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._handlers.update(
+            {
+                w.MessageType.SENDER_REGISTERED: self._on_registered,
+                w.MessageType.LISTENING: self._on_listening,
+                w.MessageType.EVENT: self._on_event,
+                w.MessageType.REQUEST: self._on_request,
+            }
+        )
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the device in the background (it keeps running until stop())."""
+        assert self._port is not None
+        self._runner = asyncio.create_task(self._port.run(), name=f"device-sim-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop and close the port (no goodbye: a device just loses power)."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        for task in list(self._tasks):
+            task.cancel()
+        self._emit("STOPPED")
+
+    async def __aenter__(self) -> DeviceSim:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- the device's part of the session -----------------------------------
+
+    def _register(self) -> None:
+        events = tuple((i + 1, e) for i, e in enumerate(self.events))
+        self._send(w.RegisterSender(1, self.sender, events, self.methods, self.default_handler))
+        for i, (s, e) in enumerate(self.listens):
+            self._send(w.Listen(i + 1, s, e))
+
+    def _periodic(self, now: float) -> None:
+        """Trigger every declared event each ``interval`` seconds once registered."""
+        if self.registered and self.interval > 0 and now >= self._next_tick:
+            self._next_tick = now + self.interval
+            self._ticks += 1
+            for event in self.events:
+                self.trigger(event, {"n": self._ticks, "value": self.temperature})
+
+    def _on_registered(self, msg: w.SenderRegistered) -> None:
+        self.registered = True
+        self._next_tick = time.monotonic() + self.interval
+        self._emit("REGISTERED", sender=self.sender)
+        for target, method in self.auto_requests:
+            self._spawn(self._auto_request(target, method))
+
+    def _on_listening(self, msg: w.Listening) -> None:
+        s, e = self.listens[msg.listener_id - 1]
+        self._emit("LISTENING", id=msg.listener_id, sender=s, event=e)
+
+    def _on_event(self, msg: w.Event) -> None:
+        ids = [i + 1 for i, pair in enumerate(self.listens) if matches(pair, msg.sender, msg.event)]
+        try:
+            data = unpack(msg.data)
+        except DecodeError as exc:
+            self._emit("EVENT_DROPPED", sender=msg.sender, event=msg.event, error=str(exc))
+            return
+        self._emit("EVENT", sender=msg.sender, event=msg.event, data=data, listeners=ids)
+
+    def _on_request(self, msg: w.Request) -> None:
+        try:
+            params = unpack(msg.data)
+        except DecodeError as exc:
+            self._send(w.Response(msg.request_id, ErrorCode.HANDLER_ERROR, str(exc)[:100], b""))
+            return
+        self._emit("REQUEST", id=msg.request_id, method=msg.method, params=params)
+        answer = self._answer(msg, params)
+        if answer is None:
+            return  # never answered: the gateway fails it with SENDER_GONE or TIMEOUT
+        status, text, result = answer
+        try:
+            payload = pack(result) if status == ErrorCode.OK else b""
+        except EncodeError as exc:
+            status, text, payload = ErrorCode.HANDLER_ERROR, str(exc)[:100], b""
+        self._send(w.Response(msg.request_id, status, text, payload))
+
+    def _answer(self, msg: w.Request, params: Any) -> tuple[ErrorCode, str, Any] | None:
+        """(status, message, result) of a request to this device; None: leave it unanswered."""
+        if msg.sender != self.sender:
+            return ErrorCode.NO_SUCH_SENDER, f"no sender {msg.sender}", None
+        if msg.method == "get_temp" and "get_temp" in self.methods:
+            return ErrorCode.OK, "", self.temperature
+        if not self.default_handler:
+            return ErrorCode.NO_SUCH_METHOD, f"no method {msg.method}", None
+        if msg.method.startswith("hang"):
+            return None
+        return ErrorCode.OK, "", {"method": msg.method, "params": params}
+
+    # --- API for tests and the CLI ----------------------------------------
+
+    def trigger(self, event: str, data: Any = None) -> bool:
+        """Trigger one declared event; False (counted) when not registered yet."""
+        if not self.registered or event not in self.events:
+            self.counters["not_sent"] += 1
+            return False
+        ref = self.events.index(event) + 1
+        self._send(w.Trigger(ref, pack(data)))
+        self.counters["triggers"] += 1
+        if self.verbose:
+            self._emit("TRIGGER", event=event, data=data)
+        return True
+
+    async def _auto_request(self, sender: str, method: str) -> None:
+        with contextlib.suppress(Exception):  # the outcome is already in RESPONSE
+            await self.request(sender, method)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _emit(self, kind: str, **fields: Any) -> None:
-        self.records.append((kind, fields))
-        self._changed.set()
-        self._changed = asyncio.Event()
-        line = " ".join([self.name, kind, *(f"{k}={_fmt(v)}" for k, v in fields.items())])
-        if self.out is not None:
-            self.out(line)
-        logger.debug("%s", line)
 
 
 # --- command line -----------------------------------------------------------
