@@ -6,6 +6,12 @@ and, last, the event/request data as the raw bytes of one CBOR item (no bytes
 meaning None). Data stays bytes here: the gateway forwards it untouched, and
 only the API layer turns it into Python values (:mod:`sig.protocol.data`).
 
+Each message type has one writer and one reader, picked by a table keyed by
+:class:`MessageType` (every message class names its type in ``TYPE``). The
+fast paths (:func:`split_event`, :func:`split_trigger`, :func:`trigger_prefix`,
+:func:`event_head`) handle the hot EVENT and TRIGGER bodies without a message
+object; they live here so that they cannot drift from the full codec.
+
 PROTOCOL.md specifies every byte; ``tests/vectors.json`` holds the test vectors
 shared with the C library.
 """
@@ -59,6 +65,7 @@ class Feature(IntFlag):
 
 
 # --- message classes ------------------------------------------------------
+# One per MessageType; ``TYPE`` is the header byte encode() writes for it.
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +273,7 @@ def _write_bytes(out: bytearray, raw: bytes) -> None:
 
 # --- encoder: one writer per message type, picked by MessageType ------------
 
-Writer = Callable[[bytearray, Any], None]
+_WriteFn = Callable[[bytearray, Any], None]
 
 
 def encode(msg: Message) -> bytes:
@@ -368,7 +375,8 @@ def _write_response(out: bytearray, msg: Response) -> None:
     out += msg.data
 
 
-_WRITERS: dict[MessageType, Writer] = {
+#: MessageType -> the writer of that type's fields (after the header byte).
+_WRITERS: dict[MessageType, _WriteFn] = {
     MessageType.HELLO: _write_hello,
     MessageType.WELCOME: _write_welcome,
     MessageType.PING: _write_token,
@@ -622,10 +630,10 @@ def _one_varint(cls: Callable[[int], Message]) -> Callable[[_Reader], Message]:
     return read
 
 
-Reader = Callable[[_Reader], Message]
+_ReadFn = Callable[[_Reader], Message]
 
 #: Header byte -> reader. A byte with flags set, or an unknown type, is absent.
-_READERS: dict[int, Reader] = {
+_READERS: dict[int, _ReadFn] = {
     MessageType.HELLO: _read_hello,
     MessageType.WELCOME: _read_welcome,
     MessageType.PING: _one_varint(Ping),
