@@ -9,7 +9,8 @@ gateway connects TCP peers and UART devices and tells everyone who is there
 from typing import TYPE_CHECKING, Any
 
 from sig.compat import LOG_LEVELS, SimpleLogger, setup_logger
-from sig.core.endpoints import Listener, Sender, Signal
+from sig.compat import SeedSender as Sender
+from sig.core.endpoints import Listener, Signal
 from sig.core.gateway import Limits
 from sig.core.routing import CONNECT, DISCONNECT
 from sig.errors import (

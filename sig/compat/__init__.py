@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sig.core import endpoints
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -87,6 +89,12 @@ class SenderAliases:
 
     def getEvents(self: _HasSignals) -> list[str]:
         return list(self.events)
+
+
+class SeedSender(SenderAliases, endpoints.Sender):
+    """The sender every router hands out (``sig.Sender``): the core's, with the seed's names."""
+
+    __slots__ = ()
 
 
 class _LocalLike(Protocol):

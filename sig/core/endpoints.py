@@ -6,7 +6,12 @@ whatever that router does with it (call listeners in-process, or send a
 TRIGGER frame). This module also holds what every router does with them the
 same way: argument checks, listener delivery (:func:`deliver`) and the one
 mapping from a request handler's exception to the error that answers it
-(:func:`handler_error`).
+(:func:`handler_error`), and the one registry of a router's in-process
+senders and listeners (:class:`Endpoints`, with :class:`EndpointsAPI` the
+methods both LocalRouter and the gateway offer over it).
+
+The seed's camelCase names are not here: :mod:`sig.compat` adds them to the
+senders the routers hand out (``sender_class``), the core never imports it.
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from sig.compat import SenderAliases
 from sig.core.routing import RoutingTable, check_declared_event, check_name
-from sig.errors import HandlerError, InvalidNameError, NoSuchMethod, RequestError, UnknownEventError
+from sig.errors import (
+    HandlerError,
+    InvalidNameError,
+    NoSuchMethod,
+    NoSuchSender,
+    RequestError,
+    UnknownEventError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +68,7 @@ class Signal:
         return f"<Signal {self._sender.name}:{self.event}>"
 
 
-class Sender(SenderAliases):
+class Sender:
     """A named source of events, owned by a router."""
 
     __slots__ = ("_host", "_signals", "events", "handlers", "name")
@@ -192,6 +203,15 @@ def deliver(listeners: Iterable[Listener], sender: str, event: str, data: Any) -
     return failures
 
 
+def call_handler(handlers: Handlers, sender: str, method: str, params: Any) -> Any:
+    """Run ``sender``'s handler of ``method``; any failure raises the error that answers it."""
+    handler = resolve_handler(handlers, sender, method)
+    try:
+        return handler(params)
+    except Exception as exc:
+        raise handler_error(exc, sender, method) from exc
+
+
 def handler_error(exc: BaseException, sender: str, method: str) -> RequestError:
     """The error that answers a request whose handler raised ``exc`` (logged if unexpected).
 
@@ -203,3 +223,133 @@ def handler_error(exc: BaseException, sender: str, method: str) -> RequestError:
         return exc
     logger.error("request handler %s.%s raised", sender, method, exc_info=exc)
     return HandlerError(f"{sender}.{method} raised {type(exc).__name__}: {exc}")
+
+
+#: What an Endpoints registry does with a trigger: ``emit(sender, event, data)``.
+Emit = Callable[[str, str, Any], None]
+#: Raises unless an in-process sender may take this name now (the gateway's reservations).
+NameCheck = Callable[[str], None]
+
+
+class Endpoints:
+    """The in-process senders and listeners of one router, kept in its routing table.
+
+    A sender is the ``owner`` of its :class:`~sig.core.routing.SenderInfo`, so
+    the table is the one map of who is live (remote senders have a session as
+    owner). ``emit`` is what the router does with a trigger of a live sender:
+    LocalRouter calls its listeners, the gateway routes the event to links too.
+    """
+
+    def __init__(
+        self,
+        table: RoutingTable[Any],
+        emit: Emit,
+        *,
+        check: NameCheck | None = None,
+        sender_class: type[Sender] = Sender,
+        where: str = "router",
+    ) -> None:
+        self.table = table
+        self._emit_to = emit
+        self._check = check
+        self.sender_class = sender_class
+        self._where = where
+
+    def add_sender(
+        self, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        """Declare a sender; raises DuplicateSenderError if the name is taken."""
+        name, event_list, handlers = check_sender_args(name, events, requests)
+        if self._check is not None:
+            self._check(name)
+        sender = self.sender_class(self, name, event_list, handlers)
+        self.table.add_sender(
+            name,
+            event_list,
+            sender.methods,
+            default_handler=sender.default_handler,
+            owner=sender,
+        )
+        return sender
+
+    def remove_sender(self, sender: str | Sender) -> bool:
+        """Remove an in-process sender (fires its ``#disconnect``); False if it was not there."""
+        name = sender.name if isinstance(sender, Sender) else sender
+        if self.get_sender(name) is None:
+            return False  # not there, or a remote sender: not this registry's to remove
+        self.table.remove_sender(name)
+        return True
+
+    def get_sender(self, name: str) -> Sender | None:
+        """The in-process sender named ``name``, or None."""
+        info = self.table.sender(name)
+        owner = info.owner if info is not None else None
+        return owner if isinstance(owner, Sender) else None
+
+    def senders(self) -> list[Sender]:
+        """Every live in-process sender (O(all senders): for shutdown, not per event)."""
+        return [i.owner for i in self.table.senders.values() if isinstance(i.owner, Sender)]
+
+    def list_senders(self) -> dict[str, dict[str, list[str]]]:
+        """Live senders (remote ones too) with their events and request methods."""
+        return {name: info.announcement() for name, info in self.table.senders.items()}
+
+    def add_listener(
+        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+    ) -> Listener:
+        """Call ``callback(info, data)`` for every matching event."""
+        return subscribe_listener(self.table, callback, sender, event)
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        """Remove a registration by handle, or by (callback, sender, event)."""
+        return unsubscribe_listener(self.table, listener, sender, event)
+
+    def _emit(self, sender: Sender, event: str, data: Any) -> None:
+        """A Signal fired: hand it to the router, if ``sender`` is still live here."""
+        info = self.table.sender(sender.name)
+        if info is None or info.owner is not sender:
+            raise NoSuchSender(f"sender {sender.name!r} was removed from this {self._where}")
+        self._emit_to(sender.name, event, data)
+
+
+class EndpointsAPI:
+    """The in-process API of a router (LocalRouter, the gateway), over ``self.endpoints``."""
+
+    endpoints: Endpoints
+
+    def add_sender(
+        self, name: str, events: Iterable[str], requests: Handlers | None = None
+    ) -> Sender:
+        """Declare a sender; raises DuplicateSenderError if the name is taken."""
+        return self.endpoints.add_sender(name, events, requests)
+
+    def remove_sender(self, sender: str | Sender) -> bool:
+        """Remove a sender (fires its ``#disconnect``); False if it was not there."""
+        return self.endpoints.remove_sender(sender)
+
+    def get_sender(self, name: str) -> Sender | None:
+        return self.endpoints.get_sender(name)
+
+    def list_senders(self) -> dict[str, dict[str, list[str]]]:
+        """Live senders with their events and request methods."""
+        return self.endpoints.list_senders()
+
+    def add_listener(
+        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+    ) -> Listener:
+        """Call ``callback(info, data)`` for every matching event."""
+        return self.endpoints.add_listener(callback, sender, event)
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        """Remove a registration by handle, or by (callback, sender, event)."""
+        return self.endpoints.remove_listener(listener, sender, event)

@@ -29,6 +29,7 @@ from typing import Any
 
 from carriers.stream import StreamLink
 from carriers.tcp import connect_tcp
+from sig.compat import SeedSender
 from sig.core.endpoints import (
     Handlers,
     Listener,
@@ -561,7 +562,7 @@ class AsyncClientRouter:
             if self._connected and not existing.live:  # refused at the last replay: retry now
                 await self._confirm(existing)
             return existing.sender
-        sender = Sender(self, name, event_list, handlers)
+        sender = SeedSender(self, name, event_list, handlers)  # with the seed's names
         refs = {e: next(self._ids) for e in event_list}
         entry = _SenderEntry(
             sender,

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from carriers.stream import (
@@ -33,19 +32,11 @@ from carriers.stream import (
     StreamLink,
 )
 from carriers.tcp import RESOURCE_ERRNOS, LogThrottle, TcpListener
-from sig.compat import LocalRouterAliases
-from sig.core.endpoints import (
-    Handlers,
-    Listener,
-    ListenerCallback,
-    Sender,
-    check_sender_args,
-    subscribe_listener,
-    unsubscribe_listener,
-)
+from sig.compat import LocalRouterAliases, SeedSender
+from sig.core.endpoints import EndpointsAPI
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig.core.session import Session, State
-from sig.errors import NoSuchSender, RequestTimeout, request_error_for
+from sig.errors import RequestTimeout, request_error_for
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
 
@@ -88,7 +79,102 @@ def default_max_connections(extra_fds: int = 0) -> int:
     return max(1, soft - FD_RESERVE - extra_fds)
 
 
-class ServerRouter(LocalRouterAliases):
+class ConnectionLimit:
+    """At most ``maximum`` TCP links: admit, evict the oldest link without HELLO, or refuse.
+
+    The listener asks :meth:`admit` at the door; every TCP link that comes up
+    is counted (:meth:`up`) until it goes (:meth:`forget`). Links that may
+    still lack a session are kept in the order they came, so the oldest of
+    them is found in amortised O(1) (:meth:`free_one`).
+    """
+
+    def __init__(self, maximum: int, counters: dict[str, int], gauges: dict[str, float]) -> None:
+        self.maximum = maximum
+        self.counters = counters
+        self.gauges = gauges
+        self.tcp: dict[StreamLink, None] = {}  # TCP links up
+        #: TCP links in the order they came up that may still lack a session.
+        self.pre_hello: dict[StreamLink, None] = {}
+        self._log_limit = LogThrottle(logger)
+        gauges.update({"connections": 0, "max_connections": maximum})
+
+    def admit(self) -> bool:
+        """At the door: room, or fewer sessions than the limit (checked again in :meth:`up`).
+
+        Over the limit, every link that comes up evicts the oldest pre-HELLO
+        one, so a connection is refused only when the links with a session
+        fill the limit. (The listener starts :data:`carriers.tcp.MAX_STARTING`
+        links at most at a time, which bounds the descriptors over the limit.)
+        """
+        if len(self.tcp) < self.maximum:
+            return True
+        if len(self.tcp) - len(self.pre_hello) < self.maximum:
+            return True  # pre_hello may hold opened links not swept yet: up() decides
+        self._refused()
+        return False
+
+    def up(self, link: StreamLink) -> None:
+        """A TCP link came up: count it; over the limit, make room or refuse it."""
+        self.tcp[link] = None
+        self.pre_hello[link] = None
+        self.gauges["connections"] = len(self.tcp)
+        if len(self.tcp) > self.maximum:
+            self._over_limit(link)
+
+    def forget(self, link: StreamLink) -> None:
+        """No longer count ``link`` as a connection (it is gone, or being aborted)."""
+        self.tcp.pop(link, None)
+        self.pre_hello.pop(link, None)
+        self.gauges["connections"] = len(self.tcp)
+
+    def _over_limit(self, link: StreamLink) -> None:
+        """``link`` came up over the limit: evict the oldest pre-HELLO link, or refuse it."""
+        victim = self._oldest_without_hello()
+        if victim is not None and victim is not link:
+            self._evict(victim, "connection limit")
+            return
+        self.forget(link)
+        link.close_reason = "refused"
+        link.abort()
+        self._refused()
+
+    def _refused(self) -> None:
+        self.counters["refused_connections"] += 1
+        self._log_limit(
+            "%d connections (the limit), all with sessions: refusing new ones",
+            self.maximum,
+        )
+
+    def free_one(self, why: str) -> None:
+        """Evict the oldest link without a session, if there is one (``why`` is logged)."""
+        victim = self._oldest_without_hello()
+        if victim is not None:
+            self._evict(victim, why)
+
+    def _oldest_without_hello(self) -> StreamLink | None:
+        """The oldest TCP link still without a session (amortised O(1)).
+
+        Links leave ``pre_hello`` for good when found with a session (a TCP
+        link never goes back to AWAIT_HELLO), so each is skipped only once.
+        """
+        pre = self.pre_hello
+        while pre:
+            link = next(iter(pre))
+            session = link.session
+            waiting = session is not None and session.state is State.AWAIT_HELLO
+            if waiting and not link.close_reason:
+                return link
+            del pre[link]  # opened (or closing): never a candidate again
+        return None
+
+    def _evict(self, link: StreamLink, why: str) -> None:
+        link.close_reason = "evicted"
+        self.forget(link)
+        self._log_limit("%s: evicting %s, which has not sent HELLO", why, link.name)
+        link.abort()
+
+
+class ServerRouter(EndpointsAPI, LocalRouterAliases):
     """The gateway: accepts TCP clients (and serial links) and routes between them."""
 
     def __init__(
@@ -116,7 +202,10 @@ class ServerRouter(LocalRouterAliases):
             request_timeout=request_timeout,
             limits=limits,
             serial_name_grace=serial_name_grace,
+            sender_class=SeedSender,
         )
+        #: The gateway's in-process senders and listeners (add_sender, add_listener...).
+        self.endpoints = self.core.endpoints
         self.core.hello_timeout = hello_timeout
         self.core.tcp_keepalive_ms = round(tcp_keepalive * 1000)
         #: Options every link of this gateway gets (serial ports too).
@@ -125,16 +214,9 @@ class ServerRouter(LocalRouterAliases):
             "stall_timeout": stall_timeout,
             "max_queued": max_queued,
         }
-        self.max_connections = (
-            default_max_connections() if max_connections is None else max(1, max_connections)
-        )
         self._server: TcpListener | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._links: set[StreamLink] = set()
-        self._tcp: dict[StreamLink, None] = {}  # TCP links up
-        #: TCP links in the order they came up that may still lack a session.
-        self._pre_hello: dict[StreamLink, None] = {}
-        self._log_limit = LogThrottle(logger)
         self.loop_lag = 0.0  #: seconds the last poll tick ran late
         self.max_loop_lag = 0.0  #: the worst since start
         counters = self.core.counters
@@ -142,11 +224,12 @@ class ServerRouter(LocalRouterAliases):
             counters[f"closed_{reason}"] = 0
         for key in ("refused_connections", "accept_errors", "discarded_frames", "discarded_bytes"):
             counters[key] = 0
-        self.core.gauges.update(
-            {"connections": 0, "max_connections": self.max_connections, "loop_lag_ms": 0.0}
+        self.connections = ConnectionLimit(
+            default_max_connections() if max_connections is None else max(1, max_connections),
+            counters,
+            self.core.gauges,
         )
-        self.core.gauges["max_loop_lag_ms"] = 0.0
-        self._senders: dict[str, Sender] = {}
+        self.core.gauges.update({"loop_lag_ms": 0.0, "max_loop_lag_ms": 0.0})
         self._extra_tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------
@@ -156,7 +239,7 @@ class ServerRouter(LocalRouterAliases):
         options = self.link_options
         listener = TcpListener(
             lambda: StreamLink(self, **options),
-            admit=self._admit,
+            admit=self.connections.admit,
             exhausted=self._exhausted,
         )
         await listener.start(self.host, self.port)
@@ -181,10 +264,10 @@ class ServerRouter(LocalRouterAliases):
             self._ticker = None
         for task in list(self._extra_tasks):
             task.cancel()
-        for name in list(self._senders):
-            self.remove_sender(name)
+        for sender in self.endpoints.senders():
+            self.endpoints.remove_sender(sender)
         for session in list(self.core.sessions):
-            self.core._end_session(session, "gateway shutting down")
+            self.core.end_session(session, "gateway shutting down")
         if self._server is not None:
             self._server.close()
         for link in list(self._links):
@@ -246,11 +329,7 @@ class ServerRouter(LocalRouterAliases):
         self._links.add(link)
         link.session = self.core.attach(link)
         if not link.persistent:
-            self._tcp[link] = None
-            self._pre_hello[link] = None
-            self.core.gauges["connections"] = len(self._tcp)
-            if len(self._tcp) > self.max_connections:
-                self._over_limit(link)
+            self.connections.up(link)
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
         """Hand bodies to the core; stop when the link pauses or its turn is used up.
@@ -283,15 +362,9 @@ class ServerRouter(LocalRouterAliases):
         session: Session | None = link.session
         self._count_close(link, session)
         if not link.persistent:
-            self._forget(link)
+            self.connections.forget(link)
         if session is not None:
             self.core.detach(session)
-
-    def _forget(self, link: StreamLink) -> None:
-        """No longer count ``link`` as a connection (it is gone, or being aborted)."""
-        self._tcp.pop(link, None)
-        self._pre_hello.pop(link, None)
-        self.core.gauges["connections"] = len(self._tcp)
 
     def _count_close(self, link: StreamLink, session: Session | None) -> None:
         reason = link.close_reason
@@ -307,111 +380,19 @@ class ServerRouter(LocalRouterAliases):
 
     # --- connection limit (the TcpListener calls these) -------------------
 
-    def _admit(self) -> bool:
-        """At the door: room, or fewer sessions than the limit (checked again in link_up).
-
-        Over the limit, every link that comes up evicts the oldest pre-HELLO
-        one, so a connection is refused only when the links with a session
-        fill the limit. (The listener starts :data:`carriers.tcp.MAX_STARTING`
-        links at most at a time, which bounds the descriptors over the limit.)
-        """
-        if len(self._tcp) < self.max_connections:
-            return True
-        if len(self._tcp) - len(self._pre_hello) < self.max_connections:
-            return True  # _pre_hello may hold opened links not swept yet: link_up decides
-        self._refused()
-        return False
-
-    def _over_limit(self, link: StreamLink) -> None:
-        """``link`` came up over the limit: evict the oldest pre-HELLO link, or refuse it."""
-        victim = self._oldest_without_hello()
-        if victim is not None and victim is not link:
-            self._evict(victim, "connection limit")
-            return
-        self._forget(link)
-        link.close_reason = "refused"
-        link.abort()
-        self._refused()
-
-    def _refused(self) -> None:
-        self.core.counters["refused_connections"] += 1
-        self._log_limit(
-            "%d connections (the limit), all with sessions: refusing new ones",
-            self.max_connections,
-        )
+    @property
+    def max_connections(self) -> int:
+        """TCP connections at most (see :class:`ConnectionLimit`)."""
+        return self.connections.maximum
 
     def _exhausted(self, exc: OSError) -> None:
         """accept() failed; out of descriptors: free one held by a pre-HELLO link, if any."""
         self.core.counters["accept_errors"] += 1
         if exc.errno not in RESOURCE_ERRNOS:
             return
-        victim = self._oldest_without_hello()
-        if victim is not None:
-            self._evict(victim, "out of file descriptors")
+        self.connections.free_one("out of file descriptors")
 
-    def _oldest_without_hello(self) -> StreamLink | None:
-        """The oldest TCP link still without a session (amortised O(1)).
-
-        Links leave ``_pre_hello`` for good when found with a session (a TCP
-        link never goes back to AWAIT_HELLO), so each is skipped only once.
-        """
-        pre = self._pre_hello
-        while pre:
-            link = next(iter(pre))
-            session = link.session
-            waiting = session is not None and session.state is State.AWAIT_HELLO
-            if waiting and not link.close_reason:
-                return link
-            del pre[link]  # opened (or closing): never a candidate again
-        return None
-
-    def _evict(self, link: StreamLink, why: str) -> None:
-        link.close_reason = "evicted"
-        self._forget(link)
-        self._log_limit("%s: evicting %s, which has not sent HELLO", why, link.name)
-        link.abort()
-
-    # --- in-process API ---------------------------------------------------
-
-    def add_sender(
-        self, name: str, events: Iterable[str], requests: Handlers | None = None
-    ) -> Sender:
-        name, event_list, handlers = check_sender_args(name, events, requests)
-        self.core.add_local_sender(name, event_list, handlers)
-        sender = Sender(self, name, event_list, handlers)
-        self._senders[name] = sender
-        return sender
-
-    def remove_sender(self, sender: str | Sender) -> bool:
-        name = sender.name if isinstance(sender, Sender) else sender
-        self._senders.pop(name, None)
-        return self.core.remove_local_sender(name)
-
-    def get_sender(self, name: str) -> Sender | None:
-        return self._senders.get(name)
-
-    def _emit(self, sender: Sender, event: str, data: Any) -> None:
-        if self._senders.get(sender.name) is not sender:
-            raise NoSuchSender(f"sender {sender.name!r} was removed from this gateway")
-        self.core.route(sender.name, event, pack(data))
-
-    def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
-    ) -> Listener:
-        """Call ``callback(info, data)`` for every matching event."""
-        return subscribe_listener(self.core.table, callback, sender, event)
-
-    def remove_listener(
-        self,
-        listener: Listener | ListenerCallback,
-        sender: str | None = None,
-        event: str | None = None,
-    ) -> bool:
-        """Remove a registration by handle, or by (callback, sender, event)."""
-        return unsubscribe_listener(self.core.table, listener, sender, event)
-
-    def list_senders(self) -> dict[str, dict[str, list[str]]]:
-        return {name: info.announcement() for name, info in self.core.table.senders.items()}
+    # --- in-process API (add_sender, add_listener... come from EndpointsAPI) --
 
     async def request(
         self, sender: str, method: str, params: Any = None, timeout: float | None = None

@@ -2,7 +2,8 @@
 
 A supervisor opens its port, waits until the link closes, and opens it again
 with exponential backoff (0.2 s doubling to 5 s, +/- 10 % jitter) for as long
-as the gateway runs. What happens in between is the gateway core's business:
+as the gateway runs (the one reopen loop, :func:`sig.routers.retry.keep_open`).
+What happens in between is the gateway core's business:
 
 * on every (re)open the core sends INVITE (``GatewayCore.attach``), so a device
   that kept running registers again without being touched;
@@ -27,7 +28,7 @@ from typing import Any
 
 from carriers.serial import SerialLink, SerialSettings, open_serial
 from sig.errors import ConnectError, SigError
-from sig.routers.client import Backoff
+from sig.routers.retry import Backoff, keep_open
 
 logger = logging.getLogger(__name__)
 
@@ -103,32 +104,32 @@ class SerialPort:
         return True
 
     async def run(self, opened: bool = False) -> None:
-        """Keep the port open until cancelled (the gateway stops)."""
+        """Keep the port open until cancelled (the gateway stops); ``opened``: it is already."""
+        first = opened
+
+        async def open_link() -> SerialLink | None:
+            nonlocal first
+            if first:
+                first = False
+                return self.link
+            return self.link if await self.open_once() else None
+
         try:
-            attempt = 0
-            while True:
-                if not opened:
-                    opened = await self.open_once()
-                if not opened:
-                    self.state = "reopening"
-                    await asyncio.sleep(self.backoff.delay(attempt))
-                    attempt += 1
-                    continue
-                attempt = 0
-                link = self.link
-                assert link is not None
-                await link.closed.wait()
-                opened = False
-                self._opened.clear()
-                self.state = "reopening"
-                self.closed_since = time.monotonic()
-                self.last_error = str(link.error) if link.error else "closed"
-                logger.warning("%s: port lost (%s); reopening", self.name, self.last_error)
-                await asyncio.sleep(self.backoff.delay(0))
+            await keep_open(open_link, self._serve, self.backoff)
         finally:
             self.state = "closed"
             if self.link is not None:
                 self.link.close()
+
+    async def _serve(self, link: SerialLink) -> bool:
+        """Wait until the open port is lost; always asks for a reopen."""
+        await link.closed.wait()
+        self._opened.clear()
+        self.state = "reopening"
+        self.closed_since = time.monotonic()
+        self.last_error = str(link.error) if link.error else "closed"
+        logger.warning("%s: port lost (%s); reopening", self.name, self.last_error)
+        return True
 
     async def wait_open(self, timeout: float) -> None:
         """Wait until the port is open (for tests and start-up); raises TimeoutError."""
@@ -172,6 +173,6 @@ async def open_serial_links(
     ports = [SerialPort(router, s, backoff) for s in parse_specs(specs)]
     for port in ports:
         opened = await port.open_once()
-        router.core.link_reporters.append(port.report)
+        router.core.add_link_reporter(port.report)
         router.spawn(port.run(opened), f"sig-serial-{port.settings.port}")
     return ports

@@ -113,7 +113,7 @@ def test_quiet_device_name_is_reserved_twice_its_link_timeout() -> None:
     message = refused(register(core, tcp, "sensor1"))
     assert "reserved for serial:/dev/ttyUSB0 for 6.0 s more" in message
     with pytest.raises(DuplicateSenderError, match="reserved for serial:/dev/ttyUSB0"):
-        core.add_local_sender("sensor1", ("temperature",), {})
+        core.endpoints.add_sender("sensor1", ("temperature",), {})
     clock.now += 5.9
     assert "for 0.1 s more" in refused(register(core, tcp, "sensor1", ref=2))
     row = next(r for r in core.links() if r["link"] == "serial:/dev/ttyUSB0")
@@ -436,7 +436,7 @@ async def test_reserved_events_are_refused_by_every_api(gateway: ServerRouter) -
         with pytest.raises(InvalidNameError, match="reserved"):
             gateway.add_sender("s", [event])
         with pytest.raises(InvalidNameError, match="reserved"):
-            gateway.core.add_local_sender("s", (event,), {})
+            gateway.core.endpoints.add_sender("s", (event,), {})
     assert "s" not in gateway.core.table.senders
     client = AsyncClientRouter("127.0.0.1", gateway.port, name="c")
     async with client:

@@ -255,7 +255,7 @@ def test_local_listener_and_sender_share_the_table(core: GatewayCore) -> None:
 
 
 def test_request_with_bad_params_is_malformed(core: GatewayCore) -> None:
-    core.add_local_sender("local", (), {"echo": lambda params: params})
+    core.endpoints.add_sender("local", (), {"echo": lambda params: params})
     a, sa = connect(core, "a")
     a.take()
     feed(core, sa, w.Request(3, "local", "echo", b"\xff"), w.Request(4, "local", "echo", pack(5)))
@@ -337,8 +337,8 @@ def test_finished_requests_do_not_pile_up_in_the_deadline_heap(core: GatewayCore
         fwd = handler.take()[-1]
         assert isinstance(fwd, w.Request)
         feed(core, sh, w.Response(fwd.request_id, 0, "", b""))
-    assert len(core._deadlines) <= 1024 + 2
-    assert not core._load and not core._pending
+    assert len(core.requests.deadlines) <= 1024 + 2
+    assert not core.requests.load and not core.requests.pending
 
 
 # --- issue 9: every encode point checks the receiver's limit -----------------
@@ -414,7 +414,7 @@ def test_request_too_large_for_the_handler_with_its_id_is_refused(core: GatewayC
     feed(core, sa, w.Request(1, "S", "get", pack("p" * 400)))
     resp = asker.take()[0]
     assert isinstance(resp, w.Response) and resp.status == ErrorCode.TOO_LARGE
-    assert handler.take() == [] and not core._pending
+    assert handler.take() == [] and not core.requests.pending
 
 
 def test_registration_whose_announcement_cannot_fit_is_refused_without_ghost(
@@ -517,9 +517,9 @@ def test_a_flooding_requester_gets_busy_and_a_newcomer_does_not(core: GatewayCor
     flooder.take()
     feed(core, sf, w.Request(501, "S", "get"))
     assert flooder.take() == []  # 20 < 21: admitted
-    assert core._load[sh] == {sf: 21, so: 21}
+    assert core.requests.load[sh] == {sf: 21, so: 21}
     core.detach(sh)
-    assert sh not in core._load and core.counters["busy"] == 68 + 2
+    assert sh not in core.requests.load and core.counters["busy"] == 68 + 2
 
 
 def test_a_newcomer_gets_in_while_flooders_that_came_in_turn_fill_the_handler(
@@ -530,7 +530,7 @@ def test_a_newcomer_gets_in_while_flooders_that_came_in_turn_fill_the_handler(
     for link, session in floods:  # in turn: 32, then 21, then the 11 left of 64
         link.take()
         feed(core, session, *(w.Request(rid, "S", "get") for rid in range(40)))
-    assert len(sh.handling) == 64 and core._load[sh][sa] == 32
+    assert len(sh.handling) == 64 and core.requests.load[sh][sa] == 32
     newcomers = [connect(core, f"newcomer{i}") for i in range(80)]
     for link, session in newcomers:
         link.take()
@@ -664,17 +664,17 @@ def test_an_unpaged_answer_too_large_is_given_up_early(
     dev, sd = connect(core, "dev", max_body=300)
     dev.take()
     built: list[Session] = []
-    real = core.link_info
+    real = core.service.link_info
 
     def counting(s: Session) -> dict[str, Any]:
         built.append(s)
         return real(s)
 
-    monkeypatch.setattr(core, "link_info", counting)
+    monkeypatch.setattr(core.service, "link_info", counting)
     feed(core, sd, w.Request(1, "$gateway", "links"))
     resp = dev.take()[0]
     assert isinstance(resp, w.Response) and resp.status == ErrorCode.TOO_LARGE
-    assert len(built) <= 3  # rows of ~150 bytes: the third passes 300, not all 51 built
+    assert 1 <= len(built) <= 3  # rows of ~150 bytes: the third passes 300, not all 51 built
 
 
 def test_a_link_with_many_listeners_goes_without_touching_other_cached_pairs(

@@ -101,4 +101,4 @@ def test_gateway_core_survives_any_traffic(
     for session in list(core.sessions):
         core.detach(session)
     assert not core.table.senders and core.table.subscription_count() == 0
-    assert not core._pending
+    assert not core.requests.pending
