@@ -270,15 +270,9 @@ class GatewayCore:
         subs = self.table.match(sender, event)
         if not subs:
             return
-        local = self._fan_out(sender, event, data, subs)
-        if local:
-            _deliver_local(self.counters, sender, event, data, local)
-
-    def _fan_out(self, sender: str, event: str, data: bytes, subs: Any) -> list[Listener]:
-        """Send the EVENT to every link in ``subs``; returns the in-process listeners."""
         body: bytes | None = None
         size = delivered = dropped = too_large = 0
-        local: list[Listener] = []
+        local: list[Any] = []  # the in-process Listeners
         for sub in subs:
             if type(sub) is not Session:
                 local.append(sub)
@@ -299,7 +293,8 @@ class GatewayCore:
         self.counters["events_out"] += delivered
         if dropped + too_large:
             _count_drops(self.counters, sender, event, dropped, too_large, len(body or b""))
-        return local
+        if local:
+            _deliver_local(self.counters, sender, event, data, local)
 
     def _event_head(self, sender: str, event: str) -> bytes:
         """The EVENT body up to its data (type and both names), cached per pair."""
