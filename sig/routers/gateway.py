@@ -32,7 +32,7 @@ from carriers.stream import (
     DEFAULT_STALL_TIMEOUT,
     StreamLink,
 )
-from carriers.tcp import RESOURCE_ERRNOS, LogThrottle, TcpListener
+from carriers.tcp import RESOURCE_ERRNOS, TcpListener, describe, errno_name
 from sig.compat import LocalRouterAliases
 from sig.core.endpoints import (
     Handlers,
@@ -46,6 +46,7 @@ from sig.core.endpoints import (
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig.core.session import Session, State
 from sig.errors import NoSuchSender, RequestTimeout, request_error_for
+from sig.logs import LogThrottle
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
 
@@ -242,15 +243,17 @@ class ServerRouter(LocalRouterAliases):
 
     # --- FrameHandler (carriers call these) -------------------------------
 
-    def link_up(self, link: StreamLink) -> None:
+    def link_up(self, link: StreamLink[Session]) -> Session:
+        """A link is up: its session (the link keeps it as ``link.session``)."""
         self._links.add(link)
-        link.session = self.core.attach(link)
+        session = self.core.attach(link)
         if not link.persistent:
             self._tcp[link] = None
             self._pre_hello[link] = None
             self.core.gauges["connections"] = len(self._tcp)
             if len(self._tcp) > self.max_connections:
                 self._over_limit(link)
+        return session
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
         """Hand bodies to the core; stop when the link pauses or its turn is used up.
@@ -341,8 +344,12 @@ class ServerRouter(LocalRouterAliases):
         )
 
     def _exhausted(self, exc: OSError) -> None:
-        """accept() failed; out of descriptors: free one held by a pre-HELLO link, if any."""
+        """accept() failed (the listener backs off): count it, log one line a minute,
+        and when out of descriptors free one held by a pre-HELLO link, if any."""
         self.core.counters["accept_errors"] += 1
+        self._log_limit(
+            "accept failed: %s (%s); pausing new connections", describe(exc), errno_name(exc)
+        )
         if exc.errno not in RESOURCE_ERRNOS:
             return
         victim = self._oldest_without_hello()
