@@ -477,13 +477,11 @@ class GatewayCore:
                 # Over the protocol's limit it fits no link: every one counts a drop.
                 if body_len > sub.peer_max_body or body_len > MAX_BODY_LIMIT:
                     sub.dropped_too_large += 1
-                    sub.dropped_events += 1
                     too_large += 1
                 elif sub.link.send(body, droppable=True):
                     sub.events_out += 1
                     delivered += 1
-                else:
-                    sub.dropped_events += 1
+                else:  # counted by the link (Session.dropped_events adds it up)
                     dropped += 1
             else:
                 assert isinstance(sub, Listener)
