@@ -353,7 +353,9 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
             transport.close()
 
     def abort(self) -> None:
-        """Close now; count what was still queued as discarded."""
+        """Close now; count what was still queued as discarded (a link that is down: no-op)."""
+        if self.closed.is_set():
+            return  # pyserial-asyncio's transport fails on a second abort
         self._discard_queued()
         if self.transport is not None:
             self.transport.abort()
