@@ -132,21 +132,27 @@ class MemoryTransport(asyncio.Transport):
     # --- the pipe ------------------------------------------------------------
 
     def _push(self) -> None:
-        """Move what the peer has room for into its inbox; resume the writer if drained."""
+        """Move what the peer has room for into its inbox; then close or resume if drained."""
         peer = self.peer
         if peer is None or peer._lost:
             self._buffer.clear()  # the peer is gone: what it would have read is lost
         elif self._buffer:
-            room = peer.capacity - len(peer._inbox)
-            if room > 0:
-                peer._inbox += self._buffer[:room]
-                del self._buffer[:room]
-                peer._schedule_delivery()
-        if self._closing and not self._buffer and not self._lost:
+            peer._take(self._buffer)
+        if self._lost:
+            return
+        if self._closing and not self._buffer:
             self._finish()
-        elif self._write_paused and len(self._buffer) <= self._low and not self._lost:
+        elif self._write_paused and len(self._buffer) <= self._low:
             self._write_paused = False
             self._protocol.resume_writing()
+
+    def _take(self, buffer: bytearray) -> None:
+        """Move what fits of the writer's ``buffer`` into this end's inbox."""
+        room = self.capacity - len(self._inbox)
+        if room > 0:
+            self._inbox += buffer[:room]
+            del buffer[:room]
+            self._schedule_delivery()
 
     def _schedule_delivery(self) -> None:
         if self._delivery_scheduled or not self._reading or self._lost:

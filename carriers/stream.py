@@ -78,6 +78,14 @@ KERNEL_SEND_BUFFER = 128 << 10
 FRAMES_PER_TURN = 1024
 
 
+def _tune_tcp(sock: socket.socket, max_queued: int) -> None:
+    """No Nagle delay; on a capped link, a small kernel send buffer (it counts too)."""
+    with contextlib.suppress(OSError):  # a peer that already reset: it closes soon
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if max_queued:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+
+
 class FrameHandler(Protocol[S]):
     """Who receives what a link decodes. ``S`` is what it keeps per link (a session)."""
 
@@ -183,22 +191,16 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         self._buffered = transport.get_write_buffer_size  # looked up once, asked per event
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            self._tune_tcp(sock, transport.get_extra_info("peername"))
+            _tune_tcp(sock, self.max_queued)
+            if not self.name:
+                peer = transport.get_extra_info("peername")
+                self.name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
         # Pause as soon as the transport keeps anything, resume when it has sent
         # it all: the backlog then lives here, where it is counted by frame.
         transport.set_write_buffer_limits(0, 0)
         if self.max_queued and isinstance(getattr(transport, "max_size", None), int):
             transport.max_size = READ_SIZE  # type: ignore[attr-defined]  # CPython's selector
         self._session = self.handler.link_up(self)
-
-    def _tune_tcp(self, sock: socket.socket, peer: Any) -> None:
-        """No Nagle delay; a small kernel buffer on a capped link; a name from the peer."""
-        with contextlib.suppress(OSError):  # a peer that already reset: it closes soon
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.max_queued:  # what the kernel holds for a peer counts too
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
-        if not self.name:
-            self.name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
