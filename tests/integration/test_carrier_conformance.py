@@ -11,9 +11,11 @@ others by closing their end.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from cobs import cobs
 from procs import until
 from socat import SocatPairs
 
+import carriers
 import carriers.link
 import sig.core.session
 from carriers.memory import memory_pair
@@ -278,6 +281,19 @@ def members(protocol: type) -> set[str]:
 
 def test_the_core_link_is_a_subset_of_the_carrier_contract() -> None:
     assert members(sig.core.session.Link) <= members(carriers.link.Link)
+
+
+def test_carriers_import_only_the_protocol_and_the_errors() -> None:
+    allowed = ("sig.protocol", "sig.errors")
+    seen = set()
+    for path in Path(carriers.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                seen.add((path.name, node.module))
+            elif isinstance(node, ast.Import):
+                seen.update((path.name, alias.name) for alias in node.names)
+    sig_imports = {(f, m) for f, m in seen if m == "sig" or m.startswith("sig.")}
+    assert sig_imports and all(m.startswith(allowed) for _, m in sig_imports), sig_imports
 
 
 async def test_link_keeps_the_contract_and_the_session_its_handler_gave(rig: Rig) -> None:
