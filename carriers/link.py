@@ -79,6 +79,11 @@ class Link(Protocol):
         """Bytes queued for the peer that the kernel has not taken yet."""
         ...
 
+    def write_buffer_size(self) -> int:
+        """The same as :meth:`queued_bytes`, named as asyncio's transports name it
+        (a sender paces on it: a client waits while it is above some bound)."""
+        ...
+
     def flush(self) -> None:
         """Write what is queued now instead of at the end of the loop turn."""
         ...

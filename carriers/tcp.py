@@ -161,7 +161,6 @@ class TcpListener:
     def _accept_failed(self, exc: OSError) -> None:
         """Count, tell ``exhausted``, pause accepting for a while; never spin."""
         self.accept_errors += 1
-        logger.debug("accept failed: %s; pausing for %.2f s", describe(exc), self._delay)
         self.exhausted(exc)
         assert self._loop is not None
         self._retry = self._loop.call_later(self._delay, self._resume)

@@ -5,7 +5,8 @@
 * :class:`JsonFormatter`: one JSON object per line (``--log-format json``).
 * :class:`RepeatLimiter`: the one mechanism behind every "this line again"
   limit: :class:`RepeatFilter`, which the CLI installs for the whole ``sig``
-  logger hierarchy, and ``carriers.tcp.LogThrottle`` for the accept error.
+  logger hierarchy, and :class:`LogThrottle`, the gateway's one line a minute
+  per condition (connection limit, evictions, accept errors).
 
 Nothing here is imported by the sans-I/O modules.
 """
