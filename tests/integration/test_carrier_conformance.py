@@ -299,6 +299,8 @@ def test_carriers_import_only_the_protocol_and_the_errors() -> None:
 async def test_link_keeps_the_contract_and_the_session_its_handler_gave(rig: Rig) -> None:
     assert isinstance(rig.link, carriers.link.Link)
     assert rig.link.session is rig.handler.session
+    with pytest.raises(AttributeError):  # given by link_up, never assigned from outside
+        rig.link.session = object()  # type: ignore[misc]
     assert rig.link.persistent is rig.persistent
     assert not rig.link.closing and not rig.link.reading_paused
     stats = rig.link.stats()
