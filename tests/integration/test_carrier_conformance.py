@@ -249,9 +249,17 @@ async def memory_rig(options: dict[str, Any]) -> Rig:
 CARRIERS = ["tcp", "pty", "memory"]
 
 
+@pytest.fixture
+def link_options() -> dict[str, Any]:
+    """StreamLink options of the link under test (a test overrides this fixture)."""
+    return {"high_water": HIGH_WATER}
+
+
 @pytest.fixture(params=CARRIERS)
-async def rig(request: pytest.FixtureRequest, socat: SocatPairs) -> AsyncIterator[Rig]:
-    options = {"high_water": HIGH_WATER}
+async def rig(
+    request: pytest.FixtureRequest, socat: SocatPairs, link_options: dict[str, Any]
+) -> AsyncIterator[Rig]:
+    options = link_options
     kind = request.param
     if kind == "tcp":
         r = await tcp_rig(options)
@@ -424,3 +432,27 @@ async def test_the_peer_going_away_ends_the_link(rig: Rig) -> None:
     else:
         assert rig.handler.exc is None  # an orderly end of file
     assert not rig.link.send(body(1), droppable=True) and rig.link.dropped == 1
+
+
+MAX_QUEUED = 2 * HIGH_WATER
+
+
+@pytest.mark.parametrize("link_options", [{"high_water": HIGH_WATER, "max_queued": MAX_QUEUED}])
+async def test_over_max_queued_the_link_stops_reading_until_its_queue_drains(rig: Rig) -> None:
+    rig.peer.pause()
+    sent = 0
+    while not rig.link.reading_paused:  # replies are never dropped: the link stops reading
+        assert rig.link.send(body(sent, size=1000)) and sent < MAX_SENDS
+        sent += 1
+        if sent % 16 == 0:
+            await asyncio.sleep(0)  # a loop turn: the link writes, the kernel fills
+    assert rig.link.queued_bytes() > MAX_QUEUED and rig.link.stats()["read_pauses"] == 1
+    asked = [body(i) for i in range(5)]
+    await rig.peer.write(b"".join(encode_frame(b) for b in asked))
+    assert rig.handler.bodies == []  # not read while paused
+    rig.peer.resume()
+    await until(lambda: len(rig.peer.bodies) >= sent, what="the peer reads the backlog")
+    await until(lambda: not rig.link.reading_paused, what="reading resumes once drained")
+    await until(lambda: len(rig.handler.bodies) >= len(asked), what="the held frames")
+    assert rig.handler.bodies == asked and rig.link.read_pauses == 1
+    assert rig.link.dropped == rig.link.discarded_frames == 0
