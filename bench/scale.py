@@ -110,6 +110,7 @@ def _noop(info: dict[str, Any], data: Any) -> None:
 class FakeLink:
     name = "fake"
     persistent = False
+    dropped = 0  #: events refused (none: it takes every frame)
 
     def __init__(self) -> None:
         self.frames = 0

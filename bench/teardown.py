@@ -36,6 +36,7 @@ class NullLink:
     """A link that accepts every frame and keeps none."""
 
     persistent = False
+    dropped = 0  #: events refused (none: it takes every frame)
 
     def __init__(self, name: str) -> None:
         self.name = name

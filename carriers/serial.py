@@ -28,7 +28,7 @@ import serial_asyncio
 
 from sig.errors import ConnectError, ReadError
 
-from .stream import FrameHandler, StreamLink
+from .stream import FrameHandler, S, StreamLink
 from .tcp import describe, map_exceptions
 
 logger = logging.getLogger(__name__)
@@ -97,18 +97,28 @@ class SerialSettings:
         Raises ValueError with a one-line message naming what is wrong.
         """
         if isinstance(spec, str):
-            path, sep, baud_text = spec.rpartition(":")
-            if "://" in spec and spec.split("://", 1)[1].count(":") < 2:
-                sep = ""  # a URL such as socket://host:port, without a baud
-            if not sep:
-                return cls(spec)
-            if not baud_text.isdigit():
-                raise ValueError(f"serial spec {spec!r}: baud {baud_text!r} is not a number")
-            if not path:
-                raise ValueError(f"serial spec {spec!r}: no port path before ':'")
-            return cls(path, int(baud_text))
+            return cls._from_text(spec)
         if not isinstance(spec, Mapping):
             raise ValueError(f"serial spec must be 'PATH[:BAUD]' or a table, not {spec!r}")
+        return cls._from_table(spec)
+
+    @classmethod
+    def _from_text(cls, spec: str) -> SerialSettings:
+        """``PATH``, ``PATH:BAUD``, or a pyserial URL (``socket://host:port[:BAUD]``)."""
+        path, sep, baud_text = spec.rpartition(":")
+        if "://" in spec and spec.split("://", 1)[1].count(":") < 2:
+            sep = ""  # a URL such as socket://host:port, without a baud
+        if not sep:
+            return cls(spec)
+        if not baud_text.isdigit():
+            raise ValueError(f"serial spec {spec!r}: baud {baud_text!r} is not a number")
+        if not path:
+            raise ValueError(f"serial spec {spec!r}: no port path before ':'")
+        return cls(path, int(baud_text))
+
+    @classmethod
+    def _from_table(cls, spec: Mapping[str, Any]) -> SerialSettings:
+        """A ``[[serial]]`` table: known keys only, a port string, defaults for the rest."""
         unknown = set(spec) - SPEC_KEYS
         if unknown:
             raise ValueError(
@@ -130,10 +140,10 @@ class SerialSettings:
         )
 
 
-class SerialLink(StreamLink):
+class SerialLink(StreamLink[S]):
     """A StreamLink on a serial port: persistent, with the port's settings in its stats."""
 
-    def __init__(self, handler: FrameHandler, settings: SerialSettings, **options: Any) -> None:
+    def __init__(self, handler: FrameHandler[S], settings: SerialSettings, **options: Any) -> None:
         super().__init__(handler, name=settings.link_name, persistent=True, **options)
         self.settings = settings
         #: Set by the supervisor: how often the port was reopened after it was lost.
@@ -172,8 +182,8 @@ class _SerialTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
 
 
 async def open_serial(
-    handler: FrameHandler, settings: SerialSettings, **link_options: Any
-) -> SerialLink:
+    handler: FrameHandler[S], settings: SerialSettings, **link_options: Any
+) -> SerialLink[S]:
     """Open the port and start framing; raises sig.ConnectError if it cannot be opened."""
     loop = asyncio.get_running_loop()
     link = SerialLink(handler, settings, **link_options)

@@ -9,8 +9,9 @@ through ``loop.create_server``, for two reasons:
 * resource errors: when ``accept()`` fails with EMFILE/ENFILE/ENOBUFS/ENOMEM,
   asyncio logs a traceback per failed attempt (hundreds a second). Here the
   listener stops accepting for a back-off delay (50 ms doubling to 2 s, reset
-  by the next successful accept), calls ``exhausted`` (the gateway frees an fd
-  if it can), counts the error and logs one line per minute at most.
+  by the next successful accept), counts the error and reports it to
+  ``exhausted`` (the gateway logs it, one line a minute at most, and frees a
+  descriptor if it can): the carrier itself logs nothing about it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sig.errors import ConnectError
-from sig.logs import RepeatLimiter
 
-from .stream import FrameHandler, StreamLink
+from .stream import FrameHandler, S, StreamLink
 
 logger = logging.getLogger(f"sig.{__name__}")
 
@@ -53,6 +53,11 @@ def map_exceptions(mapping: dict[type[BaseException], type[Exception]]) -> Itera
         raise
 
 
+def errno_name(exc: OSError) -> str:
+    """The symbolic name of ``exc``'s errno (``EMFILE``), or ``?``."""
+    return errno.errorcode.get(exc.errno or 0, "?")
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return "address already in use"
@@ -65,45 +70,19 @@ def describe(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-class LogThrottle:
-    """One log line per ``interval`` seconds for a recurring condition, with a count.
-
-    The first occurrence is logged at once; the ones after it within the
-    interval are only counted, and the next line says how many there were.
-    The counting is sig's one repeat limiter (:class:`sig.logs.RepeatLimiter`,
-    also behind the CLI's filter for every ``sig`` logger).
-    """
-
-    def __init__(
-        self, log: logging.Logger, interval: float = 60.0, level: int = logging.WARNING
-    ) -> None:
-        self.log = log
-        self.interval = interval
-        self.level = level
-        self._limiter = RepeatLimiter(burst=1, window=interval, max_keys=1)
-
-    def __call__(self, msg: str, *args: Any) -> None:
-        passes, suppressed, _ = self._limiter.allow(None)
-        if not passes:
-            return
-        if suppressed:
-            msg += " (%d more since the last such line)"
-            args = (*args, suppressed)
-        self.log.log(self.level, msg, *args)
-
-
 class TcpListener:
     """Listening sockets whose accepted connections become StreamLinks.
 
     ``admit()`` is asked for every accepted socket: False closes it at once
     (refused). ``starting`` is how many accepted sockets are still becoming
     links (their ``link_up`` has not run yet). ``exhausted(exc)`` is told of every accept error
-    (after one in :data:`RESOURCE_ERRNOS`, the handler may free a descriptor).
+    (after one in :data:`RESOURCE_ERRNOS`, the handler may free a descriptor); it is
+    the only report of it (:func:`errno_name` and :func:`describe` help word it).
     """
 
     def __init__(
         self,
-        factory: Callable[[], StreamLink],
+        factory: Callable[[], StreamLink[Any]],
         *,
         admit: Callable[[], bool] = lambda: True,
         exhausted: Callable[[OSError], None] = lambda exc: None,
@@ -118,7 +97,6 @@ class TcpListener:
         self._retry: asyncio.TimerHandle | None = None
         self._starting: set[asyncio.Task[None]] = set()
         self._watching = False
-        self._log_error = LogThrottle(logger)
 
     async def start(self, host: str | None, port: int) -> None:
         """Bind and listen on every address of ``host``; raises sig.ConnectError."""
@@ -181,15 +159,8 @@ class TcpListener:
         self._update_watch()
 
     def _accept_failed(self, exc: OSError) -> None:
-        """Count, log one line a minute, pause accepting for a while; never spin."""
+        """Count, tell ``exhausted``, pause accepting for a while; never spin."""
         self.accept_errors += 1
-        name = errno.errorcode.get(exc.errno or 0, "?")
-        self._log_error(
-            "accept failed: %s (%s); pausing new connections for %.2f s",
-            describe(exc),
-            name,
-            self._delay,
-        )
         self.exhausted(exc)
         assert self._loop is not None
         self._retry = self._loop.call_later(self._delay, self._resume)
@@ -205,9 +176,9 @@ class TcpListener:
         return len(self._starting)
 
     async def _start_link(self, conn: socket.socket) -> None:
-        link: StreamLink | None = None
+        link: StreamLink[Any] | None = None
 
-        def make() -> StreamLink:
+        def make() -> StreamLink[Any]:
             nonlocal link
             link = self.factory()
             return link
@@ -245,8 +216,8 @@ class TcpListener:
 
 
 async def connect_tcp(
-    handler: FrameHandler, host: str, port: int, timeout: float = 5.0, **link_options: Any
-) -> StreamLink:
+    handler: FrameHandler[S], host: str, port: int, timeout: float = 5.0, **link_options: Any
+) -> StreamLink[S]:
     """Open a client link; raises ConnectError (refused, unreachable, timed out)."""
     loop = asyncio.get_running_loop()
     link = StreamLink(handler, name=f"tcp:{host}:{port}", **link_options)

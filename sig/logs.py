@@ -5,7 +5,8 @@
 * :class:`JsonFormatter`: one JSON object per line (``--log-format json``).
 * :class:`RepeatLimiter`: the one mechanism behind every "this line again"
   limit: :class:`RepeatFilter`, which the CLI installs for the whole ``sig``
-  logger hierarchy, and ``carriers.tcp.LogThrottle`` for the accept error.
+  logger hierarchy, and :class:`LogThrottle`, the gateway's one line a minute
+  per condition (connection limit, evictions, accept errors).
 
 Nothing here is imported by the sans-I/O modules.
 """
@@ -173,6 +174,40 @@ class RepeatLimiter:
 
 
 #: Default for the CLI's filter: 5 identical lines per key a minute, then a count.
+class LogThrottle:
+    """One log line per ``interval`` seconds for each recurring condition, with a count.
+
+    A condition is a message template (``msg``): the first occurrence is
+    logged at once; the ones after it within the interval are only counted,
+    and the next line of that template says how many there were. Distinct
+    templates are throttled apart (at most :data:`THROTTLE_KEYS` of them), so
+    a flood of one condition never hides the first line of another. The
+    counting is :class:`RepeatLimiter`, also behind the CLI's filter for every
+    ``sig`` logger.
+    """
+
+    def __init__(
+        self, log: logging.Logger, interval: float = 60.0, level: int = logging.WARNING
+    ) -> None:
+        self.log = log
+        self.interval = interval
+        self.level = level
+        self._limiter = RepeatLimiter(burst=1, window=interval, max_keys=THROTTLE_KEYS)
+
+    def __call__(self, msg: str, *args: Any) -> None:
+        passes, suppressed, _ = self._limiter.allow(msg)
+        if not passes:
+            return
+        if suppressed:
+            msg += " (%d more since the last such line)"
+            args = (*args, suppressed)
+        self.log.log(self.level, msg, *args)
+
+
+#: Message templates one LogThrottle tells apart (a program has few such conditions).
+THROTTLE_KEYS = 16
+
+
 REPEAT_BURST = 5
 REPEAT_WINDOW = 60.0
 

@@ -282,13 +282,11 @@ class GatewayCore:
                 size = _fits_none(len(body))
             if size > sub.peer_max_body:  # over its max_body (or over 65535: no link's)
                 sub.dropped_too_large += 1
-                sub.dropped_events += 1
                 too_large += 1
             elif sub.link.send(body, droppable=True):
                 sub.events_out += 1
                 delivered += 1
-            else:
-                sub.dropped_events += 1
+            else:  # counted by the link (Session.dropped_events adds it up)
                 dropped += 1
         self.counters["events_out"] += delivered
         if dropped + too_large:

@@ -59,17 +59,23 @@ TRANSITIONS: dict[State, dict[Input, State | None]] = {
 
 
 class Link(Protocol):
-    """What the gateway needs from a carrier link (TCP connection, serial port)."""
+    """What the gateway needs from a carrier link (TCP connection, serial port, memory).
+
+    A subset of the carrier contract, :class:`carriers.link.Link` (the core
+    does not import carriers: any object with these members will do).
+    """
 
     name: str
     #: True for a UART: the link outlives sessions, and noise is counted, not fatal.
     persistent: bool
+    #: Events the link refused to queue (slow consumer): the link's one drop counter.
+    dropped: int
 
     def send(self, body: bytes, *, droppable: bool = False, urgent: bool = False) -> bool:
         """Frame and queue one message body; False if it was dropped (slow consumer).
 
-        ``droppable`` marks an event, which a slow consumer may lose (counted);
-        nothing else is ever dropped.
+        ``droppable`` marks an event, which a slow consumer may lose (counted
+        by the link, in ``dropped``); nothing else is ever dropped.
 
         ``urgent`` asks for the frame to be written now rather than at the end
         of the loop turn (requests and responses, where latency counts).
@@ -104,10 +110,16 @@ class Session:
     handling: dict[int, Any] = field(default_factory=dict)  # gw request id -> pending
     triggers: int = 0
     events_out: int = 0
-    dropped_events: int = 0
-    dropped_too_large: int = 0  # events over this peer's max_body (also in dropped_events)
+    #: Events the core did not send because they exceed this peer's max_body (or
+    #: the protocol's limit); what the link could not queue it counts itself.
+    dropped_too_large: int = 0
     protocol_errors: int = 0
     logged_codes: set[int] = field(default_factory=set)
+
+    @property
+    def dropped_events(self) -> int:
+        """Events this peer did not get, any reason: too large here, or refused by the link."""
+        return self.dropped_too_large + self.link.dropped
 
     def step(self, event: Input) -> State:
         """Apply one input to the state table; returns the new state."""

@@ -31,12 +31,13 @@ from carriers.stream import (
     DEFAULT_STALL_TIMEOUT,
     StreamLink,
 )
-from carriers.tcp import RESOURCE_ERRNOS, LogThrottle, TcpListener
+from carriers.tcp import RESOURCE_ERRNOS, TcpListener, describe, errno_name
 from sig.compat import LocalRouterAliases, SeedSender
 from sig.core.endpoints import EndpointsAPI
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig.core.session import Session, State
 from sig.errors import RequestTimeout, request_error_for
+from sig.logs import LogThrottle
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
 
@@ -230,6 +231,7 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
             self.core.gauges,
         )
         self.core.gauges.update({"loop_lag_ms": 0.0, "max_loop_lag_ms": 0.0})
+        self._log_limit = LogThrottle(logger)  #: accept errors: one line a minute
         self._extra_tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------
@@ -325,11 +327,13 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
 
     # --- FrameHandler (carriers call these) -------------------------------
 
-    def link_up(self, link: StreamLink) -> None:
+    def link_up(self, link: StreamLink[Session]) -> Session:
+        """A link is up: its session (the link keeps it as ``link.session``)."""
         self._links.add(link)
-        link.session = self.core.attach(link)
+        session = self.core.attach(link)
         if not link.persistent:
             self.connections.up(link)
+        return session
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> int | None:
         """Hand bodies to the core; stop when the link pauses or its turn is used up.
@@ -386,8 +390,12 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         return self.connections.maximum
 
     def _exhausted(self, exc: OSError) -> None:
-        """accept() failed; out of descriptors: free one held by a pre-HELLO link, if any."""
+        """accept() failed (the listener backs off): count it, log one line a minute,
+        and when out of descriptors free one held by a pre-HELLO link, if any."""
         self.core.counters["accept_errors"] += 1
+        self._log_limit(
+            "accept failed: %s (%s); pausing new connections", describe(exc), errno_name(exc)
+        )
         if exc.errno not in RESOURCE_ERRNOS:
             return
         self.connections.free_one("out of file descriptors")

@@ -12,8 +12,13 @@ from collections.abc import Iterator
 import pytest
 from procs import child_env
 
-from carriers.tcp import LogThrottle
-from sig.logs import JsonFormatter, PrintableFormatter, RepeatFilter, RepeatLimiter
+from sig.logs import (
+    JsonFormatter,
+    LogThrottle,
+    PrintableFormatter,
+    RepeatFilter,
+    RepeatLimiter,
+)
 
 
 class Clock:
@@ -137,6 +142,23 @@ def test_log_throttle_uses_the_same_limiter() -> None:
             "accept failed: EMFILE",
             "accept failed: EMFILE (6 more since the last such line)",
         ]
+    finally:
+        log.removeHandler(handler)
+
+
+def test_log_throttle_keeps_conditions_apart() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    log = logging.getLogger("sig.test.throttle2")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        throttle = LogThrottle(log, interval=60.0)
+        throttle._limiter.clock = Clock()
+        for _ in range(5):  # a flood of accept errors does not hide the first eviction
+            throttle("accept failed: %s", "EMFILE")
+            throttle("evicting %s", "tcp:a")
+        assert lines(out) == ["accept failed: EMFILE", "evicting tcp:a"]
     finally:
         log.removeHandler(handler)
 
