@@ -1,62 +1,66 @@
 """AsyncClientRouter: an application's connection to a gateway (asyncio API).
 
-The client keeps its own registry of senders and listeners and replays it
-after every (re)connect, before it calls ``on_connected``. Registrations are
-idempotent: adding a sender that already exists with the same events, or the
-same callback for the same (sender, event) again, returns the existing object.
-So code written in the seed's style, which registers inside ``on_connected``,
-and code that registers once up front both end up with one registration each.
+The protocol lives in the sans-I/O client core (:class:`sig.core.client.ClientSession`):
+the handshake, the registry of senders and listeners and its replay after
+every (re)connect, refusals, request correlation and keepalive. This module
+keeps what needs asyncio: the connection (a TCP :class:`carriers.stream.StreamLink`),
+the reconnect loop (:func:`sig.routers.retry.keep_open`), the futures callers
+wait on, one timer for the session's deadlines, and running callbacks.
+
+Registrations are idempotent: adding a sender that already exists with the
+same events, or the same callback for the same (sender, event) again, returns
+the existing object. So code written in the seed's style, which registers
+inside ``on_connected``, and code that registers once up front both end up
+with one registration each.
 
 A sender the gateway refuses at a replay (its name was taken meanwhile) is
 not dropped in silence: the client logs it once, calls ``on_sender_refused``,
 counts its triggers in ``dropped_unregistered``, and registers it again with
 backoff until it gets the name back or the application removes it.
+
+Besides callbacks, ``async for item in client.events(sender, event)`` reads
+events from a bounded queue (see :class:`EventStream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
-import itertools
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from carriers.stream import StreamLink
 from carriers.tcp import connect_tcp
+from sig.core import client as core
+from sig.core.client import ClientSession
 from sig.core.endpoints import (
     Handlers,
     Listener,
     ListenerCallback,
     Sender,
-    check_listener_args,
     check_sender_args,
-    resolve_handler,
+    unsubscribe_listener,
 )
-from sig.core.routing import Key, RoutingTable
+from sig.core.routing import check_name
 from sig.errors import (
     ConnectError,
     ConnectionLost,
     DecodeError,
     DuplicateSenderError,
-    EncodeError,
-    ErrorCode,
-    InvalidNameError,
     NotConnectedError,
     RemoteProtocolError,
-    RequestError,
-    RequestTimeout,
     SigError,
     request_error_for,
 )
 from sig.protocol import messages as w
 from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
+from sig.routers.retry import DEFAULT_BACKOFF, Backoff, keep_open
 
 logger = logging.getLogger(__name__)
 
@@ -64,43 +68,27 @@ logger = logging.getLogger(__name__)
 PAGE_LIMIT = 500
 #: Pages fetched at most for one listing (a bound against a gateway that never ends).
 MAX_PAGES = 100_000
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnect delays: ``initial`` doubling up to ``maximum``, +/- ``jitter`` (a fraction)."""
-
-    initial: float = 0.5
-    maximum: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.1
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.maximum, self.initial * self.factor ** max(0, attempt))
-        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
-
-
-DEFAULT_BACKOFF = Backoff()
 #: Listener calls that may wait for a slow callback before new ones are dropped.
 DEFAULT_MAX_QUEUED_EVENTS = 10_000
-
-
-@dataclass
-class _SenderEntry:
-    sender: Sender
-    ref: int
-    event_refs: dict[str, int]
-    prefixes: dict[str, bytes]  # event -> TRIGGER header + event_ref varint
-    #: Registered (or being registered) on the current connection; False after
-    #: the gateway refused it (name taken meanwhile): its triggers are dropped.
-    live: bool = False
-    #: The task registering it again after a refusal (None when there is none).
-    retry: asyncio.Future[Any] | None = None
-
+#: Events one ``events()`` iterator holds for a slow consumer before it drops new ones.
+DEFAULT_MAX_QUEUED_ITEMS = 1000
 
 Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
 #: ``on_sender_refused(name, error)``: the gateway refused a sender at a replay.
 SenderRefused = Callable[[str, SigError], Any]
+_INF = float("inf")
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "AsyncClientRouter",
+    "Backoff",
+    "EventStream",
+    "ReceivedEvent",
+]
+
+
+class _Stop(Exception):
+    """The reconnect loop ends (closing, or a failed first attempt without auto_reconnect)."""
 
 
 class AsyncClientRouter:
@@ -149,46 +137,34 @@ class AsyncClientRouter:
         #: registering it again with ``backoff`` until it succeeds or is removed.
         self.on_sender_refused: SenderRefused | None = None
         self.max_queued_events = max_queued_events
-        self.stats = {
-            "events_in": 0,
-            "triggers": 0,
-            "dropped_offline": 0,
-            "dropped_unregistered": 0,
-            "bad_data": 0,
-            "listener_errors": 0,
-            "reconnects": 0,
-            #: senders the gateway refused at a replay (each told to on_sender_refused)
-            "senders_refused": 0,
-            #: listener calls dropped because callbacks were slower than events came
-            "dropped_slow_listener": 0,
-        }
-        self._ids = itertools.count(1)
-        self._senders: dict[str, _SenderEntry] = {}
-        self._table: RoutingTable[Listener] = RoutingTable()
-        self._listen_ids: dict[Key, int] = {}
-        self._waiters: dict[int, asyncio.Future[w.Message]] = {}
+        #: The protocol state (sans-I/O); ``stats`` is its counters.
+        self.session = ClientSession(
+            self.name, retry_delay=lambda attempt: self.backoff.delay(attempt)
+        )
+        self.stats = self.session.stats
+        self._waiters: dict[int, asyncio.Future[None]] = {}
         self._requests: dict[int, asyncio.Future[w.Response]] = {}
         self._link: StreamLink | None = None
-        self._welcome: asyncio.Future[w.Welcome] | None = None
-        self._gateway_max_body = 65535
+        self._ready: asyncio.Future[core.Opened] | None = None
+        self._first: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = _INF
         self._connected = False
         self._closing = False
         self._runner: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_rx = 0.0
-        self._last_tx = 0.0
-        self._offline_logged = False
         self._slow_logged = False
-        self._refused: list[tuple[_SenderEntry, SigError]] = []
         self._tasks: set[asyncio.Future[Any]] = set()
         self._callback_tasks: set[asyncio.Future[Any]] = set()
+        self._streams: set[_StreamListener] = set()
         #: How the hooks (on_connected, on_disconnected, on_sender_refused) are run;
         #: never dropped (the sync API swaps it for its dispatcher thread).
         self.dispatch: Dispatch = self._dispatch_inline
         #: How listener callbacks are run: bounded, drops counted (the sync API swaps it).
         self.dispatch_event: Dispatch = self._dispatch_event_inline
         #: How a request handler is run: returns its result, or an awaitable of it.
-        self.run_handler: Callable[[Callable[[Any], Any], Any], Any] = self._run_inline
+        self.run_handler: Callable[[Callable[[Any], Any], Any], Any] = _run_inline
 
     # --- connection -------------------------------------------------------
 
@@ -208,8 +184,8 @@ class AsyncClientRouter:
         self._closing = False
         if self.discover and not self.host:
             await self._discover_gateway()
-        first: asyncio.Future[None] = self._loop.create_future()
-        self._runner = asyncio.create_task(self._run(first), name=f"sig-client-{self.name}")
+        self._first = first = self._loop.create_future()
+        self._runner = asyncio.create_task(self._run(), name=f"sig-client-{self.name}")
         await first
 
     async def _discover_gateway(self) -> None:
@@ -221,7 +197,7 @@ class AsyncClientRouter:
         logger.info("discovered gateway %r at %s:%s", gateway.name, self.host, self.port)
 
     async def close(self) -> None:
-        """Disconnect for good (no reconnect)."""
+        """Disconnect for good (no reconnect); every ``events()`` iterator ends."""
         self._closing = True
         link = self._link
         if link is not None:
@@ -236,6 +212,8 @@ class AsyncClientRouter:
                 await runner
         for task in list(self._tasks):
             task.cancel()
+        for stream in list(self._streams):
+            self._close_stream(stream)
 
     async def __aenter__(self) -> AsyncClientRouter:
         await self.connect()
@@ -252,182 +230,191 @@ class AsyncClientRouter:
                 raise ConnectError(f"not connected to {self.host}:{self.port} within {timeout} s")
             await asyncio.sleep(0.02)
 
-    async def _run(self, first: asyncio.Future[None]) -> None:
-        attempt = 0
-        while not self._closing:
-            link = None
-            try:
-                link = await connect_tcp(self, self.host, self.port, self.connect_timeout)
-                self._link = link
-                await self._handshake(link)
-            except (ConnectError, SigError, OSError) as exc:
-                if link is not None:
-                    link.abort()  # never leave a half-registered connection behind
-                self._drop_link()
-                if not self.auto_reconnect:
-                    if not first.done():
-                        first.set_exception(
-                            exc if isinstance(exc, SigError) else ConnectError(str(exc))
-                        )
-                    return
-                delay = self.backoff.delay(attempt)
-                attempt += 1
-                logger.info(
-                    "cannot reach gateway %s:%s (%s); retrying in %.1f s",
-                    self.host,
-                    self.port,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            self._connected = True
-            self._offline_logged = False
-            if not first.done():
-                first.set_result(None)
-            else:
-                self.stats["reconnects"] += 1
-            logger.info("connected to gateway %s:%s", self.host, self.port)
-            self._tell_refused(link)
-            if self.on_connected is not None:
-                self.dispatch(self.on_connected, ())
-            keepalive = asyncio.create_task(self._keepalive(link))
-            try:
-                await link.closed.wait()
-            finally:
-                keepalive.cancel()
-                was_connected = self._connected
-                self._drop_link()
-            if was_connected:
-                logger.info("disconnected from gateway %s:%s", self.host, self.port)
-                if self.on_disconnected is not None:
-                    self.dispatch(self.on_disconnected, ())
+    async def _run(self) -> None:
+        with contextlib.suppress(_Stop):
+            await keep_open(self._open_once, self._serve, self.backoff, waiting=self._waiting)
+
+    def _waiting(self, delay: float) -> None:
+        logger.info(
+            "cannot reach gateway %s:%s (%s); retrying in %.1f s",
+            self.host,
+            self.port,
+            self._failure,
+            delay,
+        )
+
+    async def _open_once(self) -> StreamLink | None:
+        """Connect and replay the registrations; None when this attempt failed."""
+        if self._closing:
+            raise _Stop
+        link = None
+        try:
+            link = await connect_tcp(self, self.host, self.port, self.connect_timeout)
+            self._link = link
+            await self._handshake(link)
+        except (ConnectError, SigError, OSError) as exc:
+            if link is not None:
+                link.abort()  # never leave a half-registered connection behind
+            self._drop_link()
             if not self.auto_reconnect:
-                return
-            await asyncio.sleep(self.backoff.delay(0))
+                self._settle_first(exc if isinstance(exc, SigError) else ConnectError(str(exc)))
+                raise _Stop from None
+            self._failure = exc
+            return None
+        return link
 
     async def _handshake(self, link: StreamLink) -> None:
         assert self._loop is not None
-        self._welcome = self._loop.create_future()
-        self._send(w.Hello(self.name, 65535, int(self.keepalive * 1000)))
+        self._ready = self._loop.create_future()
+        session = self.session
+        session.name, session.keepalive = self.name, self.keepalive
+        session.handshake_timeout = self.connect_timeout
+        session.start(link)
+        self._arm()
+        opened = await self._ready
+        for name, exc in opened.refused:
+            if self.on_sender_refused is not None:
+                self.dispatch(self.on_sender_refused, (name, exc))
+
+    async def _serve(self, link: StreamLink) -> bool:
+        """The session is open: run until the link closes; True to reconnect."""
+        self._connected = True
+        if not self._settle_first(None):
+            self.stats["reconnects"] += 1
+        logger.info("connected to gateway %s:%s", self.host, self.port)
+        if self.on_connected is not None:
+            self.dispatch(self.on_connected, ())
         try:
-            welcome = await asyncio.wait_for(self._welcome, self.connect_timeout)
-        except asyncio.TimeoutError:
-            link.close()
-            raise ConnectError("gateway did not answer HELLO") from None
-        self._gateway_max_body = welcome.max_body
-        self._refused = []
-        waits: list[tuple[Any, asyncio.Future[w.Message]]] = []
-        for entry in list(self._senders.values()):
-            waits.append((entry, self._register(entry)))
-        for key, lid in list(self._listen_ids.items()):
-            waits.append((key, self._expect(lid, w.Listen(lid, *key))))
-        for what, fut in waits:
-            try:
-                await asyncio.wait_for(fut, self.connect_timeout)
-            except (RequestError, DuplicateSenderError, InvalidNameError) as exc:
-                if isinstance(what, _SenderEntry):
-                    what.live = False
-                    self._refused.append((what, exc))  # told once the session is up
-                else:
-                    logger.error("re-registering %s failed: %s", _describe(what), exc)
-            except asyncio.TimeoutError:
-                link.close()
-                raise ConnectError("gateway did not answer the registrations") from None
+            await link.closed.wait()
+        finally:
+            was_connected = self._connected
+            self._drop_link()
+        if was_connected:
+            logger.info("disconnected from gateway %s:%s", self.host, self.port)
+            if self.on_disconnected is not None:
+                self.dispatch(self.on_disconnected, ())
+        return self.auto_reconnect and not self._closing
+
+    def _settle_first(self, exc: BaseException | None) -> bool:
+        """Tell connect() how the first attempt went; False if it was told already."""
+        first = self._first
+        if first is None or first.done():
+            return False
+        if exc is None:
+            first.set_result(None)
+        else:
+            first.set_exception(exc)
+        return True
 
     def _drop_link(self) -> None:
         self._connected = False
         self._link = None
-        for entry in self._senders.values():
-            entry.live = False
+        self.session.connection_lost()
+        self._arm()
         lost = ConnectionLost("connection to the gateway was lost")
-        for fut in list(self._waiters.values()) + list(self._requests.values()):
+        pending: list[asyncio.Future[Any]] = [*self._waiters.values(), *self._requests.values()]
+        if self._ready is not None:
+            pending.append(self._ready)
+        for fut in pending:
             if not fut.done():
                 fut.set_exception(lost)
                 fut.exception()  # mark retrieved: nobody may be waiting any more
         self._waiters.clear()
         self._requests.clear()
 
-    async def _keepalive(self, link: StreamLink) -> None:
-        interval = self.keepalive
-        if interval <= 0:
-            return
-        while not link.closed.is_set():
-            await asyncio.sleep(interval / 2)
-            now = time.monotonic()
-            if now - self._last_rx > 3 * interval:
-                logger.warning("gateway silent for %.1f s, reconnecting", now - self._last_rx)
-                link.abort()
-                return
-            if now - self._last_tx >= interval:
-                self._send(w.Ping(0))
+    # --- timers -----------------------------------------------------------
+
+    def _arm(self) -> None:
+        """Have the timer fire at the session's next deadline (or not at all)."""
+        due = self.session.next_deadline()
+        if due >= self._timer_due and self._timer is not None:
+            return  # it fires sooner; _tick arms it again
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_due = due
+        if due < _INF and self._loop is not None:
+            delay = max(0.0, due - self.session.clock())
+            self._timer = self._loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer, self._timer_due = None, _INF
+        events = self.session.poll(self.session.clock())
+        if events:
+            self._handle(events)
+        self._arm()
 
     # --- FrameHandler -----------------------------------------------------
 
     def link_up(self, link: StreamLink) -> None:
-        self._last_rx = self._last_tx = time.monotonic()
+        """Nothing to do yet: the session starts once connect_tcp returned."""
 
     def link_down(self, link: StreamLink, exc: BaseException | None) -> None:
         if exc is not None:
             logger.debug("link to gateway lost: %s", exc)
+        ready = self._ready
+        if ready is not None and not ready.done():  # lost during the handshake
+            ready.set_exception(ConnectError("connection lost during the handshake"))
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> None:
-        self._last_rx = time.monotonic()
+        session = self.session
+        session.last_rx = session.clock()
         for body in bodies:
             if body[0] == _EVENT:  # the hot path: no message object for an EVENT
                 fields = w.split_event(body)
                 if fields is not None:
                     self._on_event(*fields)
                     continue
-            try:
-                msg = w.decode(body)
-            except RemoteProtocolError as exc:
-                logger.warning("gateway sent a bad message: %s", exc)
-                continue
-            if isinstance(msg, w.Event):
-                self._on_event(msg.sender, msg.event, msg.data)
-            elif isinstance(msg, w.Response):
-                fut = self._requests.pop(msg.request_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-            elif isinstance(msg, w.Request):
-                self._on_request(msg)
-            elif isinstance(msg, (w.SenderRegistered, w.Listening)):
-                ref = msg.sender_ref if isinstance(msg, w.SenderRegistered) else msg.listener_id
-                waiter = self._waiters.pop(ref, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(msg)
-            elif isinstance(msg, w.Error):
-                self._on_error(msg)
-            elif isinstance(msg, w.Welcome):
-                if self._welcome is not None and not self._welcome.done():
-                    self._welcome.set_result(msg)
-            elif isinstance(msg, w.Ping):
-                self._send(w.Pong(msg.token))
-            elif isinstance(msg, w.Invite):
-                logger.info("gateway invites us to register again")
-                link.close()  # the reconnect path replays everything
-            elif not isinstance(msg, w.Pong):
-                logger.warning("unexpected %s from the gateway", type(msg).__name__)
+            events = session.receive(body)
+            if events:
+                self._handle(events)
 
-    def _on_error(self, msg: w.Error) -> None:
-        waiter = self._waiters.pop(msg.ref, None) if msg.ref else None
-        if waiter is not None and not waiter.done():
-            exc: SigError
-            if msg.code == ErrorCode.DUPLICATE_SENDER:
-                exc = DuplicateSenderError(msg.message)
-            elif msg.code == ErrorCode.INVALID_NAME:
-                exc = InvalidNameError(msg.message)
+    def _handle(self, events: list[core.ClientEvent]) -> None:
+        """Act on what the session says: settle futures, deliver, drop the link."""
+        for ev in events:
+            if type(ev) is w.Response:
+                fut = self._requests.pop(ev.request_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev)
             else:
-                exc = request_error_for(msg.code, msg.message)
-            waiter.set_exception(exc)
+                _ACTIONS[type(ev)](self, ev)
+        self._arm()
+
+    def _on_opened(self, ev: core.Opened) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(ev)
+
+    def _on_handshake_failed(self, ev: core.HandshakeFailed) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ConnectError(ev.reason))
+        if self._link is not None:
+            self._link.close()
+
+    def _on_registered(self, ev: core.Registered | core.Refused) -> None:
+        fut = self._waiters.pop(ev.ref, None)
+        if fut is None or fut.done():
             return
-        logger.warning("gateway error %s (ref %s): %s", msg.code, msg.ref, msg.message)
+        if isinstance(ev, core.Refused):
+            fut.set_exception(ev.error)
+        else:
+            fut.set_result(None)
+
+    def _on_timed_out(self, ev: core.RequestTimedOut) -> None:
+        fut = self._requests.pop(ev.request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(ev.error)
+
+    def _on_link_timeout(self, ev: core.LinkTimeout | core.Invited) -> None:
+        link = self._link
+        if link is not None:
+            link.abort() if isinstance(ev, core.LinkTimeout) else link.close()
+
+    def _on_event_received(self, ev: core.EventReceived) -> None:
+        self._on_event(ev.sender, ev.event, ev.data)
 
     def _on_event(self, sender: str, event: str, data: bytes) -> None:
         self.stats["events_in"] += 1
-        listeners = self._table.match(sender, event)
+        listeners = self.session.table.match(sender, event)
         if not listeners:
             return  # data nobody listens to is never decoded
         try:
@@ -438,108 +425,37 @@ class AsyncClientRouter:
             return
         dispatch = self.dispatch_event
         for listener in listeners:  # each callback gets its own info dict
-            dispatch(listener.callback, ({"sender": sender, "event": event}, value))
+            if type(listener) is Listener:
+                dispatch(listener.callback, ({"sender": sender, "event": event}, value))
+            else:
+                listener.put(sender, event, value)  # type: ignore[attr-defined]
 
-    def _on_request(self, msg: w.Request) -> None:
+    def _on_request(self, ev: core.RequestReceived) -> None:
         """Answer a REQUEST for one of our senders; inline unless the handler is async."""
-        entry = self._senders.get(msg.sender)
         try:
-            if entry is None:
-                raise request_error_for(
-                    ErrorCode.NO_SUCH_SENDER, f"no sender {msg.sender!r} on this client"
-                )
-            handler = resolve_handler(entry.sender.handlers, msg.sender, msg.method)
-            try:
-                params = unpack(msg.data)
-            except DecodeError as exc:
-                raise _Malformed(str(exc)) from None
-            result = self.run_handler(handler, params)
+            result = self.run_handler(ev.handler, ev.params)
         except Exception as exc:
-            self._respond_error(msg, exc)
+            self.session.respond_error(ev.request_id, ev.sender, ev.method, exc)
             return
         if inspect.isawaitable(result):
-            self._spawn(self._await_handler(msg, result))
+            self._spawn(self._await_handler(ev, result))
         else:
-            self._respond(msg, result)
+            self.session.respond(ev.request_id, ev.sender, ev.method, result)
 
-    async def _await_handler(self, msg: w.Request, pending: Awaitable[Any]) -> None:
+    async def _await_handler(self, ev: core.RequestReceived, pending: Awaitable[Any]) -> None:
         try:
             result = await pending
         except Exception as exc:
-            self._respond_error(msg, exc)
+            self.session.respond_error(ev.request_id, ev.sender, ev.method, exc)
         else:
-            self._respond(msg, result)
+            self.session.respond(ev.request_id, ev.sender, ev.method, result)
 
-    def _respond(self, msg: w.Request, result: Any) -> None:
-        try:
-            data = pack(result)
-        except EncodeError as exc:
-            self._respond_error(msg, exc)
-            return
-        if self._connected:
-            self._send(w.Response(msg.request_id, ErrorCode.OK, "", data), urgent=True)
-
-    def _respond_error(self, msg: w.Request, exc: Exception) -> None:
-        if isinstance(exc, RequestError):
-            status, message = int(exc.code), str(exc)
-        else:
-            logger.error("request handler %s.%s raised", msg.sender, msg.method, exc_info=exc)
-            status, message = ErrorCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}"
-        if self._connected:
-            self._send(w.Response(msg.request_id, status, message[:500], b""), urgent=True)
-
-    # --- refused senders --------------------------------------------------
-
-    def _tell_refused(self, link: StreamLink) -> None:
-        """Report the senders refused at this replay, and start winning them back."""
-        refused, self._refused = self._refused, []
-        for entry, exc in refused:
-            name = entry.sender.name
-            self.stats["senders_refused"] += 1
-            retry = not isinstance(exc, InvalidNameError)  # a bad name stays bad
-            logger.warning(
-                "gateway refused sender %r at reconnect: %s; %s (its triggers are dropped"
-                " and counted in stats['dropped_unregistered'])",
-                name,
-                exc,
-                "registering it again with backoff" if retry else "not retrying",
-            )
-            if self.on_sender_refused is not None:
-                self.dispatch(self.on_sender_refused, (name, exc))
-            if retry and (entry.retry is None or entry.retry.done()):
-                entry.retry = self._spawn(self._win_back(entry, link))
-
-    async def _win_back(self, entry: _SenderEntry, link: StreamLink) -> None:
-        """Register ``entry`` again with backoff until it is live, removed, or the link is gone.
-
-        A new connection replays every sender anyway, so this ends with its link.
-        """
-        name = entry.sender.name
-        attempt = 0
-        while True:
-            await asyncio.sleep(self.backoff.delay(attempt))
-            attempt += 1
-            if entry.live or self._senders.get(name) is not entry or self._link is not link:
-                return
-            try:
-                await self._confirm(entry)
-            except InvalidNameError as exc:
-                logger.warning("sender %r refused for good: %s", name, exc)
-                return
-            except (SigError, asyncio.TimeoutError) as exc:  # taken, busy, or link going
-                logger.debug("sender %r still refused (attempt %d): %s", name, attempt, exc)
-                continue
-            logger.info("sender %r registered again after %d attempt(s)", name, attempt)
-            return
-
-    async def _confirm(self, entry: _SenderEntry) -> None:
-        """Register ``entry`` and wait for the answer; it goes live only once accepted.
-
-        Unlike a first registration, nothing is sent for it before the gateway
-        said yes: while refused, its triggers stay counted as dropped_unregistered
-        instead of reaching the gateway as TRIGGERs of an unknown ref.
-        """
-        fut = self._register(entry, optimistic=False)
+    async def _wait(self, ref: int) -> None:
+        """Wait for the answer to the registration sent under ``ref``."""
+        assert self._loop is not None
+        fut = self._waiters.get(ref)
+        if fut is None:
+            fut = self._waiters[ref] = self._loop.create_future()
         await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
 
     # --- senders ----------------------------------------------------------
@@ -549,7 +465,7 @@ class AsyncClientRouter:
     ) -> Sender:
         """Declare a sender on the gateway; raises DuplicateSenderError if the name is taken."""
         name, event_list, handlers = check_sender_args(name, events, requests)
-        existing = self._senders.get(name)
+        existing = self.session.senders.get(name)
         if existing is not None:
             if existing.sender.events != event_list:
                 raise DuplicateSenderError(
@@ -558,106 +474,34 @@ class AsyncClientRouter:
                 )
             existing.sender.handlers.clear()
             existing.sender.handlers.update(handlers)
-            if self._connected and not existing.live:  # refused at the last replay: retry now
-                await self._confirm(existing)
+            ref = self.session.confirm(name)  # refused at the last replay: retry now
+            if ref is not None:
+                await self._wait(ref)
             return existing.sender
         sender = Sender(self, name, event_list, handlers)
-        refs = {e: next(self._ids) for e in event_list}
-        entry = _SenderEntry(
-            sender,
-            next(self._ids),
-            refs,
-            {e: w.trigger_prefix(r) for e, r in refs.items()},
-        )
-        self._senders[name] = entry
-        if self._connected:
+        ref = self.session.add_sender(sender)
+        if ref is not None:
             try:
-                await asyncio.wait_for(self._register(entry), self.request_timeout)
+                await self._wait(ref)
             except BaseException:
-                entry.live = False
-                self._senders.pop(name, None)
+                self.session.remove_sender(name, tell=False)
                 raise
         return sender
 
-    def _register(self, entry: _SenderEntry, optimistic: bool = True) -> asyncio.Future[w.Message]:
-        """Send REGISTER_SENDER, or return the answer already awaited for it.
-
-        ``optimistic``: the sender is live at once (TRIGGERs may follow
-        REGISTER_SENDER, PROTOCOL.md 3.2); otherwise only once it is accepted.
-        """
-        pending = self._waiters.get(entry.ref)
-        if pending is not None and not pending.done():
-            return pending  # one REGISTER_SENDER in flight per sender
-        s = entry.sender
-        msg = w.RegisterSender(
-            entry.ref,
-            s.name,
-            tuple((r, e) for e, r in entry.event_refs.items()),
-            s.methods,
-            s.default_handler,
-        )
-        if optimistic:
-            entry.live = True
-        fut = self._expect(entry.ref, msg)
-        if not optimistic:
-            link = self._link
-            fut.add_done_callback(lambda f: _accepted(f, entry, self._link is link))
-        return fut
-
     async def remove_sender(self, sender: str | Sender) -> bool:
-        name = sender.name if isinstance(sender, Sender) else sender
-        entry = self._senders.pop(name, None)
-        if entry is None:
-            return False
-        if entry.retry is not None:
-            entry.retry.cancel()
-        if self._connected:
-            self._send(w.UnregisterSender(entry.ref))
-        return True
+        return self.session.remove_sender(sender.name if isinstance(sender, Sender) else sender)
 
     def get_sender(self, name: str) -> Sender | None:
-        entry = self._senders.get(name)
+        entry = self.session.senders.get(name)
         return entry.sender if entry else None
 
     def _emit(self, sender: Sender, event: str, data: Any) -> None:
         loop = self._loop
         if loop is not None and not _in_loop(loop):
             payload = pack(data)  # type errors surface in the caller's thread
-            loop.call_soon_threadsafe(self._emit_raw, sender, event, payload)
+            loop.call_soon_threadsafe(self.session.trigger, sender, event, payload)
             return
-        self._emit_raw(sender, event, pack(data))
-
-    def _emit_raw(self, sender: Sender, event: str, payload: bytes) -> None:
-        entry = self._senders.get(sender.name)
-        if entry is None or entry.sender is not sender:
-            raise NotConnectedError(f"sender {sender.name!r} was removed from this client")
-        link = self._link
-        if not self._connected or link is None:
-            self.stats["dropped_offline"] += 1
-            if not self._offline_logged:
-                self._offline_logged = True
-                logger.warning(
-                    "not connected: dropping events of %s (counted in stats)", sender.name
-                )
-            return
-        if not entry.live:
-            self.stats["dropped_unregistered"] += 1
-            if self.stats["dropped_unregistered"] == 1:
-                logger.warning(
-                    "sender %s is not registered on the gateway: dropping its events"
-                    " (counted in stats)",
-                    sender.name,
-                )
-            return
-        body = entry.prefixes[event] + payload
-        if len(body) > self._gateway_max_body:
-            raise EncodeError(
-                f"event of {len(body)} bytes exceeds the gateway's limit "
-                f"of {self._gateway_max_body}"
-            )
-        self.stats["triggers"] += 1
-        self._last_tx = time.monotonic()
-        link.send(body)
+        self.session.trigger(sender, event, pack(data))
 
     # --- listeners --------------------------------------------------------
 
@@ -665,25 +509,13 @@ class AsyncClientRouter:
         self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
     ) -> Listener:
         """Call ``callback(info, data)`` for each matching event on the network."""
-        check_listener_args(callback, sender, event)
-        key = (sender, event)
-        for existing in self._table.subscribers(sender, event):
-            if existing.callback == callback:
-                return existing
-        listener = Listener(callback, sender, event)
-        self._table.subscribe(listener, sender, event)
-        if key not in self._listen_ids:
-            lid = next(self._ids)
-            self._listen_ids[key] = lid
-            if self._connected:
-                try:
-                    await asyncio.wait_for(
-                        self._expect(lid, w.Listen(lid, sender, event)), self.request_timeout
-                    )
-                except BaseException:
-                    self._table.unsubscribe(listener, sender, event)
-                    self._listen_ids.pop(key, None)
-                    raise
+        listener, lid = self.session.subscribe(callback, sender, event)
+        if lid is not None:
+            try:
+                await self._wait(lid)
+            except BaseException:
+                self._unsubscribe(listener, sender, event, tell=False)
+                raise
         return listener
 
     async def remove_listener(
@@ -692,19 +524,64 @@ class AsyncClientRouter:
         sender: str | None = None,
         event: str | None = None,
     ) -> bool:
-        if not isinstance(listener, Listener):
-            found = [x for x in self._table.subscribers(sender, event) if x.callback == listener]
-            if not found:
-                return False
-            listener = found[0]
-        key = (listener.sender, listener.event)
-        if not self._table.unsubscribe(listener, *key):
+        return self._unsubscribe(listener, sender, event)
+
+    def _unsubscribe(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None,
+        event: str | None,
+        *,
+        tell: bool = True,
+    ) -> bool:
+        """Remove a listener; UNLISTEN once nobody listens to its key any more."""
+        if isinstance(listener, Listener):
+            sender, event = listener.sender, listener.event
+        key = (sender, event)
+        if not unsubscribe_listener(self.session.table, listener, sender, event):
             return False
-        if not self._table.subscribers(*key):
-            lid = self._listen_ids.pop(key)
-            if self._connected:
-                self._send(w.Unlisten(lid))
+        self.session.unlisten(key, tell=tell)
         return True
+
+    def events(
+        self,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        max_queued: int = DEFAULT_MAX_QUEUED_ITEMS,
+    ) -> EventStream:
+        """Matching events as an async iterator: ``async for item in client.events(...)``.
+
+        Same routing as :meth:`add_listener`. At most ``max_queued`` events wait
+        for the consumer; newer ones are dropped and counted (``stream.dropped``,
+        ``stats["dropped_slow_iterator"]``). Leaving the ``async for`` (break,
+        exception, cancellation) unregisters it; ``async with client.events()
+        as stream`` does so at once and deterministically.
+        """
+        for kind, name in (("sender", sender), ("event", event)):
+            if name is not None:
+                check_name(kind, name)
+        if max_queued < 1:
+            raise ValueError("max_queued must be at least 1")
+        return EventStream(self, _StreamListener(sender, event, max_queued, self.stats))
+
+    async def _open_stream(self, stream: _StreamListener) -> None:
+        self.session.table.subscribe(stream, stream.sender, stream.event)
+        self._streams.add(stream)
+        _, lid = self.session.add_listener(stream)
+        if lid is not None:
+            try:
+                await self._wait(lid)
+            except BaseException:
+                self._close_stream(stream, tell=False)
+                raise
+
+    def _close_stream(self, stream: _StreamListener, *, tell: bool = True) -> None:
+        """Unregister an iterator (idempotent) and wake its consumer to end."""
+        if stream in self._streams:
+            self._streams.discard(stream)
+            self._unsubscribe(stream, stream.sender, stream.event, tell=tell)
+        stream.close()
 
     # --- requests ---------------------------------------------------------
 
@@ -715,17 +592,15 @@ class AsyncClientRouter:
         if not self._connected:
             raise NotConnectedError(f"not connected to the gateway at {self.host}:{self.port}")
         assert self._loop is not None
-        rid = next(self._ids)
+        wait = self.request_timeout if timeout is None else timeout
+        rid, deadline = self.session.request(sender, method, pack(params), wait)
         fut: asyncio.Future[w.Response] = self._loop.create_future()
         self._requests[rid] = fut
-        wait = self.request_timeout if timeout is None else timeout
-        # A timer on the future itself, not wait_for(): one wake-up less per round trip.
-        timer = self._loop.call_later(wait, _expire, fut, f"{sender}.{method}", wait)
+        if deadline < self._timer_due:
+            self._arm()
         try:
-            self._send(w.Request(rid, sender, method, pack(params)), urgent=True)
             response = await fut
         finally:
-            timer.cancel()
             self._requests.pop(rid, None)
         if response.status:
             raise request_error_for(response.status, response.message)
@@ -751,41 +626,21 @@ class AsyncClientRouter:
         seen twice; a name is kept once.
         """
         items: list[Any] = []
-        offset = 0
+        offset: int | None = 0
         for _ in range(MAX_PAGES):
+            assert offset is not None
             page = await self.request(
                 GATEWAY_SENDER, method, {"offset": offset, "limit": PAGE_LIMIT}
             )
-            if not (isinstance(page, dict) and isinstance(page.get("items"), list)):
-                if offset == 0 and isinstance(page, list):  # a gateway from before paging
-                    return page
-                if offset == 0 and isinstance(page, dict):
-                    return [{"name": name, **info} for name, info in page.items()]
-                raise RemoteProtocolError(f"$gateway {method} answered without pages: {page!r}")
-            items += page["items"]
-            nxt = page.get("next")
-            if nxt is None:
+            legacy = _unpaged(page) if offset == 0 else None
+            if legacy is not None:
+                return legacy
+            offset = _next_page(method, page, offset, items)
+            if offset is None:
                 return items
-            if type(nxt) is not int or nxt <= offset:
-                raise RemoteProtocolError(f"$gateway {method}: next page {nxt!r} after {offset}")
-            offset = nxt
         raise RemoteProtocolError(f"$gateway {method}: more than {MAX_PAGES} pages")
 
-    # --- helpers ----------------------------------------------------------
-
-    def _send(self, msg: w.Message, urgent: bool = False) -> None:
-        link = self._link
-        if link is None:
-            raise NotConnectedError("not connected to the gateway")
-        self._last_tx = time.monotonic()
-        link.send(w.encode(msg), urgent=urgent)
-
-    def _expect(self, ref: int, msg: w.Message) -> asyncio.Future[w.Message]:
-        assert self._loop is not None
-        fut: asyncio.Future[w.Message] = self._loop.create_future()
-        self._waiters[ref] = fut
-        self._send(msg)
-        return fut
+    # --- running callbacks ------------------------------------------------
 
     def _spawn(self, coro: Any) -> asyncio.Future[Any]:
         task: asyncio.Future[Any] = asyncio.ensure_future(coro)
@@ -833,18 +688,222 @@ class AsyncClientRouter:
             self.stats["listener_errors"] += 1
             logger.exception("callback %r raised", func)
 
-    @staticmethod
-    def _run_inline(handler: Callable[[Any], Any], params: Any) -> Any:
-        return handler(params)
+
+_ACTIONS: dict[type, Callable[[AsyncClientRouter, Any], None]] = {
+    core.Opened: AsyncClientRouter._on_opened,
+    core.HandshakeFailed: AsyncClientRouter._on_handshake_failed,
+    core.Registered: AsyncClientRouter._on_registered,
+    core.Refused: AsyncClientRouter._on_registered,
+    core.EventReceived: AsyncClientRouter._on_event_received,
+    core.RequestReceived: AsyncClientRouter._on_request,
+    core.RequestTimedOut: AsyncClientRouter._on_timed_out,
+    core.LinkTimeout: AsyncClientRouter._on_link_timeout,
+    core.Invited: AsyncClientRouter._on_link_timeout,
+}
+
+
+class ReceivedEvent:
+    """One event read from :meth:`AsyncClientRouter.events`."""
+
+    __slots__ = ("data", "event", "sender")
+
+    def __init__(self, sender: str, event: str, data: Any) -> None:
+        self.sender = sender
+        self.event = event
+        self.data = data
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What a listener callback gets as ``info``: ``{"sender": ..., "event": ...}``."""
+        return {"sender": self.sender, "event": self.event}
+
+    def __repr__(self) -> str:
+        return f"<ReceivedEvent {self.sender}:{self.event} {self.data!r}>"
+
+
+def _no_callback(info: dict[str, Any], data: Any) -> None:
+    """The callback slot of an iterator's listener: it is fed through ``put`` instead."""
+
+
+class _StreamListener(Listener):
+    """An iterator's entry in the routing table: a bounded queue and its drop counter.
+
+    It holds no reference to its :class:`EventStream`, so the stream can be
+    collected (and unregister itself) once the consumer lets go of it.
+    """
+
+    __slots__ = ("closed", "dropped", "max_queued", "queue", "stats", "waiter")
+
+    def __init__(
+        self, sender: str | None, event: str | None, max_queued: int, stats: dict[str, int]
+    ) -> None:
+        super().__init__(_no_callback, sender, event)
+        self.max_queued = max_queued
+        self.stats = stats
+        self.queue: collections.deque[ReceivedEvent] = collections.deque()
+        self.dropped = 0
+        self.closed = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, sender: str, event: str, data: Any) -> None:
+        """Queue one event, or drop and count it when the consumer is behind."""
+        if len(self.queue) >= self.max_queued:
+            self.dropped += 1
+            self.stats["dropped_slow_iterator"] += 1
+            if self.dropped == 1:
+                logger.warning(
+                    "events() iterator on (%r, %r) is %d events behind: dropping new ones"
+                    " (counted in its .dropped and stats['dropped_slow_iterator'])",
+                    self.sender,
+                    self.event,
+                    self.max_queued,
+                )
+            return
+        self.queue.append(ReceivedEvent(sender, event, data))
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake()
+
+
+class EventStream:
+    """``async for item in client.events(sender, event)``: items are :class:`ReceivedEvent`.
+
+    It registers on the first ``__anext__`` (or ``__aenter__``), and
+    unregisters when it is closed: by ``aclose()``, by leaving ``async with``,
+    by a cancellation or error while it waits, when the client closes, or
+    once the consumer drops it (leaving ``async for`` by ``break`` or an
+    exception), whichever comes first.
+    """
+
+    def __init__(self, client: AsyncClientRouter, listener: _StreamListener) -> None:
+        self._client = client
+        self._listener = listener
+        self._opened = False
+
+    @property
+    def sender(self) -> str | None:
+        return self._listener.sender
+
+    @property
+    def event(self) -> str | None:
+        return self._listener.event
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped because this iterator's queue was full."""
+        return self._listener.dropped
+
+    @property
+    def queued(self) -> int:
+        """Events waiting to be read."""
+        return len(self._listener.queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._listener.closed
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ReceivedEvent:
+        listener = self._listener
+        if not self._opened:
+            await self._open()
+        client = self._client
+        while not listener.queue:
+            if listener.closed:
+                raise StopAsyncIteration
+            assert client._loop is not None
+            listener.waiter = client._loop.create_future()
+            try:
+                await listener.waiter
+            except BaseException:
+                await self.aclose()
+                raise
+            finally:
+                listener.waiter = None
+        return listener.queue.popleft()
+
+    async def _open(self) -> None:
+        if self._listener.closed:
+            raise SigError("this events() iterator was closed")
+        if self._client._loop is None:
+            self._client._loop = asyncio.get_running_loop()
+        self._opened = True
+        await self._client._open_stream(self._listener)
+
+    async def aclose(self) -> None:
+        """Unregister now (idempotent); a waiting ``async for`` ends."""
+        self._client._close_stream(self._listener)
+
+    async def __aenter__(self) -> EventStream:
+        if not self._opened:
+            await self._open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        listener, loop = self._listener, self._client._loop
+        if self._opened and not listener.closed and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to tell
+                loop.call_soon_threadsafe(self._client._close_stream, listener)
 
 
 _EVENT = w.MessageType.EVENT.value
 
 
-def _accepted(fut: asyncio.Future[w.Message], entry: _SenderEntry, same_link: bool) -> None:
-    """Done callback of a non-optimistic registration: live once the gateway said yes."""
-    if not fut.cancelled() and fut.exception() is None and same_link:
-        entry.live = True
+def _split_event(body: bytes) -> tuple[str, str, bytes] | None:
+    """(sender, event, data) of an EVENT body whose names are 1..127 bytes, else None.
+
+    The common case of :func:`sig.protocol.messages.decode` for EVENT without building a
+    message object; anything unusual (longer names, a short or bad body) returns
+    None so that the full decoder handles and reports it.
+    """
+    size = len(body)
+    n = body[1] if size > 1 else 0
+    if not 0 < n < 0x80 or 2 + n >= size:
+        return None
+    m = body[2 + n]
+    end = 3 + n + m
+    if not 0 < m < 0x80 or end > size:
+        return None
+    try:
+        return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
+    except UnicodeDecodeError:
+        return None
+
+
+def _unpaged(page: Any) -> list[Any] | None:
+    """The items of a first answer from a gateway from before paging, else None."""
+    if isinstance(page, dict) and isinstance(page.get("items"), list):
+        return None
+    if isinstance(page, list):
+        return page
+    if isinstance(page, dict):
+        return [{"name": name, **info} for name, info in page.items()]
+    return None
+
+
+def _next_page(method: str, page: Any, offset: int, items: list[Any]) -> int | None:
+    """Add a page's items to ``items``; returns the next offset (None: it was the last)."""
+    if not (isinstance(page, dict) and isinstance(page.get("items"), list)):
+        raise RemoteProtocolError(f"$gateway {method} answered without pages: {page!r}")
+    items += page["items"]
+    nxt = page.get("next")
+    if nxt is None:
+        return None
+    if type(nxt) is not int or nxt <= offset:
+        raise RemoteProtocolError(f"$gateway {method}: next page {nxt!r} after {offset}")
+    return nxt
 
 
 async def _run_callback(client: AsyncClientRouter, func: Any, pending: Awaitable[Any]) -> None:
@@ -855,15 +914,8 @@ async def _run_callback(client: AsyncClientRouter, func: Any, pending: Awaitable
         logger.exception("callback %r raised", func)
 
 
-def _expire(fut: asyncio.Future[Any], what: str, wait: float) -> None:
-    if not fut.done():
-        fut.set_exception(RequestTimeout(f"no response from {what} within {wait} s"))
-
-
-class _Malformed(RequestError):
-    """The request's params are not one CBOR item (answered as MALFORMED)."""
-
-    code = ErrorCode.MALFORMED
+def _run_inline(handler: Callable[[Any], Any], params: Any) -> Any:
+    return handler(params)
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -871,9 +923,3 @@ def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def _describe(what: Any) -> str:
-    if isinstance(what, _SenderEntry):
-        return f"sender {what.sender.name!r}"
-    return f"listener {what!r}"
