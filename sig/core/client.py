@@ -14,11 +14,10 @@ What it holds:
 * the handshake: HELLO, then WELCOME (the gateway's ``max_body``), then the
   replay of every registration (REGISTER_SENDER for each sender, LISTEN for
   each listened key, in order), then :class:`Opened`;
-* the registry of senders (their refs and TRIGGER prefixes) and of listeners
-  (a routing table, and one listener id per listened key);
-* refusals at a replay (a sender whose name was taken while we were away): it
-  is told in :class:`Opened`, its triggers are dropped and counted, and it is
-  registered again with backoff from ``poll`` until the gateway says yes;
+* the registry of senders and listeners, and refusals at a replay (a sender
+  whose name was taken while we were away: it is told in :class:`Opened`, its
+  triggers are dropped and counted, and it is registered again with backoff
+  from ``poll`` until the gateway says yes): :mod:`sig.core.registrations`;
 * request correlation: ids, deadlines (timeouts come out of ``poll``), and the
   requests the gateway sends us (resolved to a handler, or answered with an
   error here);
@@ -33,21 +32,12 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sig.core.endpoints import (
-    Listener,
-    ListenerCallback,
-    RequestHandler,
-    Sender,
-    check_listener_args,
-    handler_error,
-    resolve_handler,
-    subscribe_listener,
-)
-from sig.core.routing import Key, RoutingTable
+from sig.core.endpoints import Listener, ListenerCallback, Sender, handler_error, resolve_handler
+from sig.core.registrations import Registrations, SenderEntry, State
+from sig.core.routing import Key
 from sig.errors import (
     DecodeError,
     DuplicateSenderError,
@@ -74,15 +64,7 @@ LINK_TIMEOUT_KEEPALIVES = 3
 MAX_ERROR_TEXT = 500
 #: Lazy heap entries tolerated beyond the pending requests before a rebuild.
 HEAP_SLACK = 1024
-
-
-class State(Enum):
-    """Where the session is; only OPEN carries triggers, requests and keepalive."""
-
-    CLOSED = "closed"  #: no link
-    HELLO_SENT = "hello sent"  #: waiting for WELCOME
-    REPLAYING = "replaying"  #: WELCOME came; registrations are being answered
-    OPEN = "open"
+_INF = float("inf")
 
 
 class Outbox(Protocol):
@@ -184,33 +166,6 @@ ClientEvent = (
 )
 
 
-@dataclass(eq=False)
-class SenderEntry:
-    """One of our senders and what the gateway knows it by."""
-
-    sender: Sender
-    ref: int
-    event_refs: dict[str, int]
-    prefixes: dict[str, bytes]  # event -> TRIGGER header + event_ref varint
-    #: Registered (or being registered) on the current connection; False after
-    #: the gateway refused it (name taken meanwhile): its triggers are dropped.
-    live: bool = False
-    #: When to register it again after a refusal (None: no retry is due).
-    retry_at: float | None = None
-    #: Registrations tried again since the refusal.
-    attempts: int = 0
-    #: REGISTER_SENDER sent under ``ref`` and not answered yet.
-    in_flight: bool = False
-
-
-@dataclass
-class _Replay:
-    """What the replay after WELCOME still waits for, and what it was refused."""
-
-    waiting: set[int] = field(default_factory=set)
-    refused: list[tuple[SenderEntry, SigError]] = field(default_factory=list)
-
-
 def new_stats() -> dict[str, int]:
     """The client's counters (the router's ``stats`` is this dict)."""
     return {
@@ -232,6 +187,48 @@ def new_stats() -> dict[str, int]:
     }
 
 
+class Requests:
+    """Our requests in flight: id -> deadline and what it asked, with a heap of deadlines."""
+
+    def __init__(self) -> None:
+        #: request id -> (deadline, sender, method, timeout)
+        self.pending: dict[int, tuple[float, str, str, float]] = {}
+        self._deadlines: list[tuple[float, int]] = []
+
+    def add(self, rid: int, deadline: float, sender: str, method: str, timeout: float) -> None:
+        self.pending[rid] = (deadline, sender, method, timeout)
+        heapq.heappush(self._deadlines, (deadline, rid))
+        if len(self._deadlines) > 2 * len(self.pending) + HEAP_SLACK:  # answered ones pile up
+            self._deadlines = [(p[0], r) for r, p in self.pending.items()]
+            heapq.heapify(self._deadlines)
+
+    def answered(self, rid: int) -> bool:
+        """Forget a request that was answered; False if it was not pending (timed out)."""
+        return self.pending.pop(rid, None) is not None
+
+    def next_deadline(self) -> float:
+        return self._deadlines[0][0] if self._deadlines else _INF
+
+    def expire(self, now: float) -> list[RequestTimedOut]:
+        """The requests whose deadline passed, as timeouts (they are forgotten)."""
+        events: list[RequestTimedOut] = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, rid = heapq.heappop(deadlines)
+            pending = self.pending.get(rid)
+            if pending is None or pending[0] > now:
+                continue  # answered already (a lazy heap entry)
+            del self.pending[rid]
+            _, sender, method, wait = pending
+            error = RequestTimeout(f"no response from {sender}.{method} within {wait} s")
+            events.append(RequestTimedOut(rid, error))
+        return events
+
+    def clear(self) -> None:
+        self.pending.clear()
+        self._deadlines.clear()
+
+
 class ClientSession:
     """The protocol state of one client; the router does the I/O."""
 
@@ -243,39 +240,35 @@ class ClientSession:
         handshake_timeout: float = 5.0,
         retry_delay: Callable[[int], float] = lambda attempt: 0.5,
         clock: Callable[[], float] = time.monotonic,
-        stats: dict[str, int] | None = None,
     ) -> None:
         """``retry_delay(attempt)``: seconds before registering a refused sender again."""
         self.name = name
         self.keepalive = keepalive
         self.handshake_timeout = handshake_timeout
-        self.retry_delay = retry_delay
         self.clock = clock
-        self.stats = new_stats() if stats is None else stats
+        self.stats = new_stats()
         self.state = State.CLOSED
         self.link: Outbox | None = None
         #: The gateway's largest body (from WELCOME).
         self.max_body = CLIENT_MAX_BODY
         self.last_rx = self.last_tx = 0.0
-        #: Listeners (callbacks and iterators) by (sender, event).
-        self.table: RoutingTable[Listener] = RoutingTable()
-        self.senders: dict[str, SenderEntry] = {}
-        self.listen_ids: dict[Key, int] = {}
         self._ids = itertools.count(1)
-        self._by_ref: dict[int, SenderEntry] = {}
-        self._listen_keys: dict[int, Key] = {}
-        self._awaiting: set[int] = set()  # REGISTER_SENDER / LISTEN refs not answered yet
-        self._replay = _Replay()
-        self._handshake_deadline = float("inf")
-        self._next_tick = float("inf")
-        #: request id -> (deadline, sender, method, timeout)
-        self._requests: dict[int, tuple[float, str, str, float]] = {}
-        self._deadlines: list[tuple[float, int]] = []
+        #: Senders and listeners, kept across connections and replayed on each.
+        self.registrations = Registrations(self.send, self.stats, retry_delay, self._ids)
+        #: Listeners (callbacks and iterators) by (sender, event).
+        self.table = self.registrations.table
+        self.senders = self.registrations.senders
+        self.requests = Requests()
+        self._handshake_deadline = _INF
+        self._next_tick = _INF
         self._offline_logged = False
 
     @property
     def is_open(self) -> bool:
         return self.state is State.OPEN
+
+    def _set_state(self, state: State) -> None:
+        self.state = self.registrations.state = state
 
     # --- connection ---------------------------------------------------------
 
@@ -287,23 +280,18 @@ class ClientSession:
         """A connection is up: send HELLO on it; the handshake must end in time."""
         now = self.clock()
         self.link = link
-        self.state = State.HELLO_SENT
+        self._set_state(State.HELLO_SENT)
         self.last_rx = self.last_tx = now
         self._handshake_deadline = now + self.handshake_timeout
         self._write(self.hello())
 
     def connection_lost(self) -> None:
         """The link is gone: nothing is registered, pending or due on it any more."""
-        self.state = State.CLOSED
+        self._set_state(State.CLOSED)
         self.link = None
-        for entry in self.senders.values():
-            entry.live = entry.in_flight = False
-            entry.retry_at = None
-        self._awaiting.clear()
-        self._replay = _Replay()
-        self._requests.clear()
-        self._deadlines.clear()
-        self._handshake_deadline = self._next_tick = float("inf")
+        self.registrations.connection_lost()
+        self.requests.clear()
+        self._handshake_deadline = self._next_tick = _INF
 
     def _write(self, body: bytes, urgent: bool = False) -> None:
         link = self.link
@@ -336,30 +324,23 @@ class ClientSession:
         return [EventReceived(msg.sender, msg.event, msg.data)]
 
     def _on_response(self, msg: w.Response) -> list[ClientEvent]:
-        if self._requests.pop(msg.request_id, None) is None:
-            return []  # timed out already, or never ours
-        return [msg]
+        return [msg] if self.requests.answered(msg.request_id) else []
 
     def _on_welcome(self, msg: w.Welcome) -> list[ClientEvent]:
         if self.state is not State.HELLO_SENT:
             return []
         self.max_body = msg.max_body
-        self.state = State.REPLAYING
+        self._set_state(State.REPLAYING)
         self._handshake_deadline = self.clock() + self.handshake_timeout
-        for entry in list(self.senders.values()):
-            self._register(entry, optimistic=True)
-            self._replay.waiting.add(entry.ref)
-        for key, lid in list(self.listen_ids.items()):
-            self._listen(lid, key)
-            self._replay.waiting.add(lid)
-        return self._replay_step()
+        self.registrations.start_replay()
+        return self._replayed()
 
     def _on_registered(self, msg: w.SenderRegistered | w.Listening) -> list[ClientEvent]:
         ref = msg.sender_ref if isinstance(msg, w.SenderRegistered) else msg.listener_id
         return self._answered(ref, None)
 
     def _on_error(self, msg: w.Error) -> list[ClientEvent]:
-        if msg.ref and msg.ref in self._awaiting:
+        if msg.ref and self.registrations.awaits(msg.ref):
             return self._answered(msg.ref, registration_error(msg.code, msg.message))
         logger.warning("gateway error %s (ref %s): %s", msg.code, msg.ref, msg.message)
         return []
@@ -393,188 +374,50 @@ class ClientSession:
             return []
         return [RequestReceived(msg.request_id, msg.sender, msg.method, handler, params)]
 
-    # --- registrations ----------------------------------------------------------
-
     def _answered(self, ref: int, error: SigError | None) -> list[ClientEvent]:
         """A REGISTER_SENDER or LISTEN was answered (``error`` None: accepted)."""
-        if ref not in self._awaiting:
+        if not self.registrations.awaits(ref):
             return []
-        self._awaiting.discard(ref)
-        entry = self._by_ref.get(ref)
-        if entry is not None:
-            entry.in_flight = False
-            entry.live = error is None
-            if entry.attempts:
-                self._retried(entry, error)
-        if ref in self._replay.waiting:
-            self._replay.waiting.discard(ref)
-            if error is not None:
-                self._replay_refused(ref, entry, error)
-            return self._replay_step()
-        return [Registered(ref) if error is None else Refused(ref, error)]
+        if self.registrations.answered(ref, error, self.clock()):
+            return [Registered(ref) if error is None else Refused(ref, error)]
+        return self._replayed()
 
-    def _replay_refused(self, ref: int, entry: SenderEntry | None, error: SigError) -> None:
-        if entry is not None:
-            self._replay.refused.append((entry, error))
-        else:
-            key = self._listen_keys.get(ref)
-            logger.error("re-registering listener %r failed: %s", key, error)
-
-    def _replay_step(self) -> list[ClientEvent]:
+    def _replayed(self) -> list[ClientEvent]:
         """Open the session once the replay has nothing left to wait for."""
-        if self.state is not State.REPLAYING or self._replay.waiting:
+        if self.state is not State.REPLAYING or self.registrations.replay.waiting:
             return []
         now = self.clock()
-        self.state = State.OPEN
-        self._handshake_deadline = float("inf")
-        self._next_tick = now + self.keepalive / 2 if self.keepalive > 0 else float("inf")
+        self._set_state(State.OPEN)
+        self._handshake_deadline = _INF
+        self._next_tick = now + self.keepalive / 2 if self.keepalive > 0 else _INF
         self._offline_logged = False
-        refused, self._replay = self._replay.refused, _Replay()
-        for entry, exc in refused:
-            self._refused_at_replay(entry, exc, now)
+        refused = self.registrations.finish_replay(now)
         return [Opened(self.max_body, tuple((e.sender.name, exc) for e, exc in refused))]
 
-    def _refused_at_replay(self, entry: SenderEntry, exc: SigError, now: float) -> None:
-        """Count and log a refusal, and plan the retries unless the name is bad."""
-        self.stats["senders_refused"] += 1
-        retry = not isinstance(exc, InvalidNameError)  # a bad name stays bad
-        logger.warning(
-            "gateway refused sender %r at reconnect: %s; %s (its triggers are dropped"
-            " and counted in stats['dropped_unregistered'])",
-            entry.sender.name,
-            exc,
-            "registering it again with backoff" if retry else "not retrying",
-        )
-        if retry:
-            entry.attempts = 0
-            entry.retry_at = now + self.retry_delay(0)
-
-    def _retried(self, entry: SenderEntry, error: SigError | None) -> None:
-        """The answer to a registration tried again after a refusal."""
-        name = entry.sender.name
-        if error is None:
-            logger.info("sender %r registered again after %d attempt(s)", name, entry.attempts)
-            entry.attempts = 0
-        elif isinstance(error, InvalidNameError):
-            logger.warning("sender %r refused for good: %s", name, error)
-            entry.attempts = 0
-        else:
-            logger.debug("sender %r still refused (attempt %d): %s", name, entry.attempts, error)
-            entry.retry_at = self.clock() + self.retry_delay(entry.attempts)
-
-    def _register(self, entry: SenderEntry, optimistic: bool) -> None:
-        """Send REGISTER_SENDER (once per sender in flight).
-
-        ``optimistic``: the sender is live at once (TRIGGERs may follow
-        REGISTER_SENDER, PROTOCOL.md 3.2); otherwise only once it is accepted.
-        """
-        if entry.in_flight:
-            return
-        s = entry.sender
-        msg = w.RegisterSender(
-            entry.ref,
-            s.name,
-            tuple((r, e) for e, r in entry.event_refs.items()),
-            s.methods,
-            s.default_handler,
-        )
-        entry.in_flight = True
-        if optimistic:
-            entry.live = True
-        self._awaiting.add(entry.ref)
-        self.send(msg)
-
-    def _listen(self, lid: int, key: Key) -> None:
-        self._awaiting.add(lid)
-        self.send(w.Listen(lid, *key))
+    # --- registrations (kept in self.registrations) -------------------------------
 
     def add_sender(self, sender: Sender) -> int | None:
         """Keep a new sender; returns the ref to wait for when a REGISTER_SENDER was sent."""
-        refs = {e: next(self._ids) for e in sender.events}
-        entry = SenderEntry(
-            sender,
-            next(self._ids),
-            refs,
-            {e: bytes([w.MessageType.TRIGGER]) + _varint(r) for e, r in refs.items()},
-        )
-        self.senders[sender.name] = entry
-        self._by_ref[entry.ref] = entry
-        if self.state is State.REPLAYING:  # registered with the replay: told in Opened
-            self._register(entry, optimistic=True)
-            self._replay.waiting.add(entry.ref)
-            return None
-        if self.state is not State.OPEN:
-            return None
-        self._register(entry, optimistic=True)
-        return entry.ref
+        return self.registrations.add_sender(sender)
 
     def confirm(self, name: str) -> int | None:
-        """Register a refused sender again now; it goes live only once accepted.
-
-        Unlike a first registration, nothing is sent for it before the gateway
-        said yes: while refused, its triggers stay counted as dropped_unregistered
-        instead of reaching the gateway as TRIGGERs of an unknown ref. Returns
-        the ref to wait for (None when the session is not open or it is live).
-        """
-        entry = self.senders.get(name)
-        if entry is None or entry.live or self.state is not State.OPEN:
-            return None
-        entry.retry_at = None
-        self._register(entry, optimistic=False)
-        return entry.ref
+        """Register a refused sender again now (see :meth:`Registrations.confirm`)."""
+        return self.registrations.confirm(name)
 
     def remove_sender(self, name: str, *, tell: bool = True) -> bool:
-        """Forget a sender (UNREGISTER_SENDER when open and ``tell``)."""
-        entry = self.senders.pop(name, None)
-        if entry is None:
-            return False
-        self._by_ref.pop(entry.ref, None)
-        self._awaiting.discard(entry.ref)
-        entry.live = False
-        if tell and self.state is State.OPEN:
-            self.send(w.UnregisterSender(entry.ref))
-        return True
+        return self.registrations.remove_sender(name, tell=tell)
 
     def subscribe(
         self, callback: ListenerCallback, sender: str | None, event: str | None
     ) -> tuple[Listener, int | None]:
-        """Add a listener (the existing one for the same callback and key).
-
-        Returns it and the listener id to wait for when a LISTEN was sent.
-        """
-        check_listener_args(callback, sender, event)
-        for existing in self.table.subscribers(sender, event):
-            if existing.callback == callback:
-                return existing, None
-        return self.add_listener(subscribe_listener(self.table, callback, sender, event))
+        """Add a listener; returns it and the listener id to wait for, if a LISTEN went out."""
+        return self.registrations.subscribe(callback, sender, event)
 
     def add_listener(self, listener: Listener) -> tuple[Listener, int | None]:
-        """Listen to a listener's key on the gateway (once per key); it is in the table."""
-        key = (listener.sender, listener.event)
-        if key in self.listen_ids:
-            return listener, None
-        lid = next(self._ids)
-        self.listen_ids[key] = lid
-        self._listen_keys[lid] = key
-        if self.state is State.REPLAYING:
-            self._listen(lid, key)
-            self._replay.waiting.add(lid)
-        elif self.state is State.OPEN:
-            self._listen(lid, key)
-            return listener, lid
-        return listener, None
+        return self.registrations.add_listener(listener)
 
     def unlisten(self, key: Key, *, tell: bool = True) -> None:
-        """Stop listening to ``key`` on the gateway once no listener of it is left."""
-        if self.table.subscribers(*key):
-            return
-        lid = self.listen_ids.pop(key, None)
-        if lid is None:
-            return
-        self._listen_keys.pop(lid, None)
-        self._awaiting.discard(lid)
-        if tell and self.state is State.OPEN:
-            self.send(w.Unlisten(lid))
+        self.registrations.unlisten(key, tell=tell)
 
     # --- triggers -----------------------------------------------------------------
 
@@ -623,11 +466,7 @@ class ClientSession:
         rid = next(self._ids)
         deadline = self.clock() + timeout
         self.send(w.Request(rid, sender, method, data), urgent=True)
-        self._requests[rid] = (deadline, sender, method, timeout)
-        heapq.heappush(self._deadlines, (deadline, rid))
-        if len(self._deadlines) > 2 * len(self._requests) + HEAP_SLACK:
-            self._deadlines = [(p[0], r) for r, p in self._requests.items()]
-            heapq.heapify(self._deadlines)
+        self.requests.add(rid, deadline, sender, method, timeout)
         return rid, deadline
 
     def respond(self, request_id: int, sender: str, method: str, result: Any) -> None:
@@ -651,13 +490,8 @@ class ClientSession:
 
     def next_deadline(self) -> float:
         """When :meth:`poll` has something to do next (inf: nothing is due)."""
-        due = min(self._handshake_deadline, self._next_tick)
-        if self._deadlines:
-            due = min(due, self._deadlines[0][0])
-        for entry in self.senders.values():
-            if entry.retry_at is not None and entry.retry_at < due:
-                due = entry.retry_at
-        return due
+        due = min(self._handshake_deadline, self._next_tick, self.requests.next_deadline())
+        return self.registrations.next_retry(due) if self.state is State.OPEN else due
 
     def poll(self, now: float) -> list[ClientEvent]:
         """Run the timers due at ``now``: handshake, requests, keepalive, retries."""
@@ -667,27 +501,13 @@ class ClientSession:
                 if self.state is State.HELLO_SENT
                 else "gateway did not answer the registrations"
             )
-            self._handshake_deadline = float("inf")
+            self._handshake_deadline = _INF
             return [HandshakeFailed(reason)]
-        events: list[ClientEvent] = self._expire_requests(now)
+        events: list[ClientEvent] = list(self.requests.expire(now))
         if self.state is State.OPEN:
-            self._retry_refused(now)
+            self.registrations.retry_refused(now)
             if now >= self._next_tick:
                 events += self._keepalive(now)
-        return events
-
-    def _expire_requests(self, now: float) -> list[ClientEvent]:
-        events: list[ClientEvent] = []
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, rid = heapq.heappop(deadlines)
-            pending = self._requests.get(rid)
-            if pending is None or pending[0] > now:
-                continue  # answered already (a lazy heap entry)
-            del self._requests[rid]
-            _, sender, method, wait = pending
-            error = RequestTimeout(f"no response from {sender}.{method} within {wait} s")
-            events.append(RequestTimedOut(rid, error))
         return events
 
     def _keepalive(self, now: float) -> list[ClientEvent]:
@@ -696,18 +516,11 @@ class ClientSession:
         silent = now - self.last_rx
         if silent > LINK_TIMEOUT_KEEPALIVES * interval:
             logger.warning("gateway silent for %.1f s, reconnecting", silent)
-            self._next_tick = float("inf")
+            self._next_tick = _INF
             return [LinkTimeout(silent)]
         if now - self.last_tx >= interval:
             self.send(w.Ping(0))
         return []
-
-    def _retry_refused(self, now: float) -> None:
-        for entry in list(self.senders.values()):
-            if entry.retry_at is not None and entry.retry_at <= now:
-                entry.retry_at = None
-                entry.attempts += 1
-                self._register(entry, optimistic=False)
 
 
 def registration_error(code: int, message: str) -> SigError:
@@ -723,12 +536,6 @@ class _Malformed(RequestError):
     """The request's params are not one CBOR item (answered as MALFORMED)."""
 
     code = ErrorCode.MALFORMED
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    w.write_varint(out, value)
-    return bytes(out)
 
 
 _Handler = Callable[[ClientSession, Any], list[ClientEvent]]
@@ -756,7 +563,6 @@ __all__ = [
     "Opened",
     "Refused",
     "Registered",
-    "RequestHandler",
     "RequestReceived",
     "RequestTimedOut",
     "Response",
