@@ -248,6 +248,7 @@ class ClientSession:
         self.clock = clock
         self.stats = new_stats()
         self.state = State.CLOSED
+        self._open = False
         self.link: Outbox | None = None
         #: The gateway's largest body (from WELCOME).
         self.max_body = CLIENT_MAX_BODY
@@ -269,6 +270,7 @@ class ClientSession:
 
     def _set_state(self, state: State) -> None:
         self.state = self.registrations.state = state
+        self._open = state is State.OPEN  # asked on every trigger: a plain bool
 
     # --- connection ---------------------------------------------------------
 
@@ -427,7 +429,7 @@ class ClientSession:
         if entry is None or entry.sender is not sender:
             raise NotConnectedError(f"sender {sender.name!r} was removed from this client")
         link = self.link
-        if self.state is not State.OPEN or link is None:
+        if not self._open or link is None:
             self._drop_offline(sender.name)
             return
         if not entry.live:

@@ -177,8 +177,7 @@ class ClientConnection:
         events = self.session.poll(self.session.clock())
         if events:
             self.handle(events)
-        else:
-            self.arm()
+        self.arm()
 
     async def wait(self, ref: int, timeout: float) -> None:
         """Wait for the answer to the registration sent under ``ref``."""
@@ -224,14 +223,17 @@ class ClientConnection:
 
     def handle(self, events: list[core.ClientEvent]) -> None:
         """Act on the session's events: settle futures, deliver, drop the link."""
+        rearm = False
         for ev in events:
-            if type(ev) is w.Response:
+            if type(ev) is w.Response:  # the hot path: the timer stays as it is
                 fut = self.requests.pop(ev.request_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(ev)
             else:
                 _ACTIONS[type(ev)](self, ev)
-        self.arm()
+                rearm = True
+        if rearm:
+            self.arm()
 
     def _on_opened(self, ev: core.Opened) -> None:
         if self.ready is not None and not self.ready.done():
