@@ -51,7 +51,7 @@ from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
 from sig.routers.callbacks import Callbacks, run_inline
 from sig.routers.connection import ClientConnection
-from sig.routers.events import EventStream, ReceivedEvent, StreamListener
+from sig.routers.events import EventStream, ReceivedEvent, StreamListener, close_stream
 from sig.routers.retry import DEFAULT_BACKOFF, Backoff
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class AsyncClientRouter:
                 await runner
         self.callbacks.cancel_all()
         for stream in list(self._streams):
-            self._close_stream(stream)
+            close_stream(self, stream)
 
     async def __aenter__(self) -> AsyncClientRouter:
         await self.connect()
@@ -342,25 +342,6 @@ class AsyncClientRouter:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
         return EventStream(self, StreamListener(sender, event, max_queued, self.stats))
-
-    async def _open_stream(self, stream: StreamListener) -> None:
-        """Put an iterator in the routing table and listen to its key."""
-        self.session.table.subscribe(stream, stream.sender, stream.event)
-        self._streams.add(stream)
-        _, lid = self.session.add_listener(stream)
-        if lid is not None:
-            try:
-                await self._conn.wait(lid, self.request_timeout)
-            except BaseException:
-                self._close_stream(stream, tell=False)
-                raise
-
-    def _close_stream(self, stream: StreamListener, *, tell: bool = True) -> None:
-        """Unregister an iterator (idempotent) and wake its consumer to end."""
-        if stream in self._streams:
-            self._streams.discard(stream)
-            self._unsubscribe(stream, stream.sender, stream.event, tell=tell)
-        stream.close()
 
     # --- requests ---------------------------------------------------------
 

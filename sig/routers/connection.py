@@ -50,6 +50,7 @@ class ClientConnection:
         self.requests: dict[int, asyncio.Future[w.Response]] = {}
         self.ready: asyncio.Future[core.Opened] | None = None
         self.first: asyncio.Future[None] | None = None
+        self._opened = core.Opened(0)
         self._failure: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.timer_due = _INF
@@ -97,17 +98,14 @@ class ClientConnection:
         return link
 
     async def _handshake(self, link: StreamLink) -> None:
-        """HELLO, WELCOME and the replay; tells on_sender_refused of each refusal."""
+        """HELLO, WELCOME and the replay (what it refused is told once connected)."""
         client, session = self.client, self.session
         self.ready = asyncio.get_running_loop().create_future()
         session.name, session.keepalive = client.name, client.keepalive
         session.handshake_timeout = client.connect_timeout
         session.start(link)
         self.arm()
-        opened = await self.ready
-        for name, exc in opened.refused:
-            if client.on_sender_refused is not None:
-                client.dispatch(client.on_sender_refused, (name, exc))
+        self._opened = await self.ready
 
     async def _serve(self, link: StreamLink) -> bool:
         """The session is open: run until the link closes; True to reconnect."""
@@ -116,6 +114,9 @@ class ClientConnection:
         if not self._settle_first(None):
             client.stats["reconnects"] += 1
         logger.info("connected to gateway %s:%s", client.host, client.port)
+        for name, exc in self._opened.refused:
+            if client.on_sender_refused is not None:
+                client.dispatch(client.on_sender_refused, (name, exc))
         if client.on_connected is not None:
             client.dispatch(client.on_connected, ())
         try:
@@ -251,6 +252,7 @@ class ClientConnection:
             return
         if isinstance(ev, core.Refused):
             fut.set_exception(ev.error)
+            fut.exception()  # retrieved: a caller that timed out waits no more
         else:
             fut.set_result(None)
 

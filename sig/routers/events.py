@@ -161,11 +161,11 @@ class EventStream:
         if self._client._loop is None:
             self._client._loop = asyncio.get_running_loop()
         self._opened = True
-        await self._client._open_stream(self._listener)
+        await open_stream(self._client, self._listener)
 
     async def aclose(self) -> None:
         """Unregister now (idempotent); a waiting ``async for`` ends."""
-        self._client._close_stream(self._listener)
+        close_stream(self._client, self._listener)
 
     async def __aenter__(self) -> EventStream:
         if not self._opened:
@@ -179,4 +179,25 @@ class EventStream:
         listener, loop = self._listener, self._client._loop
         if self._opened and not listener.closed and loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to tell
-                loop.call_soon_threadsafe(self._client._close_stream, listener)
+                loop.call_soon_threadsafe(close_stream, self._client, listener)
+
+
+async def open_stream(client: AsyncClientRouter, stream: StreamListener) -> None:
+    """Put an iterator in the client's routing table and listen to its key."""
+    client.session.table.subscribe(stream, stream.sender, stream.event)
+    client._streams.add(stream)
+    _, lid = client.session.add_listener(stream)
+    if lid is not None:
+        try:
+            await client._conn.wait(lid, client.request_timeout)
+        except BaseException:
+            close_stream(client, stream, tell=False)
+            raise
+
+
+def close_stream(client: AsyncClientRouter, stream: StreamListener, *, tell: bool = True) -> None:
+    """Unregister an iterator (idempotent) and wake its consumer to end."""
+    if stream in client._streams:
+        client._streams.discard(stream)
+        client._unsubscribe(stream, stream.sender, stream.event, tell=tell)
+    stream.close()
