@@ -52,12 +52,13 @@ from sig.errors import (
     request_error_for,
 )
 from sig.protocol import messages as w
+from sig.protocol.constants import MAX_BODY_LIMIT
 from sig.protocol.data import pack, unpack
 
 logger = logging.getLogger(__name__)
 
 #: The body size we accept from the gateway (announced in HELLO).
-CLIENT_MAX_BODY = 65535
+CLIENT_MAX_BODY = MAX_BODY_LIMIT
 #: The link is dead after this many keepalive intervals without a frame.
 LINK_TIMEOUT_KEEPALIVES = 3
 #: Error text of a RESPONSE at most (characters).

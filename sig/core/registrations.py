@@ -228,7 +228,7 @@ class Registrations:
             sender,
             next(self._ids),
             refs,
-            {e: bytes([w.MessageType.TRIGGER]) + _varint(r) for e, r in refs.items()},
+            {e: w.trigger_prefix(r) for e, r in refs.items()},
         )
         self.senders[sender.name] = entry
         self._by_ref[entry.ref] = entry
@@ -303,9 +303,3 @@ class Registrations:
         self._awaiting.discard(lid)
         if tell and self.state is State.OPEN:
             self._send(w.Unlisten(lid))
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    w.write_varint(out, value)
-    return bytes(out)

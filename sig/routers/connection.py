@@ -212,7 +212,7 @@ class ClientConnection:
         session.last_rx = session.clock()
         for body in bodies:
             if body[0] == _EVENT:  # the hot path: no message object for an EVENT
-                fields = _split_event(body)
+                fields = w.split_event(body)
                 if fields is not None:
                     self._deliver(*fields)
                     continue
@@ -288,24 +288,3 @@ _ACTIONS: dict[type, Callable[[ClientConnection, Any], None]] = {
     core.LinkTimeout: ClientConnection._on_link_over,
     core.Invited: ClientConnection._on_link_over,
 }
-
-
-def _split_event(body: bytes) -> tuple[str, str, bytes] | None:
-    """(sender, event, data) of an EVENT body whose names are 1..127 bytes, else None.
-
-    The common case of :func:`sig.protocol.messages.decode` for EVENT without building a
-    message object; anything unusual (longer names, a short or bad body) returns
-    None so that the full decoder handles and reports it.
-    """
-    size = len(body)
-    n = body[1] if size > 1 else 0
-    if not 0 < n < 0x80 or 2 + n >= size:
-        return None
-    m = body[2 + n]
-    end = 3 + n + m
-    if not 0 < m < 0x80 or end > size:
-        return None
-    try:
-        return body[2 : 2 + n].decode(), body[3 + n : end].decode(), body[end:]
-    except UnicodeDecodeError:
-        return None
