@@ -41,18 +41,25 @@ async def keep_open(
     open_once: Callable[[], Awaitable[T | None]],
     serve: Callable[[T], Awaitable[bool]],
     backoff: Backoff,
+    *,
+    waiting: Callable[[float], None] | None = None,
 ) -> None:
     """Open, serve, reopen with ``backoff``, until ``serve`` says stop or the task is cancelled.
 
     ``open_once()`` returns the open connection, or None when this attempt
-    failed (it logs and counts the failure itself). ``serve(conn)`` returns
-    when the connection is over: True to open again, False to stop.
+    failed (it counts the failure itself; raising ends the loop with that
+    error). ``serve(conn)`` returns when the connection is over: True to open
+    again, False to stop. ``waiting(delay)``, if given, is told the delay
+    before each wait after a failed attempt (to log "retrying in ... s").
     """
     attempt = 0
     while True:
         conn = await open_once()
         if conn is None:
-            await asyncio.sleep(backoff.delay(attempt))
+            delay = backoff.delay(attempt)
+            if waiting is not None:
+                waiting(delay)
+            await asyncio.sleep(delay)
             attempt += 1
             continue
         attempt = 0

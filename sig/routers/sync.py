@@ -8,8 +8,12 @@ without deadlocking the I/O thread.
 
 The dispatcher's queue is bounded: at most ``max_queued_events`` listener calls
 wait for a slow callback; beyond that new ones are dropped and counted in
-``stats["dropped_slow_listener"]`` (logged once). The hooks are never dropped,
-and request handlers do not go through this queue.
+``stats["dropped_slow_listener"]`` (logged once). Hooks (``on_connected``,
+``on_disconnected``, ``on_sender_refused``) have their own bound,
+:data:`MAX_QUEUED_HOOKS`: a few come with each reconnect, so only a dispatcher
+stuck in a callback for good lets them pile up, and then new ones are dropped
+and counted in ``stats["dropped_hooks"]``. Request handlers do not go through
+this queue (they run on a small thread pool).
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _STOP = object()
+#: Hook calls that may wait on the dispatcher before new ones are dropped.
+MAX_QUEUED_HOOKS = 1000
+_STEP, _EVENT, _HOOK = 0, 1, 2  # what a dispatcher item is (only _EVENT and _HOOK are counted)
 
 
 class ClientRouter(ClientRouterAliases):
@@ -103,10 +110,11 @@ class ClientRouter(ClientRouterAliases):
         self._pool = concurrent.futures.ThreadPoolExecutor(handler_threads, "sig-handler")
         self._client.dispatch = self._enqueue
         self._client.dispatch_event = self._enqueue_event
-        # Listener calls queued and taken: each written by one thread only (the
-        # I/O thread puts, the dispatcher takes), so no lock is needed.
-        self._events_put = 0
-        self._events_taken = 0
+        # Listener and hook calls queued and taken, by kind: each count is written
+        # by one thread only (the I/O thread puts, the dispatcher takes): no lock.
+        self._put = [0, 0, 0]
+        self._taken = [0, 0, 0]
+        self._client.stats.setdefault("dropped_hooks", 0)
         self._client.run_handler = self._run_handler
         self._started = False
         self._closed = False
@@ -139,25 +147,34 @@ class ClientRouter(ClientRouterAliases):
             raise RequestTimeout(f"no answer within {timeout} s") from None
 
     def _enqueue(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        """Queue a hook (or an internal step) for the dispatcher: never dropped."""
-        self._queue.put((func, args, False))
+        """Queue a hook for the dispatcher (I/O thread); dropped only past MAX_QUEUED_HOOKS."""
+        if self._put[_HOOK] - self._taken[_HOOK] >= MAX_QUEUED_HOOKS:
+            self._client.stats["dropped_hooks"] += 1
+            if self._client.stats["dropped_hooks"] == 1:
+                logger.warning(
+                    "the dispatcher is stuck: %d hook calls wait, dropping new ones"
+                    " (counted in stats['dropped_hooks'])",
+                    MAX_QUEUED_HOOKS,
+                )
+            return
+        self._put[_HOOK] += 1
+        self._queue.put((func, args, _HOOK))
 
     def _enqueue_event(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
         """Queue a listener call, or drop and count it when the queue is full (I/O thread)."""
-        if self._events_put - self._events_taken >= self._client.max_queued_events:
-            self._client._drop_slow_listener_call()
+        if self._put[_EVENT] - self._taken[_EVENT] >= self._client.max_queued_events:
+            self._client.callbacks.drop_slow_listener_call()
             return
-        self._events_put += 1
-        self._queue.put((func, args, True))
+        self._put[_EVENT] += 1
+        self._queue.put((func, args, _EVENT))
 
     def _dispatch_loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
-            func, args, is_event = item
-            if is_event:
-                self._events_taken += 1
+            func, args, kind = item
+            self._taken[kind] += 1
             try:
                 result = func(*args)
                 if inspect.isawaitable(result):
@@ -212,9 +229,17 @@ class ClientRouter(ClientRouterAliases):
             raise SigError("connect() was already called")  # a failed attempt may be retried
         self._connect_future = asyncio.run_coroutine_threadsafe(client.connect(), self._loop)
         wait = client.connect_timeout if timeout is None else timeout
+        if not self._first_connection(self._connect_future, wait):
+            return False
+        self._let_hooks_run(wait)
+        return True
+
+    def _first_connection(self, future: concurrent.futures.Future[None], wait: float) -> bool:
+        """Wait for the first connection: False if it is still being tried in the background."""
+        client = self._client
         finding = client.connect_timeout if client.discover and not client.host else 0.0
         try:
-            self._connect_future.result(wait + finding + 0.5)
+            future.result(wait + finding + 0.5)
         except concurrent.futures.TimeoutError:
             if not client.auto_reconnect:
                 raise ConnectError(f"cannot connect to {client.host}:{client.port}") from None
@@ -224,15 +249,21 @@ class ClientRouter(ClientRouterAliases):
                 client.port,
             )
             return False
-        # on_connected was queued before the connection was reported: let it run
-        # first, so that what it sets up (the seed registers there) is in place
-        # when connect() returns.
-        if threading.current_thread() is not self._dispatcher:
-            hooks_done = threading.Event()
-            self._enqueue(hooks_done.set, ())
-            if not hooks_done.wait(wait):
-                logger.warning("on_connected did not return within %.1f s", wait)
         return True
+
+    def _let_hooks_run(self, wait: float) -> None:
+        """Wait for the hooks queued so far (on_connected) to have run.
+
+        on_connected was queued before the connection was reported: let it run
+        first, so that what it sets up (the seed registers there) is in place
+        when connect() returns.
+        """
+        if threading.current_thread() is self._dispatcher:
+            return
+        hooks_done = threading.Event()
+        self._queue.put((hooks_done.set, (), _STEP))
+        if not hooks_done.wait(wait):
+            logger.warning("on_connected did not return within %.1f s", wait)
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until connected; raises ConnectError after ``timeout`` seconds."""

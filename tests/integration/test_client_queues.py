@@ -19,6 +19,7 @@ import pytest
 from procs import Gateway, until, wait_until
 
 import sig
+from sig.routers import sync as sync_module
 from sig.routers.client import DEFAULT_MAX_QUEUED_EVENTS, AsyncClientRouter, Backoff
 from sig.routers.gateway import ServerRouter
 
@@ -147,3 +148,41 @@ async def test_async_coroutine_listeners_are_bounded_too(warnings_log: Warnings)
     finally:
         await client.close()
         await gw.stop()
+
+
+def test_hooks_are_bounded_while_the_dispatcher_is_stuck(
+    warnings_log: Warnings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reconnect queues hooks; a dispatcher stuck in a callback for good cannot
+    make them pile up without end: past MAX_QUEUED_HOOKS new ones are dropped and
+    counted. (Three gateway restarts queue six hooks against a bound of four.)"""
+    monkeypatch.setattr(sync_module, "MAX_QUEUED_HOOKS", 4)
+    gate = threading.Event()
+    seen: list[str] = []
+    gw = Gateway()
+    port = gw.port
+    client = sig.ClientRouter(port=port, name="stuck", backoff=FAST)
+    try:
+        client.connect()
+        client.add_listener(lambda info, data: gate.wait(3 * T), "burst", "e")
+        client.on_connected = lambda: seen.append("connected")
+        client.on_disconnected = lambda: seen.append("disconnected")
+        src = sig.ClientRouter(port=port, name="src", auto_reconnect=False)
+        src.connect()
+        src.add_sender("burst", ["e"]).trigger("e", 1)  # the dispatcher is stuck from here
+        wait_until(lambda: client.stats["events_in"] == 1, T, "the event that blocks")
+        src.close()
+        for restart in range(3):
+            assert gw.stop() == 0
+            wait_until(lambda: not client.is_connected, T, "the client sees the gateway go")
+            gw = Gateway(port)
+            wait_until(lambda: client.is_connected, T, f"reconnect {restart + 1}")
+        assert client.stats["dropped_hooks"] == 2
+        assert warnings_log.count("the dispatcher is stuck") == 1
+        gate.set()
+        wait_until(lambda: len(seen) == 4, T, "the hooks that fit")
+        assert seen == ["disconnected", "connected", "disconnected", "connected"]
+    finally:
+        gate.set()
+        client.close()
+        gw.stop()
