@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from sig.core.principals import ANONYMOUS, Principal
 from sig.core.routing import Key
 
 
@@ -114,6 +115,8 @@ class Session:
     #: the protocol's limit); what the link could not queue it counts itself.
     dropped_too_large: int = 0
     protocol_errors: int = 0
+    #: Who this session acts as (set at HELLO by authentication; ACLs check it).
+    principal: Principal = ANONYMOUS
     logged_codes: set[int] = field(default_factory=set)
 
     @property
