@@ -20,7 +20,7 @@ import collections
 import sys
 from collections.abc import Callable
 
-from sig.protocol.frame import SharedEncoder
+from sig.protocol.frame import SharedEncoder, encode_frame
 
 DEFAULT_HIGH_WATER = 1 << 20  #: bytes queued before events to this link are dropped
 #: Bytes handed to the transport in one write when a backlog is drained.
@@ -117,24 +117,26 @@ class Outbox:
         turn at any hop. Everything else is coalesced into one write per turn.
         """
         transport = self.transport
-        queued = self._out_bytes + self._backlog_bytes + self._buffered()
-        if (
-            transport is None
-            or self._closing
-            or transport.is_closing()
-            or (droppable and queued > self.high_water)
-        ):
+        if transport is None or self._closing or transport.is_closing():
             self.dropped += droppable
             return False
-        frame = _encode(body)
+        queued = self._out_bytes + self._backlog_bytes + self._buffered()
+        if droppable and queued > self.high_water:
+            self.dropped += 1
+            return False
+        shared = _encode  # its hit test inlined: N links framing one EVENT body make no call
+        if body is not shared.body:
+            shared.body, shared.frame = body, encode_frame(body)
+        frame = shared.frame
+        size = len(frame)
         self._out.append(frame)
-        self._out_bytes += len(frame)
+        self._out_bytes += size
         if urgent and not self._write_paused:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with transport
-        if queued + len(frame) > self._pause_at:
+        if queued + size > self._pause_at:
             self._over_cap()
         return True
 

@@ -62,21 +62,20 @@ class SharedEncoder:
     The gateway hands one EVENT body object to every link that receives it;
     each link frames what it sends, and this cache makes that one encoding
     however many links there are. It is keyed by identity: it holds the last
-    body, so no other object can be mistaken for it.
+    body, so no other object can be mistaken for it. A hot caller may test
+    ``body is shared.body`` itself and read ``shared.frame`` (carriers.outbox does).
     """
 
-    __slots__ = ("_body", "_frame")
+    __slots__ = ("body", "frame")
 
     def __init__(self) -> None:
-        self._body = b""
-        self._frame = b""
+        self.body = b""  #: the last body encoded
+        self.frame = encode_frame(b"\x00")  #: its frame (a placeholder until the first call)
 
     def __call__(self, body: bytes) -> bytes:
-        if body is self._body:
-            return self._frame
-        frame = encode_frame(body)
-        self._body, self._frame = body, frame
-        return frame
+        if body is not self.body:
+            self.body, self.frame = body, encode_frame(body)
+        return self.frame
 
 
 @dataclass
