@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sig.core.endpoints import Endpoints, Listener, Sender, deliver
+from sig.core.limits import Limits, peer_limit
 from sig.core.registrations import (
     DEFAULT_SERIAL_KEEPALIVE_MS,
     KEEPALIVE_MAX_MS,
@@ -64,13 +64,6 @@ __all__ = [
     "Reservation",
 ]
 
-#: Requests pending on one handler link at most (then BUSY). One requester may
-#: hold a fair share of them: max_pending / (requesters with pending ones + 1).
-MAX_PENDING_PER_LINK = 64
-#: Registrations one link may hold (then ERROR(LIMIT_REACHED)).
-MAX_SENDERS_PER_LINK = 256
-MAX_LISTENERS_PER_LINK = 4096
-MAX_EVENTS_PER_SENDER = 256
 #: ERROR bytes before its message at most: type, code (5), ref (5), text length (3).
 ERROR_OVERHEAD = 14
 #: Protocol errors tolerated on a TCP link before it is closed.
@@ -82,22 +75,11 @@ DEFAULT_TCP_KEEPALIVE_MS = 10000
 DEFAULT_HELLO_TIMEOUT = 10.0
 #: Encoded EVENT heads kept (the cache starts again when it is full).
 EVENT_HEAD_CACHE = 4096
+#: The size route() gives an EVENT too large for any frame: above every peer's max_body.
+NO_PEER_TAKES = 1 << 62
 
 Subscriber = Session | Listener
 Handler = Callable[[Session, Any], None]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one link may make the gateway hold; a refusal is ERROR(LIMIT_REACHED)."""
-
-    senders_per_link: int = MAX_SENDERS_PER_LINK
-    listeners_per_link: int = MAX_LISTENERS_PER_LINK
-    events_per_sender: int = MAX_EVENTS_PER_SENDER
-    #: Requests pending on one handler link (BUSY above; a requester gets a fair share).
-    pending_per_link: int = MAX_PENDING_PER_LINK
-#: The size route() gives an EVENT too large for any frame: above every peer's max_body.
-NO_PEER_TAKES = 1 << 62
 
 
 class GatewayCore:
@@ -368,20 +350,15 @@ class GatewayCore:
 
     def _send(self, session: Session, msg: w.Message, *, urgent: bool = False) -> None:
         body = w.encode(msg)
-        if isinstance(msg, w.Error) and len(body) > self._limit(session):
+        if isinstance(msg, w.Error) and len(body) > peer_limit(session):
             # An ERROR is worth sending short rather than not at all.
-            short = fit_text(msg.message, self._limit(session) - ERROR_OVERHEAD)
+            short = fit_text(msg.message, peer_limit(session) - ERROR_OVERHEAD)
             body = w.encode(w.Error(msg.code, msg.ref, short))
         self._send_body(session, body, urgent=urgent)
 
     def _send_body(self, session: Session, body: bytes, *, urgent: bool = False) -> None:
         session.last_tx = self.clock()
         session.link.send(body, urgent=urgent)
-
-    @staticmethod
-    def _limit(session: Session) -> int:
-        """The largest body ``session``'s peer accepts (its max_body, at most 65535)."""
-        return min(session.peer_max_body, MAX_BODY_LIMIT)
 
     def _protocol_error(
         self, session: Session, code: int, ref: int, message: str, *, answer: bool = True

@@ -10,9 +10,10 @@ it registered (a serial device's sender names are kept for its port first).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from sig.core.routing import DISCONNECT, RESERVED_PREFIX, check_name
+from sig.core.routing import DISCONNECT, RESERVED_PREFIX, RoutingTable, check_name
 from sig.core.session import Input, Session, State
 from sig.errors import DuplicateSenderError, ErrorCode, InvalidNameError
 from sig.protocol import messages as w
@@ -20,7 +21,10 @@ from sig.protocol.data import pack
 from sig.protocol.frame import MAX_BODY_LIMIT
 
 if TYPE_CHECKING:
-    from sig.core.gateway import GatewayCore
+    from sig.core.endpoints import Listener
+    from sig.core.limits import Limits
+    from sig.core.requests import Requests
+    from sig.core.reservations import Reservations
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +40,41 @@ KEEPALIVE_MIN_MS, KEEPALIVE_MAX_MS = 500, 60000
 Refusal = tuple[ErrorCode, str]
 
 
+class RegistrationsCore(Protocol):
+    """What :class:`Registrations` uses of its core (:class:`~sig.core.gateway.GatewayCore`).
+
+    A type only: the core hands itself over, and this module never imports it.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_body(self) -> int: ...
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def tcp_keepalive_ms(self) -> int: ...
+    @property
+    def serial_name_grace(self) -> float | None: ...
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def table(self) -> RoutingTable[Session | Listener]: ...
+    @property
+    def name_reservations(self) -> Reservations: ...
+    @property
+    def requests(self) -> Requests: ...
+    def end_session(self, session: Session, reason: str) -> None: ...
+    def _send(self, session: Session, msg: w.Message) -> None: ...
+    def _protocol_error(self, session: Session, code: int, ref: int, message: str) -> None: ...
+
+
 class Registrations:
     """Senders and listeners of remote sessions: checked, tabled, answered, removed."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: RegistrationsCore) -> None:
         self.core = core
 
     # --- the session --------------------------------------------------------

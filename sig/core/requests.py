@@ -17,9 +17,10 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sig.core.endpoints import Sender, call_handler, handler_error
+from sig.core.limits import peer_limit
 from sig.core.session import Session, State
 from sig.errors import DecodeError, ErrorCode
 from sig.protocol import messages as w
@@ -27,7 +28,10 @@ from sig.protocol.data import pack, unpack
 from sig.protocol.frame import MAX_BODY_LIMIT
 
 if TYPE_CHECKING:
-    from sig.core.gateway import GatewayCore
+    from sig.core.endpoints import Listener
+    from sig.core.limits import Limits
+    from sig.core.routing import RoutingTable
+    from sig.core.service import GatewayService
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +56,33 @@ class Pending:
     finished: bool = False
 
 
+class RequestsCore(Protocol):
+    """What :class:`Requests` uses of its gateway core (:class:`~sig.core.gateway.GatewayCore`).
+
+    A type only: the core hands itself over, and this module never imports it.
+    """
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def request_timeout(self) -> float: ...
+    @property
+    def request_observer(self) -> RequestObserver | None: ...
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def table(self) -> RoutingTable[Session | Listener]: ...
+    @property
+    def service(self) -> GatewayService: ...
+    def _send_body(self, session: Session, body: bytes, *, urgent: bool = ...) -> None: ...
+
+
 class Requests:
     """Requests pending on handler links, with their deadlines and per-requester load."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: RequestsCore) -> None:
         self.core = core
         self.pending: dict[int, Pending] = {}
         self.deadlines: list[tuple[float, int]] = []
@@ -86,7 +113,7 @@ class Requests:
         """
         core = self.core
         body = w.encode(w.Response(rid, status, message, data if not status else b""))
-        limit = core._limit(session)
+        limit = peer_limit(session)
         if len(body) > limit:
             core.counters["responses_too_large"] += 1
             text = (
@@ -113,7 +140,7 @@ class Requests:
         if core.request_observer is not None:
             done = observed(done, core.request_observer, core.clock)
         if sender == core.service.name:
-            limit = core._limit(requester) if requester is not None else MAX_BODY_LIMIT
+            limit = peer_limit(requester) if requester is not None else MAX_BODY_LIMIT
             core.service.answer(method, params, limit - RESPONSE_OVERHEAD, done)
             return
         info = core.table.sender(sender)
@@ -189,7 +216,7 @@ class Requests:
             return
         gid = next(self._ids) & 0xFFFFFFFF or next(self._ids)
         body = w.encode(w.Request(gid, sender, method, params))
-        limit = self.core._limit(owner)
+        limit = peer_limit(owner)
         if len(body) > limit:
             done(
                 ErrorCode.TOO_LARGE,

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sig.core.routing import SenderInfo
+from sig.core.routing import RoutingTable, SenderInfo
 from sig.core.session import Session
 from sig.errors import DecodeError, ErrorCode, NoSuchMethod, RequestError, RequestTooLarge
 from sig.protocol.data import pack, unpack
 
 if TYPE_CHECKING:
-    from sig.core.gateway import GatewayCore
+    from sig.core.endpoints import Listener
+    from sig.core.reservations import Reservations
 
 #: Bytes of a ``$gateway`` page around its items at most (map, keys, next, total).
 PAGE_OVERHEAD = 40
@@ -40,10 +41,30 @@ class BadParams(RequestError):
     code = ErrorCode.MALFORMED
 
 
+class ServiceCore(Protocol):
+    """What :class:`GatewayService` shows of its core (:class:`~sig.core.gateway.GatewayCore`).
+
+    A type only: the core hands itself over, and this module never imports it.
+    """
+
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def gauges(self) -> dict[str, float]: ...
+    @property
+    def sessions(self) -> set[Session]: ...
+    @property
+    def table(self) -> RoutingTable[Session | Listener]: ...
+    @property
+    def name_reservations(self) -> Reservations: ...
+    @property
+    def requests(self) -> Sized: ...
+
+
 class GatewayService:
     """Answers ``$gateway`` requests and builds the rows and figures they show."""
 
-    def __init__(self, core: GatewayCore, name: str) -> None:
+    def __init__(self, core: ServiceCore, name: str) -> None:
         self.core = core
         self.name = name  #: the service's sender name (``$gateway``)
         #: Extra rows for ``$gateway links``: links that exist without a session,

@@ -9,22 +9,44 @@ sessions and ends those silent for :data:`LINK_TIMEOUT_KEEPALIVES` intervals.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from sig.core.registrations import LINK_TIMEOUT_KEEPALIVES
 from sig.core.session import Input, Session, State
 from sig.protocol import messages as w
 
 if TYPE_CHECKING:
-    from sig.core.gateway import GatewayCore
+    from sig.core.requests import Requests
+    from sig.core.reservations import Reservations
 
 logger = logging.getLogger(__name__)
+
+
+class TimersCore(Protocol):
+    """What :class:`Timers` uses of its gateway core (:class:`~sig.core.gateway.GatewayCore`).
+
+    A type only: the core hands itself over, and this module never imports it.
+    """
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+    @property
+    def hello_timeout(self) -> float: ...
+    @property
+    def sessions(self) -> set[Session]: ...
+    @property
+    def name_reservations(self) -> Reservations: ...
+    @property
+    def requests(self) -> Requests: ...
+    def end_session(self, session: Session, reason: str) -> None: ...
+    def _send(self, session: Session, msg: w.Message) -> None: ...
 
 
 class Timers:
     """What the passing of time does to a gateway core's sessions and requests."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: TimersCore) -> None:
         self.core = core
 
     def poll(self) -> None:
