@@ -125,7 +125,7 @@ class GatewayCore:
             sender_class=sender_class,
             where="gateway",
         )
-        self._event_heads: dict[tuple[str, str], bytes] = {}
+        self._event_heads = EventHeads()
         #: Called once per finished request with (status, seconds); None: no cost.
         self.request_observer: RequestObserver | None = None
         self.counters = dict.fromkeys(_COUNTERS, 0)
@@ -257,7 +257,7 @@ class GatewayCore:
                 local.append(sub)
                 continue
             if body is None:  # one body for all links (framed once): head + data as it came
-                body = self._event_head(sender, event) + data
+                body = self._event_heads[sender, event] + data
                 size = len(body)
                 if size > MAX_BODY_LIMIT:
                     size = NO_PEER_TAKES  # fits no frame: every link counts a drop
@@ -274,16 +274,6 @@ class GatewayCore:
             _count_drops(self.counters, sender, event, dropped, too_large, len(body or b""))
         if local is not None:
             _deliver_local(self.counters, sender, event, data, local)
-
-    def _event_head(self, sender: str, event: str) -> bytes:
-        """The EVENT body up to its data (type and both names), cached per pair."""
-        key = (sender, event)
-        head = self._event_heads.get(key)
-        if head is None:
-            if len(self._event_heads) >= EVENT_HEAD_CACHE:
-                self._event_heads.clear()
-            head = self._event_heads[key] = w.event_head(sender, event)
-        return head
 
     def _announce(self, info: SenderInfo, event: str) -> None:
         """Fire ``#connect`` / ``#disconnect`` (the table calls it only if someone listens)."""
@@ -375,6 +365,20 @@ class GatewayCore:
             return
         if session.protocol_errors > MAX_PROTOCOL_ERRORS:
             self.breach(session, f"more than {MAX_PROTOCOL_ERRORS} protocol errors")
+
+
+class EventHeads(dict[tuple[str, str], bytes]):
+    """Encoded EVENT heads (type and both names) by (sender, event), made on first use.
+
+    A hit is a plain dict lookup; the cache starts again when it holds
+    :data:`EVENT_HEAD_CACHE` heads, so peers cannot make it grow without bound.
+    """
+
+    def __missing__(self, key: tuple[str, str]) -> bytes:
+        if len(self) >= EVENT_HEAD_CACHE:
+            self.clear()
+        head = self[key] = w.event_head(*key)
+        return head
 
 
 def _count_drops(
