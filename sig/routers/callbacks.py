@@ -17,11 +17,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sig.core.client import ClientSession, RequestReceived
+from sig.errors import SigError
 
 logger = logging.getLogger(__name__)
 
 #: How a request handler is run: ``run(handler, params)`` -> its result or an awaitable.
 Runner = Callable[[Callable[[Any], Any], Any], Any]
+#: How a callback is run: ``dispatch(func, args)`` (a hook, or a listener call).
+Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
+#: ``on_sender_refused(name, error)``: the gateway refused a sender at a replay.
+SenderRefused = Callable[[str, SigError], Any]
 
 
 class Callbacks:

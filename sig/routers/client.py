@@ -50,7 +50,7 @@ from sig.errors import (
 )
 from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
-from sig.routers.callbacks import Callbacks, run_inline
+from sig.routers.callbacks import Callbacks, Dispatch, SenderRefused, run_inline
 from sig.routers.connection import ClientConnection
 from sig.routers.events import EventStream, ReceivedEvent, StreamListener, close_stream
 from sig.routers.retry import DEFAULT_BACKOFF, Backoff
@@ -65,10 +65,6 @@ MAX_PAGES = 100_000
 DEFAULT_MAX_QUEUED_EVENTS = 10_000
 #: Events one ``events()`` iterator holds for a slow consumer before it drops new ones.
 DEFAULT_MAX_QUEUED_ITEMS = 1000
-
-Dispatch = Callable[[Callable[..., Any], tuple[Any, ...]], None]
-#: ``on_sender_refused(name, error)``: the gateway refused a sender at a replay.
-SenderRefused = Callable[[str, SigError], Any]
 
 __all__ = [
     "DEFAULT_BACKOFF",

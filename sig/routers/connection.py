@@ -15,17 +15,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from carriers.stream import StreamLink
 from carriers.tcp import connect_tcp
 from sig.core import client as core
 from sig.errors import ConnectError, ConnectionLost, SigError
 from sig.protocol import messages as w
-from sig.routers.retry import keep_open
-
-if TYPE_CHECKING:
-    from sig.routers.client import AsyncClientRouter
+from sig.routers.callbacks import Dispatch, SenderRefused
+from sig.routers.retry import Backoff, keep_open
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +35,50 @@ class Stop(Exception):
     """The reconnect loop ends (closing, or a failed first attempt without auto_reconnect)."""
 
 
+class ConnectionClient(Protocol):
+    """What a :class:`ClientConnection` uses of its :class:`~sig.routers.client.AsyncClientRouter`.
+
+    Its settings (read at every attempt: the sync API may change them between
+    two), its hooks and how it runs them, and where events and requests go.
+    A type only: the client hands itself over, and this module never imports it.
+    """
+
+    @property
+    def session(self) -> core.ClientSession: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def keepalive(self) -> float: ...
+    @property
+    def auto_reconnect(self) -> bool: ...
+    @property
+    def backoff(self) -> Backoff: ...
+    @property
+    def stats(self) -> dict[str, int]: ...
+    @property
+    def on_connected(self) -> Callable[[], Any] | None: ...
+    @property
+    def on_disconnected(self) -> Callable[[], Any] | None: ...
+    @property
+    def on_sender_refused(self) -> SenderRefused | None: ...
+    @property
+    def dispatch(self) -> Dispatch: ...
+    @property
+    def _closing(self) -> bool: ...
+    def _on_event(self, sender: str, event: str, data: bytes) -> None: ...
+    def _on_request(self, ev: core.RequestReceived) -> None: ...
+
+
 class ClientConnection:
     """Keeps the client's link up and its session fed; a FrameHandler for the link."""
 
-    def __init__(self, client: AsyncClientRouter) -> None:
+    def __init__(self, client: ConnectionClient) -> None:
         self.client = client
         self.session = client.session
         self.link: StreamLink | None = None

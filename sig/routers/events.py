@@ -15,15 +15,38 @@ import asyncio
 import collections
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sig.core.endpoints import Listener
 from sig.errors import SigError
 
 if TYPE_CHECKING:
-    from sig.routers.client import AsyncClientRouter
+    from sig.core.client import ClientSession
+    from sig.routers.connection import ClientConnection
 
 logger = logging.getLogger(__name__)
+
+
+class StreamClient(Protocol):
+    """What an :class:`EventStream` uses of its :class:`~sig.routers.client.AsyncClientRouter`.
+
+    A type only: the client hands itself over, and this module never imports it.
+    """
+
+    #: The client's event loop; an iterator opened before connect() sets it.
+    _loop: asyncio.AbstractEventLoop | None
+
+    @property
+    def session(self) -> ClientSession: ...
+    @property
+    def request_timeout(self) -> float: ...
+    @property
+    def _conn(self) -> ClientConnection: ...
+    @property
+    def _streams(self) -> set[StreamListener]: ...
+    def _unsubscribe(
+        self, listener: Listener, sender: str | None, event: str | None, *, tell: bool = ...
+    ) -> bool: ...
 
 
 class ReceivedEvent:
@@ -106,7 +129,7 @@ class EventStream:
     exception), whichever comes first.
     """
 
-    def __init__(self, client: AsyncClientRouter, listener: StreamListener) -> None:
+    def __init__(self, client: StreamClient, listener: StreamListener) -> None:
         self._client = client
         self._listener = listener
         self._opened = False
@@ -182,7 +205,7 @@ class EventStream:
                 loop.call_soon_threadsafe(close_stream, self._client, listener)
 
 
-async def open_stream(client: AsyncClientRouter, stream: StreamListener) -> None:
+async def open_stream(client: StreamClient, stream: StreamListener) -> None:
     """Put an iterator in the client's routing table and listen to its key."""
     client.session.table.subscribe(stream, stream.sender, stream.event)
     client._streams.add(stream)
@@ -195,7 +218,7 @@ async def open_stream(client: AsyncClientRouter, stream: StreamListener) -> None
             raise
 
 
-def close_stream(client: AsyncClientRouter, stream: StreamListener, *, tell: bool = True) -> None:
+def close_stream(client: StreamClient, stream: StreamListener, *, tell: bool = True) -> None:
     """Unregister an iterator (idempotent) and wake its consumer to end."""
     if stream in client._streams:
         client._streams.discard(stream)

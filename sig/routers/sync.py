@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sig.compat import ClientRouterAliases
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
@@ -38,9 +38,6 @@ from sig.routers.client import (
     Backoff,
 )
 
-if TYPE_CHECKING:
-    from sig.carrier.tcpclient import CarrierTCPClient
-
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -48,6 +45,20 @@ _STOP = object()
 #: Hook calls that may wait on the dispatcher before new ones are dropped.
 MAX_QUEUED_HOOKS = 1000
 _STEP, _EVENT, _HOOK = 0, 1, 2  # what a dispatcher item is (only _EVENT and _HOOK are counted)
+
+
+class SeedCarrier(Protocol):
+    """What :class:`ClientRouter` reads of the seed's carrier object (``ClientRouter(carrier)``).
+
+    That is :class:`sig.carrier.tcpclient.CarrierTCPClient`, which sits above
+    the routers: this module names only what it uses of it, and never imports it.
+    """
+
+    @property
+    def on_connected(self) -> Callable[[], Any] | None: ...
+    @property
+    def on_disconnected(self) -> Callable[[], Any] | None: ...
+    def _bind(self, router: ClientRouter) -> None: ...
 
 
 class ClientRouter(ClientRouterAliases):
@@ -61,7 +72,7 @@ class ClientRouter(ClientRouterAliases):
 
     def __init__(
         self,
-        carrier: CarrierTCPClient | None = None,
+        carrier: SeedCarrier | None = None,
         *,
         host: str | None = "127.0.0.1",
         port: int = DEFAULT_PORT,
