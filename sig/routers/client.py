@@ -75,7 +75,39 @@ __all__ = [
 ]
 
 
-class AsyncClientRouter:
+class GatewayListings:
+    """What the gateway holds (``$gateway senders`` and ``links``), a page at a time.
+
+    A part of :class:`AsyncClientRouter`: each page is one call of its
+    :meth:`~AsyncClientRouter.request`, so a listing works whatever its size.
+    """
+
+    #: ``request(sender, method, params)``: the client's, which fetches each page.
+    request: Callable[..., Awaitable[Any]]
+
+    async def list_senders(self) -> dict[str, dict[str, Any]]:
+        """Senders connected to the gateway, with their events, requests and link.
+
+        Fetched a page at a time, so it works whatever the number of senders.
+        A sender too large for one page has ``"truncated": True`` and empty lists.
+        """
+        items = await self.gateway_items("senders")
+        return {item.pop("name"): item for item in items}
+
+    async def list_links(self) -> list[dict[str, Any]]:
+        """The gateway's links with their counters (``$gateway links``), every page."""
+        return await self.gateway_items("links")
+
+    async def gateway_items(self, method: str) -> list[Any]:
+        """Every item of a paged ``$gateway`` method (PROTOCOL.md, "The gateway's methods").
+
+        Items added or removed while the pages are fetched may be missed or
+        seen twice; a name is kept once.
+        """
+        return await fetch_pages(self.request, method)
+
+
+class AsyncClientRouter(GatewayListings):
     """Connects to a gateway; senders, listeners and requests over the network.
 
     ``host=None`` finds the gateway on the LAN instead (mDNS ``_sig._tcp``, see
@@ -357,27 +389,6 @@ class AsyncClientRouter:
         if response.status:
             raise request_error_for(response.status, response.message)
         return unpack(response.data)
-
-    async def list_senders(self) -> dict[str, dict[str, Any]]:
-        """Senders connected to the gateway, with their events, requests and link.
-
-        Fetched a page at a time, so it works whatever the number of senders.
-        A sender too large for one page has ``"truncated": True`` and empty lists.
-        """
-        items = await self.gateway_items("senders")
-        return {item.pop("name"): item for item in items}
-
-    async def list_links(self) -> list[dict[str, Any]]:
-        """The gateway's links with their counters (``$gateway links``), every page."""
-        return await self.gateway_items("links")
-
-    async def gateway_items(self, method: str) -> list[Any]:
-        """Every item of a paged ``$gateway`` method (PROTOCOL.md, "The gateway's methods").
-
-        Items added or removed while the pages are fetched may be missed or
-        seen twice; a name is kept once.
-        """
-        return await fetch_pages(self.request, method)
 
 
 async def fetch_pages(request: Callable[..., Awaitable[Any]], method: str) -> list[Any]:
