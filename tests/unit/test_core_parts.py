@@ -225,3 +225,17 @@ def test_the_connection_limit_refuses_when_every_link_has_a_session() -> None:
     assert late.aborted and late.close_reason == "refused" and not a.aborted
     assert counters["refused_connections"] == 1
     assert not limit.admit() and counters["refused_connections"] == 2  # swept: refused at once
+
+
+def test_the_event_head_cache_is_bounded_and_starts_again_when_full() -> None:
+    from sig.core.gateway import EVENT_HEAD_CACHE, EventHeads
+
+    heads = EventHeads()
+    assert heads["s", "e"] == w.event_head("s", "e")
+    for i in range(EVENT_HEAD_CACHE - 1):
+        heads[f"s{i}", "e"]
+    assert len(heads) == EVENT_HEAD_CACHE
+    assert heads["s", "e"] == w.event_head("s", "e")  # a hit does not grow it
+    assert len(heads) == EVENT_HEAD_CACHE
+    assert heads["new", "e"] == w.event_head("new", "e")  # the next miss starts it again
+    assert len(heads) == 1
