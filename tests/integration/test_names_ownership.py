@@ -177,15 +177,6 @@ def test_what_is_not_reserved() -> None:
 # --- real serial links: socat ptys and sig device-sim ---------------------------
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[SerialRig]:
-    r = SerialRig()
-    try:
-        yield r
-    finally:
-        await r.close()
-
-
 async def sig_links(port: int) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sig", "links", "--port", str(port),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ from carriers.serial import SerialSettings
 from sig.errors import NoSuchSender, SenderGone
 from sig.routers.serial import SerialSpecError, parse_specs
 from sig.tools.cli import load_config
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[SerialRig]:
-    r = SerialRig()
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 async def test_device_event_reaches_tcp_listener(socat: SocatPairs, rig: SerialRig) -> None:

@@ -11,10 +11,8 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from procs import Gateway, Proc, until
 from serial_rig import DEADLINE, SerialRig
 from socat import NoisyRelay, SocatPairs
@@ -24,15 +22,6 @@ from sig.protocol.messages import MessageType
 from sig.routers.client import AsyncClientRouter
 
 KEEPALIVE_MS = 1000  #: what the emulated devices ask for; link timeout is 3x this
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[SerialRig]:
-    r = SerialRig()
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 def _trigger_value(frame: bytes) -> tuple[bool, Any]:

@@ -39,11 +39,6 @@ class Host:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def session(clock: FakeClock) -> ClientSession:
     # retry delays 1, 2, 4, ... s: the test knows when each retry is due
     return ClientSession(

@@ -22,16 +22,6 @@ from sig.protocol.data import pack, unpack
 from sig.routers.gateway import ConnectionLimit
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def core(clock: FakeClock) -> GatewayCore:
-    return GatewayCore("gw", request_timeout=5.0, clock=clock)
-
-
 def opened(core: GatewayCore, name: str, keepalive_ms: int = 0) -> tuple[MemoryLink, Session]:
     link = MemoryLink(f"link-{name}")
     session = core.attach(link)

@@ -22,16 +22,6 @@ from sig.protocol.data import pack, unpack
 from sig.protocol.frame import FrameDecoder, encode_frame
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def core(clock: FakeClock) -> GatewayCore:
-    return GatewayCore("gw", request_timeout=5.0, clock=clock)
-
-
 def connect(
     core: GatewayCore,
     name: str,
