@@ -157,6 +157,10 @@ class NotAuthorised(RequestError):
     code = ErrorCode.NOT_AUTHORISED
 
 
+class UsersFileError(SigError):
+    """A users file (``sig serve --users``) that cannot be used: unreadable or a bad line."""
+
+
 class RequestTooLarge(RequestError):
     """The request or its result is larger than the receiving link accepts."""
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sig.core.auth import Authenticator
 from sig.core.endpoints import Endpoints, Listener, Sender, deliver
 from sig.core.limits import Limits, peer_limit
 from sig.core.registrations import (
@@ -131,6 +132,8 @@ class GatewayCore:
         self.counters = dict.fromkeys(_COUNTERS, 0)
         #: Figures that are not counts (the asyncio layer's loop lag), shown in stats.
         self.gauges: dict[str, float] = {}
+        #: Who a HELLO makes a session (users, slowdown): :mod:`sig.core.auth`.
+        self.auth = Authenticator(self.registrations.open_session, self._send, self.counters, clock)
         self._any_state, self._open_only = _dispatch(self)
 
     # --- links ------------------------------------------------------------
@@ -152,6 +155,7 @@ class GatewayCore:
         self.end_session(session, "link closed")
         session.step(Input.LINK_CLOSED)
         self.sessions.discard(session)
+        self.auth.forget(session)
         logger.debug("link %s detached", session.link.name)
 
     def breach(self, session: Session, reason: str) -> None:
@@ -335,6 +339,7 @@ class GatewayCore:
     def poll(self) -> None:
         """Expire requests, ping idle links, end silent sessions. Call often (~0.1 s)."""
         self.timers.poll()
+        self.auth.poll(self.clock())
 
     # --- helpers ----------------------------------------------------------
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from sig.core.principals import Principal
 from sig.core.routing import DISCONNECT, RESERVED_PREFIX, RoutingTable, check_name
 from sig.core.session import Input, Session, State
 from sig.errors import DuplicateSenderError, ErrorCode, InvalidNameError
@@ -21,6 +22,7 @@ from sig.protocol.data import pack
 from sig.protocol.frame import MAX_BODY_LIMIT
 
 if TYPE_CHECKING:
+    from sig.core.auth import Authenticator
     from sig.core.endpoints import Listener
     from sig.core.limits import Limits
     from sig.core.requests import Requests
@@ -66,6 +68,8 @@ class RegistrationsCore(Protocol):
     def name_reservations(self) -> Reservations: ...
     @property
     def requests(self) -> Requests: ...
+    @property
+    def auth(self) -> Authenticator: ...
     def end_session(self, session: Session, reason: str) -> None: ...
     def _send(self, session: Session, msg: w.Message) -> None: ...
     def _protocol_error(self, session: Session, code: int, ref: int, message: str) -> None: ...
@@ -87,6 +91,11 @@ class Registrations:
         except InvalidNameError as exc:
             core._protocol_error(session, ErrorCode.INVALID_NAME, 0, str(exc))
             return
+        core.auth.hello(session, msg)  # calls open_session, now or once the login is checked
+
+    def open_session(self, session: Session, msg: w.Hello, principal: Principal) -> None:
+        """Open the session of an admitted HELLO (as ``principal``): WELCOME."""
+        core = self.core
         if session.state is State.OPEN:
             logger.info(
                 "%s: new HELLO from %r replaces the session of %r",
@@ -102,8 +111,9 @@ class Registrations:
         session.keepalive_s = keepalive / 1000
         session.features = 0
         session.opened_at = core.clock()
+        session.principal = principal
         core._send(session, w.Welcome(core.name, core.max_body, keepalive))
-        logger.info("%s: session opened by %r", session.link.name, msg.name)
+        logger.info("%s: session opened by %r as %s", session.link.name, msg.name, principal)
 
     def _keepalive_ms(self, session: Session, asked: int) -> int:
         """The keepalive a session gets: what it asked for, clamped; a default for 0."""

@@ -40,6 +40,7 @@ from sig.errors import RequestTimeout, request_error_for
 from sig.logs import LogThrottle
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
+from sig.routers.auth import GatewaySecurity
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +194,17 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         max_connections: int | None = None,
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
         tcp_keepalive: float = DEFAULT_TCP_KEEPALIVE_MS / 1000,
+        users: str | None = None,
+        allow_anonymous: bool = False,
+        tls_principal: str = "none",
     ) -> None:
         """``serial_name_grace``: seconds a serial device's sender names stay
-        reserved for its port after it goes quiet (None: twice its link timeout)."""
+        reserved for its port after it goes quiet (None: twice its link timeout).
+
+        ``users``: a users file (``sig passwd``); clients then log in, and only
+        with ``allow_anonymous`` may one that does not. ``tls_principal="subject"``:
+        a client certificate's subject is the principal of a HELLO without a user.
+        Raises :class:`sig.errors.UsersFileError` if the users file cannot be used."""
         self.host = host
         self.port = port
         self.core = GatewayCore(
@@ -207,6 +216,10 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         )
         #: The gateway's in-process senders and listeners (add_sender, add_listener...).
         self.endpoints = self.core.endpoints
+        #: The users file and the password checks' threads (sig.routers.auth).
+        self.security = GatewaySecurity(
+            self.core.auth, users, allow_anonymous=allow_anonymous, tls_principal=tls_principal
+        )
         self.core.hello_timeout = hello_timeout
         self.core.tcp_keepalive_ms = round(tcp_keepalive * 1000)
         #: Options every link of this gateway gets (serial ports too).
@@ -249,6 +262,7 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         if listener.sockets:
             self.port = listener.sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick(), name="sig-gateway-poll")
+        self.security.start()
         logger.info(
             "gateway %s listening on %s:%s (at most %d TCP connections)",
             self.core.name,
@@ -266,6 +280,7 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
             self._ticker = None
         for task in list(self._extra_tasks):
             task.cancel()
+        self.security.stop()
         for sender in self.endpoints.senders():
             self.endpoints.remove_sender(sender)
         for session in list(self.core.sessions):
@@ -317,6 +332,13 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         """The addresses the TCP server is bound to (``0.0.0.0`` / ``::`` for all)."""
         sockets = getattr(self._server, "sockets", None) or []
         return [str(sock.getsockname()[0]) for sock in sockets]
+
+    def reload_security(self) -> bool:
+        """Read the users file again (SIGHUP); open sessions stay. False if it was bad.
+
+        A bad file keeps the users loaded before (and logs why). ACLs reload here too.
+        """
+        return self.security.reload()
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a background task owned by the gateway (cancelled on stop)."""
