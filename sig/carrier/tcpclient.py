@@ -21,7 +21,9 @@ __all__ = ["CarrierTCPClient"]
 class CarrierTCPClient:
     """TCP connection to a sig gateway, in the seed's shape."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, username: str | None = None, password: str | None = None) -> None:
+        """``username``/``password``: the login sent in HELLO (see :class:`sig.ClientRouter`)."""
+        self.username, self.password = username, password
         #: Called after every (re)connect, once the router re-registered everything.
         self.on_connected: Callable[[], Any] | None = None
         #: Called when the connection is lost.
@@ -32,6 +34,9 @@ class CarrierTCPClient:
         if self._router is not None and self._router is not router:
             raise SigError("this carrier already belongs to another ClientRouter")
         self._router = router
+        client = router._client
+        if client.username is None:  # the router's own login wins over the carrier's
+            client.username, client.password = self.username, self.password
 
     def _need_router(self) -> ClientRouter:
         if self._router is None:

@@ -91,9 +91,14 @@ class Opened:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeFailed:
-    """The gateway did not answer HELLO or the replay in time: drop the link."""
+    """The gateway did not answer HELLO or the replay in time, or refused HELLO: drop the link.
+
+    ``error`` is the refusal (:class:`sig.NotAuthorised` for our credentials,
+    :class:`sig.GatewayBusy`), or None for a timeout.
+    """
 
     reason: str
+    error: SigError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +251,7 @@ class ClientSession:
         self.name = name
         self.keepalive = keepalive
         self.handshake_timeout = handshake_timeout
+        self.credentials = b""  #: HELLO credentials (sig.core.auth.encode_credentials)
         self.clock = clock
         self.stats = new_stats()
         self.state = State.CLOSED
@@ -277,7 +283,8 @@ class ClientSession:
 
     def hello(self) -> bytes:
         """The HELLO body that opens a session."""
-        return w.encode(w.Hello(self.name, CLIENT_MAX_BODY, int(self.keepalive * 1000)))
+        ka = int(self.keepalive * 1000)
+        return w.encode(w.Hello(self.name, CLIENT_MAX_BODY, ka, credentials=self.credentials))
 
     def start(self, link: Outbox) -> None:
         """A connection is up: send HELLO on it; the handshake must end in time."""
@@ -345,6 +352,8 @@ class ClientSession:
     def _on_error(self, msg: w.Error) -> list[ClientEvent]:
         if msg.ref and self.registrations.awaits(msg.ref):
             return self._answered(msg.ref, registration_error(msg.code, msg.message))
+        if self.state is State.HELLO_SENT and msg.code in _HELLO_REFUSALS:
+            return [hello_refused(msg)]
         logger.warning("gateway error %s (ref %s): %s", msg.code, msg.ref, msg.message)
         return []
 
@@ -526,6 +535,12 @@ class ClientSession:
         return []
 
 
+def hello_refused(msg: w.Error) -> HandshakeFailed:
+    """The gateway answered our HELLO with an ERROR (NOT_AUTHORISED, BUSY): no session."""
+    error = request_error_for(msg.code, f"the gateway refused HELLO: {msg.message}")
+    return HandshakeFailed(str(error), error)
+
+
 def registration_error(code: int, message: str) -> SigError:
     """The exception an ERROR answering a REGISTER_SENDER or LISTEN stands for."""
     if code == ErrorCode.DUPLICATE_SENDER:
@@ -533,6 +548,10 @@ def registration_error(code: int, message: str) -> SigError:
     if code == ErrorCode.INVALID_NAME:
         return InvalidNameError(message)
     return request_error_for(code, message)
+
+
+#: ERROR codes that answer our HELLO: no session on this connection.
+_HELLO_REFUSALS = frozenset({ErrorCode.NOT_AUTHORISED, ErrorCode.BUSY})
 
 
 class _Malformed(RequestError):

@@ -128,12 +128,16 @@ class AsyncClientRouter(GatewayListings):
         request_timeout: float = 10.0,
         keepalive: float = 10.0,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         """``max_queued_events``: coroutine listener callbacks that may be pending
         at once; above it new listener calls are dropped and counted in
-        ``stats["dropped_slow_listener"]`` (hooks and request handlers never are)."""
+        ``stats["dropped_slow_listener"]`` (hooks and request handlers never are).
+        ``username``/``password``: the HELLO login (refused: README, "Users")."""
         if max_queued_events < 1:
             raise ValueError("max_queued_events must be at least 1")
+        self.username, self.password = username, password  #: None: anonymous
         #: Find the gateway by mDNS at connect() (``host=None``).
         self.discover = host is None
         self.host = host or ""

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from carriers.stream import StreamLink
 from carriers.tcp import connect_tcp
 from sig.core import client as core
-from sig.errors import ConnectError, ConnectionLost, SigError
+from sig.core.auth import encode_credentials
+from sig.errors import ConnectError, ConnectionLost, NotAuthorised, SigError
 from sig.protocol import messages as w
 from sig.routers.callbacks import Dispatch, SenderRefused
 from sig.routers.retry import Backoff, keep_open
@@ -90,6 +91,7 @@ class ClientConnection:
         self.first: asyncio.Future[None] | None = None
         self._opened = core.Opened(0)
         self._failure: BaseException | None = None
+        self._refusal_logged = False  #: the current run of refused logins was logged
         self._timer: asyncio.TimerHandle | None = None
         self.timer_due = _INF
         self._deliver = client._on_event
@@ -128,18 +130,43 @@ class ClientConnection:
             if link is not None:
                 link.abort()  # never leave a half-registered connection behind
             self.drop_link()
-            if not client.auto_reconnect:
+            if self._gives_up(exc):
                 self._settle_first(exc if isinstance(exc, SigError) else ConnectError(str(exc)))
                 raise Stop from None
             self._failure = exc
+            self._refused(exc)
             return None
         return link
+
+    def _gives_up(self, exc: BaseException) -> bool:
+        """True if this failure ends the loop: no auto_reconnect, or refused credentials
+        at the first attempt (they will not get better by retrying: connect() raises)."""
+        if not self.client.auto_reconnect:
+            return True
+        first = self.first
+        return isinstance(exc, NotAuthorised) and first is not None and not first.done()
+
+    def _refused(self, exc: BaseException) -> None:
+        """Refused credentials at a reconnect: one warning per run of refusals (then backoff)."""
+        if not isinstance(exc, NotAuthorised):
+            return
+        if not self._refusal_logged:
+            self._refusal_logged = True
+            client = self.client
+            logger.warning(
+                "gateway %s:%s refused our login as %r (%s); retrying with backoff",
+                client.host,
+                client.port,
+                client.username,
+                exc,
+            )
 
     async def _handshake(self, link: StreamLink) -> None:
         """HELLO, WELCOME and the replay (what it refused is told once connected)."""
         client, session = self.client, self.session
         self.ready = asyncio.get_running_loop().create_future()
         session.name, session.keepalive = client.name, client.keepalive
+        session.credentials = encode_credentials(client.username, client.password)
         session.handshake_timeout = client.connect_timeout
         session.start(link)
         self.arm()
@@ -149,6 +176,7 @@ class ClientConnection:
         """The session is open: run until the link closes; True to reconnect."""
         client = self.client
         self.connected = True
+        self._refusal_logged = False
         if not self._settle_first(None):
             client.stats["reconnects"] += 1
         logger.info("connected to gateway %s:%s", client.host, client.port)
@@ -280,7 +308,7 @@ class ClientConnection:
 
     def _on_handshake_failed(self, ev: core.HandshakeFailed) -> None:
         if self.ready is not None and not self.ready.done():
-            self.ready.set_exception(ConnectError(ev.reason))
+            self.ready.set_exception(ev.error or ConnectError(ev.reason))
         if self.link is not None:
             self.link.close()
 

@@ -84,6 +84,8 @@ class ClientRouter(ClientRouterAliases):
         keepalive: float = 10.0,
         handler_threads: int = 4,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._client = AsyncClientRouter(
             host,
@@ -96,6 +98,7 @@ class ClientRouter(ClientRouterAliases):
             keepalive=keepalive,
             max_queued_events=max_queued_events,
         )
+        self._client.username, self._client.password = username, password  # the HELLO login
         #: Called on the dispatcher thread after every (re)connect.
         self.on_connected: Callable[[], Any] | None = None
         #: Called on the dispatcher thread when the connection is lost.
