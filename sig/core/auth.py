@@ -229,8 +229,11 @@ def decode_credentials(raw: bytes) -> Credentials:
 # --- the slowdown of failing addresses -------------------------------------------
 
 #: The first failure from an address delays its next answer this long; each
-#: further one doubles it, up to SLOWDOWN_CAP.
+#: further one doubles it, up to SLOWDOWN_CAP. An address is forgiven only by
+#: SLOWDOWN_FORGET seconds without a failure after its delay, never by a login
+#: that succeeds (or one valid account would reset the count of its guesses).
 SLOWDOWN_BASE, SLOWDOWN_CAP = 0.5, 30.0
+SLOWDOWN_FORGET = 2 * SLOWDOWN_CAP
 #: Addresses remembered at most (least recently failed forgotten first).
 SLOWDOWN_ADDRESSES = 4096
 
@@ -247,8 +250,10 @@ class Slowdown:
         base: float = SLOWDOWN_BASE,
         cap: float = SLOWDOWN_CAP,
         max_addresses: int = SLOWDOWN_ADDRESSES,
+        forget: float = SLOWDOWN_FORGET,
     ) -> None:
         self.base, self.cap, self.max_addresses = base, cap, max(1, max_addresses)
+        self.forget = forget
         self._table: OrderedDict[str, tuple[int, float]] = OrderedDict()  # -> failures, until
 
     def __len__(self) -> int:
@@ -261,16 +266,18 @@ class Slowdown:
 
     def failed(self, address: str, now: float) -> float:
         """Count a failure of ``address``; returns the delay its next answer gets."""
-        failures = self._table.pop(address, (0, 0.0))[0] + 1
+        failures, until = self._table.pop(address, (0, 0.0))
+        failures = 1 if now - until > self.forget else failures + 1
         delay = float(min(self.cap, self.base * 2.0 ** min(failures - 1, 32)))
         self._table[address] = (failures, now + delay)
         if len(self._table) > self.max_addresses:
             self._table.popitem(last=False)
         return delay
 
-    def succeeded(self, address: str) -> None:
-        """A login from ``address`` succeeded: it is no longer slowed."""
-        self._table.pop(address, None)
+    def slowed(self, address: str, now: float) -> bool:
+        """True while ``address`` is held or not yet forgiven (its checks go one at a time)."""
+        entry = self._table.get(address)
+        return entry is not None and now - entry[1] <= self.forget
 
 
 def source_address(session: Session) -> str:
@@ -413,8 +420,9 @@ class Authenticator:
         """True if a HELLO from ``address`` must wait: its slowdown runs, or (once it
         failed) one of its logins is being checked. So answers to an address that
         fails follow the slowdown however many connections it opens in parallel."""
-        until = self.slowdown.until(address)
-        return until > now or (until > 0 and self._checking.get(address, 0) > 0)
+        if self.slowdown.until(address) > now:
+            return True
+        return self._checking.get(address, 0) > 0 and self.slowdown.slowed(address, now)
 
     def _decide(self, session: Session, msg: w.Hello, address: str) -> None:
         """Admit, refuse, or start the password check of one HELLO."""
@@ -480,7 +488,6 @@ class Authenticator:
         if session.state in (State.CLOSED, State.ERROR):
             return
         if ok and ticket.known:
-            self.slowdown.succeeded(ticket.address)
             self._admit(session, ticket.hello, Principal(ticket.user, "user"))
         else:
             self._refuse(session, ticket.address, ticket.user, "wrong user or password")

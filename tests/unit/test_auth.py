@@ -314,7 +314,7 @@ def test_parallel_connections_do_not_get_around_the_slowdown(
     assert len(times) <= 50 + 10
 
 
-def test_other_addresses_are_not_slowed_and_success_resets(
+def test_other_addresses_are_not_slowed_and_success_does_not_forgive(
     core: GatewayCore, clock: FakeClock
 ) -> None:
     brute_force(core, clock, 10.0, "10.6.6.6")
@@ -333,7 +333,21 @@ def test_other_addresses_are_not_slowed_and_success_resets(
     core.poll()
     tickets.run_all()
     assert isinstance(answers(link)[0], w.Welcome)
-    assert core.auth.slowdown.until("10.6.6.6") == 0.0
+    # a valid account does not reset the count: the next failure waits longer still
+    before = clock.now - core.auth.slowdown.until("10.6.6.6")
+    assert before < 0.1
+    assert core.auth.slowdown.failed("10.6.6.6", clock.now) >= 16
+
+
+def test_an_address_is_forgiven_after_a_quiet_while() -> None:
+    slow = Slowdown()
+    for _ in range(6):
+        until = slow.until("x")
+        slow.failed("x", until)
+    assert slow.failed("x", slow.until("x")) == 30
+    quiet = slow.until("x") + auth.SLOWDOWN_FORGET + 1
+    assert slow.slowed("x", quiet - 2) and not slow.slowed("x", quiet)
+    assert slow.failed("x", quiet) == 0.5
 
 
 def test_a_slowed_login_still_meets_the_hello_deadline(core: GatewayCore, clock: FakeClock) -> None:

@@ -24,9 +24,11 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from sig.errors import ConnectError, RequestError, SigError
+from sig.errors import ConnectError, RequestError, SigError, UsersFileError
 from sig.logs import PrintableFormatter, RepeatFilter, printable, setup
 from sig.protocol.constants import DEFAULT_PORT
+from sig.tools.cli._passwd import NO_PASSWORD_FLAG, PASSWORD_ENV, cmd_passwd
+from sig.tools.cli._passwd import add_parser as add_passwd_parser
 from sig.tools.cli._serve import (
     DEFAULTS,
     GATEWAY_LIMITS,
@@ -72,6 +74,21 @@ def version() -> str:
 
 
 # --- argument parsing -------------------------------------------------------
+
+
+def add_login_options(p: argparse.ArgumentParser) -> None:
+    """``--user`` and ``--password-stdin`` of a client command (the password: README, Users)."""
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help=f"log in as NAME; the password comes from --password-stdin, ${PASSWORD_ENV}"
+        f" or a prompt ({NO_PASSWORD_FLAG})",
+    )
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password of --user from the first line of stdin",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: twice its link timeout; 0 = not at all)",
     )
     serve_p.add_argument(
+        "--users",
+        metavar="FILE",
+        help="users file (sig passwd): clients must log in; SIGHUP reloads it",
+    )
+    serve_p.add_argument(
         "--max-queued",
         type=int,
         help="bytes queued to a link before the gateway stops reading it (1.25 MiB)",
@@ -174,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--log-level", choices=["debug", "info", "warning", "error"], default="warning"
         )
+        add_login_options(p)
         return p
 
     listen_p = client_parser(
@@ -218,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     top_p.add_argument("--json", action="store_true", help="one JSON object per poll, no screen")
 
+    add_passwd_parser(sub)
     sim_p = sub.add_parser("device-sim", help="emulate a UART device (see PROTOCOL.md)")
     sim_p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -251,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             )
             return asyncio.run(serve(conf))
+        if command == "passwd":
+            return cmd_passwd(args)
         if command == "device-sim":
             from sig.tools.device_sim import main as sim_main
 
@@ -261,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.log_level.upper(), args.log_format or "text", "sig %(levelname)s: %(message)s"
         )
         return asyncio.run(COMMANDS[command](args))
-    except UsageError as exc:
+    except (UsageError, UsersFileError) as exc:  # a bad users file is bad config
         print(f"sig {command}: {printable(exc)}", file=sys.stderr)
         return 2
     except ConnectError as exc:

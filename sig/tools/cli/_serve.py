@@ -50,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "stall_timeout": DEFAULT_STALL_TIMEOUT,
     "high_water": DEFAULT_HIGH_WATER,
     "max_queued": DEFAULT_MAX_QUEUED,
+    # [auth] (README, Users): a users file makes clients log in; allow_anonymous
+    # admits those that do not; tls_principal "subject": a client certificate names one.
+    "users": None,
+    "allow_anonymous": False,
+    "tls_principal": "none",
 }
 #: Limits in [gateway] (and flags): key -> (type, smallest allowed value).
 LOG_FORMATS = ("text", "json")
@@ -112,10 +117,29 @@ def load_config(path: str | None) -> dict[str, Any]:
         raise UsageError('config: [http] takes one key, listen = "127.0.0.1:8080"')
     if http.get("listen"):
         out["http"] = str(http["listen"])
-    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery", "http"}
+    out.update(_auth_table(path, doc.get("auth", {})))
+    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery", "http", "auth"}
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
     return out
+
+
+def _auth_table(path: str, table: Any) -> dict[str, Any]:
+    """``[auth]`` of the config: users (a file), allow_anonymous, tls_principal."""
+    from sig.core.auth import TLS_PRINCIPALS
+
+    keys = ("users", "allow_anonymous", "tls_principal")
+    if not isinstance(table, dict) or not set(table) <= set(keys):
+        raise UsageError(f"config {path}: [auth] takes only {', '.join(keys)}")
+    if "users" in table and (not isinstance(table["users"], str) or not table["users"]):
+        raise UsageError(f"config {path}: auth.users must be the path of a users file")
+    if "allow_anonymous" in table and not isinstance(table["allow_anonymous"], bool):
+        raise UsageError(f"config {path}: auth.allow_anonymous must be true or false")
+    if table.get("tls_principal", "none") not in TLS_PRINCIPALS:
+        raise UsageError(
+            f"config {path}: auth.tls_principal must be one of {', '.join(TLS_PRINCIPALS)}"
+        )
+    return dict(table)
 
 
 def _limits(path: str, table: Any) -> Any:
@@ -191,6 +215,7 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         high_water=conf["high_water"],
         max_queued=conf["max_queued"],
         serial_name_grace=conf["serial_name_grace"],
+        **_auth_options(conf),
     )
     try:
         await router.start()
@@ -206,6 +231,8 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     for sig_no in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig_no, stop.set)
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, router.reload_security)
     if conf["serial"]:
         from sig.routers.serial import open_serial_links
 
@@ -236,6 +263,15 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     return 0
 
 
+def _auth_options(conf: dict[str, Any]) -> dict[str, Any]:
+    """The ServerRouter options of the ``[auth]`` settings (and ``--users``)."""
+    return {
+        "users": conf["users"],
+        "allow_anonymous": bool(conf["allow_anonymous"]),
+        "tls_principal": conf["tls_principal"],
+    }
+
+
 def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, advertiser: Any) -> str:
     """What ``sig serve`` prints once it runs: where, with or without TLS, what else.
 
@@ -254,9 +290,18 @@ def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, adverti
         ("serial", serial),
         ("http", f"{http.url} (status page, /metrics, /healthz)" if http else "off"),
         ("discovery", discovery),
+        ("users", _users_row(conf)),
     ]
     head = f"sig gateway '{printable(conf['name'])}' listening on {conf['host']}:{port}"
     return "\n".join([head, *(f"  {k:<10} {v}" for k, v in rows)])
+
+
+def _users_row(conf: dict[str, Any]) -> str:
+    """The banner's users line: who may open a session."""
+    if not conf["users"]:
+        return "none (every client is anonymous)"
+    anonymous = "anonymous allowed" if conf["allow_anonymous"] else "no anonymous"
+    return f"{printable(conf['users'])} ({anonymous}; SIGHUP reloads)"
 
 
 async def _start_http(router: Any, bind: str | None) -> Any:

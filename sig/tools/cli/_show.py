@@ -31,6 +31,7 @@ async def _client(args: argparse.Namespace, name: str) -> Any:
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
     if args.command == "listen":  # --timeout bounds the whole listen; connecting takes part
         timeout = min(timeout, DEFAULT_TIMEOUT)
+    user, password = login(args)
     client = AsyncClientRouter(
         None if getattr(args, "discover", False) else args.host,
         args.port,
@@ -38,9 +39,23 @@ async def _client(args: argparse.Namespace, name: str) -> Any:
         auto_reconnect=False,
         connect_timeout=timeout,
         request_timeout=timeout,
+        username=user,
+        password=password,
     )
     await client.connect()
     return client
+
+
+def login(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``--user`` and its password (``--password-stdin``, $SIG_PASSWORD or a prompt)."""
+    from sig.tools.cli._passwd import client_password
+
+    user = getattr(args, "user", None)
+    if user is None:
+        if getattr(args, "password_stdin", False):
+            raise UsageError("--password-stdin needs --user")
+        return None, None
+    return user, client_password(user, args.password_stdin)
 
 
 def _json_default(value: Any) -> Any:
