@@ -7,6 +7,7 @@ tests never regenerate the file: they check both codecs against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -30,7 +31,12 @@ MESSAGES: list[tuple[str, w.Message, Any]] = [
     ("hello", w.Hello(name="sensor1", max_body=256, keepalive_ms=2000), None),
     (
         "hello_credentials",
-        w.Hello(name="pi", max_body=65535, keepalive_ms=0, credentials=b"s3cret"),
+        w.Hello(
+            name="pi",
+            max_body=65535,
+            keepalive_ms=0,
+            credentials=pack({"user": "pi", "password": "s3cret"}),
+        ),
         None,
     ),
     ("welcome", w.Welcome(name="gateway", max_body=65535, keepalive_ms=2000), None),
@@ -105,6 +111,25 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
 ]
 
 
+#: HELLO credentials maps (PROTOCOL.md section 3, "Open"): name, map, HELLO peer name.
+CREDENTIALS: list[tuple[str, dict[str, Any]]] = [
+    ("user_password", {"user": "alice", "password": "wonderland"}),
+    ("unicode_password", {"user": "bob", "password": "pässwörd ✓"}),
+    ("empty_password", {"user": "guest", "password": ""}),
+    ("unknown_key_ignored", {"user": "alice", "password": "wonderland", "x-future": 1}),
+]
+
+
+def credential_cases() -> list[dict[str, Any]]:
+    """The credentials vectors: the CBOR map, and a whole HELLO carrying it."""
+    out = []
+    for name, doc in CREDENTIALS:
+        raw = pack(doc)
+        body = w.encode(w.Hello(name="app", max_body=65535, keepalive_ms=10000, credentials=raw))
+        out.append({"name": name, "map": doc, "cbor": raw.hex(), "hello_body": body.hex()})
+    return out
+
+
 def frame_cases() -> list[dict[str, Any]]:
     good = encode_frame(w.encode(w.Ping(token=1)))
     good_body = w.encode(w.Ping(token=1)).hex()
@@ -156,7 +181,7 @@ def main() -> None:
     for name, msg, value in MESSAGES:
         body = w.encode(msg)
         fields: dict[str, Any] = {}
-        for key in msg.__dataclass_fields__:
+        for key in (f.name for f in dataclasses.fields(msg)):
             v = getattr(msg, key)
             if isinstance(v, bytes):
                 v = v.hex()
@@ -198,6 +223,7 @@ def main() -> None:
         "messages": messages,
         "bad_bodies": [{"name": n, "body": b.hex(), "error": e} for n, b, e in BAD_BODIES],
         "streams": frame_cases(),
+        "credentials": credential_cases(),
     }
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {OUT} ({len(messages)} messages)")

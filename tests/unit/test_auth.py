@@ -9,7 +9,10 @@ decisions and timing, never the wall clock.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import FakeClock, MemoryLink
@@ -390,3 +393,33 @@ def test_a_flood_of_failures_logs_one_line_a_minute(
     texts = [r.getMessage() for r in caplog.records if "login refused" in r.getMessage()]
     assert len(texts) == 2 and "199 more failures" in texts[1]
     assert core.stats()["auth_failures"] == 201
+
+
+# --- the wire vectors (tests/vectors.json, "credentials") ------------------------------
+
+VECTORS = json.loads((Path(__file__).parents[1] / "vectors.json").read_text())["credentials"]
+
+
+@pytest.mark.parametrize("case", VECTORS, ids=lambda c: c["name"])
+def test_credentials_vectors(case: dict[str, Any]) -> None:
+    raw = bytes.fromhex(case["cbor"])
+    assert pack(case["map"]) == raw
+    creds = decode_credentials(raw)
+    assert (creds.user, creds.password) == (case["map"]["user"], case["map"]["password"])
+    hello = w.decode(bytes.fromhex(case["hello_body"]))
+    assert isinstance(hello, w.Hello) and hello.credentials == raw
+    assert w.encode(hello).hex() == case["hello_body"]
+
+
+def test_the_login_vector_opens_a_session(core: GatewayCore) -> None:
+    case = next(c for c in VECTORS if c["name"] == "unknown_key_ignored")
+    link, session = attach(core)
+    core.receive(session, bytes.fromhex(case["hello_body"]))  # alice / wonderland
+    assert [type(m) for m in answers(link)] == [w.Error]  # alice's password here is another
+    core.auth.configure(
+        AuthSettings(parse_users(f"alice:{hash_password(case['map']['password'])}"))
+    )
+    link, session = attach(core, "10.0.0.99")
+    core.receive(session, bytes.fromhex(case["hello_body"]))
+    assert [type(m) for m in answers(link)] == [w.Welcome]
+    assert session.principal == Principal("alice", "user")
