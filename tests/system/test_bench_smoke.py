@@ -114,3 +114,9 @@ def test_http_side_benchmark_runs() -> None:
     out = run("http_side.py", "--runs", "1", "--count", "500", "--links", "3")
     assert "| HTTP side on, no page open, us per event |" in out
     assert "| GET /metrics, ms per scrape |" in out
+
+
+def test_login_benchmark_runs_sig_and_mosquitto() -> None:
+    out = run("login.py", "--runs", "1", "--logins", "3", "--seconds", "0.3")
+    for row in ("| sig ", "| sig-inline ", "| sig-anonymous ", "| mqtt ", "| mqtt-anonymous "):
+        assert row in out, out

@@ -30,10 +30,11 @@ from sig.core.auth import (
     parse_users,
     verify_password,
 )
+from sig.core.client import ClientSession, HandshakeFailed
 from sig.core.gateway import GatewayCore
 from sig.core.principals import ANONYMOUS, Principal
 from sig.core.session import Session, State
-from sig.errors import DecodeError, ErrorCode, UsersFileError
+from sig.errors import DecodeError, ErrorCode, GatewayBusy, NotAuthorised, UsersFileError
 from sig.protocol import messages as w
 from sig.protocol.data import pack
 
@@ -423,3 +424,56 @@ def test_the_login_vector_opens_a_session(core: GatewayCore) -> None:
     core.receive(session, bytes.fromhex(case["hello_body"]))
     assert [type(m) for m in answers(link)] == [w.Welcome]
     assert session.principal == Principal("alice", "user")
+
+
+# --- the client core: credentials in HELLO, a refusal as a typed error -------------------
+
+
+def client_session(clock: FakeClock) -> tuple[ClientSession, MemoryLink]:
+    session = ClientSession("app", keepalive=10.0, handshake_timeout=5.0, clock=clock)
+    session.credentials = encode_credentials("alice", PASSWORD)
+    link = MemoryLink("tcp:gw")
+    session.start(link)
+    return session, link
+
+
+def test_the_client_sends_its_login_in_hello(clock: FakeClock) -> None:
+    _, link = client_session(clock)
+    (sent,) = link.take()
+    assert isinstance(sent, w.Hello)
+    assert decode_credentials(sent.credentials) == auth.Credentials("alice", PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(ErrorCode.NOT_AUTHORISED, NotAuthorised), (ErrorCode.BUSY, GatewayBusy)]
+)
+def test_a_refused_hello_is_a_typed_handshake_failure(
+    clock: FakeClock, code: ErrorCode, error: type[Exception]
+) -> None:
+    session, _ = client_session(clock)
+    (event,) = session.receive(w.encode(w.Error(code, 0, "login refused")))
+    assert isinstance(event, HandshakeFailed) and isinstance(event.error, error)
+    assert "login refused" in str(event.error)
+
+
+def test_an_error_after_the_handshake_is_no_refusal(clock: FakeClock) -> None:
+    session, _ = client_session(clock)
+    session.receive(w.encode(w.Welcome("gw", 1024, 10000)))
+    assert session.is_open
+    assert session.receive(w.encode(w.Error(ErrorCode.NOT_AUTHORISED, 0, "no"))) == []
+
+
+def test_the_client_core_against_the_gateway_core(core: GatewayCore) -> None:
+    """Both sans-I/O halves, bytes passed by hand: a wrong password ends the handshake."""
+    tickets = Tickets(core)
+    client = ClientSession("app", clock=core.clock)
+    client.credentials = encode_credentials("alice", "nope")
+    to_gw = MemoryLink("tcp:client")
+    client.start(to_gw)
+    gw_link, gw_session = attach(core)
+    for msg in to_gw.take():
+        core.receive(gw_session, w.encode(msg))
+    tickets.run_all()
+    (refusal,) = answers(gw_link)
+    (event,) = client.receive(w.encode(refusal))
+    assert isinstance(event, HandshakeFailed) and isinstance(event.error, NotAuthorised)
