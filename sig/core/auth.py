@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from sig.core.principals import ANONYMOUS, Principal
 from sig.core.routing import check_name
-from sig.core.session import Session, State
+from sig.core.session import Link, Session, State
 from sig.errors import DecodeError, ErrorCode, InvalidNameError, UsersFileError
 from sig.logs import RepeatLimiter
 from sig.protocol import messages as w
@@ -367,6 +367,9 @@ class Authenticator:
         self.clock = clock
         self.settings = settings or AuthSettings()
         self.slowdown = Slowdown()
+        #: The principal a link gives a session without a login (a serial port's
+        #: configured device name), or None: anonymous. The ACL layer sets it.
+        self.link_principal: Callable[[Link], Principal | None] = lambda link: None
         #: Runs a verification off the loop and calls :meth:`verified` later; None: inline.
         self.verify: Callable[[Verification], None] | None = None
         #: Verifications handed to ``verify`` whose result has not come back (bounded).
@@ -428,7 +431,7 @@ class Authenticator:
         """Admit, refuse, or start the password check of one HELLO."""
         settings = self.settings
         if settings.users is None:
-            self._admit(session, msg, ANONYMOUS)  # no users: credentials are not asked for
+            self._admit(session, msg, self._without_login(session))  # credentials not asked for
             return
         try:
             creds = decode_credentials(msg.credentials)
@@ -446,9 +449,17 @@ class Authenticator:
         if self.settings.tls_principal == "subject" and isinstance(subject, str) and subject:
             self._admit(session, msg, Principal(subject, "certificate"))
         elif self.settings.allow_anonymous or session.link.persistent:
-            self._admit(session, msg, ANONYMOUS)  # a serial port is admitted by its config
+            self._admit(session, msg, self._without_login(session))  # a port: by its config
         else:
             self._refuse(session, address, None, "credentials required")
+
+    def _without_login(self, session: Session) -> Principal:
+        """Who a session that did not log in acts as: what its link says, else anonymous.
+
+        Asked at every HELLO (never taken from the session: after a device's
+        reset its last session's login must not stay).
+        """
+        return self.link_principal(session.link) or ANONYMOUS
 
     def _check(self, session: Session, msg: w.Hello, address: str, creds: Credentials) -> None:
         """Start the scrypt check (an unknown user is checked against a stand-in: same cost)."""

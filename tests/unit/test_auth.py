@@ -228,6 +228,22 @@ def test_a_serial_device_without_credentials_is_admitted(core: GatewayCore) -> N
     assert session.state is State.OPEN and session.principal is ANONYMOUS
 
 
+def test_a_link_principal_is_taken_at_every_hello_without_a_login(
+    core: GatewayCore, alice_hash: str
+) -> None:
+    """A port configured with a device name gives it; a login before it does not stay."""
+    device = Principal("pump", "device")
+    core.auth.link_principal = lambda link: device if link.persistent else None
+    link = MemoryLink("serial:/dev/ttyUSB1", persistent=True)
+    session = core.attach(link)
+    core.receive(
+        session, w.encode(w.Hello("dev", 256, 0, credentials=encode_credentials("alice", PASSWORD)))
+    )
+    assert session.principal == Principal("alice", "user")
+    core.receive(session, w.encode(w.Hello("dev", 256, 0)))  # the device reset, no login now
+    assert session.state is State.OPEN and session.principal == device
+
+
 def test_verifications_in_flight_are_bounded(core: GatewayCore) -> None:
     tickets = Tickets(core)
     links = []
