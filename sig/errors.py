@@ -59,6 +59,19 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol does not allow."""
 
 
+class SignatureError(RemoteProtocolError):
+    """A frame on a signed link failed verification (PROTOCOL.md section 5).
+
+    ``reason`` is the counter it is counted in: ``unsigned`` (no AUTH flag),
+    ``auth_failed`` (bad tag, too short, or no session to check it against)
+    or ``replayed`` (a good tag with a counter already seen).
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, ErrorCode.NOT_AUTHORISED)
+        self.reason = reason
+
+
 class EncodeError(SigError, TypeError):
     """A value cannot be carried as event data (not representable in CBOR)."""
 

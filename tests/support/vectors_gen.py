@@ -18,6 +18,7 @@ from cobs import cobs
 from sig.protocol import messages as w
 from sig.protocol.data import pack
 from sig.protocol.frame import crc16, encode_frame
+from sig.protocol.signing import TO_DEVICE, TO_GATEWAY, sign, tag
 
 OUT = Path(__file__).parents[1] / "vectors.json"
 
@@ -176,6 +177,92 @@ def frame_cases() -> list[dict[str, Any]]:
     ]
 
 
+#: The key, session nonces and plain bodies of the signing vectors (PROTOCOL.md section 5).
+SIGN_KEY = bytes(range(32))
+DEVICE_NONCE = bytes.fromhex("a0a1a2a3a4a5a6a7")
+GATEWAY_NONCE = bytes.fromhex("b0b1b2b3b4b5b6b7")
+SIGNED: list[tuple[str, int, int, w.Message]] = [
+    ("hello", TO_GATEWAY, 0, w.Hello("sensor1", 128, 2000, features=w.Feature.AUTH)),
+    ("welcome", TO_DEVICE, 1, w.Welcome("sig-gateway", 65535, 2000, features=w.Feature.AUTH)),
+    ("register_sender", TO_GATEWAY, 1, w.RegisterSender(1, "sensor1", events=((1, "temp"),))),
+    ("trigger_float32", TO_GATEWAY, 2, w.Trigger(1, pack(f32(23.1)))),
+    ("event", TO_DEVICE, 2, w.Event("timer", "tick", pack(5))),
+    ("ping_big_counter", TO_GATEWAY, 0x01020304, w.Ping(0)),
+]
+
+
+def signing_cases() -> dict[str, Any]:
+    """Keyed BLAKE2s, then whole signed bodies and frames of one session, then bad ones."""
+    import hashlib
+
+    def signed(direction: int, counter: int, msg: w.Message, key: bytes = SIGN_KEY) -> bytes:
+        ng = bytes(8) if isinstance(msg, w.Hello) else GATEWAY_NONCE
+        return sign(key, direction, DEVICE_NONCE, ng, counter, w.encode(msg))
+
+    frames = []
+    for name, direction, counter, msg in SIGNED:
+        body = signed(direction, counter, msg)
+        frames.append(
+            {
+                "name": name,
+                "direction": direction,
+                "counter": counter,
+                "plain": w.encode(msg).hex(),
+                "body": body.hex(),
+                "tag": body[-8:].hex(),
+                "frame": encode_frame(body).hex(),
+            }
+        )
+    trigger = signed(TO_GATEWAY, 2, SIGNED[3][3])
+    event = signed(TO_DEVICE, 2, SIGNED[4][3])
+    flipped = bytearray(trigger)
+    flipped[-1] ^= 0x01
+    blake = [
+        (b"abc", b"", 32),  # RFC 7693 appendix B
+        (b"", SIGN_KEY, 8),
+        (bytes(range(64)), SIGN_KEY, 8),  # exactly one block
+        (bytes(range(65)), SIGN_KEY, 8),  # one byte into the second block
+        (bytes(range(200)), SIGN_KEY, 32),
+    ]
+    return {
+        "about": "BLAKE2s-64 tags over direction || device_nonce || gateway_nonce || body",
+        "key": SIGN_KEY.hex(),
+        "device_nonce": DEVICE_NONCE.hex(),
+        "gateway_nonce": GATEWAY_NONCE.hex(),
+        "blake2s": [
+            {
+                "input": m.hex(),
+                "key": k.hex(),
+                "outlen": n,
+                "digest": hashlib.blake2s(m, key=k, digest_size=n).hexdigest(),
+            }
+            for m, k, n in blake
+        ],
+        "tag_input_example": {
+            "name": "trigger_float32",
+            "mac_input": (bytes((TO_GATEWAY,)) + DEVICE_NONCE + GATEWAY_NONCE + trigger[:-8]).hex(),
+            "tag": tag(SIGN_KEY, TO_GATEWAY, DEVICE_NONCE, GATEWAY_NONCE, trigger[:-8]).hex(),
+        },
+        "frames": frames,
+        # Received after the frames above (the receiver's counter is at 2 each way).
+        "bad": [
+            {"name": "flipped_tag", "direction": TO_GATEWAY, "body": bytes(flipped).hex(),
+             "reason": "auth_failed"},
+            {"name": "wrong_key", "direction": TO_GATEWAY,
+             "body": signed(TO_GATEWAY, 3, SIGNED[3][3], key=bytes(32)).hex(),
+             "reason": "auth_failed"},
+            {"name": "replayed_trigger", "direction": TO_GATEWAY, "body": trigger.hex(),
+             "reason": "replayed"},
+            {"name": "reflected_event", "direction": TO_GATEWAY,
+             "body": event.hex(), "reason": "auth_failed"},
+            {"name": "unsigned_trigger", "direction": TO_GATEWAY,
+             "body": w.encode(SIGNED[3][3]).hex(), "reason": "unsigned"},
+            {"name": "too_short", "direction": TO_DEVICE, "body": "61000000030102",
+             "reason": "auth_failed"},
+        ],
+    }  # fmt: skip
+
+
 def main() -> None:
     messages = []
     for name, msg, value in MESSAGES:
@@ -224,6 +311,7 @@ def main() -> None:
         "bad_bodies": [{"name": n, "body": b.hex(), "error": e} for n, b, e in BAD_BODIES],
         "streams": frame_cases(),
         "credentials": credential_cases(),
+        "signing": signing_cases(),
     }
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {OUT} ({len(messages)} messages)")
