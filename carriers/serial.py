@@ -18,6 +18,7 @@ handler and sets ``link.closed``, which is what the supervisor in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +46,10 @@ STOPBITS = {1: serial.STOPBITS_ONE, 1.5: serial.STOPBITS_ONE_POINT_FIVE, 2: seri
 BYTESIZES = (5, 6, 7, 8)
 #: Keys a ``[[serial]]`` table may hold.
 SPEC_KEYS = frozenset(
-    {"port", "baud", "parity", "stopbits", "bytesize", "rtscts", "exclusive", "name"}
+    {"port", "baud", "parity", "stopbits", "bytesize", "rtscts", "exclusive", "name", "key_file"}
 )
+#: How a ``--serial`` spec names the port's key file: ``PATH[:BAUD],key_file=FILE``.
+KEY_FILE_OPTION = ",key_file="
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class SerialSettings:
     exclusive: bool = True
     #: Link name shown in ``sig links``; default ``serial:<port>``.
     name: str = ""
+    #: File holding the port's signing key (PROTOCOL.md section 5); "" = unsigned.
+    #: The key itself never goes in the config: configs are shared, pasted and
+    #: committed, while a key file can be mode 0600 and replaced on its own.
+    key_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -104,6 +111,16 @@ class SerialSettings:
 
     @classmethod
     def _from_text(cls, spec: str) -> SerialSettings:
+        """``PATH``, ``PATH:BAUD``, or a pyserial URL (``socket://host:port[:BAUD]``),
+        each optionally followed by ``,key_file=FILE``."""
+        spec, option, key_file = spec.partition(KEY_FILE_OPTION)
+        if option and not key_file:
+            raise ValueError(f"serial spec {spec!r}: key_file= names no file")
+        settings = cls._from_port_text(spec)
+        return dataclasses.replace(settings, key_file=key_file) if key_file else settings
+
+    @classmethod
+    def _from_port_text(cls, spec: str) -> SerialSettings:
         """``PATH``, ``PATH:BAUD``, or a pyserial URL (``socket://host:port[:BAUD]``)."""
         path, sep, baud_text = spec.rpartition(":")
         if "://" in spec and spec.split("://", 1)[1].count(":") < 2:
@@ -137,7 +154,16 @@ class SerialSettings:
             rtscts=spec.get("rtscts", False),
             exclusive=spec.get("exclusive", True),
             name=str(spec.get("name", "")),
+            key_file=_key_file(spec),
         )
+
+
+def _key_file(spec: Mapping[str, Any]) -> str:
+    """The table's ``key_file`` (a path string), or ""."""
+    key_file = spec.get("key_file", "")
+    if not isinstance(key_file, str):
+        raise ValueError(f"[[serial]] {spec['port']}: key_file must be a path string")
+    return key_file
 
 
 class SerialLink(StreamLink[S]):

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from carriers.serial import SerialLink, SerialSettings, open_serial
+from sig.core.signed import SignedLink, SignedPort
 from sig.errors import ConnectError, SigError
+from sig.protocol.signing import parse_key
 from sig.routers.retry import Backoff, keep_open
 
 logger = logging.getLogger(__name__)
@@ -51,9 +55,61 @@ def parse_specs(specs: Iterable[str | Mapping[str, Any]]) -> list[SerialSettings
             raise SerialSpecError(str(exc)) from exc
         if settings.port in seen:
             raise SerialSpecError(f"serial port {settings.port} is configured twice")
+        if settings.key_file:
+            read_key_file(settings)  # a missing or bad key is reported before anything opens
         seen.add(settings.port)
         out.append(settings)
     return out
+
+
+def read_key_file(settings: SerialSettings) -> bytes:
+    """The port's key from its ``key_file`` (64 hex digits or 32 raw bytes).
+
+    A file that others than its owner may read is used, with a warning: the
+    key is what keeps a forged device off the gateway.
+    """
+    path = settings.key_file
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read(256)
+    except OSError as exc:
+        raise SerialSpecError(f"serial {settings.port}: key_file {path}: {exc.strerror}") from exc
+    try:
+        key = parse_key(data)
+    except ValueError as exc:
+        raise SerialSpecError(f"serial {settings.port}: key_file {path}: {exc}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("%s: key_file %s is readable by others (chmod 600 it)", settings.port, path)
+    return key
+
+
+class SignedFrames:
+    """The frame handler of a keyed port: every body is verified before the
+    gateway sees it, and the core's session sends through a SignedLink."""
+
+    def __init__(self, router: Any, port: SignedPort) -> None:
+        self.router = router
+        self.port = port
+
+    def link_up(self, link: SerialLink[Any]) -> Any:
+        """The core attaches the SignedLink, so all it sends is signed."""
+        return self.router.link_up(SignedLink(link, self.port))
+
+    def frames(self, link: SerialLink[Any], bodies: list[bytes]) -> int | None:
+        """Verify one body at a time (a body held back on a pause is not verified twice)."""
+        signed: SignedLink = link.session.link
+        for done, body in enumerate(bodies, 1):
+            plain = signed.receive(body)
+            if plain is not None:
+                self.router.frames(link, [plain])
+            if link.reading_paused:
+                return done
+        return None
+
+    def link_down(self, link: SerialLink[Any], exc: BaseException | None) -> None:
+        session = link.session
+        self.router.link_down(session.link if session is not None else link, exc)
 
 
 class SerialPort:
@@ -73,6 +129,12 @@ class SerialPort:
         self.closed_since: float | None = None
         self._opened = asyncio.Event()
         self._logged_error = ""
+        #: The key, signer and drop counters of a port with a key_file (else None).
+        self.signed: SignedPort | None = None
+        self.handler: Any = router
+        if settings.key_file:
+            self.signed = SignedPort(read_key_file(settings), settings.link_name)
+            self.handler = SignedFrames(router, self.signed)
 
     @property
     def name(self) -> str:
@@ -82,7 +144,7 @@ class SerialPort:
         """One attempt to open the port; False (and logged once per reason) on failure."""
         try:
             options = getattr(self.router, "link_options", {})  # the gateway's queue limits
-            link = await open_serial(self.router, self.settings, **options)
+            link = await open_serial(self.handler, self.settings, **options)
         except ConnectError as exc:
             self.failed_opens += 1
             self.state = "reopening"
@@ -141,6 +203,8 @@ class SerialPort:
         if self.state == "open" and link is not None and not link.closed.is_set():
             return []  # the session row already shows this port
         stats = link.stats() if link is not None else {}
+        if self.signed is not None:
+            stats.update(self.signed.stats())
         return [
             {
                 "link": self.name,

@@ -34,7 +34,12 @@ value is JSON (strings quoted), e.g.::
 
 Kinds: OPEN, PORT_ERROR, PORT_LOST, HELLO, WELCOME, REGISTERED, LISTENING,
 TRIGGER (only when ``verbose``), EVENT, EVENT_DROPPED, REQUEST, RESPONSE,
-ERROR, BAD_FRAME, INVITE, TIMEOUT, STOPPED. Tests read the same records as
+ERROR, BAD_FRAME, AUTH_DROP, INVITE, TIMEOUT, STOPPED.
+
+With a key (``--key-file``) every frame is signed and checked as PROTOCOL.md
+section 5 says (:mod:`sig.tools.device_signing`); a frame that fails is
+dropped, counted (``auth_failed``, ``replayed``, ``unsigned`` in
+``signing.counts``) and recorded as AUTH_DROP. Tests read the same records as
 ``(kind, fields)`` tuples in :attr:`DeviceSim.records`.
 """
 
@@ -67,6 +72,7 @@ from sig.protocol import messages as w
 from sig.protocol.data import pack, unpack
 from sig.protocol.frame import FrameDecoder, encode_frame
 from sig.routers.retry import Backoff, keep_open
+from sig.tools.device_signing import DeviceSigning, read_key_file
 
 logger = logging.getLogger(__name__)
 
@@ -250,9 +256,17 @@ class _Session(RecordLog):
     type (``_handlers``), which the device extends with its own.
     """
 
-    def __init__(self, name: str, keepalive_ms: int, out: Callable[[str], None] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        keepalive_ms: int,
+        out: Callable[[str], None] | None,
+        key: bytes | None = None,
+    ) -> None:
         super().__init__(name, out)
         self.keepalive_ms = keepalive_ms
+        #: Signs what the device sends and checks what it gets (PROTOCOL.md section 5).
+        self.signing = DeviceSigning(key) if key is not None else None
         #: "down" (no port), "hello" (waiting for WELCOME), "open" (session up).
         self.state = "down"
         self.registered = False
@@ -322,11 +336,18 @@ class _Session(RecordLog):
         now = time.monotonic()
         self._hello_at = now
         self._last_rx = now
-        self._send(w.Hello(self.name, DEVICE_MAX_BODY, self.keepalive_ms))
+        features = w.Feature.AUTH if self.signing is not None else w.Feature.NONE
+        self._send(w.Hello(self.name, DEVICE_MAX_BODY, self.keepalive_ms, features=features))
         self._emit("HELLO", reason=reason)
 
     def _on_frame(self, body: bytes) -> None:
         """One frame from the gateway: decode it and hand it to its type's handler."""
+        if self.signing is not None:
+            plain, why = self.signing.unseal(body, self.state == "hello")
+            if plain is None:
+                self._emit("AUTH_DROP", error=why)
+                return
+            body = plain
         self._last_rx = time.monotonic()
         self.counters["frames_in"] += 1
         try:
@@ -401,7 +422,11 @@ class _Session(RecordLog):
     # --- output -------------------------------------------------------------
 
     def _send(self, msg: w.Message) -> None:
-        self._write(encode_frame(w.encode(msg)))
+        body = w.encode(msg) if self.signing is None else self.signing.seal(w.encode(msg))
+        if body is None:  # signed, but no session yet (or its counter is used up)
+            self.counters["not_sent"] += 1
+            return
+        self._write(encode_frame(body))
         self.counters["frames_out"] += 1
 
     def _write(self, data: bytes) -> None:
@@ -434,8 +459,10 @@ class DeviceSim(_Session):
         reopen_delay: float = 0.2,
         out: Callable[[str], None] | None = None,
         verbose: bool = False,
+        key: bytes | None = None,
     ) -> None:
-        super().__init__(name, keepalive_ms, out)
+        """``key``: sign every frame with it (the gateway's port must have the same)."""
+        super().__init__(name, keepalive_ms, out, key)
         self.port = port
         self.baud = baud
         self.sender = sender or name
@@ -624,6 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keepalive-ms", type=int, default=1000)
     p.add_argument("--temperature", type=float, default=21.5, help="what get_temp answers")
     p.add_argument("--verbose", action="store_true", help="also print every TRIGGER")
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="sign frames with this key (64 hex digits or 32 raw bytes; PROTOCOL.md section 5)",
+    )
     return p
 
 
@@ -645,6 +677,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.interval < 0 or args.keepalive_ms < 0 or args.baud <= 0:
         print("sig device-sim: --interval, --keepalive-ms and --baud must not be negative")
         return 2
+    key = None
+    if args.key_file:
+        try:
+            key = read_key_file(args.key_file)
+        except (OSError, ValueError) as exc:
+            print(f"sig device-sim: --key-file {args.key_file}: {exc}")
+            return 2
     sim = DeviceSim(
         args.port,
         baud=args.baud,
@@ -658,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         temperature=args.temperature,
         out=lambda line: print(line, flush=True),
         verbose=args.verbose,
+        key=key,
     )
     asyncio.run(_amain(sim))
     return 0

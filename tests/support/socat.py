@@ -165,10 +165,21 @@ class NoisyRelay:
     must be delivered. Without it a flip may split or merge frames; then
     ``reference`` (a decoder fed exactly the bytes written to ``right``) says
     what the gateway's counters must be.
+
+    With ``fix_crc`` the bits are flipped in the body only and the frame is
+    framed again with a fresh CRC: every corrupted frame passes the CRC, so
+    only a check above it (a signed link's tag) can catch it.
     """
 
     def __init__(
-        self, left: Path, right: Path, *, fraction: float, seed: int, keep_zeros: bool = True
+        self,
+        left: Path,
+        right: Path,
+        *,
+        fraction: float,
+        seed: int,
+        keep_zeros: bool = True,
+        fix_crc: bool = False,
     ) -> None:
         import random
 
@@ -176,6 +187,7 @@ class NoisyRelay:
 
         self.fraction = fraction
         self.keep_zeros = keep_zeros
+        self.fix_crc = fix_crc
         self.noisy = False
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -241,6 +253,8 @@ class NoisyRelay:
         if not self.noisy:
             self.intact.append(frame)
             return wire
+        if self.fix_crc:
+            return self._corrupt_body(frame)
         rng = self.rng
         buf = bytearray(wire)
         changed = False
@@ -256,6 +270,22 @@ class NoisyRelay:
         else:
             self.intact.append(frame)
         return bytes(buf)
+
+    def _corrupt_body(self, frame: bytes) -> bytes:
+        """Flip bits in the body of ``frame`` and frame it again (a CRC that matches)."""
+        from cobs import cobs
+
+        from sig.protocol.frame import encode_frame
+
+        body = bytearray(cobs.decode(frame)[:-2])
+        changed = False
+        for i in range(len(body)):
+            if self.rng.random() < self.fraction:
+                body[i] ^= 1 << self.rng.randrange(8)
+                self.flipped_bytes += 1
+                changed = True
+        (self.corrupted if changed else self.intact).append(frame)
+        return encode_frame(bytes(body)) if changed else frame + b"\x00"
 
     def close(self) -> None:
         os.write(self._stop_w, b"x")
