@@ -109,6 +109,16 @@
 #define SIG_CONFIG_NAMES_IN_FLASH 0
 #endif
 
+/* 1: signed frames (PROTOCOL.md section 5): with a key in
+ * sig_device_config_t every frame carries a counter and a BLAKE2s-64 tag, 12
+ * bytes more (20 in HELLO). Adds the BLAKE2s code (about 1 KB of flash on a
+ * Cortex-M0, README "Footprint"), 56 bytes to sig_device_t and 20 to its
+ * transmit buffer; signing and checking a frame takes about 240 bytes of
+ * stack. 0 (default): no signing code at all. */
+#ifndef SIG_CONFIG_AUTH
+#define SIG_CONFIG_AUTH 0
+#endif
+
 /* Milliseconds between HELLOs while no WELCOME has come, when the device asked
  * for keepalive_ms = 0 (otherwise keepalive_ms is used). */
 #ifndef SIG_CONFIG_HELLO_RETRY_MS

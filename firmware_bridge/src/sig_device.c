@@ -6,9 +6,11 @@
  * keepalive runs). ONLINE -> HELLO on INVITE, on ERROR(NO_SESSION) and when
  * nothing valid was received for 3 x keepalive_ms. A WELCOME in any state
  * (re)opens the session and sends every registration again. */
+#include <string.h>
+
 #include "sig_internal.h"
 
-enum { DEV_IDLE = 0, DEV_HELLO = 1, DEV_ONLINE = 2 };
+enum { DEV_IDLE = SIG__DEV_IDLE, DEV_HELLO = SIG__DEV_HELLO, DEV_ONLINE = SIG__DEV_ONLINE };
 
 static uint32_t now_ms(const sig_device_t *dev)
 {
@@ -117,8 +119,14 @@ static sig_err_t send_body(sig_device_t *dev, size_t len)
 
 static size_t tx_cap(const sig_device_t *dev)
 {
-    size_t cap = SIG_CONFIG_TX_MAX_BODY;
-    return dev->peer_max_body < cap ? dev->peer_max_body : cap;
+    size_t cap = SIG_CONFIG_TX_MAX_BODY, peer = dev->peer_max_body;
+#if SIG_CONFIG_AUTH
+    if (dev->auth_key != NULL) { /* room for the counter and nonce; the tag comes after */
+        cap += SIG_AUTH_HELLO_OVERHEAD - SIG_AUTH_TAG_LEN;
+        peer = peer > SIG_AUTH_TAG_LEN ? peer - SIG_AUTH_TAG_LEN : 0u;
+    }
+#endif
+    return peer < cap ? peer : cap;
 }
 
 /* Every message a device sends starts with its type and a varint. The
@@ -128,6 +136,16 @@ static void tx_begin(sig_device_t *dev, sig_wr_t *w, uint8_t type, uint32_t v)
 {
     sig_cbor_writer_init(w, dev->tx_buf + SIG__TX_HEAD, tx_cap(dev));
     sig__put_varint(w, type); /* a byte below 0x80 is its own varint: one call less to link */
+#if SIG_CONFIG_AUTH
+    if (dev->auth_key != NULL) { /* the counter, and HELLO's nonce: sig__auth_seal fills them */
+        size_t room = type == SIG_MSG_HELLO ? 4u + SIG_AUTH_NONCE_LEN : 4u;
+        if (w->cap - w->len < room) {
+            w->err = SIG_ERR_NO_SPACE;
+        } else {
+            w->len += room;
+        }
+    }
+#endif
     sig__put_varint(w, v);
 }
 
@@ -156,10 +174,23 @@ static sig_err_t tx_err(const sig_wr_t *w)
     return w->err == SIG_ERR_NO_SPACE ? SIG_ERR_TOO_LARGE : w->err;
 }
 
+static sig_err_t send_hello(sig_device_t *dev);
+
 static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
 {
     sig_err_t e = tx_err(w);
-    return e != SIG_OK ? e : send_body(dev, w->len);
+    if (e != SIG_OK) {
+        return e;
+    }
+#if SIG_CONFIG_AUTH
+    if (dev->auth_key != NULL) {
+        if (dev->auth_tx == 0xFFFFFFFFu && w->buf[0] != SIG_MSG_HELLO) {
+            return send_hello(dev); /* the counter is used up: a new session */
+        }
+        return send_body(dev, sig__auth_seal(dev, w->buf, w->len));
+    }
+#endif
+    return send_body(dev, w->len);
 }
 
 /* PING or PONG (token v, no data); TRIGGER (event_ref v, data); ERROR
@@ -192,11 +223,22 @@ static sig_err_t send_hello(sig_device_t *dev)
     dev->peer_max_body = 0xFFFFu;
     dev->tx_torn = 1; /* a lone 0x00 first: the gateway drops any torn frame */
     dev->last_hello = now_ms(dev);
+#if SIG_CONFIG_AUTH
+    if (dev->auth_key != NULL) { /* a new session: a new nonce, the gateway's comes in WELCOME */
+        dev->auth_nonce(dev->user, dev->auth_nd);
+        memset(dev->auth_ng, 0, sizeof dev->auth_ng);
+        dev->auth_tx = dev->auth_rx = 0;
+    }
+#endif
     tx_begin(dev, &w, SIG_MSG_HELLO, SIG_PROTOCOL_VERSION);
     put_cstr(&w, dev->name);
     sig__put_varint(&w, dev->max_body);
     sig__put_varint(&w, dev->keepalive_req);
+#if SIG_CONFIG_AUTH
+    sig__put_varint(&w, dev->auth_key != NULL ? 0x02u : 0u); /* features: AUTH */
+#else
     sig__put_varint(&w, 0u); /* features (one byte 0x00) */
+#endif
     sig__put_varint(&w, 0u); /* credentials: none (one byte 0x00) */
     e = tx_send(dev, &w);
     status(dev, SIG_STATUS_HELLO, 0);
@@ -268,6 +310,13 @@ sig_err_t sig_device_init_checked(sig_device_t *dev, const sig_device_config_t *
     dev->max_body = cfg->max_body != 0u ? cfg->max_body : (uint16_t)SIG_CONFIG_MAX_BODY;
     dev->keepalive_req = cfg->keepalive_ms;
     dev->next_request_id = 1;
+#if SIG_CONFIG_AUTH
+    if (cfg->auth_key != NULL && cfg->auth_nonce == NULL) {
+        return SIG_ERR_ARG;
+    }
+    dev->auth_key = cfg->auth_key;
+    dev->auth_nonce = cfg->auth_nonce;
+#endif
     /* state DEV_IDLE (0) by the zeroing; peer_max_body is set by send_hello
      * and lifted by add_sender's dry run, the only encoders before WELCOME */
     return sig_rx_init(&dev->rx, dev->rx_buf, sizeof dev->rx_buf, dev->max_body);
@@ -563,10 +612,21 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
 
 sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte)
 {
+    uint8_t *body = dev->rx.buf;
+    size_t len;
     if (!sig_rx_feed(&dev->rx, byte)) {
         return SIG_OK;
     }
-    return on_frame(dev, dev->rx.buf, dev->rx.len);
+    len = dev->rx.len;
+#if SIG_CONFIG_AUTH
+    if (dev->auth_key != NULL) {
+        len = sig__auth_open(dev, &body, len);
+        if (len == 0u) {
+            return SIG_OK; /* dropped and counted, never dispatched */
+        }
+    }
+#endif
+    return on_frame(dev, body, len);
 }
 
 sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len)
@@ -688,6 +748,17 @@ bool sig_device_online(const sig_device_t *dev)
 const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev)
 {
     return &dev->rx.stats;
+}
+
+const sig_auth_stats_t *sig_device_auth_stats(const sig_device_t *dev)
+{
+#if SIG_CONFIG_AUTH
+    return &dev->auth_stats;
+#else
+    static const sig_auth_stats_t none = {0, 0, 0};
+    (void)dev;
+    return &none;
+#endif
 }
 
 uint16_t sig_device_keepalive_ms(const sig_device_t *dev)

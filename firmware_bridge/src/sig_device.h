@@ -327,13 +327,54 @@ typedef struct {
     uint32_t (*millis)(void *ctx);
 } sig_platform_t;
 
+/* ------------------------------------------------------------------------ */
+/* Signed frames (PROTOCOL.md section 5), with SIG_CONFIG_AUTH = 1            */
+/* ------------------------------------------------------------------------ */
+
+#define SIG_AUTH_KEY_LEN 32u
+#define SIG_AUTH_TAG_LEN 8u
+#define SIG_AUTH_NONCE_LEN 8u
+#define SIG_AUTH_TO_GATEWAY 0u
+#define SIG_AUTH_TO_DEVICE 1u
+/* Bytes signing adds to a body: counter + tag, and the nonce of HELLO. */
+#define SIG_AUTH_OVERHEAD 12u
+#define SIG_AUTH_HELLO_OVERHEAD 20u
+
+/* Frames a keyed device dropped (never seen by the application). */
+typedef struct {
+    uint32_t auth_failed;     /* bad tag, too short, or no session to check against */
+    uint32_t replayed;        /* good tag, counter not above the last one */
+    uint32_t unsigned_frames; /* no AUTH flag (other than INVITE, or ERROR before WELCOME) */
+} sig_auth_stats_t;
+
+#if SIG_CONFIG_AUTH
+/* BLAKE2s (RFC 7693), keyed or not, digest of 1..32 bytes; the state on the stack. */
+typedef struct {
+    uint32_t h[8];
+    uint32_t t;        /* bytes compressed so far (inputs below 4 GB) */
+    uint8_t buf[64];
+    uint8_t n;         /* bytes in buf */
+    uint8_t outlen;
+} sig_blake2s_t;
+void sig_blake2s_init(sig_blake2s_t *s, uint8_t outlen, const uint8_t *key, uint8_t keylen);
+void sig_blake2s_update(sig_blake2s_t *s, const uint8_t *p, size_t len);
+void sig_blake2s_final(sig_blake2s_t *s, uint8_t *out);
+/* The 8-byte tag of a signed body without its tag (body[0..len)): BLAKE2s-64
+ * keyed with the 32-byte key over direction || device_nonce || gateway_nonce || body. */
+void sig_auth_tag(const uint8_t *key, uint8_t direction, const uint8_t *device_nonce,
+                  const uint8_t *gateway_nonce, const uint8_t *body, size_t len, uint8_t *tag);
+#define SIG__AUTH_ROOM 20u /* counter, nonce and tag: what the transmit buffer holds more */
+#else
+#define SIG__AUTH_ROOM 0u
+#endif
+
 typedef struct sig_device sig_device_t;
 
 /* The transmit buffer frames in place (one write() per frame) unless
  * SIG_CONFIG_TX_IN_PLACE is 0 or a body may hold a run of 254 bytes:
  * then 2 bytes in front (a lone 0x00, the first COBS code) and the
  * delimiter behind. */
-#if SIG_CONFIG_TX_IN_PLACE && SIG_CONFIG_TX_MAX_BODY <= 252
+#if SIG_CONFIG_TX_IN_PLACE && SIG_CONFIG_TX_MAX_BODY + SIG__AUTH_ROOM <= 252
 #define SIG__TX_IN_PLACE 1
 #define SIG__TX_HEAD 2u
 #else
@@ -412,6 +453,15 @@ typedef struct {
     sig_status_cb on_status; /* may be NULL */
     sig_error_cb on_error;   /* may be NULL */
     void *user;              /* passed to on_status / on_error */
+#if SIG_CONFIG_AUTH
+    /* The 32-byte key shared with the gateway's port (kept by pointer; it may
+     * be in flash). NULL: this device does not sign. */
+    const uint8_t *auth_key;
+    /* Writes 8 bytes that never repeat under the key into nonce, for each
+     * HELLO (a hardware random generator, or a boot counter kept in flash
+     * and a count of HELLOs: PROTOCOL.md section 5). Required with a key. */
+    void (*auth_nonce)(void *user, uint8_t *nonce);
+#endif
 } sig_device_config_t;
 
 /* The device context. Declare one (static or on the stack); fields are
@@ -446,8 +496,16 @@ struct sig_device {
         void *user;
     } pending[SIG_CONFIG_MAX_PENDING];
     sig_rx_t rx;
+#if SIG_CONFIG_AUTH
+    const uint8_t *auth_key;
+    void (*auth_nonce)(void *user, uint8_t *nonce);
+    uint32_t auth_tx, auth_rx;             /* last counter sent / accepted */
+    uint8_t auth_nd[SIG_AUTH_NONCE_LEN];   /* the session's nonces */
+    uint8_t auth_ng[SIG_AUTH_NONCE_LEN];
+    sig_auth_stats_t auth_stats;
+#endif
     uint8_t rx_buf[SIG_CONFIG_MAX_BODY + SIG_CRC_SIZE];
-    uint8_t tx_buf[SIG__TX_HEAD + SIG_CONFIG_TX_MAX_BODY + SIG_CRC_SIZE + SIG__TX_HEAD / 2u];
+    uint8_t tx_buf[SIG__TX_HEAD + SIG_CONFIG_TX_MAX_BODY + SIG__AUTH_ROOM + SIG_CRC_SIZE + SIG__TX_HEAD / 2u];
 };
 
 /* The configuration as a file sees it when it includes sig_device.h: the
@@ -456,7 +514,7 @@ struct sig_device {
 #define SIG_CONFIG_FINGERPRINT                                                              \
     ((uint32_t)sizeof(sig_device_t) ^ ((uint32_t)SIG_CONFIG_MAX_EVENTS << 18) ^            \
      ((uint32_t)SIG_CONFIG_CBOR_MAX_DEPTH << 24) ^ ((uint32_t)(SIG_CONFIG_NAMES_IN_FLASH != 0) << 28) ^ \
-     ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^                                       \
+     ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^ ((uint32_t)(SIG_CONFIG_AUTH != 0) << 17) ^ \
      ((uint32_t)(SIG_CONFIG_CHECK_UTF8 != 0) << 30) ^ ((uint32_t)(SIG_CONFIG_FULL_CODEC != 0) << 31))
 
 /* Set up dev from cfg (the device is idle until sig_device_start). Fails with
@@ -533,6 +591,8 @@ SIG_CHECK sig_err_t sig_device_deinit(sig_device_t *dev);
 
 bool sig_device_online(const sig_device_t *dev);
 const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev);
+/* Frames dropped by the signature checks (all 0 without SIG_CONFIG_AUTH or a key). */
+const sig_auth_stats_t *sig_device_auth_stats(const sig_device_t *dev);
 /* Agreed keepalive (0 before WELCOME) and the gateway's max_body. */
 uint16_t sig_device_keepalive_ms(const sig_device_t *dev);
 

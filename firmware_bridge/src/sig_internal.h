@@ -93,4 +93,17 @@ typedef struct {
 } sig__rx_msg_t;
 uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m);
 
+/* sig_device_t.state */
+enum { SIG__DEV_IDLE = 0, SIG__DEV_HELLO = 1, SIG__DEV_ONLINE = 2 };
+
+#if SIG_CONFIG_AUTH
+/* Sign the body at body[0..len) in place (sig_auth.c): the counter (and in
+ * HELLO the nonce) go in the bytes tx_begin reserved after the header, the
+ * tag after the body. Returns the signed length (len + 8). */
+size_t sig__auth_seal(sig_device_t *dev, uint8_t *body, size_t len);
+/* Check a received body: 0 when it is dropped (and counted), else the plain
+ * body's length, *body moved to its header (stripped in place). */
+size_t sig__auth_open(sig_device_t *dev, uint8_t **body, size_t len);
+#endif
+
 #endif

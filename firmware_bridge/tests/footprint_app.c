@@ -50,14 +50,33 @@ static void on_tick(sig_device_t *d, void *user, const sig_event_t *ev)
 static const char *const events[] = {"temperature", "#alarm", "echo"};
 static const sig_method_t methods[] = {{"get_temp", on_get_temp}};
 static const sig_sender_desc_t sensor = {"sensor1", events, 3, methods, 1, NULL, NULL};
+
+#if SIG_CONFIG_AUTH
+/* A signing device (PROTOCOL.md section 5): its key, and a nonce per HELLO
+ * (here the tick count; a real device takes its RNG or a boot counter). */
+static const uint8_t key[SIG_AUTH_KEY_LEN] = {1, 2, 3};
+static void fp_nonce(void *user, uint8_t *nonce)
+{
+    unsigned i;
+    (void)user;
+    for (i = 0; i < SIG_AUTH_NONCE_LEN; i++) {
+        nonce[i] = (uint8_t)(fp_ticks >> i);
+    }
+}
+#endif
 #endif
 
 int main(void)
 {
 #ifndef FOOTPRINT_BASELINE
-    sig_device_config_t cfg = {"sensor1", 0, 2000, {NULL, fp_write, fp_millis}, NULL, NULL, NULL};
+    sig_device_config_t cfg = {.name = "sensor1", .keepalive_ms = 2000,
+                               .platform = {NULL, fp_write, fp_millis}};
     sig_sender_t s;
     sig_event_ref_t temp;
+#if SIG_CONFIG_AUTH
+    cfg.auth_key = key;
+    cfg.auth_nonce = fp_nonce;
+#endif
     if (sig_device_init(&dev, &cfg) != SIG_OK || sig_device_add_sender(&dev, &sensor, &s) != SIG_OK ||
         sig_device_event(&dev, s, 0, &temp) != SIG_OK ||
         sig_device_listen(&dev, "timer", "tick", on_tick, NULL, NULL) != SIG_OK ||

@@ -105,6 +105,31 @@ def msg_init(kind: str, f: dict, idx: int, pre: list[str]) -> str:
     return f"{{.type = {t}, .u.{member} = {{{body}}}}}"
 
 
+def signing_rows(sg: dict, rows: list[str]) -> None:
+    """PROTOCOL.md section 5: BLAKE2s digests, one session's signed frames, bad bodies."""
+    rows.append("static const struct vec_blake2s { const uint8_t *in; size_t n; const uint8_t *key; size_t key_n; "
+                "uint8_t outlen; const uint8_t *digest; size_t digest_n; } VEC_BLAKE2S[] = {")
+    for e in sg["blake2s"]:
+        rows.append(f"  {{{c_arr(bytes.fromhex(e['input']))}, {c_arr(bytes.fromhex(e['key']))}, "
+                    f"{e['outlen']}u, {c_arr(bytes.fromhex(e['digest']))}}},")
+    rows.append("};")
+    for name in ("key", "device_nonce", "gateway_nonce"):
+        items = ",".join(f"0x{b:02x}" for b in bytes.fromhex(sg[name]))
+        rows.append(f"static const uint8_t VEC_SIGN_{name.upper()}[] = {{{items}}};")
+    rows.append("static const struct vec_sign { const char *name; uint8_t direction; uint32_t counter; "
+                "const uint8_t *plain; size_t plain_n; const uint8_t *body; size_t body_n; "
+                "const uint8_t *frame; size_t frame_n; } VEC_SIGN[] = {")
+    for e in sg["frames"]:
+        rows.append(f"  {{\"{e['name']}\", {e['direction']}u, {e['counter']}u, {c_arr(bytes.fromhex(e['plain']))}, "
+                    f"{c_arr(bytes.fromhex(e['body']))}, {c_arr(bytes.fromhex(e['frame']))}}},")
+    rows.append("};")
+    rows.append("static const struct vec_sign_bad { const char *name; uint8_t direction; const uint8_t *body; "
+                "size_t n; const char *reason; } VEC_SIGN_BAD[] = {")
+    for e in sg["bad"]:
+        rows.append(f"  {{\"{e['name']}\", {e['direction']}u, {c_arr(bytes.fromhex(e['body']))}, \"{e['reason']}\"}},")
+    rows.append("};")
+
+
 def main() -> None:
     vec_path, proto_path, out_path = sys.argv[1:4]
     with open(vec_path, encoding="utf-8") as fh:
@@ -180,6 +205,8 @@ def main() -> None:
             kind, fv, iv = "f", repr(float(dv)), "0"
         rows.append(f"  {{\"{e['name']}\", {c_arr(raw)}, '{kind}', {fv}, {iv}}},")
     rows.append("};")
+
+    signing_rows(v["signing"], rows)
 
     rows.append("#define VEC_N(a) (sizeof(a) / sizeof((a)[0]))")
     with open(out_path, "w", encoding="utf-8") as fh:

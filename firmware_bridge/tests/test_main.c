@@ -42,6 +42,10 @@ int main(void)
     RUN(session_deinit);
     RUN(session_next_deadline);
     RUN(session_one_write_per_frame);
+    RUN(auth_blake2s_vectors);
+    RUN(auth_tag_vectors);
+    RUN(auth_session_vectors);
+    RUN(auth_wrong_key_and_unkeyed);
     printf("%d checks\n", ut_checks);
     printf("%d passed, %d failed\n", ut_passed, ut_failed);
     return ut_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

@@ -35,6 +35,7 @@ import footprint_share  # noqa: E402  (tests/footprint_share.py: map parsers)
 #: profile name -> extra compiler flags (sig_config.h macros of that profile)
 PROFILES: dict[str, list[str]] = {
     "base": [],
+    "auth": ["-DSIG_CONFIG_AUTH=1"],  # signed frames (PROTOCOL.md section 5), with a key
 }
 
 COMMON = ["-std=c99", "-Os", "-ffunction-sections", "-fdata-sections", "-fno-common",

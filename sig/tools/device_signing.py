@@ -40,15 +40,24 @@ class DeviceSigning:
             return None
 
     def unseal(self, body: bytes, awaiting_welcome: bool) -> tuple[bytes | None, str]:
-        """``(plain body, "")``, or ``(None, why)`` for a frame dropped (and counted)."""
+        """``(plain body, "")``, or ``(None, why)`` for a frame dropped (and counted);
+        ``why`` starts with the frame's type (``WELCOME auth_failed: ...``)."""
         if not is_signed(body):
             kind = body[0]
             if kind == w.MessageType.INVITE or (kind == w.MessageType.ERROR and awaiting_welcome):
                 return body, ""
             self.counts["unsigned"] += 1
-            return None, "unsigned: frame is not signed"
+            return None, f"{_type_name(body[0])} unsigned: frame is not signed"
         try:
             return self.signer.unseal(body), ""
         except SignatureError as exc:
             self.counts[exc.reason] += 1
-            return None, f"{exc.reason}: {exc}"
+            return None, f"{_type_name(body[0])} {exc.reason}: {exc}"
+
+
+def _type_name(header: int) -> str:
+    """The message type a header byte names (its number if unknown)."""
+    try:
+        return w.MessageType(header & w.TYPE_MASK).name
+    except ValueError:
+        return str(header & w.TYPE_MASK)

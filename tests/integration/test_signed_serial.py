@@ -136,7 +136,12 @@ async def test_signed_device_sim_end_to_end(
     assert welcome["max_body"] == 65535
     assert sim.signing is not None
     counts = sim.signing.counts
-    assert (counts["auth_failed"], counts["replayed"], counts["unsigned"]) == (0, 0, 0)
+    assert (counts["replayed"], counts["unsigned"]) == (0, 0)
+    # The INVITE the port sent when it opened may reach the device after its first
+    # HELLO: it sends another (a new nonce), and drops the WELCOME of the first.
+    drops = sim.find("AUTH_DROP")
+    assert counts["auth_failed"] == len(drops) <= 1
+    assert all(d[1]["error"].startswith("WELCOME auth_failed") for d in drops)
 
 
 async def test_wrong_key_refused_counted_gateway_unharmed(
@@ -219,6 +224,8 @@ async def test_tag_flipped_by_noisy_relay_dropped_good_frames_flow(
             what="the gateway to read every byte the relay wrote",
         )
         row = rig.link(gw.b)
+        expected = [v for v in map(_trigger_value, relay.intact) if v is not None]
+        await until(lambda: len(got) >= len(expected), what="the app to get every good event")
         print(
             f"signed noise: frames={relay.frames} corrupted={len(relay.corrupted)} "
             f"auth_failed={row['auth_failed']} unsigned={row['unsigned']} delivered={len(got)}"
@@ -228,7 +235,7 @@ async def test_tag_flipped_by_noisy_relay_dropped_good_frames_flow(
         assert row["auth_failed"] + row["unsigned"] == len(relay.corrupted)  # ...not the tag
         assert row["replayed"] == 0
         assert all(is_signed(_body(f)) for f in relay.intact)
-        assert got == [v for v in map(_trigger_value, relay.intact) if v is not None]
+        assert got == expected  # every good frame delivered, in order, nothing else
     finally:
         relay.close()
 
@@ -303,6 +310,7 @@ async def test_gateway_restart_old_frames_never_accepted(socat: SocatPairs, key_
         await dev.open()
         await dev.register()
         dev.send(w.Trigger(1, pack("before")))
+        await until(lambda: first.link(pair.a)["triggers"] == 1, what="the first gateway's read")
         recorded = list(dev.sent)
         await first.close()
         second = SerialRig()  # a gateway restart: nothing of the first one is kept
