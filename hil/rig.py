@@ -56,6 +56,9 @@ import sig  # noqa: E402
 
 FIRMWARE = ROOT / "firmware_bridge"
 DEVICE_BIN = FIRMWARE / "build" / "posix_device"
+#: posix_device built with SIG_CONFIG_AUTH=1: every frame signed (PROTOCOL.md section 5).
+SIGNED_BIN = FIRMWARE / "build" / "posix_device_signed"
+POSIX_KINDS = ("posix", "posix-signed")
 QEMU_ELF = FIRMWARE / "build" / "targets" / "m0" / "sig_sensor.elf"
 QEMU_SYMS = QEMU_ELF.with_suffix(".syms")
 QEMU = shutil.which("qemu-system-arm") or "qemu-system-arm"
@@ -78,18 +81,20 @@ def device_kinds() -> list[str]:
         return ["board"]
     chosen = os.environ.get("SIG_HIL_DEVICE")
     if chosen:
-        assert chosen in ("posix", "qemu"), f"SIG_HIL_DEVICE={chosen}: posix or qemu"
+        assert chosen in (*POSIX_KINDS, "qemu"), (
+            f"SIG_HIL_DEVICE={chosen}: posix, posix-signed or qemu"
+        )
         return [chosen]
-    return ["posix", "qemu"]
+    return [*POSIX_KINDS, "qemu"]
 
 
 def build_device(kind: str) -> Path:
     """Build what a kind runs (nothing for a board) and return its path."""
     if kind == "board":
         return DEVICE_BIN
-    target = "examples" if kind == "posix" else "target-sensor"
+    target = "examples" if kind in POSIX_KINDS else "target-sensor"
     subprocess.run(["make", "-s", "-C", str(FIRMWARE), target], check=True, timeout=600)
-    path = DEVICE_BIN if kind == "posix" else QEMU_ELF
+    path = {"posix": DEVICE_BIN, "posix-signed": SIGNED_BIN}.get(kind, QEMU_ELF)
     assert path.exists(), path
     return path
 
@@ -271,7 +276,13 @@ class Rig:
         self.case = case
         self.tmp = tmp
         self.device_binary = device_binary
-        self.keepalive_ms = POSIX_KEEPALIVE_MS if kind == "posix" else SKETCH_KEEPALIVE_MS
+        self.keepalive_ms = POSIX_KEEPALIVE_MS if kind in POSIX_KINDS else SKETCH_KEEPALIVE_MS
+        #: The posix-signed kind: the port and the device share this key file.
+        self.key_file: Path | None = None
+        if kind == "posix-signed":
+            self.key_file = tmp / "device.key"
+            self.key_file.write_text(os.urandom(32).hex() + "\n")
+            self.key_file.chmod(0o600)
         self.pairs = SocatPairs(tmp)
         self.pair: SocatPair | None = None
         self.device: Proc | None = None
@@ -282,7 +293,8 @@ class Rig:
         else:
             self.pair = self.pairs.pair("uart")
             port_path = str(self.pair.a)
-        self.gateway = Gateway(0, "--no-timer", "--serial", f"{port_path}:{BAUD}")
+        spec = f"{port_path}:{BAUD}" + (f",key_file={self.key_file}" if self.key_file else "")
+        self.gateway = Gateway(0, "--no-timer", "--serial", spec)
         self.client = sig.ClientRouter(
             host="127.0.0.1", port=self.gateway.port, name="hil-client", auto_reconnect=False
         )
@@ -324,6 +336,7 @@ class Rig:
                 str(INTERVAL_MS),
                 "--keepalive-ms",
                 str(POSIX_KEEPALIVE_MS),
+                *(["--key-file", str(self.key_file)] if self.key_file else []),
             ]
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from rig import SENDER, WAIT, Rig, sketch_temperatures
+from rig import POSIX_KINDS, SENDER, WAIT, Rig, sketch_temperatures
 
 import sig
 
@@ -27,7 +27,7 @@ def test_device_event_reaches_tcp_listener_with_the_right_value(rig: Rig) -> Non
     if rig.kind == "qemu":
         # The firmware's fake sensor has ten readings: the float32 arrived unchanged.
         assert value in sketch_temperatures()
-    if rig.kind == "posix":
+    if rig.kind in POSIX_KINDS:
         # The device printed what it sent (its stdout may trail the network, so
         # wait for the line); the listener got exactly that float32.
         assert rig.device is not None
@@ -64,7 +64,7 @@ def test_device_listener_receives_a_gateway_event(rig: Rig) -> None:
     timer.trigger("tock", 1)  # the device listens to (timer, tick) only
     timer.trigger("tick", 42)
     assert inbox.wait(SENDER, "echo") == 42  # the first echo: tock was never delivered
-    if rig.kind == "posix":
+    if rig.kind in POSIX_KINDS:
         assert rig.device is not None
         rig.device.wait_line(lambda s: s == "event timer tick 42")
         assert not any("tock" in line for line in rig.device_lines())
@@ -103,3 +103,18 @@ def test_device_reset_replaces_its_session(rig: Rig) -> None:
 def test_request_to_a_missing_device_fails_clearly(rig: Rig) -> None:
     with pytest.raises(sig.NoSuchSender, match=SENDER):
         rig.client.request(SENDER, "get_temp", timeout=WAIT)
+
+
+def test_signed_kind_runs_a_signed_session(rig: Rig) -> None:
+    """posix-signed: every frame of the session was signed and verified (PROTOCOL.md
+    section 5); the other kinds run on a port without a key."""
+    rig.start_device()
+    rig.wait_device_listening()
+    rows = rig.client.request("$gateway", "links")
+    row = next(r for r in rows if r["link"].startswith("serial:"))
+    if rig.key_file is None:
+        assert "signed" not in row
+        return
+    assert row["signed"] is True and row["signed_session"] is True
+    assert (row["auth_failed"], row["replayed"], row["unsigned"]) == (0, 0, 0)
+    assert row["senders"] == [SENDER] and row["frames_in"] > 0

@@ -12,6 +12,7 @@
 # avr-libc, simavr and libsimavr-dev (see README.md, "Targets").
 
 TB := $(B)/targets
+ARM_OBJDUMP ?= arm-none-eabi-objdump
 TGT_COMMON := targets/common
 TGT_NRF51 := targets/nrf51
 TGT_AVR := targets/avr
@@ -83,6 +84,15 @@ M0_QEMU := $(QEMU_ARM) -M microbit -global nrf51-soc.sram-size=32768 -display no
 
 target-run-m0: $(TB)/m0/test_sig-$(TP).elf
 	$(M0_QEMU) -kernel $<
+
+# What signing costs on the M0 (PROTOCOL.md section 5): tests/auth_bench.c
+# with SIG_CONFIG_AUTH=1 in QEMU, instructions and TRM cycles per stretch.
+.PHONY: target-auth-bench
+$(TB)/m0/auth_bench.elf: tests/auth_bench.c $(SRC) $(HDR) $(B)/vectors.h $(M0_BOARD) $(TGT_NRF51)/syscalls.c | $(TB)
+	$(ARM_CC) -std=c99 $(M0_CFLAGS) -DSIG_CONFIG_AUTH=1 $(call TARGET_INC,m0) -I$(TGT_NRF51) $(SRC) tests/auth_bench.c \
+	  $(M0_BOARD) $(TGT_NRF51)/syscalls.c $(M0_LDFLAGS) -Tnrf51_test.ld -o $@
+target-auth-bench: $(TB)/m0/auth_bench.elf
+	$(PYTHON) tools/auth_cycles.py $(QEMU_ARM) $< $(ARM_OBJDUMP)
 
 # ---- AVR: ATmega2560 with 56 KB of external SRAM, under simavr ----
 # The suite keeps its tables in RAM (avr-gcc puts const data in .data: about

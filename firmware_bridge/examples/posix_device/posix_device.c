@@ -260,8 +260,45 @@ static void on_default(sig_device_t *dev, void *user, const sig_request_t *req)
 static void usage(void)
 {
     fprintf(stderr, "usage: posix_device --port PATH [--baud N] [--name NAME] [--sender NAME]\n"
-                    "                    [--interval-ms N] [--count N] [--keepalive-ms N]\n");
+                    "                    [--interval-ms N] [--count N] [--keepalive-ms N]\n"
+                    "                    [--key-file FILE]   (built with SIG_CONFIG_AUTH=1)\n");
 }
+
+#if SIG_CONFIG_AUTH
+/* Signed frames (PROTOCOL.md section 5): the key from a file of 64 hex
+ * digits, a nonce per HELLO from /dev/urandom. */
+static uint8_t auth_key[SIG_AUTH_KEY_LEN];
+
+static int read_key(const char *path)
+{
+    char hex[2 * SIG_AUTH_KEY_LEN + 1];
+    unsigned i, b;
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL ? fread(hex, 1, 2 * SIG_AUTH_KEY_LEN, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    hex[n] = '\0';
+    for (i = 0; n == 2 * SIG_AUTH_KEY_LEN && i < SIG_AUTH_KEY_LEN; i++) {
+        if (sscanf(hex + 2 * i, "%2x", &b) != 1) {
+            return 0;
+        }
+        auth_key[i] = (uint8_t)b;
+    }
+    return n == 2 * SIG_AUTH_KEY_LEN;
+}
+
+static void urandom_nonce(void *user, uint8_t *nonce)
+{
+    FILE *f = fopen("/dev/urandom", "rb");
+    (void)user;
+    if (f == NULL || fread(nonce, 1, SIG_AUTH_NONCE_LEN, f) != SIG_AUTH_NONCE_LEN) {
+        fprintf(stderr, "no /dev/urandom: cannot make a nonce\n");
+        exit(2);
+    }
+    fclose(f);
+}
+#endif
 
 static int tty_gone(const char *why)
 {
@@ -271,7 +308,7 @@ static int tty_gone(const char *why)
 
 int main(int argc, char **argv)
 {
-    const char *port = NULL, *name = "sensor1";
+    const char *port = NULL, *name = "sensor1", *key_file = NULL;
     long baud = 115200, interval = 1000, count = 0, keepalive = 2000;
     static sig_device_t dev;
     sig_device_config_t cfg;
@@ -303,6 +340,8 @@ int main(int argc, char **argv)
             count = strtol(v, NULL, 10);
         } else if (strcmp(a, "--keepalive-ms") == 0) {
             keepalive = strtol(v, NULL, 10);
+        } else if (strcmp(a, "--key-file") == 0) {
+            key_file = v;
         } else {
             usage();
             return 1;
@@ -326,6 +365,21 @@ int main(int argc, char **argv)
     cfg.platform.millis = mono_millis;
     cfg.on_status = on_status;
     cfg.on_error = on_error;
+#if SIG_CONFIG_AUTH
+    if (key_file != NULL) {
+        if (!read_key(key_file)) {
+            fprintf(stderr, "--key-file %s: not 64 hex digits\n", key_file);
+            return 1;
+        }
+        cfg.auth_key = auth_key;
+        cfg.auth_nonce = urandom_nonce;
+    }
+#else
+    if (key_file != NULL) {
+        fprintf(stderr, "--key-file needs a build with SIG_CONFIG_AUTH=1\n");
+        return 1;
+    }
+#endif
     memset(&desc, 0, sizeof desc);
     desc.name = sender_name;
     desc.events = EVENTS;
