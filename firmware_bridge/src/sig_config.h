@@ -112,9 +112,9 @@
 /* 1: signed frames (PROTOCOL.md section 5): with a key in
  * sig_device_config_t every frame carries a counter and a BLAKE2s-64 tag, 12
  * bytes more (20 in HELLO). Adds the BLAKE2s code (about 1 KB of flash on a
- * Cortex-M0, README "Footprint"), 56 bytes to sig_device_t and 20 to its
- * transmit buffer; signing and checking a frame takes about 240 bytes of
- * stack. 0 (default): no signing code at all. */
+ * Cortex-M0, README "Signed frames"), 64 bytes to sig_device_t (20 of
+ * them in its transmit buffer); signing or checking a frame takes about 240
+ * bytes of stack. 0 (default): no signing code at all. */
 #ifndef SIG_CONFIG_AUTH
 #define SIG_CONFIG_AUTH 0
 #endif

@@ -19,6 +19,10 @@ back. The names below are stable; the submodules' other names are not.
   common EVENT / TRIGGER body, or None: then :func:`decode` it).
 * Data: :func:`pack` / :func:`unpack` between Python values and the CBOR item
   a TRIGGER, EVENT, REQUEST or RESPONSE carries.
+* Signed frames (PROTOCOL.md section 5, a serial port with a key):
+  :class:`Signer` is one end of one link (``seal`` what it sends, ``unseal``
+  what it receives, raising :class:`SignatureError`); :func:`parse_key`
+  reads a key file's content.
 
 A worked example, over TCP: open a session, register a sender with one event,
 listen to it, trigger it and read the EVENT the gateway routes back (``port``
@@ -63,7 +67,14 @@ is a gateway's TCP port, :data:`DEFAULT_PORT` unless it was told otherwise)::
     >>> sock.close()
 """
 
-from sig.errors import DecodeError, EncodeError, ErrorCode, LocalProtocolError, RemoteProtocolError
+from sig.errors import (
+    DecodeError,
+    EncodeError,
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+    SignatureError,
+)
 from sig.protocol.constants import (
     DEFAULT_MAX_BODY,
     DEFAULT_PORT,
@@ -102,6 +113,7 @@ from sig.protocol.messages import (
     split_trigger,
     trigger_prefix,
 )
+from sig.protocol.signing import Signer, parse_key
 
 #: The supported API (the docstring groups it); pinned by tests/unit/test_protocol_api.py.
 __all__ = [
@@ -134,6 +146,8 @@ __all__ = [
     "Request",
     "Response",
     "SenderRegistered",
+    "SignatureError",
+    "Signer",
     "Trigger",
     "Unlisten",
     "UnregisterSender",
@@ -143,6 +157,7 @@ __all__ = [
     "encode_frame",
     "event_head",
     "pack",
+    "parse_key",
     "split_event",
     "split_trigger",
     "trigger_prefix",

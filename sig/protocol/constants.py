@@ -11,7 +11,7 @@ from __future__ import annotations
 PROTOCOL_VERSION = 1
 #: Bits 0-5 of the header byte: the message type.
 TYPE_MASK = 0x3F
-#: Header flag: an authentication tag ends the body (reserved, needs FEATURE_AUTH).
+#: Header flag: a signed body (counter after the header, tag at the end; Feature.AUTH).
 FLAG_AUTH = 0x40
 #: Header flag: a sequence number follows the header byte (reserved, needs FEATURE_RELIABLE).
 FLAG_SEQ = 0x80

@@ -61,7 +61,7 @@ class Feature(IntFlag):
 
     NONE = 0
     RELIABLE = 0x01  #: reserved: sequence numbers and ACK on lossy links
-    AUTH = 0x02  #: reserved: authentication tag on frames from devices
+    AUTH = 0x02  #: signed frames on a keyed serial port (sig.protocol.signing)
 
 
 # --- message classes ------------------------------------------------------

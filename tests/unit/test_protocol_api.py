@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sig.protocol
 from sig import errors
-from sig.protocol import constants, data, frame, messages
+from sig.protocol import constants, data, frame, messages, signing
 
 ROOT = Path(__file__).parents[2]
 
@@ -51,6 +51,10 @@ PUBLIC = {
     # data
     "pack",
     "unpack",
+    # signed frames (PROTOCOL.md section 5)
+    "Signer",
+    "parse_key",
+    "SignatureError",
     # errors and codes
     "ErrorCode",
     "LocalProtocolError",
@@ -77,7 +81,7 @@ def test_every_public_name_is_the_codec_s_own_object() -> None:
     """sig.protocol re-exports; it defines nothing a submodule could disagree with."""
     for name in PUBLIC:
         obj = getattr(sig.protocol, name)
-        homes = (messages, frame, data, constants, errors)
+        homes = (messages, frame, data, constants, errors, signing)
         assert any(getattr(m, name, None) is obj for m in homes), name
 
 
