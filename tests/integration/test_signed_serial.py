@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 import tty
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +30,6 @@ from sig.routers.client import AsyncClientRouter
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 KEEPALIVE_MS = 1000
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[SerialRig]:
-    r = SerialRig()
-    try:
-        yield r
-    finally:
-        await r.close()
 
 
 @pytest.fixture
