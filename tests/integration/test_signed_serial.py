@@ -379,3 +379,47 @@ async def test_cli_gateway_and_device_sim_signed_across_restart(
         device.kill()
         for gw in gateways:
             gw.kill()
+
+
+def test_key_file_spec_forms_and_errors(tmp_path: Path, key_file: Path) -> None:
+    """`PATH[:BAUD],key_file=FILE`, the `[[serial]]` key, and each bad key file named."""
+    from carriers.serial import SerialSettings
+    from sig.routers.serial import SerialSpecError, parse_specs, read_key_file
+
+    raw = tmp_path / "raw.key"
+    raw.write_bytes(OTHER_KEY)
+    raw.chmod(0o600)
+    assert parse_specs(
+        [f"/dev/ttyS0:9600,key_file={key_file}", {"port": "/dev/x", "key_file": str(raw)}]
+    ) == [
+        SerialSettings("/dev/ttyS0", 9600, key_file=str(key_file)),
+        SerialSettings("/dev/x", key_file=str(raw)),
+    ]
+    assert (
+        parse_specs([f"socket://127.0.0.1:7000,key_file={key_file}"])[0].port
+        == "socket://127.0.0.1:7000"
+    )
+    assert read_key_file(SerialSettings("/dev/x", key_file=str(key_file))) == KEY
+    assert read_key_file(SerialSettings("/dev/x", key_file=str(raw))) == OTHER_KEY
+    short = tmp_path / "short.key"
+    short.write_text("abcd")
+    for spec, message in (
+        ("/dev/x,key_file=", "names no file"),
+        (f"/dev/x,key_file={tmp_path / 'missing.key'}", "missing.key: No such file"),
+        (f"/dev/x,key_file={short}", "64 hex digits or 32 raw bytes"),
+    ):
+        with pytest.raises(SerialSpecError, match=message):
+            parse_specs([spec])
+    with pytest.raises(SerialSpecError, match="key_file must be a path string"):
+        parse_specs([{"port": "/dev/x", "key_file": 7}])
+
+
+def test_key_file_readable_by_others_is_used_with_a_warning(
+    tmp_path: Path, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from carriers.serial import SerialSettings
+    from sig.routers.serial import read_key_file
+
+    key_file.chmod(0o644)
+    assert read_key_file(SerialSettings("/dev/x", key_file=str(key_file))) == KEY
+    assert "readable by others" in caplog.text
