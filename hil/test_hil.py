@@ -108,7 +108,9 @@ def test_request_to_a_missing_device_fails_clearly(rig: Rig) -> None:
 def test_signed_kind_runs_a_signed_session(rig: Rig) -> None:
     """posix-signed: every frame of the session was signed and verified (PROTOCOL.md
     section 5); the other kinds run on a port without a key."""
+    inbox = rig.listen(SENDER, "#connect")
     rig.start_device()
+    inbox.wait(SENDER, "#connect")
     rig.wait_device_listening()
     rows = rig.client.request("$gateway", "links")
     row = next(r for r in rows if r["link"].startswith("serial:"))
