@@ -48,6 +48,11 @@ class Link(Protocol):
     #: True while the link does not read its peer (its output is over ``max_queued``).
     #: A handler stops handling frames when it sees this set.
     reading_paused: bool
+    #: The common name (CN) of the certificate the peer showed over mutual TLS,
+    #: once the TLS handshake is done; None without TLS or without a client
+    #: certificate. The CA configured as ``client_ca`` vouched for it, so the
+    #: gateway may take it as the peer's principal.
+    peer_subject: str | None
     #: Droppable frames refused (the link's one drop counter).
     dropped: int
     #: Frames (and their bytes) accepted for sending that never reached the kernel.

@@ -86,6 +86,44 @@ def _tune_tcp(sock: socket.socket, max_queued: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
 
 
+def _prepare(transport: asyncio.Transport, max_queued: int, name: str) -> str:
+    """Set up a link's new transport; returns the link's name (``tcp:HOST:PORT`` if unnamed).
+
+    TCP: no Nagle, a small send buffer on a capped link. Any transport: pause
+    as soon as it keeps anything, resume when it has sent it all (the backlog
+    then lives in the link, where it is counted by frame); on a capped link,
+    16 KiB reads (CPython's selector transports).
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        _tune_tcp(sock, max_queued)
+        if not name:
+            peer = transport.get_extra_info("peername")
+            name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
+    limit_writes(transport)
+    if max_queued and isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = READ_SIZE  # type: ignore[attr-defined]  # CPython's selector
+    return name
+
+
+def limit_writes(transport: asyncio.BaseTransport) -> None:
+    """Have ``transport`` pause its protocol as soon as it keeps anything (and resume when empty).
+
+    A plain transport pauses when it holds more than the high mark: 0. asyncio's
+    TLS layer pauses when it holds *at least* the high mark, so 0 would pause it
+    at every write, even an empty buffer: it gets 1 (and 0 to resume).
+    """
+    tls = transport.get_extra_info("sslcontext") is not None
+    cast(asyncio.WriteTransport, transport).set_write_buffer_limits(1 if tls else 0, 0)
+
+
+def _can_half_close(transport: asyncio.BaseTransport | None) -> bool:
+    """Whether ``transport`` stays open for writing after the peer's EOF (what
+    ``eof_received`` returns): not over TLS, where asyncio closes it anyway
+    (and logs a warning if asked to keep it)."""
+    return transport is None or transport.get_extra_info("sslcontext") is None
+
+
 class FrameHandler(Protocol[S]):
     """Who receives what a link decodes. ``S`` is what it keeps per link (a session)."""
 
@@ -120,6 +158,7 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         "decoder",
         "handler",
         "name",
+        "peer_subject",
         "persistent",
         "read_pauses",
         "reading_paused",
@@ -142,6 +181,8 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         self.handler = handler
         self.name = name
         self.persistent = persistent
+        #: The CN of the certificate the peer showed (mutual TLS), else None.
+        self.peer_subject: str | None = None
         self._resume_at = high_water if high_water < self._cap else self._cap // 2
         self.decoder = FrameDecoder(max_body)
         self._loop = loop  # None: the running loop, when the transport connects
@@ -189,17 +230,7 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         self._buffered = transport.get_write_buffer_size  # looked up once, asked per event
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            _tune_tcp(sock, self.max_queued)
-            if not self.name:
-                peer = transport.get_extra_info("peername")
-                self.name = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
-        # Pause as soon as the transport keeps anything, resume when it has sent
-        # it all: the backlog then lives here, where it is counted by frame.
-        transport.set_write_buffer_limits(0, 0)
-        if self.max_queued and isinstance(getattr(transport, "max_size", None), int):
-            transport.max_size = READ_SIZE  # type: ignore[attr-defined]  # CPython's selector
+        self.name = _prepare(transport, self.max_queued, self.name)
         self._session = self.handler.link_up(self)
 
     def data_received(self, data: bytes) -> None:
@@ -221,7 +252,7 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         self._eof = True
         if not self._held:
             self.close()
-        return True  # keep the transport until close() has drained the backlog
+        return _can_half_close(self.transport)  # keep it until close() drained the backlog
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stall.cancel()

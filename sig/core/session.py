@@ -71,6 +71,9 @@ class Link(Protocol):
     persistent: bool
     #: Events the link refused to queue (slow consumer): the link's one drop counter.
     dropped: int
+    #: The CN of the client certificate the peer showed over mutual TLS (its CA
+    #: checked by the carrier), or None: what authentication may take as principal.
+    peer_subject: str | None
 
     def send(self, body: bytes, *, droppable: bool = False, urgent: bool = False) -> bool:
         """Frame and queue one message body; False if it was dropped (slow consumer).

@@ -142,6 +142,14 @@ class MemoryLink:
         return self.link.dropped
 
     @property
+    def peer_subject(self) -> str | None:
+        return self.link.peer_subject
+
+    @peer_subject.setter
+    def peer_subject(self, subject: str | None) -> None:
+        self.link.peer_subject = subject  # what a TLS link sets after its handshake
+
+    @property
     def closed(self) -> bool:
         """True once the core closed the link."""
         return self.link.closing
