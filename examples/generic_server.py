@@ -1,6 +1,9 @@
 """A sig gateway with the demo sender: ``timer`` triggers ``tick`` every interval.
 
-    python examples/generic_server.py --host 0.0.0.0 --port 3000 --timer-interval 5
+    python examples/generic_server.py --port 3000 --timer-interval 5
+
+It listens on 127.0.0.1 (like ``sig serve``); to open it to the LAN with no
+users configured, ``--host 0.0.0.0 --allow-anonymous`` (which it warns about).
 
 The same as ``sig serve``, written against the API: a ServerRouter, one
 in-process sender with a ``get_ticks`` request, and a clean stop on Ctrl-C or
@@ -21,7 +24,7 @@ import sig
 
 
 async def run(args: argparse.Namespace) -> int:
-    router = sig.ServerRouter(args.host, args.port)
+    router = sig.ServerRouter(args.host, args.port, allow_anonymous=args.allow_anonymous)
     try:
         await router.start()
     except sig.ConnectError as exc:
@@ -46,7 +49,12 @@ async def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve anonymous clients on an address that is not loopback",
+    )
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--timer-name", default="timer")
     parser.add_argument("--timer-event", default="tick")

@@ -15,14 +15,29 @@ Every link that ends is counted by reason in ``$gateway stats``:
 ``closed_<reason>`` for the reasons in :data:`CLOSE_REASONS`. The poll ticker
 also measures how late it runs, which is how long the event loop was busy
 with something else (``loop_lag_ms`` now, ``max_loop_lag_ms`` since start).
+
+Secure defaults: the gateway listens on 127.0.0.1 unless told otherwise, and
+:meth:`ServerRouter.start` refuses to listen on any address that is not
+loopback unless clients must log in (``users`` are configured, or mutual TLS,
+where every client shows a certificate the configured CA signed) or anonymous
+clients are allowed there on purpose (``allow_anonymous``, which then logs a
+warning at every start, with users or without). With ``tls`` (an ``ssl.SSLContext``, see
+:func:`carriers.tcp.server_context`) every TCP client must open with a TLS
+handshake, which counts against the HELLO deadline and the connection limit
+like everything else a link does before HELLO; one that fails is counted
+(``closed_tls``) and logged one line a minute, never a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
+import ssl
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from carriers.stream import (
@@ -31,12 +46,19 @@ from carriers.stream import (
     DEFAULT_STALL_TIMEOUT,
     StreamLink,
 )
-from carriers.tcp import RESOURCE_ERRNOS, TcpListener, describe, errno_name
+from carriers.tcp import (
+    RESOURCE_ERRNOS,
+    TLS_FAILED,
+    TcpListener,
+    TlsServerLink,
+    describe,
+    errno_name,
+)
 from sig.compat import LocalRouterAliases, SeedSender
 from sig.core.endpoints import EndpointsAPI
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig.core.session import Session, State
-from sig.errors import RequestTimeout, request_error_for
+from sig.errors import ConnectError, RequestTimeout, request_error_for
 from sig.logs import LogThrottle
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
@@ -56,9 +78,11 @@ FDS_PER_SERIAL_PORT = 5
 #: peer (hung up, reset, port lost), stalled (took nothing for stall_timeout),
 #: hello_timeout (no HELLO in time), link_timeout (silent for 3 keepalives),
 #: breach (protocol breach), not_sig (framing garbage on TCP), evicted (made
-#: room for a new connection at the limit), shutdown (the gateway stopped).
+#: room for a new connection at the limit), shutdown (the gateway stopped),
+#: tls (the TLS handshake failed: wrong CA, plain TCP on a TLS port...).
 CLOSE_REASONS = (
     "peer",
+    TLS_FAILED,
     "stalled",
     "hello_timeout",
     "link_timeout",
@@ -79,6 +103,69 @@ def default_max_connections(extra_fds: int = 0) -> int:
     if soft == resource.RLIM_INFINITY or soft > 1 << 20:
         soft = 1 << 20
     return max(1, soft - FD_RESERVE - extra_fds)
+
+
+class ExposedError(ConnectError):
+    """The gateway would serve anonymous clients beyond loopback without allow_anonymous."""
+
+
+def exposed(addresses: Iterable[str]) -> list[str]:
+    """The addresses that are not loopback (``0.0.0.0`` and ``::`` are every address)."""
+    out = []
+    for address in addresses:
+        try:
+            loopback = ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            out.append(address)
+    return out
+
+
+def check_exposure(
+    addresses: Iterable[str], port: int, *, authenticated: bool, allow_anonymous: bool
+) -> None:
+    """Beyond loopback: refuse (:class:`ExposedError`) to serve anonymous clients
+    unless clients must authenticate, and warn, at every start, where they are
+    allowed on purpose (``allow_anonymous``, with users or without)."""
+    beyond = exposed(addresses)
+    if not beyond or (authenticated and not allow_anonymous):
+        return
+    where = ", ".join(f"{a}:{port}" for a in beyond)
+    if not allow_anonymous:
+        raise ExposedError(
+            f"refusing to serve anonymous clients on {where} (not loopback): configure users"
+            " (--users FILE, [auth] users) or mutual TLS (--tls-client-ca), or allow it on"
+            " purpose (--allow-anonymous, [auth] allow_anonymous = true); or listen on 127.0.0.1"
+        )
+    logger.warning(
+        "anonymous clients allowed on %s (allow_anonymous): anyone who reaches it"
+        " can send, listen to and call everything",
+        where,
+    )
+
+
+async def resolve(host: str | None, port: int) -> list[str]:
+    """The addresses ``host`` stands for (none if it does not resolve: the
+    listener then says why it cannot bind)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return []
+    return [str(info[4][0]) for info in infos]
+
+
+def link_factory(
+    handler: Any, options: dict[str, Any], tls: ssl.SSLContext | None, hello_timeout: float
+) -> Callable[[], StreamLink]:
+    """What makes a link of each accepted connection: a TLS one with ``tls``."""
+    if tls is None:
+        return lambda: StreamLink(handler, **options)
+    # A backstop only: the core closes a link without HELLO at hello_timeout,
+    # handshake included, a poll tick before this fires.
+    timeout = (hello_timeout or DEFAULT_HELLO_TIMEOUT) + 2 * POLL_INTERVAL
+    return lambda: TlsServerLink(handler, context=tls, handshake_timeout=timeout, **options)
 
 
 class ConnectionLimit:
@@ -181,10 +268,11 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
 
     def __init__(
         self,
-        host: str | None = "0.0.0.0",
+        host: str | None = "127.0.0.1",
         port: int = DEFAULT_PORT,
         *,
         name: str = "sig-gateway",
+        tls: ssl.SSLContext | None = None,
         request_timeout: float = 10.0,
         high_water: int = DEFAULT_HIGH_WATER,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
@@ -204,9 +292,13 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         ``users``: a users file (``sig passwd``); clients then log in, and only
         with ``allow_anonymous`` may one that does not. ``tls_principal="subject"``:
         a client certificate's subject is the principal of a HELLO without a user.
-        Raises :class:`sig.errors.UsersFileError` if the users file cannot be used."""
+        Raises :class:`sig.errors.UsersFileError` if the users file cannot be used.
+        ``tls``, and which addresses need ``users`` or ``allow_anonymous``: see
+        the module docstring."""
         self.host = host
         self.port = port
+        #: The TLS context of the listener (None: plain TCP).
+        self.tls = tls
         self.core = GatewayCore(
             name,
             request_timeout=request_timeout,
@@ -245,15 +337,24 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         )
         self.core.gauges.update({"loop_lag_ms": 0.0, "max_loop_lag_ms": 0.0})
         self._log_limit = LogThrottle(logger)  #: accept errors: one line a minute
+        self._log_tls = LogThrottle(logger)  #: failed TLS handshakes: one line a minute
         self._extra_tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the TCP port; raises sig.ConnectError if it cannot."""
-        options = self.link_options
+        """Bind the TCP port; raises sig.ConnectError if it cannot, and
+        :class:`ExposedError` (before binding anything) for anonymous clients
+        beyond loopback (see the module docstring)."""
+        mutual = self.tls is not None and self.tls.verify_mode == ssl.CERT_REQUIRED
+        check_exposure(
+            await resolve(self.host, self.port),
+            self.port,
+            authenticated=self.security.users_file is not None or mutual,
+            allow_anonymous=self.security.allow_anonymous,
+        )
         listener = TcpListener(
-            lambda: StreamLink(self, **options),
+            link_factory(self, self.link_options, self.tls, self.core.hello_timeout),
             admit=self.connections.admit,
             exhausted=self._exhausted,
         )
@@ -264,10 +365,11 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         self._ticker = asyncio.create_task(self._tick(), name="sig-gateway-poll")
         self.security.start()
         logger.info(
-            "gateway %s listening on %s:%s (at most %d TCP connections)",
+            "gateway %s listening on %s:%s (%s, at most %d TCP connections)",
             self.core.name,
             self.host,
             self.port,
+            "TLS" if self.tls else "plain TCP",
             self.max_connections,
         )
 
@@ -384,6 +486,8 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         return None
 
     def link_down(self, link: StreamLink, exc: BaseException | None) -> None:
+        if link.close_reason == TLS_FAILED:
+            self._log_tls("%s: TLS handshake failed: %s", link.name, describe(exc or OSError()))
         self._links.discard(link)
         session: Session | None = link.session
         self._count_close(link, session)

@@ -177,8 +177,14 @@ class Lan:
         )  # fmt: skip
 
     def serve(self, *args: str) -> Proc:
-        """``sig serve`` in the gateway namespace; returns once it printed its banner."""
-        gw = self.spawn(self.gw, sys.executable, "-m", "sig", "serve", *args)
+        """``sig serve`` in the gateway namespace; returns once it printed its banner.
+
+        A LAN gateway: on every address unless ``--host`` says otherwise, and
+        anonymous clients allowed there (these tests have no users).
+        """
+        where = () if "--host" in args else ("--host", "0.0.0.0")
+        argv = [sys.executable, "-m", "sig", "serve", *where, "--allow-anonymous", *args]
+        gw = self.spawn(self.gw, *argv)
         gw.wait_line(lambda s: "listening on" in s, T)
         return gw
 

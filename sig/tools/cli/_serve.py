@@ -25,7 +25,8 @@ else:  # pragma: no cover
 logger = logging.getLogger("sig.cli")
 
 DEFAULTS: dict[str, Any] = {
-    "host": "0.0.0.0",
+    # Loopback only unless told otherwise; beyond loopback, users or allow_anonymous.
+    "host": "127.0.0.1",
     "port": DEFAULT_PORT,
     "name": "sig-gateway",
     "request_timeout": 10.0,
@@ -51,11 +52,19 @@ DEFAULTS: dict[str, Any] = {
     "high_water": DEFAULT_HIGH_WATER,
     "max_queued": DEFAULT_MAX_QUEUED,
     # [auth] (README, Users): a users file makes clients log in; allow_anonymous
-    # admits those that do not; tls_principal "subject": a client certificate names one.
+    # admits those that do not (--allow-anonymous; and it is what lets anonymous
+    # clients in on an address that is not loopback); tls_principal "subject": a
+    # client certificate names one.
     "users": None,
     "allow_anonymous": False,
     "tls_principal": "none",
+    # [tls] cert, key, client_ca / --tls-cert, --tls-key, --tls-client-ca (PEM files).
+    "tls_cert": None,
+    "tls_key": None,
+    "tls_client_ca": None,
 }
+#: The [tls] table's keys and the settings they set.
+TLS_KEYS = {"cert": "tls_cert", "key": "tls_key", "client_ca": "tls_client_ca"}
 #: Limits in [gateway] (and flags): key -> (type, smallest allowed value).
 LOG_FORMATS = ("text", "json")
 GATEWAY_LIMITS: dict[str, tuple[type, float]] = {
@@ -118,7 +127,9 @@ def load_config(path: str | None) -> dict[str, Any]:
     if http.get("listen"):
         out["http"] = str(http["listen"])
     out.update(_auth_table(path, doc.get("auth", {})))
-    unknown = set(doc) - {"gateway", "timer", "serial", "limits", "discovery", "http", "auth"}
+    out.update(_tls_table(path, doc.get("tls", {})))
+    known = {"gateway", "timer", "serial", "limits", "discovery", "http", "auth", "tls"}
+    unknown = set(doc) - known
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
     return out
@@ -140,6 +151,33 @@ def _auth_table(path: str, table: Any) -> dict[str, Any]:
             f"config {path}: auth.tls_principal must be one of {', '.join(TLS_PRINCIPALS)}"
         )
     return dict(table)
+
+
+def _tls_table(path: str, table: Any) -> dict[str, str]:
+    """``[tls]`` of the config: cert, key and client_ca, each a file path."""
+    if not isinstance(table, dict) or not set(table) <= set(TLS_KEYS):
+        raise UsageError(f"config {path}: [tls] takes only {', '.join(TLS_KEYS)}")
+    for key, value in table.items():
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"config {path}: tls.{key} must be a file path")
+    return {TLS_KEYS[key]: value for key, value in table.items()}
+
+
+def tls_context(conf: dict[str, Any]) -> Any:
+    """The gateway's ssl.SSLContext from the settings, None without TLS (UsageError if half set)."""
+    from carriers.tcp import server_context
+
+    cert, key, client_ca = conf["tls_cert"], conf["tls_key"], conf["tls_client_ca"]
+    if not cert and not key:
+        if client_ca:
+            raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not cert or not key:
+        raise UsageError("TLS needs both a certificate and its key (--tls-cert and --tls-key)")
+    try:
+        return server_context(cert, key, client_ca)
+    except SigError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _limits(path: str, table: Any) -> Any:
@@ -188,7 +226,12 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def serve(conf: dict[str, Any], ready: Any = None) -> int:
-    from sig.routers.gateway import FDS_PER_SERIAL_PORT, ServerRouter, default_max_connections
+    from sig.routers.gateway import (
+        FDS_PER_SERIAL_PORT,
+        ExposedError,
+        ServerRouter,
+        default_max_connections,
+    )
 
     ports: list[Any] = []
     if conf["serial"]:
@@ -202,10 +245,16 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     max_connections = conf["max_connections"] or default_max_connections(
         FDS_PER_SERIAL_PORT * len(conf["serial"])
     )
+    try:
+        tls = tls_context(conf)
+    except UsageError as exc:
+        print(f"sig serve: {exc}", file=sys.stderr)
+        return 2
     router = ServerRouter(
         conf["host"],
         int(conf["port"]),
         name=conf["name"],
+        tls=tls,
         request_timeout=float(conf["request_timeout"]),
         limits=conf["limits"],
         max_connections=max_connections,
@@ -219,6 +268,9 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     )
     try:
         await router.start()
+    except ExposedError as exc:
+        print(f"sig serve: {exc}", file=sys.stderr)
+        return 2
     except ConnectError as exc:
         print(f"sig serve: cannot listen on {conf['host']}:{conf['port']}: {exc}", file=sys.stderr)
         return 2
@@ -248,7 +300,9 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     if conf["discovery"]:
         from sig.routers.discovery import Advertiser
 
-        advertiser = Advertiser(conf["name"], router.port, router.listen_addresses())
+        advertiser = Advertiser(
+            conf["name"], router.port, router.listen_addresses(), tls=tls is not None
+        )
         await advertiser.start()  # never raises: one log line when it cannot
     else:
         logger.info("discovery: off (--no-discovery or [discovery] enabled = false)")
@@ -285,8 +339,14 @@ def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, adverti
         discovery = f"on, _sig._tcp on {', '.join(advertiser.addresses)}"
     else:
         discovery = "on, but nothing to advertise (loopback only, or no LAN address)"
+    if not conf.get("tls_cert"):
+        tls = "no TLS (plain TCP)"
+    elif conf.get("tls_client_ca"):
+        tls = f"on, mutual: client certificates signed by {printable(conf['tls_client_ca'])}"
+    else:
+        tls = f"on, certificate {printable(conf['tls_cert'])}"
     rows = [
-        ("tls", "no TLS (plain TCP)"),
+        ("tls", tls),
         ("serial", serial),
         ("http", f"{http.url} (status page, /metrics, /healthz)" if http else "off"),
         ("discovery", discovery),
