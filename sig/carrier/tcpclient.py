@@ -6,9 +6,11 @@ to the :class:`sig.ClientRouter` it is given to (``ClientRouter(carrier)``).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from carriers.tcp import client_context
 from sig.errors import SigError
 from sig.protocol.constants import DEFAULT_PORT
 
@@ -19,11 +21,24 @@ __all__ = ["CarrierTCPClient"]
 
 
 class CarrierTCPClient:
-    """TCP connection to a sig gateway, in the seed's shape."""
+    """TCP connection to a sig gateway, in the seed's shape.
 
-    def __init__(self, *, username: str | None = None, password: str | None = None) -> None:
-        """``username``/``password``: the login sent in HELLO (see :class:`sig.ClientRouter`)."""
+    ``username``/``password``: the login sent in HELLO (see :class:`sig.ClientRouter`).
+    ``tls`` and ``cafile``: as for :class:`sig.AsyncClientRouter` (``tls=True``,
+    a CA file, or an ``ssl.SSLContext``); give them before ``ClientRouter(carrier)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        cafile: str | None = None,
+    ) -> None:
         self.username, self.password = username, password
+        #: The TLS context the connection uses (None: plain TCP).
+        self.tls = client_context(tls, cafile)
         #: Called after every (re)connect, once the router re-registered everything.
         self.on_connected: Callable[[], Any] | None = None
         #: Called when the connection is lost.
@@ -37,6 +52,8 @@ class CarrierTCPClient:
         client = router._client
         if client.username is None:  # the router's own login wins over the carrier's
             client.username, client.password = self.username, self.password
+        if client.tls is None:  # and its own TLS context
+            client.tls = self.tls
 
     def _need_router(self) -> ClientRouter:
         if self._router is None:

@@ -28,11 +28,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from carriers.stream import StreamLink
+from carriers.tcp import client_context
 from sig.compat import SeedSender
 from sig.core import client as core
 from sig.core.client import ClientSession
@@ -114,6 +116,11 @@ class AsyncClientRouter(GatewayListings):
     :func:`sig.discover`): :meth:`connect` takes the first one that answers
     within ``connect_timeout``, its address and port, and keeps them for
     reconnects. The default stays ``127.0.0.1``.
+
+    ``tls=True`` connects over TLS trusting the system's CAs, ``cafile`` (a PEM
+    file, implies TLS) trusting that CA instead; the gateway's certificate must
+    name ``host``. An ``ssl.SSLContext`` as ``tls`` is used as it is (a client
+    certificate for mutual TLS goes in it).
     """
 
     def __init__(
@@ -130,6 +137,8 @@ class AsyncClientRouter(GatewayListings):
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
         username: str | None = None,
         password: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        cafile: str | None = None,
     ) -> None:
         """``max_queued_events``: coroutine listener callbacks that may be pending
         at once; above it new listener calls are dropped and counted in
@@ -146,6 +155,8 @@ class AsyncClientRouter(GatewayListings):
         self.auto_reconnect = auto_reconnect
         self.backoff = backoff
         self.connect_timeout = connect_timeout
+        #: The TLS context of the connection (None: plain TCP).
+        self.tls = client_context(tls, cafile)
         self.request_timeout = request_timeout
         self.keepalive = keepalive
         #: Called (no arguments) after every (re)connect, once registrations are replayed.
@@ -208,7 +219,7 @@ class AsyncClientRouter(GatewayListings):
         """Take the first gateway found on the LAN as host and port (ConnectError if none)."""
         from sig.routers.discovery import find_gateway
 
-        gateway = await find_gateway(self.connect_timeout)
+        gateway = await find_gateway(self.connect_timeout, tls=self.tls is not None)
         self.host, self.port = gateway.host, gateway.port
         logger.info("discovered gateway %r at %s:%s", gateway.name, self.host, self.port)
 

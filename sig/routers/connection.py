@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from carriers.stream import StreamLink
-from carriers.tcp import connect_tcp
+from carriers.tcp import connect_tcp, describe
 from sig.core import client as core
 from sig.core.auth import encode_credentials
 from sig.errors import ConnectError, ConnectionLost, NotAuthorised, SigError
@@ -54,6 +55,8 @@ class ConnectionClient(Protocol):
     def port(self) -> int: ...
     @property
     def connect_timeout(self) -> float: ...
+    @property
+    def tls(self) -> ssl.SSLContext | None: ...
     @property
     def keepalive(self) -> float: ...
     @property
@@ -127,7 +130,9 @@ class ClientConnection:
             raise Stop
         link = None
         try:
-            link = await connect_tcp(self, client.host, client.port, client.connect_timeout)
+            link = await connect_tcp(
+                self, client.host, client.port, client.connect_timeout, tls=client.tls
+            )
             self.link = link
             await self._handshake(link)
         except (ConnectError, SigError, OSError) as exc:
@@ -275,7 +280,19 @@ class ClientConnection:
             logger.debug("link to gateway lost: %s", exc)
         ready = self.ready
         if ready is not None and not ready.done():  # lost during the handshake
-            ready.set_exception(ConnectError("connection lost during the handshake"))
+            ready.set_exception(ConnectError(self._lost_why(exc)))
+
+    def _lost_why(self, exc: BaseException | None) -> str:
+        """Why the link went during the handshake, as the ConnectError says it."""
+        closed = exc is None or isinstance(exc, (ConnectionResetError, ConnectionAbortedError))
+        if closed and self.client.tls is not None:  # a gateway refusing a TLS peer just closes
+            return (
+                "the gateway closed the connection after the TLS handshake"
+                " (does it want a client certificate?)"
+            )
+        if exc is not None:
+            return f"connection lost during the handshake: {describe(exc)}"
+        return "connection lost during the handshake"
 
     def frames(self, link: StreamLink, bodies: list[bytes]) -> None:
         session = self.session

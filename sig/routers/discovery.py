@@ -378,14 +378,16 @@ def discover(
     raise SigError("sig.discover() blocks; in asyncio code use await sig.discover_async()")
 
 
-def usable(gateway: DiscoveredGateway) -> bool:
-    """Whether this client can talk to ``gateway``: our protocol version, and no TLS yet."""
-    return gateway.version == PROTOCOL_VERSION and not gateway.tls
+def usable(gateway: DiscoveredGateway, tls: bool = False) -> bool:
+    """Whether a client can talk to ``gateway``: our protocol version, and TLS
+    (TXT ``tls=1``) exactly when the client speaks TLS."""
+    return gateway.version == PROTOCOL_VERSION and gateway.tls == tls
 
 
-async def find_gateway(timeout: float) -> DiscoveredGateway:
-    """The first usable gateway that answers; :class:`sig.ConnectError` if none does in time."""
-    found = await _browse(timeout, 1, usable)
+async def find_gateway(timeout: float, *, tls: bool = False) -> DiscoveredGateway:
+    """The first usable gateway that answers (a TLS one for a TLS client);
+    :class:`sig.ConnectError` if none does in time."""
+    found = await _browse(timeout, 1, lambda gateway: usable(gateway, tls))
     if not found:
         raise ConnectError(f"no sig gateway found on the LAN within {timeout:g} s")
     return found[0]

@@ -23,10 +23,12 @@ import concurrent.futures
 import inspect
 import logging
 import queue
+import ssl
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
+from carriers.tcp import client_context
 from sig.compat import ClientRouterAliases
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
 from sig.errors import ConnectError, RequestTimeout, SigError
@@ -61,7 +63,25 @@ class SeedCarrier(Protocol):
     def _bind(self, router: ClientRouter) -> None: ...
 
 
-class ClientRouter(ClientRouterAliases):
+class SyncListings:
+    """The gateway's listings, blocking: a part of :class:`ClientRouter` (as
+    :class:`sig.routers.client.GatewayListings` is of the asyncio client)."""
+
+    _client: AsyncClientRouter
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        raise NotImplementedError  # the router's: run on its I/O thread
+
+    def list_senders(self) -> dict[str, dict[str, Any]]:
+        """Senders connected to the gateway (every page of ``$gateway senders``)."""
+        return self._call(self._client.list_senders())
+
+    def list_links(self) -> list[dict[str, Any]]:
+        """The gateway's links with their counters (every page of ``$gateway links``)."""
+        return self._call(self._client.list_links())
+
+
+class ClientRouter(ClientRouterAliases, SyncListings):
     """A gateway client with blocking methods; I/O runs on a background thread.
 
     ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
@@ -86,6 +106,8 @@ class ClientRouter(ClientRouterAliases):
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
         username: str | None = None,
         password: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        cafile: str | None = None,
     ) -> None:
         self._client = AsyncClientRouter(
             host,
@@ -97,6 +119,7 @@ class ClientRouter(ClientRouterAliases):
             request_timeout=request_timeout,
             keepalive=keepalive,
             max_queued_events=max_queued_events,
+            tls=client_context(tls, cafile),
         )
         self._client.username, self._client.password = username, password  # the HELLO login
         #: Called on the dispatcher thread after every (re)connect.
@@ -353,14 +376,6 @@ class ClientRouter(ClientRouterAliases):
     ) -> Any:
         """Call a sender's handler; returns the result or raises a RequestError subclass."""
         return self._call(self._client.request(sender, method, params, timeout))
-
-    def list_senders(self) -> dict[str, dict[str, Any]]:
-        """Senders connected to the gateway (every page of ``$gateway senders``)."""
-        return self._call(self._client.list_senders())
-
-    def list_links(self) -> list[dict[str, Any]]:
-        """The gateway's links with their counters (every page of ``$gateway links``)."""
-        return self._call(self._client.list_links())
 
 
 async def _await(awaitable: Any) -> Any:

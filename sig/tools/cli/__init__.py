@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the gateway (TCP, serial ports, demo timer)", parents=[logs]
     )
     serve_p.add_argument("--config", help="TOML config file; flags win over it")
-    serve_p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    serve_p.add_argument(
+        "--host",
+        help="address to listen on (default 127.0.0.1; any other needs users or --allow-anonymous)",
+    )
     serve_p.add_argument("--port", type=int, help=f"TCP port (default {DEFAULT_PORT})")
     serve_p.add_argument("--name", help="gateway name sent to peers")
     serve_p.add_argument("--request-timeout", type=float, help="seconds (default 10)")
@@ -179,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="users file (sig passwd): clients must log in; SIGHUP reloads it",
     )
     serve_p.add_argument(
+        "--allow-anonymous",
+        action="store_const",
+        const=True,
+        help="let clients in without a login: beside --users, and on an address that is"
+        " not loopback (which logs a warning)",
+    )
+    serve_p.add_argument("--tls-cert", metavar="PEM", help="TLS: the gateway's certificate chain")
+    serve_p.add_argument("--tls-key", metavar="PEM", help="TLS: the certificate's private key")
+    serve_p.add_argument(
+        "--tls-client-ca",
+        metavar="PEM",
+        help="mutual TLS: accept only clients with a certificate this CA signed",
+    )
+    serve_p.add_argument(
         "--max-queued",
         type=int,
         help="bytes queued to a link before the gateway stops reading it (1.25 MiB)",
@@ -193,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--port", type=int, default=DEFAULT_PORT, help="gateway port (default %(default)s)"
         )
         p.add_argument("--timeout", type=float, help=timeout)
+        p.add_argument(
+            "--tls", action="store_true", help="connect over TLS (the system's CAs, host checked)"
+        )
+        p.add_argument(
+            "--cafile", metavar="PEM", help="TLS, trusting this CA's certificates (implies --tls)"
+        )
         p.add_argument(
             "--log-level", choices=["debug", "info", "warning", "error"], default="warning"
         )

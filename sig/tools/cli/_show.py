@@ -41,6 +41,8 @@ async def _client(args: argparse.Namespace, name: str) -> Any:
         request_timeout=timeout,
         username=user,
         password=password,
+        tls=bool(getattr(args, "tls", False)),
+        cafile=getattr(args, "cafile", None),
     )
     await client.connect()
     return client
@@ -209,7 +211,7 @@ SHOWN = frozenset({"link", "state", "peer", "senders", "frames_in", "frames_out"
 #: NOTES without --all: these when they are not zero, empty or "open".
 NOTABLE = ("port_state", "reopens", "failed_opens", "last_error", "closed_for_s",
            *ERROR_KEYS, "dropped_too_large", "discarded_frames", "reading_paused",
-           "reserved")  # fmt: skip
+           "reserved", "tls", "peer_subject")  # fmt: skip
 
 
 def _field(value: Any) -> str:
