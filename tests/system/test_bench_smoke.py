@@ -120,3 +120,9 @@ def test_login_benchmark_runs_sig_and_mosquitto() -> None:
     out = run("login.py", "--runs", "1", "--logins", "3", "--seconds", "0.3")
     for row in ("| sig ", "| sig-inline ", "| sig-anonymous ", "| mqtt ", "| mqtt-anonymous "):
         assert row in out, out
+
+
+def test_tls_benchmark_runs_plain_and_tls() -> None:
+    out = run("tls.py", "--runs", "1", "--count", "2000", "--requests", "50", "--connects", "5")
+    assert "| fan-in 1->1, events/s" in out and "| connect to session p50, us" in out
+    assert "lost: plain=0 tls=0" in out
