@@ -382,3 +382,26 @@ async def test_tls_1_2_is_the_least_the_gateway_takes(
         assert row["tls"] == "TLSv1.2"
     finally:
         raw.close()
+
+
+async def test_a_client_certificate_is_the_principal_with_tls_principal_subject(
+    certs: Certs, tmp_path: Path
+) -> None:
+    users = tmp_path / "users"
+    r = subprocess.run([sys.executable, "-m", "sig", "passwd", str(users), "alice",
+                        "--password-stdin"], input="wonderland\n", capture_output=True,
+                       text=True, timeout=T, env=child_env())  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    context = server_context(str(certs.server.cert), str(certs.server.key), str(certs.ca.cert))
+    gw = sig.ServerRouter(port=0, tls=context, users=str(users), tls_principal="subject")
+    async with gw:
+        client = sig.AsyncClientRouter(  # no user, no password: the certificate says who
+            port=gw.port, name="dash", auto_reconnect=False, tls=trusting(certs.ca, certs.client)
+        )
+        await client.connect()
+        try:
+            (session,) = [s for s in gw.core.sessions if s.peer == "dash"]
+            assert session.principal.name == "dashboard"
+            assert session.principal.kind == "certificate"
+        finally:
+            await client.close()
