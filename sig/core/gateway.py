@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sig.core.access import Access
 from sig.core.auth import Authenticator
 from sig.core.endpoints import Endpoints, Listener, Sender, deliver
 from sig.core.limits import Limits, peer_limit
@@ -130,10 +131,13 @@ class GatewayCore:
         #: Called once per finished request with (status, seconds); None: no cost.
         self.request_observer: RequestObserver | None = None
         self.counters = dict.fromkeys(_COUNTERS, 0)
+        #: ACLs, owned names, serial ports' principals (sig.core.access).
+        self.access = Access(self.table, self.counters)
         #: Figures that are not counts (the asyncio layer's loop lag), shown in stats.
         self.gauges: dict[str, float] = {}
         #: Who a HELLO makes a session (users, slowdown): :mod:`sig.core.auth`.
         self.auth = Authenticator(self.registrations.open_session, self._send, self.counters, clock)
+        self.auth.link_principal = self.access.link_principal  # a port's device principal
         self._any_state, self._open_only = _dispatch(self)
 
     # --- links ------------------------------------------------------------
@@ -248,7 +252,7 @@ class GatewayCore:
         listeners, with the data decoded once for all of them.
         """
         self.counters["triggers"] += 1
-        subs = self.table.match(sender, event)
+        subs = self.access.match(sender, event)  # the table's match when no ACL is set
         if not subs:
             return
         body: bytes | None = None
@@ -467,6 +471,7 @@ _REFUSALS = frozenset(
         ErrorCode.DUPLICATE_SENDER,
         ErrorCode.INVALID_NAME,
         ErrorCode.LIMIT_REACHED,
+        ErrorCode.NOT_AUTHORISED,
         ErrorCode.TOO_LARGE,
     }
 )

@@ -22,6 +22,7 @@ from sig.protocol.data import pack
 from sig.protocol.frame import MAX_BODY_LIMIT
 
 if TYPE_CHECKING:
+    from sig.core.access import Access
     from sig.core.auth import Authenticator
     from sig.core.endpoints import Listener
     from sig.core.limits import Limits
@@ -66,6 +67,8 @@ class RegistrationsCore(Protocol):
     def table(self) -> RoutingTable[Session | Listener]: ...
     @property
     def name_reservations(self) -> Reservations: ...
+    @property
+    def access(self) -> Access: ...
     @property
     def requests(self) -> Requests: ...
     @property
@@ -142,6 +145,7 @@ class Registrations:
             core._protocol_error(session, refusal[0], ref, refusal[1])
             return
         core.name_reservations.release(msg.name)  # its own port took it back (or it was free)
+        core.access.registered(msg.name, session)
         session.senders[ref] = msg.name
         for event_ref, event in msg.events:
             session.events[event_ref] = (msg.name, event)
@@ -193,6 +197,9 @@ class Registrations:
         """Put the sender in the routing table; the refusal if its name is not free."""
         try:
             self.check_sender_name(msg.name, session)
+            refusal = self.core.access.own_refusal(msg.name, session)  # ACL, port, claims
+            if refusal is not None:
+                return refusal
             self.core.table.add_sender(
                 msg.name,
                 [e for _, e in msg.events],
@@ -222,6 +229,7 @@ class Registrations:
                 session, ErrorCode.UNKNOWN_REF, msg.sender_ref, "unknown sender_ref"
             )
             return
+        self.core.access.unregistered(name, session)  # its owner lets the name go
         self.drop_sender(session, name)
 
     def drop_sender(self, session: Session, name: str) -> None:
@@ -251,6 +259,10 @@ class Registrations:
             )
             return
         key = (msg.sender, msg.event)
+        refusal = core.access.listen_refusal(session, *key)
+        if refusal is not None:
+            core._protocol_error(session, ErrorCode.NOT_AUTHORISED, lid, refusal)
+            return
         try:
             core.table.subscribe(session, *key)
         except InvalidNameError as exc:  # e.g. a control character (PROTOCOL.md 2)

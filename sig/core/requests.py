@@ -28,6 +28,7 @@ from sig.protocol.data import pack, unpack
 from sig.protocol.frame import MAX_BODY_LIMIT
 
 if TYPE_CHECKING:
+    from sig.core.access import Access
     from sig.core.endpoints import Listener
     from sig.core.limits import Limits
     from sig.core.routing import RoutingTable
@@ -76,6 +77,8 @@ class RequestsCore(Protocol):
     def table(self) -> RoutingTable[Session | Listener]: ...
     @property
     def service(self) -> GatewayService: ...
+    @property
+    def access(self) -> Access: ...
     def _send_body(self, session: Session, body: bytes, *, urgent: bool = ...) -> None: ...
 
 
@@ -140,8 +143,16 @@ class Requests:
         if core.request_observer is not None:
             done = observed(done, core.request_observer, core.clock)
         if sender == core.service.name:
+            refusal = core.access.gateway_refusal(requester, method)
+            if refusal is not None:
+                done(ErrorCode.NOT_AUTHORISED, refusal, b"")
+                return
             limit = peer_limit(requester) if requester is not None else MAX_BODY_LIMIT
             core.service.answer(method, params, limit - RESPONSE_OVERHEAD, done)
+            return
+        refusal = core.access.request_refusal(requester, sender, method)  # before any lookup
+        if refusal is not None:
+            done(ErrorCode.NOT_AUTHORISED, refusal, b"")
             return
         info = core.table.sender(sender)
         if info is None:

@@ -21,6 +21,7 @@ from sig.errors import DecodeError, ErrorCode, NoSuchMethod, RequestError, Reque
 from sig.protocol.data import pack, unpack
 
 if TYPE_CHECKING:
+    from sig.core.access import Access
     from sig.core.endpoints import Listener
     from sig.core.reservations import Reservations
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 PAGE_OVERHEAD = 40
 #: Items per ``$gateway`` page when the request names no limit.
 DEFAULT_PAGE_LIMIT = 100
-METHODS = ("senders", "links", "stats")
+METHODS = ("senders", "links", "stats", "release")
 
 Done = Callable[[int, str, bytes], None]  # (status, message, data)
 #: Extra rows for ``$gateway links``: a link that exists without a session.
@@ -59,6 +60,8 @@ class ServiceCore(Protocol):
     def name_reservations(self) -> Reservations: ...
     @property
     def requests(self) -> Sized: ...
+    @property
+    def access(self) -> Access: ...
 
 
 class GatewayService:
@@ -82,11 +85,15 @@ class GatewayService:
 
     def _answer(self, method: str, params: bytes, budget: int) -> bytes:
         if method not in METHODS:
-            raise NoSuchMethod(f"{self.name} has no method {method!r} (senders, links, stats)")
+            raise NoSuchMethod(
+                f"{self.name} has no method {method!r} (senders, links, stats, release)"
+            )
         try:
             args = unpack(params)
         except DecodeError as exc:
             raise BadParams(str(exc)) from None
+        if method == "release":  # an admin frees an owned name (the ACL checked admin)
+            return pack(self.core.access.release(release_name(args)))
         if args is None:
             return self._whole(method, budget)
         offset, limit = page_args(args)
@@ -206,6 +213,13 @@ class GatewayService:
 def owner_name(owner: Any) -> str:
     """The link a sender lives on (``local`` for an in-process one)."""
     return owner.link.name if isinstance(owner, Session) else "local"
+
+
+def release_name(args: Any) -> str:
+    """The name of ``$gateway release {"name": NAME}``."""
+    if not isinstance(args, dict) or set(args) != {"name"} or not isinstance(args["name"], str):
+        raise BadParams('params must be {"name": "SENDER"}')
+    return args["name"]
 
 
 def page_args(args: Any) -> tuple[int, int]:

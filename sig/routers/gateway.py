@@ -55,6 +55,7 @@ from carriers.tcp import (
     errno_name,
 )
 from sig.compat import LocalRouterAliases, SeedSender
+from sig.core.acl import Policy
 from sig.core.endpoints import EndpointsAPI
 from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
 from sig.core.session import Session, State
@@ -339,6 +340,8 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         self._log_limit = LogThrottle(logger)  #: accept errors: one line a minute
         self._log_tls = LogThrottle(logger)  #: failed TLS handshakes: one line a minute
         self._extra_tasks: set[asyncio.Task[Any]] = set()
+        #: Reads the ACLs again on SIGHUP (``sig serve`` sets it); None: nothing to reload.
+        self.acl_reloader: Callable[[], Policy | None] | None = None
 
     # --- lifecycle --------------------------------------------------------
 
@@ -438,9 +441,18 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
     def reload_security(self) -> bool:
         """Read the users file again (SIGHUP); open sessions stay. False if it was bad.
 
-        A bad file keeps the users loaded before (and logs why). ACLs reload here too.
+        A bad file keeps the users loaded before (and logs why). ACLs reload here
+        too, from ``acl_reloader`` (``sig serve`` sets it): a config that no longer
+        parses keeps the ACLs in force. What sessions registered stays; every later
+        listen, request, registration and delivery follows the new ACLs.
         """
-        return self.security.reload()
+        users_ok = self.security.reload()
+        if self.acl_reloader is None:
+            return users_ok
+        policy = self.acl_reloader()
+        if policy is not None:
+            self.core.access.install(policy)
+        return users_ok and policy is not None
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a background task owned by the gateway (cancelled on stop)."""

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from carriers.serial import SerialLink, SerialSettings, open_serial
+from sig.core.acl import DEFAULT_DEVICE_PREFIX, AclConfigError, patterns
 from sig.core.signed import SignedLink, SignedPort
 from sig.errors import ConnectError, SigError
 from sig.protocol.signing import parse_key
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Reopen delays after a port is lost or cannot be opened.
 SERIAL_BACKOFF = Backoff(initial=0.2, maximum=5.0, factor=2.0, jitter=0.1)
+#: Keys of a ``[[serial]]`` table for the gateway rather than the port: who the
+#: device acts as (``principal``) and the sender names it may carry (``names``).
+SECURITY_KEYS = frozenset({"principal", "names"})
 
 
 class SerialSpecError(SigError, ValueError):
@@ -50,7 +54,8 @@ def parse_specs(specs: Iterable[str | Mapping[str, Any]]) -> list[SerialSettings
     seen: set[str] = set()
     for spec in specs:
         try:
-            settings = SerialSettings.from_spec(spec)
+            settings = SerialSettings.from_spec(_port_keys(spec))
+            port_security(spec)
         except ValueError as exc:
             raise SerialSpecError(str(exc)) from exc
         if settings.port in seen:
@@ -110,6 +115,41 @@ class SignedFrames:
     def link_down(self, link: SerialLink[Any], exc: BaseException | None) -> None:
         session = link.session
         self.router.link_down(session.link if session is not None else link, exc)
+
+
+def _port_keys(spec: str | Mapping[str, Any]) -> str | Mapping[str, Any]:
+    """The spec without the keys the gateway takes (what the port's settings read)."""
+    if isinstance(spec, Mapping):
+        return {k: v for k, v in spec.items() if k not in SECURITY_KEYS}
+    return spec
+
+
+def port_security(spec: str | Mapping[str, Any]) -> tuple[str | None, tuple[str, ...] | None]:
+    """``(principal, names)`` of a ``[[serial]]`` table (None, None: not configured)."""
+    if not isinstance(spec, Mapping):
+        return None, None
+    where = f"[[serial]] {spec.get('port', '?')}"
+    principal = spec.get("principal")
+    if principal is not None and (
+        not isinstance(principal, str)
+        or not principal
+        or principal.startswith(DEFAULT_DEVICE_PREFIX)
+    ):
+        raise AclConfigError(
+            f'{where}: principal must be a name such as "sensors"'
+            f" (not empty, not starting with {DEFAULT_DEVICE_PREFIX!r})"
+        )
+    names = spec.get("names")
+    bound = None if names is None else patterns(names, f"{where}: names")
+    return principal, bound
+
+
+def bind_ports(router: Any, specs: Iterable[str | Mapping[str, Any]]) -> None:
+    """Tell the gateway core each configured port's principal and bound names."""
+    for spec in specs:
+        settings = SerialSettings.from_spec(_port_keys(spec))
+        principal, names = port_security(spec)
+        router.core.access.bind_port(settings.link_name, principal, names)
 
 
 class SerialPort:
@@ -234,7 +274,9 @@ async def open_serial_links(
     is tried once before this returns, so a missing device is logged at start-up;
     the supervisor keeps retrying it in the background either way.
     """
+    specs = list(specs)
     ports = [SerialPort(router, s, backoff) for s in parse_specs(specs)]
+    bind_ports(router, specs)
     for port in ports:
         opened = await port.open_once()
         router.core.add_link_reporter(port.report)

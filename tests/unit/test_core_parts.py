@@ -158,7 +158,7 @@ def test_the_service_answers_unknown_methods_and_bad_params(core: GatewayCore) -
     core.service.answer("stats", pack(None), 1000, lambda *a: got.append(a))
     assert got[0][:2] == (
         ErrorCode.NO_SUCH_METHOD,
-        "$gateway has no method 'nope' (senders, links, stats)",
+        "$gateway has no method 'nope' (senders, links, stats, release)",
     )
     assert got[1][0] == ErrorCode.MALFORMED
     assert got[2][0] == ErrorCode.OK and unpack(got[2][2]) == core.stats()

@@ -62,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
     "tls_cert": None,
     "tls_key": None,
     "tls_client_ca": None,
+    # Access control (README, "Access control"): the [acl] policy (None: no ACL,
+    # everything allowed) and the owned names' state file (None: next to the config).
+    "acl": None,
+    "state": None,
 }
 #: The [tls] table's keys and the settings they set.
 TLS_KEYS = {"cert": "tls_cert", "key": "tls_key", "client_ca": "tls_client_ca"}
@@ -128,7 +132,8 @@ def load_config(path: str | None) -> dict[str, Any]:
         out["http"] = str(http["listen"])
     out.update(_auth_table(path, doc.get("auth", {})))
     out.update(_tls_table(path, doc.get("tls", {})))
-    known = {"gateway", "timer", "serial", "limits", "discovery", "http", "auth", "tls"}
+    out.update(_access(path, doc))
+    known = {"gateway", "timer", "serial", "limits", "discovery", "http", "auth", "tls", "acl"}
     unknown = set(doc) - known
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -136,10 +141,11 @@ def load_config(path: str | None) -> dict[str, Any]:
 
 
 def _auth_table(path: str, table: Any) -> dict[str, Any]:
-    """``[auth]`` of the config: users (a file), allow_anonymous, tls_principal."""
+    """``[auth]`` of the config: users (a file), allow_anonymous, tls_principal (and
+    state, the owned names' file, which :func:`_access` reads)."""
     from sig.core.auth import TLS_PRINCIPALS
 
-    keys = ("users", "allow_anonymous", "tls_principal")
+    keys = ("users", "allow_anonymous", "tls_principal", "state")
     if not isinstance(table, dict) or not set(table) <= set(keys):
         raise UsageError(f"config {path}: [auth] takes only {', '.join(keys)}")
     if "users" in table and (not isinstance(table["users"], str) or not table["users"]):
@@ -195,10 +201,34 @@ def _limits(path: str, table: Any) -> Any:
     return Limits(**table)
 
 
+def _access(path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """``[acl]`` as a sig.core.acl.Policy, and ``[auth] state`` (relative to the config).
+
+    Without ``[auth] state`` the owned names go next to the users file or the
+    config (:func:`state_path`).
+    """
+    from sig.core.acl import AclConfigError, Policy
+
+    out: dict[str, Any] = {}
+    if "acl" in doc:
+        try:
+            out["acl"] = Policy.from_table(doc["acl"])
+        except AclConfigError as exc:
+            raise UsageError(f"config {path}: {exc}") from exc
+    auth = doc.get("auth", {})
+    state = auth.get("state") if isinstance(auth, dict) else None
+    if state is not None and (not isinstance(state, str) or not state):
+        raise UsageError(f'config {path}: [auth] state must be a file path, e.g. "sig-state.json"')
+    if state is not None:
+        out["state"] = str(Path(path).parent / state)
+    return out
+
+
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the config file, then command-line flags (flags win)."""
     merged = dict(DEFAULTS)
     merged.update(load_config(args.config))
+    merged["config_path"] = getattr(args, "config", None)  # read again on SIGHUP
     for key in DEFAULTS:
         value = getattr(args, key, None)
         if value is not None and value != []:
@@ -266,6 +296,10 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         serial_name_grace=conf["serial_name_grace"],
         **_auth_options(conf),
     )
+    problem = _apply_access(router, conf)
+    if problem is not None:
+        print(f"sig serve: {problem}", file=sys.stderr)
+        return 2
     try:
         await router.start()
     except ExposedError as exc:
@@ -326,6 +360,67 @@ def _auth_options(conf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _apply_access(router: Any, conf: dict[str, Any]) -> str | None:
+    """Install the ACLs, the owned names' state file and their SIGHUP reload on ``router``.
+
+    Returns what stops the start (an unreadable state file), or None.
+    """
+    from sig.routers.claims_file import StateFileError, open_claims
+
+    access = router.core.access
+    if conf.get("acl") is not None:
+        access.install(conf["acl"])
+    state = state_path(conf)
+    if state is not None:
+        try:
+            access.use_claims(open_claims(state))
+        except StateFileError as exc:
+            return str(exc)
+    if conf.get("config_path"):
+        router.acl_reloader = lambda: reload_acl(conf["config_path"])
+    return None
+
+
+def state_path(conf: dict[str, Any]) -> Path | None:
+    """Where the owned names are kept: ``[auth] state``, else sig-state.json next to
+    the users file, else next to the config; None (memory only) without either.
+
+    The file is written only when a name is first claimed.
+    """
+    from sig.routers.claims_file import DEFAULT_STATE_NAME
+
+    if conf.get("state"):
+        return Path(conf["state"])
+    beside = conf.get("users") or conf.get("config_path")
+    return Path(beside).parent / DEFAULT_STATE_NAME if beside else None
+
+
+def reload_acl(path: str) -> Any:
+    """The ``[acl]`` of the config at ``path`` again (SIGHUP); None if it cannot be used.
+
+    A config that no longer reads or parses keeps the ACLs in force (logged):
+    a typo must not open the gateway, nor lock everyone out.
+    """
+    from sig.core.acl import OPEN
+
+    try:
+        conf = load_config(path)
+    except UsageError as exc:
+        logger.error("SIGHUP: keeping the ACLs in force: %s", exc)
+        return None
+    policy = conf.get("acl") or OPEN
+    logger.info("SIGHUP: ACLs reloaded from %s (%s)", path, describe_acl(policy))
+    return policy
+
+
+def describe_acl(policy: Any) -> str:
+    """One line on the ACLs in force, for the banner and the reload log."""
+    if policy is None or not policy.configured:
+        return "off (no [acl]: everything allowed)"
+    anonymous = "anonymous allowed some" if policy.anonymous else "anonymous denied"
+    return f"{len(policy.users)} user(s), {len(policy.devices)} device(s), {anonymous}"
+
+
 def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, advertiser: Any) -> str:
     """What ``sig serve`` prints once it runs: where, with or without TLS, what else.
 
@@ -351,6 +446,7 @@ def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, adverti
         ("http", f"{http.url} (status page, /metrics, /healthz)" if http else "off"),
         ("discovery", discovery),
         ("users", _users_row(conf)),
+        ("acl", describe_acl(conf.get("acl"))),
     ]
     head = f"sig gateway '{printable(conf['name'])}' listening on {conf['host']}:{port}"
     return "\n".join([head, *(f"  {k:<10} {v}" for k, v in rows)])
