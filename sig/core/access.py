@@ -142,7 +142,7 @@ class Access:
             allowed = ", ".join(binding.names or ())
             return self._refused(
                 "own",
-                f"{session.link.name} may carry only the sender names {allowed}: not {name!r}",
+                f"sender name {name!r} is not one {session.link.name} may carry ({allowed})",
             )
         if not self.acl(who).may_own(name):
             return self._refused(

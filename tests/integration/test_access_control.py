@@ -1,0 +1,285 @@
+"""ACLs and owned names end to end: real TCP on 127.0.0.1, socat ptys, real processes.
+
+Until authentication (HELLO credentials) is on main, every TCP session is
+anonymous: these tests give TCP clients rights through ``[acl.anonymous]``
+and named principals through serial ports (``[[serial]] principal``), which
+is the same check in the core (tests/unit/test_acl.py sets user principals
+directly on the fake clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from procs import EXAMPLES, Gateway, Proc, until, wait_until
+from socat import SocatPairs
+
+from sig.core.acl import Policy
+from sig.errors import NotAuthorised
+from sig.routers.client import AsyncClientRouter, Backoff
+from sig.routers.gateway import ServerRouter
+from sig.routers.serial import open_serial_links
+from sig.tools.device_sim import DeviceSim
+
+T = 10.0
+FAST = Backoff(initial=0.05, maximum=0.3, jitter=0.1)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[ServerRouter]:
+    router = ServerRouter("127.0.0.1", 0)
+    await router.start()
+    try:
+        yield router
+    finally:
+        await router.stop()
+
+
+async def client(router: ServerRouter, name: str) -> AsyncClientRouter:
+    c = AsyncClientRouter("127.0.0.1", router.port, name=name, backoff=FAST)
+    await c.connect()
+    return c
+
+
+async def test_registering_listening_and_requesting_outside_the_acl_are_refused(
+    gateway: ServerRouter,
+) -> None:
+    gateway.core.access.install(
+        Policy.from_table(
+            {
+                "anonymous": {
+                    "own": ["sensor-*"],
+                    "listen": [["sensor-*", "*"]],
+                    "request": [["sensor-*", "get_*"]],
+                }
+            }
+        )
+    )
+    gateway.add_sender("pump", ["speed"], {"set_speed": lambda p: ["applied", p]})
+    app = await client(gateway, "app")
+    try:
+        with pytest.raises(NotAuthorised, match="anonymous may not own sender name 'pump'"):
+            await app.add_sender("pump", ["speed"])
+        with pytest.raises(NotAuthorised, match=r"may not listen to \('pump', 'speed'\)"):
+            await app.add_listener(lambda i, d: None, "pump", "speed")
+        with pytest.raises(NotAuthorised, match="anonymous may not request 'pump' 'set_speed'"):
+            await app.request("pump", "set_speed", 9999, timeout=5)
+        with pytest.raises(NotAuthorised, match=r"may not call \$gateway links"):
+            await app.request("$gateway", "links", timeout=5)
+        stats = await app.request("$gateway", "stats", timeout=5)  # the anonymous entry: stats
+        assert stats["acl_refusals"] == 4
+        assert [stats[f"acl_refusals_{k}"] for k in ("own", "listen", "request", "admin")] == [
+            1,
+            1,
+            1,
+            1,
+        ]
+        await app.add_sender("sensor-1", ["temp"], {"get_temp": lambda p: 21.5})
+        assert await app.request("sensor-1", "get_temp", timeout=5) == 21.5
+        assert "pump" in gateway.core.table.senders  # the in-process sender was never touched
+    finally:
+        await app.close()
+
+
+async def test_a_broadcast_listener_is_not_a_spy(gateway: ServerRouter) -> None:
+    gateway.core.access.install(
+        Policy.from_table({"anonymous": {"own": ["*"], "listen": ["pub-*"]}})
+    )
+    spy = await client(gateway, "spy")
+    got: list[tuple[str, str, Any]] = []
+    await spy.add_listener(lambda i, d: got.append((i["sender"], i["event"], d)))
+    pub = await client(gateway, "pub")
+    priv = await client(gateway, "priv")
+    try:
+        a = await pub.add_sender("pub-a", ["temp"])
+        b = await priv.add_sender("priv-b", ["secret"])
+        for n in range(3):
+            b.trigger("secret", n)
+            a.trigger("temp", n)
+        await until(lambda: len([g for g in got if g[1] == "temp"]) == 3, T, "pub-a's events")
+        await priv.close()
+        await pub.close()
+        await until(lambda: ("pub-a", "#disconnect") in [g[:2] for g in got], T, "#disconnect")
+        assert {g[0] for g in got} == {"pub-a"}  # nothing of priv-b, not even #connect
+        assert [g[1] for g in got] == ["#connect", "temp", "temp", "temp", "#disconnect"]
+    finally:
+        await spy.close()
+
+
+async def test_a_serial_port_carries_only_its_bound_names(socat: SocatPairs) -> None:
+    pair = socat.pair("dev")
+    router = ServerRouter("127.0.0.1", 0)
+    await router.start()
+    devices: list[DeviceSim] = []
+    try:
+        await open_serial_links(
+            router, [{"port": str(pair.a), "principal": "pumps", "names": ["pump", "pump-*"]}]
+        )
+        intruder = DeviceSim(str(pair.b), name="valve", sender="valve")
+        devices.append(intruder)
+        await intruder.start()
+        error = await intruder.wait_for("ERROR", T)
+        assert error["code"] == "NOT_AUTHORISED"
+        assert error["message"].startswith("sender name 'valve' is not one serial:")
+        assert error["message"].endswith(f"{pair.a} may carry (pump, pump-*)")
+        assert "valve" not in router.core.table.senders
+        await intruder.stop()
+        pump = DeviceSim(str(pair.b), name="pump-2", sender="pump-2")
+        devices.append(pump)
+        await pump.start()
+        await pump.wait_for("REGISTERED", T)
+        assert router.core.access.claims.owner("pump-2") == "device:pumps"
+        row = next(r for r in router.links() if r["link"] == f"serial:{pair.a}")
+        assert row["senders"] == ["pump-2"]
+    finally:
+        for d in devices:
+            await d.stop()
+        await router.stop()
+
+
+# --- real processes: kill -9, a gateway restart, SIGHUP, the example -----------
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text("[discovery]\nenabled = false\n" + body)
+    return path
+
+
+def _device(port: Path, name: str) -> Proc:
+    return Proc(
+        [sys.executable, "-m", "sig", "device-sim", "--port", str(port), "--name", name,
+         "--interval", "0", "--keepalive-ms", "500"],
+    )  # fmt: skip
+
+
+async def test_an_owned_name_stays_its_owners_after_a_kill_9_and_a_gateway_restart(
+    socat: SocatPairs, tmp_path: Path
+) -> None:
+    own, other = socat.pair("own"), socat.pair("other")
+    config = _config(
+        tmp_path,
+        f"""
+[gateway]
+serial_name_grace = 0      # no reservation: the claim alone protects the name
+[auth]
+state = "claims.json"
+[acl.anonymous]
+own = ["*"]
+request = ["pump"]
+[acl.devices.pumps]
+own = ["*"]
+[acl.devices.intruders]
+own = ["*"]
+[[serial]]
+port = "{own.a}"
+principal = "pumps"
+[[serial]]
+port = "{other.a}"
+principal = "intruders"
+""",
+    )
+    procs: list[Proc] = []
+
+    def start(proc: Proc) -> Proc:
+        procs.append(proc)
+        return proc
+
+    try:
+        gw = start(await asyncio.to_thread(Gateway, 0, "--no-timer", "--config", str(config)))
+        owner = start(_device(own.b, "pump"))
+        await asyncio.to_thread(owner.wait_line, lambda s: s.startswith("pump REGISTERED"))
+        owner.popen.send_signal(signal.SIGKILL)  # kill -9 of the owner
+        owner.wait()
+        await asyncio.to_thread(
+            wait_until, lambda: "session of 'pump' ended" in gw.stderr_text(), T, "the link timeout"
+        )
+        thief = start(_device(other.b, "pump"))
+        line = await asyncio.to_thread(thief.wait_line, lambda s: " ERROR " in s)
+        assert 'code="NOT_AUTHORISED"' in line and "owned by another principal" in line
+        async with AsyncClientRouter("127.0.0.1", gw.port, name="tcp", backoff=FAST) as app:
+            with pytest.raises(NotAuthorised, match="'pump' is owned by another principal"):
+                await app.add_sender("pump", ["speed"])
+        assert json.loads((tmp_path / "claims.json").read_text())["claims"] == {
+            "pump": "device:pumps"
+        }
+        gw.popen.send_signal(signal.SIGKILL)  # and the gateway too: the claim is on disk
+        gw.wait()
+        mark = len(thief.lines)  # the new gateway INVITEs the thief: refused again
+        gw = start(await asyncio.to_thread(Gateway, 0, "--no-timer", "--config", str(config)))
+        async with AsyncClientRouter("127.0.0.1", gw.port, name="tcp", backoff=FAST) as app:
+            with pytest.raises(NotAuthorised, match="'pump' is owned by another principal"):
+                await app.add_sender("pump", ["speed"])
+            line = await asyncio.to_thread(thief.wait_line, lambda s: " ERROR " in s, T, mark)
+            assert "owned by another principal" in line
+            back = start(_device(own.b, "pump"))  # the owner, on its own port: its name
+            await asyncio.to_thread(back.wait_line, lambda s: s.startswith("pump REGISTERED"))
+            assert not [s for s in back.lines if " ERROR " in s]
+            assert await app.request("pump", "get_temp", timeout=5) == 21.5
+    finally:
+        for p in reversed(procs):
+            p.kill()
+
+
+async def test_sighup_reloads_the_acls_without_dropping_connections(tmp_path: Path) -> None:
+    config = _config(tmp_path, '[acl.anonymous]\nown = ["*"]\n')
+    gw = await asyncio.to_thread(Gateway, 0, "--no-timer", "--config", str(config))
+    try:
+        async with AsyncClientRouter("127.0.0.1", gw.port, name="app", backoff=FAST) as app:
+            sender = await app.add_sender("s", ["e"])
+            with pytest.raises(NotAuthorised, match="may not listen"):
+                await app.add_listener(lambda i, d: None, "s", "e")
+            config.write_text(config.read_text() + 'listen = ["s"]\n')
+            mark = len(gw.err_lines)
+            gw.signal(signal.SIGHUP)
+            await asyncio.to_thread(
+                wait_until,
+                lambda: any("ACLs reloaded" in s for s in gw.err_lines[mark:]),
+                T,
+                "the reload",
+            )
+            got: asyncio.Queue[Any] = asyncio.Queue()
+            await app.add_listener(lambda i, d: got.put_nowait(d), "s", "e")  # allowed now
+            sender.trigger("e", 7)  # the connection and its sender stayed
+            assert await asyncio.wait_for(got.get(), T) == 7
+            config.write_text("[acl\n")  # a broken config keeps the ACLs in force
+            mark = len(gw.err_lines)
+            gw.signal(signal.SIGHUP)
+            await asyncio.to_thread(
+                wait_until,
+                lambda: any("keeping the ACLs in force" in s for s in gw.err_lines[mark:]),
+                T,
+                "the refused reload",
+            )
+            with pytest.raises(NotAuthorised):
+                await app.request("$gateway", "links", timeout=5)
+    finally:
+        gw.stop()
+
+
+async def test_the_home_example_starts_and_denies_anonymous_everything() -> None:
+    gw = await asyncio.to_thread(
+        Gateway, 0, "--no-timer", "--no-discovery", "--config", str(EXAMPLES / "acl-home.toml")
+    )
+    try:
+        row = await asyncio.to_thread(gw.wait_line, lambda s: s.startswith("  acl "))
+        assert row.split(None, 1)[1] == "5 user(s), 2 device(s), anonymous denied"
+        async with AsyncClientRouter("127.0.0.1", gw.port, name="anon", backoff=FAST) as app:
+            with pytest.raises(NotAuthorised):
+                await app.request("$gateway", "stats", timeout=5)
+            with pytest.raises(NotAuthorised):
+                await app.add_listener(lambda i, d: None)
+            with pytest.raises(NotAuthorised):
+                await app.add_sender("sensor-kitchen", ["temp"])
+            with pytest.raises(NotAuthorised):
+                await app.request("pump", "set_speed", 9999, timeout=5)
+    finally:
+        gw.stop()
+    assert not (EXAMPLES / "sig-state.json").exists()  # nothing claimed: nothing written
