@@ -99,6 +99,13 @@ async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
     if high_water:
         options["high_water"] = int(high_water)
     async with ServerRouter("127.0.0.1", 0, **options) as gw:
+        acl = os.environ.get("SIG_BENCH_ACL")  # router.py --acl: an [acl] table to enforce
+        if acl:
+            import tomllib
+
+            from sig.core.acl import Policy
+
+            gw.core.access.install(Policy.from_table(tomllib.loads(Path(acl).read_text())["acl"]))
         if serial_port:  # attach the port as the serial carrier does: a persistent StreamLink
             import serial_asyncio
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -255,7 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         help="fail instead of running sig alone when mosquitto/paho are missing",
     )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument(
+        "--acl",
+        type=Path,
+        help="a TOML file whose [acl] the sig gateway enforces (bench/acl-restrictive.toml)",
+    )
     args = ap.parse_args(argv)
+    if args.acl:
+        os.environ["SIG_BENCH_ACL"] = str(args.acl.resolve())  # read by the gateway child
     shapes = [s for s in args.shapes.split(",") if s]
     if unknown := set(shapes) - set(SHAPES):
         ap.error(f"unknown shapes {sorted(unknown)}")
