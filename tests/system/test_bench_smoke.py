@@ -126,3 +126,9 @@ def test_tls_benchmark_runs_plain_and_tls() -> None:
     out = run("tls.py", "--runs", "1", "--count", "2000", "--requests", "50", "--connects", "5")
     assert "| fan-in 1->1, events/s" in out and "| connect to session p50, us" in out
     assert "lost: plain=0 tls=0" in out
+
+
+def test_acl_benchmark_runs() -> None:
+    out = run("acl.py", "--count", "2000", "--links", "3")
+    for row in ("no [acl]", "[acl], 1 principal", "[acl], 3 principals"):
+        assert re.search(rf"\| {re.escape(row)} +\| [\d.]+ +\| [\d.]+ +\| [\d.]+ ", out), out
