@@ -1,10 +1,9 @@
 """ACLs and owned names end to end: real TCP on 127.0.0.1, socat ptys, real processes.
 
-Until authentication (HELLO credentials) is on main, every TCP session is
-anonymous: these tests give TCP clients rights through ``[acl.anonymous]``
-and named principals through serial ports (``[[serial]] principal``), which
-is the same check in the core (tests/unit/test_acl.py sets user principals
-directly on the fake clock).
+TCP clients get rights as anonymous (``[acl.anonymous]``) or as users who
+log in (a users file, HELLO credentials); serial devices as their port's
+principal (``[[serial]] principal``). tests/unit/test_acl.py pins the same
+checks in the core on the fake clock.
 """
 
 from __future__ import annotations
@@ -283,3 +282,85 @@ async def test_the_home_example_starts_and_denies_anonymous_everything() -> None
     finally:
         gw.stop()
     assert not (EXAMPLES / "sig-state.json").exists()  # nothing claimed: nothing written
+
+
+# --- with logins (HELLO credentials) ---------------------------------------------
+
+OWNER = """
+import asyncio, sys
+from sig.routers.client import AsyncClientRouter
+
+async def main() -> None:
+    port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    async with AsyncClientRouter(
+        "127.0.0.1", port, name="owner", username=user, password=password
+    ) as c:
+        await c.add_sender("boiler", ["temp"], {"get": lambda p: 42})
+        print("REGISTERED", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _users(path: Path, **users: str) -> Path:
+    from sig.core.auth import format_users, hash_password
+
+    path.write_text(format_users({u: hash_password(p) for u, p in users.items()}))
+    path.chmod(0o600)
+    return path
+
+
+async def test_a_users_name_is_not_taken_after_a_kill_9_and_a_restart(tmp_path: Path) -> None:
+    users = _users(tmp_path / "users", alice="wonderland", bob="builder", root="toor")
+    config = _config(
+        tmp_path,
+        f"""
+[auth]
+users = "{users}"
+[acl.users.alice]
+own = ["boiler"]
+[acl.users.bob]
+own = ["*"]
+request = ["boiler"]
+[acl.users.root]
+admin = true
+""",
+    )
+    procs: list[Proc] = []
+    try:
+        gw = await asyncio.to_thread(Gateway, 0, "--no-timer", "--config", str(config))
+        procs.append(gw)
+        owner = Proc([sys.executable, "-c", OWNER, str(gw.port), "alice", "wonderland"])
+        procs.append(owner)
+        await asyncio.to_thread(owner.wait_line, lambda s: s == "REGISTERED")
+        owner.popen.send_signal(signal.SIGKILL)
+        owner.wait()
+        await asyncio.to_thread(
+            wait_until, lambda: "session of 'owner' ended" in gw.stderr_text(), T, "the owner's end"
+        )
+        bob = AsyncClientRouter(
+            "127.0.0.1", gw.port, name="bob", username="bob", password="builder", backoff=FAST
+        )
+        async with bob:
+            with pytest.raises(NotAuthorised, match="'boiler' is owned by another principal"):
+                await bob.add_sender("boiler", ["temp"])
+        gw.popen.send_signal(signal.SIGKILL)
+        gw.wait()
+        gw = await asyncio.to_thread(Gateway, 0, "--no-timer", "--config", str(config))
+        procs.append(gw)
+        assert json.loads((tmp_path / "sig-state.json").read_text())["claims"] == {
+            "boiler": "user:alice"
+        }
+        async with AsyncClientRouter(
+            "127.0.0.1", gw.port, name="bob", username="bob", password="builder", backoff=FAST
+        ) as bob:
+            with pytest.raises(NotAuthorised, match="'boiler' is owned by another principal"):
+                await bob.add_sender("boiler", ["temp"])
+            back = Proc([sys.executable, "-c", OWNER, str(gw.port), "alice", "wonderland"])
+            procs.append(back)
+            await asyncio.to_thread(back.wait_line, lambda s: s == "REGISTERED")
+            assert await bob.request("boiler", "get", timeout=5) == 42
+    finally:
+        for p in reversed(procs):
+            p.kill()

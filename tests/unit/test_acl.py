@@ -370,8 +370,9 @@ def test_a_serial_port_carries_only_its_bound_names() -> None:
     gw.access.bind_port("serial:/dev/p", "pumps", ["pump", "sensor-*"])
     link = MemoryLink("serial:/dev/p", persistent=True)
     s = gw.attach(link)
-    assert s.principal == Principal("pumps", "device")
-    send(gw, s, w.Hello("dev", 256, 0), register("pump"), register("valve", 2))
+    send(gw, s, w.Hello("dev", 256, 0))
+    assert s.principal == Principal("pumps", "device")  # the port's, at HELLO
+    send(gw, s, register("pump"), register("valve", 2))
     send(gw, s, register("sensor-9", 3))
     got = link.take()
     [err] = [m for m in got if isinstance(m, w.Error)]

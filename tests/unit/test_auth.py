@@ -225,7 +225,9 @@ def test_a_serial_device_without_credentials_is_admitted(core: GatewayCore) -> N
     link = MemoryLink("serial:/dev/ttyUSB0", persistent=True)
     session = core.attach(link)
     core.receive(session, w.encode(w.Hello("dev", 256, 0)))
-    assert session.state is State.OPEN and session.principal is ANONYMOUS
+    # a port without a configured principal: device:<port> (sig.core.acl, rule 2)
+    assert session.state is State.OPEN
+    assert session.principal == Principal("device:/dev/ttyUSB0", "device")
 
 
 def test_a_link_principal_is_taken_at_every_hello_without_a_login(
