@@ -125,6 +125,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
     try:
         sender = await client.add_sender(args.sender, [args.event])
         sender.trigger(args.event, data)
+        await client.remove_sender(sender)  # "for a moment": a login's claim on the name goes too
     finally:
         await client.close()
     return 0
