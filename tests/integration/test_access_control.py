@@ -364,3 +364,18 @@ admin = true
     finally:
         for p in reversed(procs):
             p.kill()
+
+
+def test_a_broken_state_file_stops_the_gateway_rather_than_free_the_names(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "claims.json").write_text('{"version": 1, "claims": ')
+    config = _config(tmp_path, '[auth]\nstate = "claims.json"\n')
+    gw = Proc([sys.executable, "-m", "sig", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--no-timer", "--config", str(config)])  # fmt: skip
+    try:
+        assert gw.wait() == 2
+        assert f"state file {tmp_path / 'claims.json'} is not valid JSON" in gw.stderr_text()
+        assert not any("listening on" in s for s in gw.lines)
+    finally:
+        gw.kill()

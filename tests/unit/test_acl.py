@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALICE = Principal("alice", "user")
 BOB = Principal("bob", "user")
 
-HOME = {
+HOME: dict[str, Any] = {
     "anonymous": {},
     "users": {
         "sensor1": {"own": ["sensor-1"]},
@@ -201,8 +201,8 @@ def errors(link: MemoryLink) -> list[w.Error]:
 
 
 def register(name: str, ref: int = 1, events: tuple[str, ...] = ("e",)) -> w.RegisterSender:
-    events_ = [(ref * 10 + i, e) for i, e in enumerate(events)]
-    return w.RegisterSender(ref, name, events_, ["m", "set_speed"])
+    events_ = tuple((ref * 10 + i, e) for i, e in enumerate(events))
+    return w.RegisterSender(ref, name, events_, ("m", "set_speed"))
 
 
 def test_registering_outside_the_acl_is_not_authorised_and_counted(core: GatewayCore) -> None:
@@ -415,3 +415,61 @@ def test_the_filter_follows_subscription_changes(core: GatewayCore) -> None:
     dash_got = [unpack(m.data) for m in dash_link.take() if isinstance(m, w.Event)]
     assert ctl_got == [1, 2] and dash_got == [2, 3]
     assert isinstance(ALLOW_ALL, Acl)
+
+
+# --- configuration: sig serve's [acl], [auth] state, [[serial]] principal/names ---
+
+
+def test_the_config_gives_a_policy_and_a_state_path(tmp_path: Path) -> None:
+    from sig.tools.cli._serve import load_config, state_path
+
+    config = tmp_path / "gw.toml"
+    config.write_text('[auth]\nstate = "claims.json"\n[acl.users.a]\nown = ["x"]\n')
+    conf = load_config(str(config))
+    assert conf["acl"].acl_for(Principal("a", "user")).may_own("x")
+    assert state_path({**conf, "config_path": str(config)}) == tmp_path / "claims.json"
+    assert state_path({"config_path": str(config)}) == tmp_path / "sig-state.json"
+    assert state_path({"users": str(tmp_path / "u" / "users")}) == tmp_path / "u" / "sig-state.json"
+    assert state_path({}) is None  # no config, no users: memory only
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('[acl.users.a]\nown = "x"\n', r"config .*: \[acl.users.a\] own must be a list"),
+        ("[acl]\nmax_claims = 1.5\n", "max_claims"),
+        ("[auth]\nstate = 3\n", r"\[auth\] state must be a file path"),
+    ],
+)
+def test_a_bad_access_config_is_a_usage_error(tmp_path: Path, text: str, match: str) -> None:
+    from sig.tools.cli._serve import UsageError, load_config
+
+    config = tmp_path / "gw.toml"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=match):
+        load_config(str(config))
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"port": "/dev/x", "principal": ""}, "principal must be a name"),
+        ({"port": "/dev/x", "principal": "device:/dev/x"}, "not starting with 'device:'"),
+        ({"port": "/dev/x", "names": "pump"}, "names must be a list of name patterns"),
+        ({"port": "/dev/x", "names": [1]}, "names must be a list of name patterns"),
+    ],
+)
+def test_a_bad_serial_principal_or_names_is_named(spec: dict[str, Any], match: str) -> None:
+    from sig.routers.serial import SerialSpecError, parse_specs
+
+    with pytest.raises(SerialSpecError, match=match):
+        parse_specs([spec])
+
+
+def test_a_serial_table_with_principal_and_names_parses() -> None:
+    from sig.routers.serial import parse_specs, port_security
+
+    spec = {"port": "/dev/x", "baud": 9600, "principal": "pumps", "names": ["pump"]}
+    [settings] = parse_specs([spec])
+    assert settings.port == "/dev/x" and settings.baud == 9600
+    assert port_security(spec) == ("pumps", ("pump",)) and port_security("/dev/x") == (None, None)
