@@ -414,3 +414,12 @@ async def test_sig_serve_rejects_a_bad_http_address() -> None:
     proc = Proc([sys.executable, "-m", "sig", *args])
     assert proc.wait() == 2
     assert "expected HOST:PORT" in proc.stderr_text()
+
+
+async def test_sig_serve_keeps_the_http_side_on_loopback_unless_anonymous_is_allowed() -> None:
+    # The page has no login and acts as the gateway: beyond loopback it would be a way
+    # past users and ACLs, so it needs the same explicit --allow-anonymous as the port.
+    args = ["serve", "--host", "127.0.0.1", "--port", "0", "--no-timer", "--http", "0.0.0.0:0"]
+    proc = Proc([sys.executable, "-m", "sig", *args])
+    assert proc.wait() == 2
+    assert "has no login" in proc.stderr_text() and "--allow-anonymous" in proc.stderr_text()

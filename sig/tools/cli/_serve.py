@@ -308,7 +308,7 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     except ConnectError as exc:
         print(f"sig serve: cannot listen on {conf['host']}:{conf['port']}: {exc}", file=sys.stderr)
         return 2
-    http = await _start_http(router, conf["http"])
+    http = await _start_http(router, conf["http"], allow_anonymous=bool(conf["allow_anonymous"]))
     if http is False:
         await router.stop()
         return 2
@@ -460,14 +460,25 @@ def _users_row(conf: dict[str, Any]) -> str:
     return f"{printable(conf['users'])} ({anonymous}; SIGHUP reloads)"
 
 
-async def _start_http(router: Any, bind: str | None) -> Any:
-    """The HTTP side on ``bind`` ("HOST:PORT"), None when off, False if it cannot start."""
+async def _start_http(router: Any, bind: str | None, *, allow_anonymous: bool = False) -> Any:
+    """The HTTP side on ``bind`` ("HOST:PORT"), None when off, False if it cannot start.
+
+    The HTTP side has no login, and in-process code is trusted (it sends
+    requests as the gateway, past users and ACLs): beyond loopback it needs
+    ``--allow-anonymous``, like the TCP port without users.
+    """
     if not bind:
         return None
-    from sig.routers.http import HttpBindError, HttpSide, parse_bind
+    from sig.routers.http import HttpBindError, HttpSide, is_loopback, parse_bind
 
     try:
         host, port = parse_bind(bind)
+        if not is_loopback(host) and not allow_anonymous:
+            raise HttpBindError(
+                f"--http {bind}: the status page has no login and acts as the gateway (past "
+                "users and ACLs); keep it on 127.0.0.1 (reach it through an SSH tunnel) or "
+                "pass --allow-anonymous"
+            )
         http = HttpSide(router, host, port)
         await http.start()
     except HttpBindError as exc:
