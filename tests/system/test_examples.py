@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from procs import EXAMPLES, Gateway, Proc, child_env, wait_until
@@ -137,3 +138,17 @@ def test_article_client(gateway: Gateway) -> None:
         ]
     finally:
         watch.kill()
+
+
+def test_the_locked_down_config_of_security_md_is_valid(tmp_path: Path) -> None:
+    """SECURITY.md's example config loads as it is printed (TLS, users, ACLs, a keyed port)."""
+    from sig.tools.cli import load_config
+
+    text = (EXAMPLES.parent / "SECURITY.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    conf_path = tmp_path / "sig.toml"
+    conf_path.write_text(block)
+    conf = load_config(str(conf_path))
+    assert conf["host"] == "0.0.0.0" and conf["users"] == "/etc/sig/users"
+    assert conf["allow_anonymous"] is False and conf["tls_cert"] == "/etc/sig/gateway.crt"
+    assert conf["serial"][0]["key_file"] == "/etc/sig/pump.key"
