@@ -12,16 +12,14 @@ gateway (silently starting with no claims would hand owned names to anyone).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sig.core.claims import Claims
 from sig.errors import SigError
+from sig.routers.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -60,19 +58,9 @@ def load(path: Path) -> dict[str, str]:
 
 
 def save(path: Path, claims: Mapping[str, str]) -> None:
-    """Write ``claims`` to ``path`` atomically (temporary file, fsync, rename)."""
-    data = json.dumps({"version": VERSION, "claims": dict(claims)}, indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``claims`` to ``path`` atomically (:func:`sig.routers.files.write_atomically`)."""
+    doc = {"version": VERSION, "claims": dict(claims)}
+    write_atomically(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 def saver(path: Path) -> Callable[[Mapping[str, str]], None]:

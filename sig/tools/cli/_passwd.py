@@ -15,16 +15,14 @@ read at its next SIGHUP.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import os
-import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from sig.core.auth import check_user_name, format_users, hash_password
 from sig.errors import InvalidNameError, UsersFileError
+from sig.routers.files import write_atomically
 
 #: Where client commands take a password from when neither a prompt nor stdin is wanted.
 PASSWORD_ENV = "SIG_PASSWORD"
@@ -70,32 +68,6 @@ def read_entries(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     return {name: str(entry) for name, entry in read_users_file(path).items()}
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: a temp file in its directory (0600), fsync, rename.
-
-    An existing file keeps its permission bits; a new one is 0600.
-    """
-    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself is durable once the dir is synced
-        dir_fd = os.open(path.parent or Path("."), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
