@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,23 +254,10 @@ def lab_gw(lan: Lan) -> Iterator[Proc]:
     assert gw.wait(T) == 0  # withdrawing the advertisement does not hang the shutdown
 
 
-def wait_log(proc: Proc, needle: str, timeout: float = T) -> str:
-    """The first stderr (log) line containing ``needle``, waited for on the reader's condition."""
-    deadline = time.monotonic() + timeout
-    with proc._new:
-        while True:
-            for line in proc.err_lines:
-                if needle in line:
-                    return line
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.popen.poll() is not None:
-                raise AssertionError(f"no log line with {needle!r}: {proc.err_lines[-20:]}")
-            proc._new.wait(min(left, 0.2))
-
 
 def gw_advertising(gw: Proc) -> str:
     """Wait for the one discovery log line, and check that it says the gateway is published."""
-    line = wait_log(gw, "discovery:")
+    line = gw.wait_log("discovery:")
     assert "discovery: advertising" in line, line
     return line
 
@@ -381,7 +367,7 @@ def test_a_zeroconf_failure_costs_one_line_and_never_the_gateway() -> None:
         r = lan.run(lan.gw, sys.executable, "-m", "sig", "request", "--port", "3555",
                     "timer", "get_ticks")  # fmt: skip
         assert r.returncode == 0 and isinstance(json.loads(r.stdout), int), r.stderr
-        line = wait_log(gw, "discovery")
+        line = gw.wait_log("discovery")
         assert "cannot advertise" in line and "disallow-other-stacks=no" in line, line
         assert "runs without it" in line
         # The discovering side on the same host cannot browse: one clear line, exit 1.

@@ -21,13 +21,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pki import Pki
-from procs import Gateway, Proc, child_env
+from procs import Gateway, Proc, child_env, run_sig
 
 import sig
 from sig.routers.gateway import ExposedError, check_exposure, exposed
@@ -37,28 +36,6 @@ NS_ADDR = "10.233.0.1"  #: an address of the test's namespace (not loopback, now
 REFUSAL = "refusing to serve anonymous clients on"
 
 
-def cli(
-    *args: str, ns: list[str] | None = None, timeout: float = T, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``sig ARGS`` (inside the namespace with ``ns``, the ``ip netns exec`` prefix)."""
-    return subprocess.run(
-        [*(ns or []), sys.executable, "-m", "sig", *args], input=stdin,
-        capture_output=True, text=True, timeout=timeout, env=child_env(),
-    )  # fmt: skip
-
-
-def wait_err(proc: Proc, needle: str, timeout: float = T) -> str:
-    """The first stderr (log) line containing ``needle``, waited for on the reader's condition."""
-    deadline = time.monotonic() + timeout
-    with proc._new:
-        while True:
-            for line in proc.err_lines:
-                if needle in line:
-                    return line
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.popen.poll() is not None:
-                raise AssertionError(f"no log line with {needle!r}: {proc.err_lines[-20:]}")
-            proc._new.wait(min(left, 0.2))
 
 
 # --- the rule itself ----------------------------------------------------------------
@@ -92,7 +69,7 @@ def test_sig_serve_with_no_config_listens_on_loopback_and_serves_anonymous_clien
     gw = Gateway(0, "--timer-interval", "0.2")  # the README's first command, on a free port
     try:
         assert gw.lines[0].startswith("sig gateway 'sig-gateway' listening on 127.0.0.1:")
-        r = cli("request", "--port", str(gw.port), "timer", "get_ticks")
+        r = run_sig("request", "--port", str(gw.port), "timer", "get_ticks")
         assert r.returncode == 0 and isinstance(json.loads(r.stdout), int), r.stderr
         assert "anonymous clients allowed" not in gw.stderr_text()
     finally:
@@ -107,7 +84,7 @@ def test_the_readme_first_command_no_flags_at_all_serves_the_demo_timer_on_loopb
         line = proc.wait_line(lambda s: "listening on" in s, T)
         assert " listening on 127.0.0.1:" in line, line
         port = line.rsplit(":", 1)[1]
-        r = cli("request", "--port", port, "timer", "get_ticks")
+        r = run_sig("request", "--port", port, "timer", "get_ticks")
         assert r.returncode == 0 and isinstance(json.loads(r.stdout), int), r.stderr
     finally:
         proc.signal(signal.SIGTERM)
@@ -188,7 +165,7 @@ def serving(ns: list[str], *args: str, discovery: bool = False) -> Iterator[Proc
 def test_a_lan_address_without_users_or_allow_anonymous_exits_2_saying_what_to_do(
     netns: list[str], host: str
 ) -> None:
-    r = cli("serve", "--host", host, "--port", "3601", "--no-discovery", ns=netns)
+    r = run_sig("serve", "--host", host, "--port", "3601", "--no-discovery", prefix=netns)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert REFUSAL in r.stderr and f"{host}:3601" in r.stderr, r.stderr
     for advice in ("--users FILE", "--allow-anonymous", "allow_anonymous = true", "127.0.0.1"):
@@ -202,11 +179,12 @@ def test_allow_anonymous_serves_the_lan_address_and_warns_at_every_start(
     for _ in range(2):  # every start, not once
         with serving(netns, "--host", NS_ADDR, "--port", "3602", "--allow-anonymous",
                      "--timer-interval", "0.2") as gw:  # fmt: skip
-            warning = wait_err(gw, "anonymous clients allowed")
+            warning = gw.wait_log("anonymous clients allowed")
             assert "WARNING" in warning and f"{NS_ADDR}:3602" in warning, warning
-            r = cli("request", "--host", NS_ADDR, "--port", "3602", "timer", "get_ticks", ns=netns)
+            r = run_sig("request", "--host", NS_ADDR, "--port", "3602", "timer", "get_ticks",
+                        prefix=netns)  # fmt: skip
             assert r.returncode == 0 and isinstance(json.loads(r.stdout), int), r.stderr
-            wait_err(gw, f"tcp:{NS_ADDR}:")  # the client came in on the LAN address
+            gw.wait_log(f"tcp:{NS_ADDR}:")  # the client came in on the LAN address
             assert len([s for s in gw.err_lines if "anonymous clients allowed" in s]) == 1
 
 
@@ -216,17 +194,17 @@ def test_the_config_file_can_allow_anonymous_clients_too(netns: list[str], tmp_p
         '[gateway]\nhost = "0.0.0.0"\nport = 3603\n\n[auth]\nallow_anonymous = true\n'
     )
     with serving(netns, "--config", str(config), "--no-timer") as gw:
-        warning = wait_err(gw, "anonymous clients allowed")
+        warning = gw.wait_log("anonymous clients allowed")
         assert "WARNING" in warning and "0.0.0.0:3603" in warning, warning
-        r = cli("senders", "--host", NS_ADDR, "--port", "3603", "--json", ns=netns)
+        r = run_sig("senders", "--host", NS_ADDR, "--port", "3603", "--json", prefix=netns)
         assert r.returncode == 0, r.stderr
     config.write_text(
         '[gateway]\nhost = "0.0.0.0"\nport = 3603\n\n[auth]\nallow_anonymous = "yes"\n'
     )
-    r = cli("serve", "--config", str(config), ns=netns)
+    r = run_sig("serve", "--config", str(config), prefix=netns)
     assert r.returncode == 2 and "allow_anonymous must be true or false" in r.stderr, r.stderr
     config.write_text("auth = 5\n")
-    r = cli("serve", "--config", str(config), ns=netns)
+    r = run_sig("serve", "--config", str(config), prefix=netns)
     assert r.returncode == 2 and "[auth] takes only" in r.stderr, r.stderr
 
 
@@ -240,24 +218,24 @@ def test_with_users_configured_the_lan_address_is_served_without_a_warning(
     assert r.returncode == 0, r.stderr
     with serving(netns, "--host", NS_ADDR, "--port", "3605", "--no-timer",
                  "--users", str(users)) as gw:  # fmt: skip
-        r = cli("senders", "--host", NS_ADDR, "--port", "3605", "--user", "alice",
-                "--password-stdin", "--json", ns=netns, stdin="wonderland\n")  # fmt: skip
+        r = run_sig("senders", "--host", NS_ADDR, "--port", "3605", "--user", "alice",
+                "--password-stdin", "--json", prefix=netns, stdin="wonderland\n")  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert "anonymous clients allowed" not in gw.stderr_text()
     # users and allow_anonymous: anonymous clients get in on the LAN address, and it says so
     with serving(netns, "--host", NS_ADDR, "--port", "3605", "--no-timer",
                  "--users", str(users), "--allow-anonymous") as gw:  # fmt: skip
-        warning = wait_err(gw, "anonymous clients allowed")
+        warning = gw.wait_log("anonymous clients allowed")
         assert f"{NS_ADDR}:3605" in warning, warning
 
 
 def test_loopback_in_the_namespace_still_needs_nothing(netns: list[str]) -> None:
     with serving(netns, "--port", "3604", "--no-timer") as gw:
         assert " listening on 127.0.0.1:3604" in gw.lines[0]
-        r = cli("senders", "--port", "3604", "--json", ns=netns)
+        r = run_sig("senders", "--port", "3604", "--json", prefix=netns)
         assert r.returncode == 0, r.stderr
         # ...and from the LAN address nobody gets in: it is not listening there.
-        r = cli("senders", "--host", NS_ADDR, "--port", "3604", "--timeout", "2", ns=netns)
+        r = run_sig("senders", "--host", NS_ADDR, "--port", "3604", "--timeout", "2", prefix=netns)
         assert r.returncode == 1 and "cannot reach the gateway" in r.stderr, r.stderr
 
 
@@ -295,8 +273,8 @@ def test_a_lan_gateway_with_tls_says_so_in_its_banner_and_advertises_tls_1(
         (found,) = json.loads(r.stdout)
         assert found["name"] == "tls-lab" and found["tls"] is True, found
         assert found["addresses"] == [NS_ADDR] and found["port"] == 3606
-        r = cli("senders", "--host", NS_ADDR, "--port", "3606", "--cafile", str(ca[0].cert),
-                "--json", ns=netns)  # fmt: skip
+        r = run_sig("senders", "--host", NS_ADDR, "--port", "3606", "--cafile", str(ca[0].cert),
+                "--json", prefix=netns)  # fmt: skip
         assert r.returncode == 0, r.stderr
         # A TLS client with no host takes the TLS gateway it discovers (a plain one would not).
         r = subprocess.run([*netns, sys.executable, "-c", TLS_NO_HOST, str(ca[0].cert)],
@@ -311,7 +289,7 @@ def test_mutual_tls_is_not_anonymous_so_the_lan_address_needs_nothing_more(
     ca = pki.ca("ca")
     server = pki.issue("gw", "sig-lab", ca, names=(NS_ADDR,))
     tls = ["--tls-cert", str(server.cert), "--tls-key", str(server.key)]
-    r = cli("serve", "--host", NS_ADDR, "--port", "3607", "--no-discovery", *tls, ns=netns)
+    r = run_sig("serve", "--host", NS_ADDR, "--port", "3607", "--no-discovery", *tls, prefix=netns)
     assert r.returncode == 2 and REFUSAL in r.stderr, r.stderr  # TLS alone: still anonymous
     with serving(netns, "--host", NS_ADDR, "--port", "3607", "--no-timer", *tls,
                  "--tls-client-ca", str(ca[0].cert)) as gw:  # fmt: skip

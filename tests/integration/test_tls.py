@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from pki import Issued, Pki
-from procs import Gateway, child_env, until
+from procs import Gateway, child_env, run_sig, until
 from rawpeer import Raw
 
 import sig
@@ -322,25 +322,21 @@ def gateway_proc(certs: Certs) -> Iterator[Gateway]:
     gw.stop()
 
 
-def sig_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sig", *args], capture_output=True, text=True,
-                          timeout=T, env=child_env())  # fmt: skip
-
 
 def test_the_cli_talks_to_a_tls_gateway_with_tls_and_cafile(
     gateway_proc: Gateway, certs: Certs
 ) -> None:
     port = str(gateway_proc.port)
     assert "tls        on, certificate" in "\n".join(gateway_proc.lines[:3]), gateway_proc.lines
-    r = sig_cli("senders", "--port", port, "--tls", "--cafile", str(certs.ca.cert), "--json")
+    r = run_sig("senders", "--port", port, "--tls", "--cafile", str(certs.ca.cert), "--json")
     assert r.returncode == 0, r.stderr
     assert "timer" in json.loads(r.stdout)
-    r = sig_cli("links", "--port", port, "--cafile", str(certs.ca.cert))  # --cafile alone: TLS
+    r = run_sig("links", "--port", port, "--cafile", str(certs.ca.cert))  # --cafile alone: TLS
     assert r.returncode == 0 and "tls=TLSv1.3" in r.stdout, r.stdout + r.stderr
-    r = sig_cli("senders", "--port", port, "--tls", "--timeout", "3")  # system CAs: refused
+    r = run_sig("senders", "--port", port, "--tls", "--timeout", "3")  # system CAs: refused
     assert r.returncode == 1 and "cannot reach the gateway" in r.stderr, r.stderr
     assert "not trusted" in r.stderr, r.stderr
-    r = sig_cli("senders", "--port", port, "--timeout", "3")  # plain TCP: refused
+    r = run_sig("senders", "--port", port, "--timeout", "3")  # plain TCP: refused
     assert r.returncode == 1 and "cannot reach the gateway" in r.stderr, r.stderr
 
 
@@ -362,7 +358,7 @@ def test_bad_tls_settings_exit_2_with_one_clear_line(
     bad_table.write_text('[tls]\ncertificate = "gw.pem"\n')
     names = {"cert": certs.server.cert, "key": certs.server.key, "ca": certs.ca.cert,
              "missing": tmp_path / "nope.pem", "bad_table": bad_table}  # fmt: skip
-    r = sig_cli("serve", "--port", "0", *(a.format(**names) for a in args))
+    r = run_sig("serve", "--port", "0", *(a.format(**names) for a in args))
     assert r.returncode == 2, r.stdout + r.stderr
     assert says in r.stderr and "Traceback" not in r.stderr, r.stderr
 

@@ -33,6 +33,24 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**_ENV, **extra}
 
 
+#: Bound for a whole ``sig`` command run by :func:`run_sig` (a login costs scrypt time).
+CLI_TIMEOUT = 30.0
+
+
+def run_sig(
+    *args: str, stdin: str | None = None, prefix: Sequence[str] = (), timeout: float = CLI_TIMEOUT,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m sig ARGS`` to its end, output captured.
+
+    ``prefix`` goes before the interpreter (e.g. ``ip netns exec NS``).
+    """
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "sig", *args], input=stdin, capture_output=True,
+        text=True, timeout=timeout, env=child_env(**env),
+    )  # fmt: skip
+
+
 def wait_until(cond: Callable[[], Any], timeout: float = TIMEOUT, what: str = "") -> Any:
     """Poll ``cond`` until it is truthy; its value, or AssertionError at the deadline."""
     deadline = time.monotonic() + timeout
@@ -109,6 +127,19 @@ class Proc:
                         f"{self.argv[1:4]}: no matching line within {timeout} s;"
                         f" stdout={self.lines[-20:]} stderr={self.err_lines[-20:]}"
                     )
+                self._new.wait(min(left, 0.2))
+
+    def wait_log(self, needle: str, timeout: float = TIMEOUT) -> str:
+        """The first stderr (log) line with ``needle``, waited for on the reader's condition."""
+        deadline = time.monotonic() + timeout
+        with self._new:
+            while True:
+                for line in self.err_lines:
+                    if needle in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.popen.poll() is not None:
+                    raise AssertionError(f"no log line with {needle!r}: {self.err_lines[-20:]}")
                 self._new.wait(min(left, 0.2))
 
     def stderr_text(self) -> str:

@@ -6,25 +6,15 @@ import json
 import re
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import Gateway, Peer, Proc, child_env, wait_until
+from procs import Gateway, Peer, Proc, run_sig, wait_until
 
 T = 20.0
 
-
-def sig_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sig", *args],
-        capture_output=True,
-        text=True,
-        timeout=T,
-        env=child_env(),
-    )
 
 
 def one_line(text: str) -> str:
@@ -58,7 +48,7 @@ def free_port() -> int:
 
 
 def test_listen_prints_json_lines(gateway: Gateway) -> None:
-    r = sig_cli("listen", "--port", str(gateway.port), "--sender", "timer", "--count", "3")
+    r = run_sig("listen", "--port", str(gateway.port), "--sender", "timer", "--count", "3")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 3
@@ -74,11 +64,11 @@ def test_send_reaches_a_listener(gateway: Gateway) -> None:
     try:
 
         def listening() -> bool:
-            links = json.loads(sig_cli("links", "--port", port, "--json").stdout)
+            links = json.loads(run_sig("links", "--port", port, "--json").stdout)
             return any(x["peer"] == "sig-listen" and x["listeners"] for x in links)
 
         wait_until(listening, what="sig listen registered")
-        r = sig_cli("send", "--port", port, "cli-s", "ev", '{"a": [1, 2.5, "x"]}')
+        r = run_sig("send", "--port", port, "cli-s", "ev", '{"a": [1, 2.5, "x"]}')
         assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r
         assert watch.wait(T) == 0
         got = [(x["event"], x["data"]) for x in map(json.loads, watch.lines)]
@@ -93,16 +83,16 @@ def test_send_reaches_a_listener(gateway: Gateway) -> None:
 
 def test_request_result_and_failures(gateway: Gateway) -> None:
     port = str(gateway.port)
-    r = sig_cli("request", "--port", port, "timer", "get_ticks")
+    r = run_sig("request", "--port", port, "timer", "get_ticks")
     assert r.returncode == 0 and isinstance(json.loads(r.stdout), int), r
-    r = sig_cli("request", "--port", port, "$gateway", "stats")
+    r = run_sig("request", "--port", port, "$gateway", "stats")
     assert r.returncode == 0 and json.loads(r.stdout)["senders"] >= 1
-    r = sig_cli("request", "--port", port, "nobody", "x")
+    r = run_sig("request", "--port", port, "nobody", "x")
     assert r.returncode == 1 and r.stdout == ""
     assert "NoSuchSender" in one_line(r.stderr)
-    r = sig_cli("request", "--port", port, "timer", "nope")
+    r = run_sig("request", "--port", port, "timer", "nope")
     assert r.returncode == 1 and "NoSuchMethod" in one_line(r.stderr)
-    r = sig_cli("request", "--port", port, "timer", "get_ticks", "{not json")
+    r = run_sig("request", "--port", port, "timer", "get_ticks", "{not json")
     assert r.returncode == 2 and "not valid JSON" in one_line(r.stderr)
 
 
@@ -137,7 +127,7 @@ def parse_table(text: str, right: tuple[str, ...] = ()) -> list[dict[str, str]]:
 
 
 def test_senders_table_and_json(gateway: Gateway) -> None:
-    r = sig_cli("senders", "--port", str(gateway.port))
+    r = run_sig("senders", "--port", str(gateway.port))
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert [c[0] for c in header_columns(lines[0])] == ["SENDER", "LINK", "EVENTS", "REQUESTS"]
@@ -145,7 +135,7 @@ def test_senders_table_and_json(gateway: Gateway) -> None:
     assert {"SENDER": "timer", "LINK": "local", "EVENTS": "tick", "REQUESTS": "get_ticks"} in rows
     assert [x["SENDER"] for x in rows] == sorted(x["SENDER"] for x in rows)
     assert all(len(x) <= 80 for x in lines), lines
-    r = sig_cli("senders", "--port", str(gateway.port), "--json")
+    r = run_sig("senders", "--port", str(gateway.port), "--json")
     assert json.loads(r.stdout)["timer"] == {
         "events": ["tick"],
         "requests": ["get_ticks"],
@@ -164,7 +154,7 @@ def test_links_table_columns_alignment_and_footer(gateway: Gateway) -> None:
     with sig.ClientRouter(port=gateway.port, name="cli-peer") as client:
         client.add_sender("s-one", ["e"])
         client.add_sender("s-two", ["e"])
-        r = sig_cli("links", "--port", port)
+        r = run_sig("links", "--port", port)
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
         assert [c[0] for c in header_columns(lines[0])] == LINK_HEADER
@@ -178,18 +168,18 @@ def test_links_table_columns_alignment_and_footer(gateway: Gateway) -> None:
         assert int(mine["IN"]) >= 3 and mine["ERR"] == "0"  # HELLO + 2 senders
         assert all(len(x) <= 80 for x in lines[:-1]), lines  # the table fits 80 columns
         # --all: every other counter of the row in NOTES, as key=value
-        r = sig_cli("links", "--port", port, "--all")
+        r = run_sig("links", "--port", port, "--all")
         mine_line = next(x for x in r.stdout.splitlines() if "cli-peer" in x)
         for key in ("bytes_in=", "bytes_out=", "crc_errors=0", "framing_errors=0", "triggers="):
             assert key in mine_line, mine_line
-        links = json.loads(sig_cli("links", "--port", port, "--json").stdout)
+        links = json.loads(run_sig("links", "--port", port, "--json").stdout)
         assert isinstance(links, list) and all({"link", "state", "peer"} <= set(x) for x in links)
 
 
 def test_version_is_the_installed_package_version() -> None:
     from importlib.metadata import version
 
-    r = sig_cli("--version")
+    r = run_sig("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"sig {version('sig-gateway')}", r
 
 
@@ -197,15 +187,15 @@ def test_json_on_every_command_that_prints_data(gateway: Gateway) -> None:
     port = str(gateway.port)
     for argv in (["senders"], ["links"], ["request", "timer", "get_ticks"],
                  ["request", "$gateway", "stats"]):  # fmt: skip
-        r = sig_cli(argv[0], "--port", port, *argv[1:], "--json")
+        r = run_sig(argv[0], "--port", port, *argv[1:], "--json")
         assert r.returncode == 0, r.stderr
         json.loads(r.stdout)
-    r = sig_cli("listen", "--port", port, "--sender", "timer", "--count", "2", "--json")
+    r = run_sig("listen", "--port", port, "--sender", "timer", "--count", "2", "--json")
     assert r.returncode == 0 and [json.loads(x)["sender"] for x in r.stdout.splitlines()] == [
         "timer",
         "timer",
     ]
-    r = sig_cli("top", "--port", port, "--json", "--iterations", "2", "--interval", "0.05")
+    r = run_sig("top", "--port", port, "--json", "--iterations", "2", "--interval", "0.05")
     assert r.returncode == 0, r.stderr
     frames = [json.loads(x) for x in r.stdout.splitlines()]
     assert [f["poll"] for f in frames] == [1, 2]
@@ -216,14 +206,14 @@ def test_json_on_every_command_that_prints_data(gateway: Gateway) -> None:
 
 def test_listen_count_and_timeout_exit_status(gateway: Gateway) -> None:
     port = str(gateway.port)
-    r = sig_cli("listen", "--port", port, "--sender", "timer", "--count", "2", "--timeout", "15")
+    r = run_sig("listen", "--port", port, "--sender", "timer", "--count", "2", "--timeout", "15")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r
-    r = sig_cli("listen", "--port", port, "--sender", "nobody", "--count", "1",
+    r = run_sig("listen", "--port", port, "--sender", "nobody", "--count", "1",
                 "--timeout", "0.3")  # fmt: skip
     assert r.returncode == 3 and r.stdout == "", r
     assert "timed out after 0.3 s with 0 of 1 events" in one_line(r.stderr)
     # without --count, --timeout is just how long to listen
-    r = sig_cli("listen", "--port", port, "--sender", "nobody", "--timeout", "0.2")
+    r = run_sig("listen", "--port", port, "--sender", "nobody", "--timeout", "0.2")
     assert r.returncode == 0 and r.stdout == "", r
 
 
@@ -270,27 +260,27 @@ def test_serial_name_grace_flag_and_config(tmp_path: Path) -> None:
         parser.parse_args(["serve", "--config", str(config), "--serial-name-grace", "0"])
     )
     assert conf["serial_name_grace"] == 0
-    r = sig_cli("serve", "--serial-name-grace", "-1")
+    r = run_sig("serve", "--serial-name-grace", "-1")
     assert r.returncode == 2 and "serial_name_grace must be at least 0" in one_line(r.stderr)
 
 
 @pytest.mark.parametrize("command", [["listen"], ["send", "a", "b"], ["request", "a", "b"],
                                      ["senders"], ["links"]])  # fmt: skip
 def test_unreachable_gateway_is_one_line_and_exit_1(free_port: int, command: list[str]) -> None:
-    r = sig_cli(command[0], "--port", str(free_port), *command[1:])
+    r = run_sig(command[0], "--port", str(free_port), *command[1:])
     assert r.returncode == 1, r
     assert "cannot reach the gateway" in one_line(r.stderr)
     assert "Connection refused" in r.stderr
 
 
 def test_serve_on_a_port_in_use_is_one_line_and_exit_2(bound_port: int) -> None:
-    r = sig_cli("serve", "--host", "127.0.0.1", "--port", str(bound_port))
+    r = run_sig("serve", "--host", "127.0.0.1", "--port", str(bound_port))
     assert r.returncode == 2
     assert "address already in use" in one_line(r.stderr)
 
 
 def test_serve_on_a_bad_address_is_one_line_and_exit_2() -> None:
-    r = sig_cli("serve", "--host", "256.0.0.1", "--port", "0")
+    r = run_sig("serve", "--host", "256.0.0.1", "--port", "0")
     assert r.returncode == 2
     assert "bad address" in one_line(r.stderr)
 
@@ -338,7 +328,7 @@ interval = 60.0
         assert "'cfg-gw'" in line and "127.0.0.1:" in line
         port = line.rsplit(":", 1)[1]
         assert int(port) != bound_port
-        senders = json.loads(sig_cli("senders", "--port", port, "--json").stdout)
+        senders = json.loads(run_sig("senders", "--port", port, "--json").stdout)
         assert senders == {
             "cfgtimer": {"events": ["flagev"], "requests": ["get_ticks"], "link": "local"}
         }
@@ -351,9 +341,9 @@ interval = 60.0
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[gateway\nport = 1")
-    r = sig_cli("serve", "--config", str(bad))
+    r = run_sig("serve", "--config", str(bad))
     assert r.returncode == 2 and "not valid TOML" in one_line(r.stderr)
-    r = sig_cli("serve", "--config", str(tmp_path / "missing.toml"))
+    r = run_sig("serve", "--config", str(tmp_path / "missing.toml"))
     assert r.returncode == 2 and "cannot read config" in one_line(r.stderr)
 
 
@@ -399,7 +389,7 @@ def test_hostile_names_and_messages_are_escaped(gateway: Gateway) -> None:
     try:
         client.connect()
         evil = client.add_sender(EVIL, [EVIL_EVENT], {EVIL_METHOD: lambda p: p, "boom": boom})
-        r = sig_cli("senders", "--port", port)
+        r = run_sig("senders", "--port", port)
         assert r.returncode == 0 and all_printable(r.stdout), r.stdout
         line = next(x for x in r.stdout.splitlines() if x.startswith("evil"))
         row = parse_table("\n".join([r.stdout.splitlines()[0], line]))[0]
@@ -409,7 +399,7 @@ def test_hostile_names_and_messages_are_escaped(gateway: Gateway) -> None:
         # no forged line: the header, then one per sender
         assert len(r.stdout.splitlines()) == 1 + len(client.list_senders())
 
-        r = sig_cli("links", "--port", port)
+        r = run_sig("links", "--port", port)
         assert r.returncode == 0 and all_printable(r.stdout), r.stdout
         rows = parse_table("\n".join(r.stdout.splitlines()[:-1]), NUMBERS)
         assert {"PEER": "peer\\u202eevil", "SENDERS": "evil\\u202egpj.exe"}.items() <= next(
@@ -417,7 +407,7 @@ def test_hostile_names_and_messages_are_escaped(gateway: Gateway) -> None:
         ).items(), r.stdout
 
         # a handler's error text is the peer's too: one escaped line on stderr
-        r = sig_cli("request", "--port", port, EVIL, "boom")
+        r = run_sig("request", "--port", port, EVIL, "boom")
         assert r.returncode == 1 and all_printable(r.stderr), r.stderr
         assert "\\x1b[2J\\nevents: unlock" in one_line(r.stderr)
 

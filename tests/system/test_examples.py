@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import EXAMPLES, Gateway, Proc, child_env, wait_until
+from procs import EXAMPLES, Gateway, Proc, run_sig, wait_until
 
 T = 20.0
 
@@ -26,15 +25,6 @@ def example(name: str, *args: str, stdin: bool = False) -> Proc:
     return Proc([sys.executable, str(EXAMPLES / name), *args], stdin=stdin)
 
 
-def sig_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sig", *args],
-        capture_output=True,
-        text=True,
-        timeout=T,
-        env=child_env(),
-    )
-
 
 def test_generic_server_runs_the_timer_and_stops_cleanly() -> None:
     server = example("generic_server.py", "--host", "127.0.0.1", "--port", "0",
@@ -42,12 +32,12 @@ def test_generic_server_runs_the_timer_and_stops_cleanly() -> None:
     try:
         line = server.wait_line(lambda s: "listening on" in s)
         port = line.rsplit(":", 1)[1]
-        listen = sig_cli("listen", "--port", port, "--sender", "timer", "--count", "2")
+        listen = run_sig("listen", "--port", port, "--sender", "timer", "--count", "2")
         assert listen.returncode == 0, listen.stderr
         events = [json.loads(x) for x in listen.stdout.splitlines()]
         assert [(e["sender"], e["event"]) for e in events] == [("timer", "tick")] * 2
         assert events[1]["data"] == events[0]["data"] + 1
-        ticks = sig_cli("request", "--port", port, "timer", "get_ticks")
+        ticks = run_sig("request", "--port", port, "timer", "get_ticks")
         assert ticks.returncode == 0 and int(ticks.stdout) >= events[1]["data"]
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
@@ -112,7 +102,7 @@ def test_article_client(gateway: Gateway) -> None:
     try:
         # sig listen prints nothing until an event: wait for its registration instead.
         def listening() -> bool:
-            links = sig_cli("links", "--port", port, "--json")
+            links = run_sig("links", "--port", port, "--json")
             return any(
                 x["peer"] == "sig-listen" and x["listeners"] for x in json.loads(links.stdout)
             )

@@ -10,26 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pki import Pki
-from procs import Gateway, child_env
-
-T = 30.0
-
-
-def sig(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sig", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=T,
-        env=child_env(),
-    )
+from procs import Gateway, run_sig
 
 
 @pytest.fixture
@@ -39,7 +25,7 @@ def locked(tmp_path: Path) -> Iterator[tuple[Gateway, Path]]:
     server = pki.issue("gateway", "localhost", ca)
     users = tmp_path / "users"
     for user, password in (("admin", "root-pw"), ("dashboard", "dash-pw")):
-        made = sig("passwd", str(users), user, "--password-stdin", stdin=password + "\n")
+        made = run_sig("passwd", str(users), user, "--password-stdin", stdin=password + "\n")
         assert made.returncode == 0, made
     config = tmp_path / "sig.toml"
     config.write_text(
@@ -72,7 +58,7 @@ def test_the_cli_against_a_gateway_with_tls_users_and_acls(locked: tuple[Gateway
     tls = ("--port", port, "--tls", "--cafile", str(ca), "--timeout", "15")
 
     def as_user(user: str, password: str, *command: str) -> subprocess.CompletedProcess[str]:
-        return sig(*command, *tls, "--user", user, "--password-stdin", stdin=password + "\n")
+        return run_sig(*command, *tls, "--user", user, "--password-stdin", stdin=password + "\n")
 
     senders = as_user("admin", "root-pw", "senders", "--json")
     assert senders.returncode == 0, senders
@@ -89,10 +75,10 @@ def test_the_cli_against_a_gateway_with_tls_users_and_acls(locked: tuple[Gateway
     assert call.returncode == 1 and "NotAuthorised" in call.stderr, call
     # Without TLS the client gets no session; without a login, or with a wrong
     # password, it is refused (each refusal slows this address's next answers).
-    plain = sig("senders", "--port", port, "--timeout", "5", "--user", "admin", "--password-stdin",
-                stdin="root-pw\n")  # fmt: skip
+    plain = run_sig("senders", "--port", port, "--timeout", "5", "--user", "admin",
+                    "--password-stdin", stdin="root-pw\n")  # fmt: skip
     assert plain.returncode != 0, plain
-    anonymous = sig("senders", *tls)
+    anonymous = run_sig("senders", *tls)
     assert anonymous.returncode == 1 and "NotAuthorised" in anonymous.stderr, anonymous
     wrong = as_user("admin", "guess", "senders")
     assert wrong.returncode == 1 and "NotAuthorised" in wrong.stderr, wrong

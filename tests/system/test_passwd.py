@@ -11,30 +11,19 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import Gateway, Proc, child_env
+from procs import Gateway, Proc, child_env, run_sig
 
 T = 30.0
 
 
-def sig(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sig", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=T,
-        env=child_env(**env),
-    )
-
 
 def passwd(path: Path, user: str, password: str) -> None:
-    r = sig("passwd", str(path), user, "--password-stdin", stdin=password + "\n")
+    r = run_sig("passwd", str(path), user, "--password-stdin", stdin=password + "\n")
     assert r.returncode == 0, r
 
 
@@ -47,18 +36,18 @@ def users_of(path: Path) -> dict[str, str]:
 
 def test_passwd_creates_updates_and_deletes(tmp_path: Path) -> None:
     path = tmp_path / "users"
-    r = sig("passwd", str(path), "alice", "--password-stdin", stdin="wonderland\n")
+    r = run_sig("passwd", str(path), "alice", "--password-stdin", stdin="wonderland\n")
     assert r.returncode == 0 and "user alice added" in r.stdout, r
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     first = users_of(path)["alice"]
     assert first.startswith("$scrypt$n=16384,r=8,p=1$") and "wonderland" not in path.read_text()
     passwd(path, "bob", "builder")
-    r = sig("passwd", str(path), "alice", "--password-stdin", stdin="changed\n")
+    r = run_sig("passwd", str(path), "alice", "--password-stdin", stdin="changed\n")
     assert r.returncode == 0 and "user alice changed" in r.stdout, r
     assert users_of(path)["alice"] != first and set(users_of(path)) == {"alice", "bob"}
-    r = sig("passwd", str(path), "bob", "--delete")
+    r = run_sig("passwd", str(path), "bob", "--delete")
     assert r.returncode == 0 and set(users_of(path)) == {"alice"}, r
-    r = sig("passwd", str(path), "bob", "--delete")
+    r = run_sig("passwd", str(path), "bob", "--delete")
     assert r.returncode == 1 and "no user 'bob'" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["users"]  # no temp file left
 
@@ -73,24 +62,24 @@ def test_passwd_keeps_the_mode_of_an_existing_file(tmp_path: Path) -> None:
 
 def test_passwd_refuses_bad_input(tmp_path: Path) -> None:
     path = tmp_path / "users"
-    r = sig("passwd", str(path), "alice", "--password-stdin", stdin="\n")
+    r = run_sig("passwd", str(path), "alice", "--password-stdin", stdin="\n")
     assert r.returncode == 1 and "empty" in r.stderr and not path.exists()
-    r = sig("passwd", str(path), "al:ice", "--password-stdin", stdin="x\n")
+    r = run_sig("passwd", str(path), "al:ice", "--password-stdin", stdin="x\n")
     assert r.returncode == 2 and "must not contain ':'" in r.stderr
     path.write_text("alice:plaintext\n")
-    r = sig("passwd", str(path), "bob", "--password-stdin", stdin="x\n")
+    r = run_sig("passwd", str(path), "bob", "--password-stdin", stdin="x\n")
     assert r.returncode == 2 and "line 1" in r.stderr
     assert path.read_text() == "alice:plaintext\n"  # a file it cannot read is left alone
-    r = sig("passwd", str(path), "alice", "--password", "x")
+    r = run_sig("passwd", str(path), "alice", "--password", "x")
     assert r.returncode == 2  # there is no --password flag
 
 
 def test_passwd_prompt_asks_twice(tmp_path: Path) -> None:
     """Without a terminal getpass reads stdin: the two answers must match."""
     path = tmp_path / "users"
-    r = sig("passwd", str(path), "alice", stdin="one\ntwo\n")
+    r = run_sig("passwd", str(path), "alice", stdin="one\ntwo\n")
     assert r.returncode == 1 and "do not match" in r.stderr and not path.exists()
-    r = sig("passwd", str(path), "alice", stdin="same\nsame\n")
+    r = run_sig("passwd", str(path), "alice", stdin="same\nsame\n")
     assert r.returncode == 0 and "alice" in users_of(path), r
 
 
@@ -124,26 +113,27 @@ def test_every_client_command_logs_in(gateway: Gateway) -> None:
         ["top", "--json", "--iterations", "1", "--interval", "0.1"],
     ]
     for command in commands:
-        r = sig(*command, *login, stdin="wonderland\n")
+        r = run_sig(*command, *login, stdin="wonderland\n")
         assert r.returncode == 0, (command, r)
-        r = sig(*command, "--port", port, "--user", "bob", SIG_PASSWORD="builder")
+        r = run_sig(*command, "--port", port, "--user", "bob", SIG_PASSWORD="builder")
         assert r.returncode == 0, (command, r)
-    senders = json.loads(sig("senders", "--json", *login, stdin="wonderland\n").stdout)
+    senders = json.loads(run_sig("senders", "--json", *login, stdin="wonderland\n").stdout)
     assert "timer" in senders
     # Refusals last: each one slows the next answers to 127.0.0.1 (0.5 s, 1 s, 2 s...).
     bad = [("--user", "bob", "--password-stdin"), ("--user", "eve", "--password-stdin"), ()]
     for command, how in zip(commands[:3], bad, strict=True):
-        r = sig(*command, "--port", port, "--timeout", "15", *how, stdin="nope\n")
+        r = run_sig(*command, "--port", port, "--timeout", "15", *how, stdin="nope\n")
         assert r.returncode == 1 and "NotAuthorised" in r.stderr, (command, r)
     stats = json.loads(
-        sig("request", "$gateway", "stats", *login, "--timeout", "15", stdin="wonderland\n").stdout
+        run_sig("request", "$gateway", "stats", *login, "--timeout", "15",
+                stdin="wonderland\n").stdout
     )
     assert stats["auth_failures"] == 3
     assert "login refused from 127.0.0.1" in gateway.stderr_text()
 
 
 def test_help_says_why_there_is_no_password_flag() -> None:
-    r = sig("listen", "--help")
+    r = run_sig("listen", "--help")
     assert "--user" in r.stdout and "--password-stdin" in r.stdout
     assert "no --password flag" in " ".join(r.stdout.split())
 
@@ -158,23 +148,23 @@ def test_sighup_reloads_users_and_keeps_connections(gateway: Gateway, users: Pat
     try:
         listener.wait_line(lambda s: '"tick"' in s, T)
         passwd(users, "carol", "singer")
-        r = sig("passwd", str(users), "alice", "--delete")
+        r = run_sig("passwd", str(users), "alice", "--delete")
         assert r.returncode == 0, r
         before = len(gateway.err_lines)
         gateway.signal(signal.SIGHUP)
         gateway_log(gateway, "reload: 2 users", before)
         seen = len(listener.lines)
         listener.wait_line(lambda s: '"tick"' in s, T, start=seen)  # still connected
-        r = sig("senders", "--port", port, "--user", "carol", SIG_PASSWORD="singer")
+        r = run_sig("senders", "--port", port, "--user", "carol", SIG_PASSWORD="singer")
         assert r.returncode == 0, r
-        r = sig("senders", "--port", port, "--user", "alice", SIG_PASSWORD="wonderland")
+        r = run_sig("senders", "--port", port, "--user", "alice", SIG_PASSWORD="wonderland")
         assert r.returncode == 1 and "NotAuthorised" in r.stderr
         # a broken file keeps the users of before, and the gateway says why
         users.write_text("carol:plaintext\n")
         before = len(gateway.err_lines)
         gateway.signal(signal.SIGHUP)
         gateway_log(gateway, "keeping the 2 users", before)
-        r = sig("senders", "--port", port, "--user", "carol", SIG_PASSWORD="singer")
+        r = run_sig("senders", "--port", port, "--user", "carol", SIG_PASSWORD="singer")
         assert r.returncode == 0, r
         seen = len(listener.lines)
         listener.wait_line(lambda s: '"tick"' in s, T, start=seen)
@@ -194,11 +184,11 @@ def gateway_log(gateway: Gateway, text: str, start: int) -> None:
 def test_serve_refuses_a_bad_users_file(tmp_path: Path) -> None:
     bad = tmp_path / "users"
     bad.write_text("alice:wonderland\n")
-    r = sig("serve", "--host", "127.0.0.1", "--port", "0", "--users", str(bad))
+    r = run_sig("serve", "--host", "127.0.0.1", "--port", "0", "--users", str(bad))
     assert r.returncode == 2 and "plain-text passwords are refused" in r.stderr, r
     config = tmp_path / "sig.toml"
     config.write_text(f'[auth]\nusers = "{bad}"\nunknown = 1\n')
-    r = sig("serve", "--config", str(config))
+    r = run_sig("serve", "--config", str(config))
     assert r.returncode == 2 and "[auth] takes only" in r.stderr, r
 
 
