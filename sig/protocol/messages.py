@@ -28,6 +28,7 @@ from sig.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 # The constants live in sig.protocol.constants; these names stay importable from here.
 from sig.protocol.constants import FLAG_AUTH as FLAG_AUTH
 from sig.protocol.constants import FLAG_SEQ as FLAG_SEQ
+from sig.protocol.constants import LISTEN_OPTIONS_MASK, POLICY_MASK
 from sig.protocol.constants import MAX_NAME as MAX_NAME
 from sig.protocol.constants import MAX_VARINT as MAX_VARINT
 from sig.protocol.constants import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -135,6 +136,8 @@ class RegisterSender:
     events: tuple[tuple[int, str], ...]  #: (event_ref, event name)
     methods: tuple[str, ...] = ()
     default_handler: bool = False
+    #: One CBOR map describing the sender (retained events, units, ...), or b"" for none.
+    meta: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ class Listen:
     listener_id: int
     sender: str | None
     event: str | None
+    #: Delivery policy (bits 0-1, POLICY_*) and LISTEN_NO_LOCAL; 0 is written as nothing.
+    options: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +339,7 @@ def _write_register(out: bytearray, msg: RegisterSender) -> None:
     write_varint(out, len(msg.methods))
     for method in msg.methods:
         _write_name(out, method)
+    out += msg.meta
 
 
 def _write_sender_ref(out: bytearray, msg: SenderRegistered | UnregisterSender) -> None:
@@ -344,6 +350,8 @@ def _write_listen(out: bytearray, msg: Listen) -> None:
     write_varint(out, msg.listener_id)
     _write_optional_name(out, msg.sender)
     _write_optional_name(out, msg.event)
+    if msg.options:
+        write_varint(out, msg.options)
 
 
 def _write_listener_id(out: bytearray, msg: Listening | Unlisten) -> None:
@@ -594,11 +602,15 @@ def _read_register(r: _Reader) -> RegisterSender:
         raise RemoteProtocolError(f"unknown REGISTER_SENDER flags 0x{flags:02x}")
     events = tuple((r.varint(), r.name()) for _ in range(_count(r)))
     methods = tuple(r.name() for _ in range(_count(r)))
-    return RegisterSender(sender_ref, name, events, methods, bool(flags & 0x01))
+    return RegisterSender(sender_ref, name, events, methods, bool(flags & 0x01), r.rest())
 
 
 def _read_listen(r: _Reader) -> Listen:
-    return Listen(r.varint(), r.optional_name(), r.optional_name())
+    listener_id, sender, event = r.varint(), r.optional_name(), r.optional_name()
+    options = r.varint() if r.pos < len(r.body) else 0
+    if options & ~LISTEN_OPTIONS_MASK or options & POLICY_MASK == POLICY_MASK:
+        raise RemoteProtocolError(f"unknown LISTEN options 0x{options:x}")
+    return Listen(listener_id, sender, event, options)
 
 
 def _read_trigger(r: _Reader) -> Trigger:
