@@ -39,3 +39,5 @@ DEFAULT_MAX_BODY = 65535
 GATEWAY_SENDER = "$gateway"
 #: TCP port a gateway listens on, and clients connect to, unless told otherwise.
 DEFAULT_PORT = 3000
+#: RETAINED ``flags`` bit 0: the value's sender is not connected now.
+RETAINED_STALE = 0x01

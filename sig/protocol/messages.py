@@ -28,7 +28,7 @@ from sig.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 # The constants live in sig.protocol.constants; these names stay importable from here.
 from sig.protocol.constants import FLAG_AUTH as FLAG_AUTH
 from sig.protocol.constants import FLAG_SEQ as FLAG_SEQ
-from sig.protocol.constants import LISTEN_OPTIONS_MASK, POLICY_MASK
+from sig.protocol.constants import LISTEN_OPTIONS_MASK, POLICY_MASK, RETAINED_STALE
 from sig.protocol.constants import MAX_NAME as MAX_NAME
 from sig.protocol.constants import MAX_VARINT as MAX_VARINT
 from sig.protocol.constants import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -55,6 +55,7 @@ class MessageType(IntEnum):
     EVENT = 0x21  #: gateway -> peer: delivery of an event to a listening peer
     REQUEST = 0x22  #: either way: call a method of a sender
     RESPONSE = 0x23  #: either way: outcome of a REQUEST
+    RETAINED = 0x24  #: gateway -> peer: a retained last value, sent to a new listener
 
 
 class Feature(IntFlag):
@@ -216,6 +217,22 @@ class Response:
     data: bytes = b""  #: the result when status is OK
 
 
+@dataclass(frozen=True, slots=True)
+class Retained:
+    """A sender's retained last value, sent at once to a listener that registers.
+
+    Like EVENT, plus ``stale``: the sender is not connected now (the value is
+    what it last sent before its ``#disconnect``).
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.RETAINED
+
+    sender: str
+    event: str
+    data: bytes = b""
+    stale: bool = False
+
+
 Message = (
     Hello
     | Welcome
@@ -234,6 +251,7 @@ Message = (
     | Event
     | Request
     | Response
+    | Retained
 )
 
 
@@ -383,6 +401,13 @@ def _write_response(out: bytearray, msg: Response) -> None:
     out += msg.data
 
 
+def _write_retained(out: bytearray, msg: Retained) -> None:
+    _write_name(out, msg.sender)
+    _write_name(out, msg.event)
+    out.append(RETAINED_STALE if msg.stale else 0)
+    out += msg.data
+
+
 #: MessageType -> the writer of that type's fields (after the header byte).
 _WRITERS: dict[MessageType, _WriteFn] = {
     MessageType.HELLO: _write_hello,
@@ -402,6 +427,7 @@ _WRITERS: dict[MessageType, _WriteFn] = {
     MessageType.EVENT: _write_event,
     MessageType.REQUEST: _write_request,
     MessageType.RESPONSE: _write_response,
+    MessageType.RETAINED: _write_retained,
 }
 
 
@@ -629,6 +655,13 @@ def _read_response(r: _Reader) -> Response:
     return Response(r.varint(), r.varint(), r.text(), r.rest())
 
 
+def _read_retained(r: _Reader) -> Retained:
+    sender, event, flags = r.name(), r.name(), r.byte()
+    if flags & ~RETAINED_STALE:
+        raise RemoteProtocolError(f"unknown RETAINED flags 0x{flags:02x}")
+    return Retained(sender, event, r.rest(), bool(flags & RETAINED_STALE))
+
+
 def _read_error(r: _Reader) -> Error:
     return Error(r.varint(), r.varint(), r.text())
 
@@ -663,6 +696,7 @@ _READERS: dict[int, _ReadFn] = {
     MessageType.EVENT: _read_event,
     MessageType.REQUEST: _read_request,
     MessageType.RESPONSE: _read_response,
+    MessageType.RETAINED: _read_retained,
 }
 
 

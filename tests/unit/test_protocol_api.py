@@ -41,6 +41,7 @@ PUBLIC = {
     "Event",
     "Request",
     "Response",
+    "Retained",
     "encode",
     "decode",
     # fast paths
