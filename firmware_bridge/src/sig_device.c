@@ -261,6 +261,7 @@ static void encode_register(sig_device_t *dev, sig_wr_t *w, const sig_sender_des
     for (k = 0; k < d->n_methods; k++) {
         put_name(w, d->methods[k].name);
     }
+    sig__put_name_bytes(w, (const char *)d->meta, d->meta_len); /* a CBOR map, or nothing */
 }
 
 static sig_err_t send_register(sig_device_t *dev, unsigned i)
@@ -276,6 +277,9 @@ static sig_err_t send_listen(sig_device_t *dev, unsigned i)
     tx_begin(dev, &w, SIG_MSG_LISTEN, (uint32_t)i + 1u);
     put_cstr(&w, dev->listeners[i].sender);
     put_cstr(&w, dev->listeners[i].event);
+    if (dev->listen_opts[i] != 0u) { /* options 0 is written as nothing */
+        sig__put_varint(&w, dev->listen_opts[i]);
+    }
     return tx_send(dev, &w);
 }
 
@@ -329,7 +333,8 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     sig_err_t e;
     uint16_t peer;
     if (dev == NULL || desc == NULL || desc->n_events > SIG_CONFIG_MAX_EVENTS ||
-        (desc->n_events > 0u && desc->events == NULL) || (desc->n_methods > 0u && desc->methods == NULL)) {
+        (desc->n_events > 0u && desc->events == NULL) || (desc->n_methods > 0u && desc->methods == NULL) ||
+        (desc->meta == NULL && desc->meta_len > 0u)) {
         return SIG_ERR_ARG;
     }
     for (k = 0; k < desc->n_methods; k++) {
@@ -373,12 +378,13 @@ sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender, uint8_t
     return SIG_OK;
 }
 
-sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *event,
-                            sig_event_cb cb, void *user, uint8_t *out_h)
+sig_err_t sig_device_listen_opts(sig_device_t *dev, const char *sender, const char *event,
+                                 uint8_t options, sig_event_cb cb, void *user, uint8_t *out_h)
 {
     unsigned i;
     if (dev == NULL || cb == NULL || (sender != NULL && !name_ok(sender)) ||
-        (event != NULL && !name_ok(event))) {
+        (event != NULL && !name_ok(event)) || options > SIG_LISTEN_OPTIONS_MASK - 1u ||
+        (options & SIG_LISTEN_POLICY_MASK) == SIG_LISTEN_POLICY_MASK) { /* bits 0-2 only, policy not 3 */
         return SIG_ERR_ARG;
     }
     for (i = 0; i < SIG_CONFIG_MAX_LISTENERS && dev->listeners[i].cb != NULL; i++) {
@@ -390,6 +396,7 @@ sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *e
     dev->listeners[i].event = event;
     dev->listeners[i].cb = cb;
     dev->listeners[i].user = user;
+    dev->listen_opts[i] = options;
     if (out_h != NULL) {
         *out_h = (uint8_t)i;
     }
@@ -428,13 +435,16 @@ static bool data_ok(sig_device_t *dev, sig_bytes_t data)
     return true;
 }
 
-static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m)
+/* An EVENT (flags 0) or a RETAINED (SIG_EVENT_RETAINED, and SIG_EVENT_STALE
+ * from its stale bit in num[0]) to every matching listener. */
+static void dispatch_event(sig_device_t *dev, const sig__rx_msg_t *m, uint8_t flags)
 {
     sig_event_t ev;
     unsigned i;
     ev.sender = m->str[0];
     ev.event = m->str[1];
     ev.data = m->str[2];
+    ev.flags = flags;
     for (i = 0; i < SIG_CONFIG_MAX_LISTENERS; i++) {
         const char *ls = dev->listeners[i].sender, *le = dev->listeners[i].event;
         if (dev->listeners[i].cb == NULL || (ls == NULL && le != NULL && ev.event.ptr[0] != (uint8_t)'#')) {
@@ -570,7 +580,7 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
     if (t >= SIG_MSG_EVENT) { /* EVENT, REQUEST, RESPONSE: data is their last field */
         good_data = data_ok(dev, m.str[t == SIG_MSG_RESPONSE ? 1 : 2]);
     }
-    switch (SIG__RX_INDEX(t)) { /* 0..19: a table of 20 entries, not 36 */
+    switch (SIG__RX_INDEX(t)) { /* 0..20: a table of 21 entries, not 37 */
     case SIG__RX_INDEX(SIG_MSG_PING):
         return send_short(dev, SIG_MSG_PONG, m.num[0], 0);
     case SIG__RX_INDEX(SIG_MSG_WELCOME):
@@ -596,8 +606,9 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
         }
         return SIG_OK;
     case SIG__RX_INDEX(SIG_MSG_EVENT):
+    case SIG__RX_INDEX(SIG_MSG_RETAINED): /* a retained last value: delivered like an EVENT */
         if (good_data) {
-            dispatch_event(dev, &m);
+            dispatch_event(dev, &m, t == SIG_MSG_EVENT ? 0u : (uint8_t)(SIG_EVENT_RETAINED | (m.num[0] << 1)));
         }
         return SIG_OK;
     case SIG__RX_INDEX(SIG_MSG_REQUEST):

@@ -195,13 +195,25 @@ typedef enum {
     SIG_MSG_TRIGGER = 0x20,
     SIG_MSG_EVENT = 0x21,
     SIG_MSG_REQUEST = 0x22,
-    SIG_MSG_RESPONSE = 0x23
+    SIG_MSG_RESPONSE = 0x23,
+    SIG_MSG_RETAINED = 0x24
 } sig_msg_type_t;
 
 #define SIG_HEADER_TYPE_MASK 0x3Fu
 #define SIG_HEADER_FLAG_AUTH 0x40u
 #define SIG_HEADER_FLAG_SEQ 0x80u
 #define SIG_REGISTER_FLAG_DEFAULT_HANDLER 0x01u
+/* RETAINED flags bit 0: the value's sender is not connected now */
+#define SIG_RETAINED_FLAG_STALE 0x01u
+/* LISTEN options (PROTOCOL.md section 2): bits 0-1 the delivery policy when
+ * the listener's link is behind (3 is MALFORMED), bit 2 no_local (no EVENT of
+ * a trigger sent on this link); a LISTEN without options is 0 */
+#define SIG_LISTEN_POLICY_DROP 0x00u
+#define SIG_LISTEN_POLICY_LATEST 0x01u
+#define SIG_LISTEN_POLICY_BLOCK 0x02u
+#define SIG_LISTEN_POLICY_MASK 0x03u
+#define SIG_LISTEN_NO_LOCAL 0x04u
+#define SIG_LISTEN_OPTIONS_MASK 0x07u
 #define SIG_VARINT_MAX_LEN 5u
 
 typedef struct {
@@ -226,14 +238,16 @@ typedef struct {
             const sig_event_decl_t *events;     /* encode: n_events entries */
             const sig_bytes_t *methods;         /* encode: n_methods entries */
             sig_bytes_t lists;                  /* decode: read with sig_reg_iter_t */
+            sig_bytes_t meta;                   /* one CBOR map, or len 0 for none */
         } register_sender;
         struct { uint32_t ref; } ref;           /* SENDER_REGISTERED, UNREGISTER_SENDER,
                                                    LISTENING, UNLISTEN */
-        struct { uint32_t listener_id; sig_bytes_t sender, event; } listen;
+        struct { uint32_t listener_id; sig_bytes_t sender, event; uint32_t options; } listen;
         struct { uint32_t event_ref; sig_bytes_t data; } trigger;
         struct { sig_bytes_t sender, event, data; } event;
         struct { uint32_t request_id; sig_bytes_t sender, method, data; } request;
         struct { uint32_t request_id, status; sig_bytes_t message, data; } response;
+        struct { sig_bytes_t sender, event, data; uint8_t flags; } retained; /* flags: SIG_RETAINED_FLAG_STALE */
     } u;
 } sig_msg_t;
 
@@ -385,10 +399,16 @@ typedef struct sig_device sig_device_t;
 typedef uint8_t sig_sender_t;     /* sender handle: index of registration */
 typedef uint16_t sig_event_ref_t; /* event handle: the event_ref on the wire */
 
-/* A received EVENT, for listeners. Slices point into the receive buffer and
- * are valid during the callback only. */
+/* A received EVENT or RETAINED, for listeners. Slices point into the receive
+ * buffer and are valid during the callback only. flags: 0 for an EVENT;
+ * SIG_EVENT_RETAINED for a retained last value the gateway sends when the
+ * listener registers (RETAINED, PROTOCOL.md section 4), with SIG_EVENT_STALE
+ * too when its sender is not connected now. */
+#define SIG_EVENT_RETAINED 0x01u
+#define SIG_EVENT_STALE 0x02u
 typedef struct {
     sig_bytes_t sender, event, data;
+    uint8_t flags;
 } sig_event_t;
 
 /* A received REQUEST for one of this device's senders. */
@@ -426,6 +446,13 @@ typedef struct {
     uint8_t n_methods;
     sig_request_cb default_handler; /* NULL: none (unknown methods -> NO_SUCH_METHOD) */
     void *user;                     /* passed to the handlers */
+    /* REGISTER_SENDER's meta: one pre-encoded CBOR map describing the sender
+     * (PROTOCOL.md section 4, "Sender metadata": "retained", "describe", ...),
+     * sent as it is (not checked here: the gateway answers a bad one with
+     * ERROR); NULL / 0 for none. Read like the names (from flash with
+     * SIG_CONFIG_NAMES_IN_FLASH); it must fit the transmit buffer with the rest. */
+    const uint8_t *meta;
+    size_t meta_len;
 } sig_sender_desc_t;
 
 typedef enum {
@@ -490,6 +517,7 @@ struct sig_device {
         sig_event_cb cb;
         void *user;
     } listeners[SIG_CONFIG_MAX_LISTENERS];
+    uint8_t listen_opts[SIG_CONFIG_MAX_LISTENERS]; /* LISTEN options of each listener */
     struct {
         uint32_t id, deadline;
         sig_response_cb cb;
@@ -533,9 +561,15 @@ SIG_CHECK sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_de
 /* Handle of event `index` of a sender, for sig_device_trigger. */
 SIG_CHECK sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender,
                                      uint8_t index, sig_event_ref_t *out);
-/* sender / event may be NULL (wildcard, PROTOCOL.md section 4). */
-SIG_CHECK sig_err_t sig_device_listen(sig_device_t *dev, const char *sender, const char *event,
-                                      sig_event_cb cb, void *user, uint8_t *out);
+/* A listener: sender / event may be NULL (wildcard, PROTOCOL.md section 4);
+ * options: a SIG_LISTEN_POLICY_* value, | SIG_LISTEN_NO_LOCAL (no EVENT for
+ * this device's own triggers), sent as LISTEN's options (SIG_ERR_ARG for
+ * another bit or policy 3). sig_device_listen is options 0 (drop, own events
+ * delivered), which LISTEN carries as nothing: a macro, so no wrapper is linked. */
+SIG_CHECK sig_err_t sig_device_listen_opts(sig_device_t *dev, const char *sender, const char *event,
+                                           uint8_t options, sig_event_cb cb, void *user, uint8_t *out);
+#define sig_device_listen(dev, sender, event, cb, user, out) \
+    sig_device_listen_opts((dev), (sender), (event), 0u, (cb), (user), (out))
 
 /* Send a lone 0x00 and HELLO; the session runs from here on. */
 SIG_CHECK sig_err_t sig_device_start(sig_device_t *dev);

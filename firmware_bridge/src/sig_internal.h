@@ -79,13 +79,14 @@ bool sig__utf8_ok(const uint8_t *p, size_t n);
  *   EVENT     str = sender, event, data
  *   REQUEST   num = request_id; str = sender, method, data
  *   RESPONSE  num = request_id, status; str = message, data
+ *   RETAINED  num = flags (0 or 1); str = sender, event, data
  * Returns 0 when the body is valid, SIG__RX_IGNORE for the types only a
  * gateway receives (HELLO, REGISTER_SENDER, UNREGISTER_SENDER, LISTEN,
  * UNLISTEN, TRIGGER; not checked), else the wire error code sig_msg_decode
  * would give (MALFORMED, UNKNOWN_TYPE, UNSUPPORTED_VERSION, INVALID_NAME,
  * UNSUPPORTED_FEATURE). Reads only body[0..len). */
 #define SIG__RX_IGNORE 0xFFu
-/* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 (a valid header) as 0..19. */
+/* Types 0x00-0x07, 0x10-0x17, 0x20-0x24 (a valid header) as 0..20. */
 #define SIG__RX_INDEX(t) ((((t) >> 1) & 0x18u) | ((t) & 7u))
 typedef struct {
     uint32_t num[4];

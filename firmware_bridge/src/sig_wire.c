@@ -132,6 +132,9 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
         sig__put_varint(&w, m->u.listen.listener_id);
         put_name_b(&w, m->u.listen.sender, true);
         put_name_b(&w, m->u.listen.event, true);
+        if (m->u.listen.options != 0u) { /* absent = 0: a writer omits it */
+            sig__put_varint(&w, m->u.listen.options);
+        }
         break;
     case SIG_MSG_TRIGGER:
         sig__put_varint(&w, m->u.trigger.event_ref);
@@ -170,6 +173,7 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
         for (i = 0; i < m->u.register_sender.n_methods; i++) {
             put_name_b(&w, me[i], false);
         }
+        sig__put_raw(&w, m->u.register_sender.meta.ptr, m->u.register_sender.meta.len);
         break;
     }
     case SIG_MSG_UNREGISTER_SENDER:
@@ -196,6 +200,12 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
         put_name_b(&w, m->u.event.sender, false);
         put_name_b(&w, m->u.event.event, false);
         sig__put_raw(&w, m->u.event.data.ptr, m->u.event.data.len);
+        break;
+    case SIG_MSG_RETAINED:
+        put_name_b(&w, m->u.retained.sender, false);
+        put_name_b(&w, m->u.retained.event, false);
+        sig__put_u8(&w, m->u.retained.flags);
+        sig__put_raw(&w, m->u.retained.data.ptr, m->u.retained.data.len);
         break;
 #endif
     default:
@@ -457,6 +467,16 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
         m->u.response.data = rd_rest(&r);
         has_data = true;
         break;
+    case SIG_MSG_RETAINED:
+        m->u.retained.sender = rd_name(&r, false);
+        m->u.retained.event = rd_name(&r, false);
+        m->u.retained.flags = rd_raw(&r, 1u).len == 1u ? body[r.pos - 1u] : 0u;
+        if (r.err == SIG_OK && (m->u.retained.flags & ~SIG_RETAINED_FLAG_STALE)) {
+            rd_fail(&r, SIG_ERR_MALFORMED);
+        }
+        m->u.retained.data = rd_rest(&r);
+        has_data = true;
+        break;
     case SIG_MSG_HELLO:
     case SIG_MSG_REGISTER_SENDER:
     case SIG_MSG_UNREGISTER_SENDER:
@@ -496,12 +516,19 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
             }
             m->u.register_sender.lists.ptr = body + start;
             m->u.register_sender.lists.len = r.pos - start;
+            m->u.register_sender.meta = rd_rest(&r); /* the codec carries meta raw, like data */
+            has_data = true;
             break;
         }
         case SIG_MSG_LISTEN:
             m->u.listen.listener_id = rd_varint(&r);
             m->u.listen.sender = rd_name(&r, true);
             m->u.listen.event = rd_name(&r, true);
+            m->u.listen.options = r.err == SIG_OK && r.pos < r.len ? rd_varint(&r) : 0u;
+            if (r.err == SIG_OK && ((m->u.listen.options & ~SIG_LISTEN_OPTIONS_MASK) ||
+                                    (m->u.listen.options & SIG_LISTEN_POLICY_MASK) == SIG_LISTEN_POLICY_MASK)) {
+                rd_fail(&r, SIG_ERR_MALFORMED);
+            }
             break;
         case SIG_MSG_TRIGGER:
             m->u.trigger.event_ref = rd_varint(&r);
@@ -596,12 +623,13 @@ bool sig_reg_next_method(sig_reg_iter_t *it, sig_bytes_t *out)
 #define K_NAME 3u /* name: 1..255 bytes of UTF-8 (INVALID_NAME otherwise) */
 #define K_TEXT 4u /* text: UTF-8 (MALFORMED otherwise) */
 #define K_DATA 5u /* all remaining bytes */
+#define K_FLAG 6u /* one byte, 0 or 1 (RETAINED's stale bit; any other bit MALFORMED) */
 #define F(a, b, c, d, e) ((a) | (b) << 3 | (c) << 6 | (d) << 9 | (e) << 12)
 #define SPEC_UNKNOWN 0x8000u
 #define SPEC_IGNORE 0x8001u
 
-/* Types 0x00-0x07, 0x10-0x17, 0x20-0x23 at SIG__RX_INDEX(t). */
-static const uint16_t RX_SPECS[20] SIG__ROM = { /* in flash on AVR too */
+/* Types 0x00-0x07, 0x10-0x17, 0x20-0x24 at SIG__RX_INDEX(t). */
+static const uint16_t RX_SPECS[21] SIG__ROM = { /* in flash on AVR too */
     SPEC_UNKNOWN,                                /* 0x00 */
     SPEC_IGNORE,                                 /* HELLO */
     F(K_VER, K_NAME, K_VAR, K_VAR, K_VAR),       /* WELCOME */
@@ -622,6 +650,7 @@ static const uint16_t RX_SPECS[20] SIG__ROM = { /* in flash on AVR too */
     F(K_NAME, K_NAME, K_DATA, 0, 0),             /* EVENT */
     F(K_VAR, K_NAME, K_NAME, K_DATA, 0),         /* REQUEST */
     F(K_VAR, K_VAR, K_TEXT, K_DATA, 0),          /* RESPONSE */
+    F(K_NAME, K_NAME, K_FLAG, K_DATA, 0),        /* RETAINED */
 };
 
 uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
@@ -639,7 +668,7 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
     if (t & (SIG_HEADER_FLAG_AUTH | SIG_HEADER_FLAG_SEQ)) {
         return SIG_CODE_UNSUPPORTED_FEATURE;
     }
-    spec = (t & 0x08u) || t > SIG_MSG_RESPONSE ? SPEC_UNKNOWN : SIG__ROM_U16(&RX_SPECS[SIG__RX_INDEX(t)]);
+    spec = (t & 0x08u) || t > SIG_MSG_RETAINED ? SPEC_UNKNOWN : SIG__ROM_U16(&RX_SPECS[SIG__RX_INDEX(t)]);
     if (spec == SPEC_UNKNOWN) {
         return SIG_CODE_UNKNOWN_TYPE;
     }
@@ -652,6 +681,12 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
         size_t n;
         if (k == K_DATA) {
             n = (size_t)(end - p);
+        } else if (k == K_FLAG) {
+            if (p == end || *p > SIG_RETAINED_FLAG_STALE) {
+                return SIG_CODE_MALFORMED;
+            }
+            *num++ = *p++;
+            continue;
         } else {
             p = sig__varint(p, end, &v);
             if (p == NULL) {

@@ -31,6 +31,7 @@ TO_DEVICE = {
     "EVENT",
     "REQUEST",
     "RESPONSE",
+    "RETAINED",
 }
 TICK = b"\x5a"  # tests/fuzz_session.c: advances the clock to the next timer and polls
 REQUEST = b"\x5f"  # tests/fuzz_session.c: the device sends a REQUEST

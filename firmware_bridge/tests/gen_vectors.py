@@ -29,6 +29,7 @@ FIELDS_BY_TYPE = {
     "EVENT": "event",
     "REQUEST": "request",
     "RESPONSE": "response",
+    "RETAINED": "retained",
 }
 
 
@@ -82,13 +83,15 @@ def msg_init(kind: str, f: dict, idx: int, pre: list[str]) -> str:
         body = (f".sender_ref = {f['sender_ref']}u, .name = {s(f['name'])}, "
                 f".flags = {1 if f['default_handler'] else 0}u, .n_events = {len(evs)}u, "
                 f".n_methods = {len(ms)}u, .events = {ev_name if evs else 'NULL'}, "
-                f".methods = {me_name if ms else 'NULL'}")
+                f".methods = {me_name if ms else 'NULL'}, "
+                f".meta = {c_bytes(bytes.fromhex(f.get('meta', '')))}")
     elif kind in ("SENDER_REGISTERED", "UNREGISTER_SENDER"):
         body = f".ref = {f['sender_ref']}u"
     elif kind in ("LISTENING", "UNLISTEN"):
         body = f".ref = {f['listener_id']}u"
     elif kind == "LISTEN":
-        body = f".listener_id = {f['listener_id']}u, .sender = {s(f['sender'])}, .event = {s(f['event'])}"
+        body = (f".listener_id = {f['listener_id']}u, .sender = {s(f['sender'])}, .event = {s(f['event'])}, "
+                f".options = {f.get('options', 0)}u")
     elif kind == "TRIGGER":
         body = f".event_ref = {f['event_ref']}u, .data = {c_bytes(bytes.fromhex(f['data']))}"
     elif kind == "EVENT":
@@ -100,6 +103,9 @@ def msg_init(kind: str, f: dict, idx: int, pre: list[str]) -> str:
     elif kind == "RESPONSE":
         body = (f".request_id = {f['request_id']}u, .status = {f['status']}u, "
                 f".message = {s(f['message'])}, .data = {c_bytes(bytes.fromhex(f['data']))}")
+    elif kind == "RETAINED":
+        body = (f".sender = {s(f['sender'])}, .event = {s(f['event'])}, "
+                f".data = {c_bytes(bytes.fromhex(f['data']))}, .flags = {1 if f['stale'] else 0}u")
     else:  # pragma: no cover
         raise SystemExit(f"unknown message type {kind}")
     return f"{{.type = {t}, .u.{member} = {{{body}}}}}"

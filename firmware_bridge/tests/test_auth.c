@@ -114,7 +114,7 @@ static sig_err_t k_feed_body(const uint8_t *body, size_t n)
 }
 
 static const char *const TEMP_EVENTS[] = {"temp"};
-static const sig_sender_desc_t TEMP_SENSOR = {"sensor1", TEMP_EVENTS, 1, NULL, 0, NULL, NULL};
+static const sig_sender_desc_t TEMP_SENSOR = {"sensor1", TEMP_EVENTS, 1, NULL, 0, NULL, NULL, NULL, 0};
 static const uint8_t F23_1[] = {0xfa, 0x41, 0xb8, 0xcc, 0xcd};
 
 static void k_setup(const uint8_t *key)

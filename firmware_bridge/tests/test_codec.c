@@ -851,6 +851,11 @@ static void check_rx_parse(const uint8_t *body, size_t n, sig_err_t e, const sig
         same = d.num[0] == m->u.response.request_id && d.num[1] == m->u.response.status &&
                slice_eq(d.str[0], m->u.response.message) && slice_eq(d.str[1], m->u.response.data);
         break;
+    case SIG_MSG_RETAINED:
+        same = slice_eq(d.str[0], m->u.retained.sender) && slice_eq(d.str[1], m->u.retained.event) &&
+               d.num[0] == m->u.retained.flags && slice_eq(d.str[2], m->u.retained.data) &&
+               d.str[2].ptr == m->u.retained.data.ptr;
+        break;
     default:
         break;
     }
@@ -882,7 +887,7 @@ static void decode_and_roundtrip(const uint8_t *body, size_t n, uint32_t *ok, ui
 TEST(random_message_decoder)
 {
     static const uint8_t types[] = {0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12,
-                                    0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23};
+                                    0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23, 0x24};
     uint8_t body[300];
     uint32_t ok = 0, bad = 0, i;
     rnd_seed(42);

@@ -42,6 +42,7 @@ int main(void)
     RUN(session_deinit);
     RUN(session_next_deadline);
     RUN(session_one_write_per_frame);
+    RUN(session_meta_listen_options_retained);
     RUN(auth_blake2s_vectors);
     RUN(auth_tag_vectors);
     RUN(auth_session_vectors);

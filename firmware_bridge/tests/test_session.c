@@ -59,6 +59,7 @@ typedef struct {
     int events[8];       /* calls per listener */
     uint8_t last_data[16];
     size_t last_data_n;
+    uint8_t last_flags;  /* sig_event_t.flags of the last event */
     int requests, default_requests;
     char last_method[32];
     int responses;
@@ -100,6 +101,7 @@ static void on_event(sig_device_t *d, void *user, const sig_event_t *ev)
     int idx = (int)(size_t)user;
     (void)d;
     app.events[idx]++;
+    app.last_flags = ev->flags;
     app.last_data_n = ev->data.len < 16 ? ev->data.len : 16;
     if (app.last_data_n > 0) {
         memcpy(app.last_data, ev->data.ptr, app.last_data_n);
@@ -137,7 +139,7 @@ static void on_response(sig_device_t *d, void *user, const sig_response_t *resp)
 
 static const char *const EVENTS[] = {"temperature", "#alarm"};
 static const sig_method_t METHODS[] = {{"get_temp", on_get_temp}};
-static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 2, METHODS, 1, on_default, NULL};
+static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 2, METHODS, 1, on_default, NULL, NULL, 0};
 
 /* ---- the fake gateway's side ---- */
 
@@ -256,6 +258,7 @@ static void setup_vector_device(void)
 static sig_msg_t listen4(void)
 {
     sig_msg_t m;
+    memset(&m, 0, sizeof m); /* options 0 */
     m.type = SIG_MSG_LISTEN;
     m.u.listen.listener_id = 4;
     m.u.listen.sender = B(NULL);
@@ -308,7 +311,7 @@ TEST(session_hello_register_vectors)
     CHECK(expect_end()); /* an ERROR is never answered */
     /* a sender added while online is registered at once */
     {
-        static const sig_sender_desc_t T = {"t", NULL, 0, NULL, 0, NULL, NULL};
+        static const sig_sender_desc_t T = {"t", NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
         sig_sender_t s;
         sig_msg_t want = V("register_sender_minimal")->msg;
         want.u.register_sender.sender_ref = 2; /* second sender of this device */
@@ -580,7 +583,7 @@ TEST(session_random_input)
     for (i = 0; i < UT_N(60000u); i++) {
         uint8_t body[64], frame[80];
         size_t n = rnd() % 40 + 1, k, fn;
-        static const uint8_t types[] = {0x02, 0x03, 0x05, 0x06, 0x11, 0x14, 0x21, 0x22, 0x23, 0x3f};
+        static const uint8_t types[] = {0x02, 0x03, 0x05, 0x06, 0x11, 0x14, 0x21, 0x22, 0x23, 0x24, 0x3f};
         body[0] = types[rnd() % sizeof types];
         for (k = 1; k < n; k++) {
             uint32_t r = rnd();
@@ -696,7 +699,7 @@ TEST(session_api_argument_errors)
     static const sig_method_t M_EMPTY[] = {{"", on_get_temp}};
     static const sig_method_t M_NULLNAME[] = {{NULL, on_get_temp}};
     static const sig_method_t M_NOHANDLER[] = {{"m", NULL}};
-    sig_sender_desc_t d = {"s", EV_OK, 2, M_OK, 1, NULL, NULL};
+    sig_sender_desc_t d = {"s", EV_OK, 2, M_OK, 1, NULL, NULL, NULL, 0};
     sig_sender_desc_t bad;
     sig_sender_t s = 77;
     size_t n;
@@ -943,4 +946,74 @@ TEST(session_one_write_per_frame)
     CHECK(fake.writes > 10);
 #endif
     CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_vec("register_sender") && expect_vec("listen_targeted"));
+}
+
+/* What main added to the wire (vectors register_sender_meta, listen_options_*,
+ * retained, retained_stale): a sender's meta and a listener's options go out
+ * as given, a RETAINED reaches the matching listeners like an EVENT, marked
+ * retained (and stale). */
+TEST(session_meta_listen_options_retained)
+{
+    static const uint8_t META[] = {0xa1, 0x68, 'r', 'e', 't', 'a', 'i', 'n', 'e', 'd', 0x81, 0x65, 'p', 'o', 'w', 'e', 'r'};
+    static const char *const EV[] = {"power"};
+    const sig_sender_desc_t d = {"meter", EV, 1, NULL, 0, NULL, NULL, META, sizeof META};
+    sig_sender_desc_t bad = d;
+    sig_event_decl_t decl;
+    sig_msg_t want, l1, l2, m;
+    sig_sender_t s;
+    uint8_t l;
+    setup(0, 2000);
+    CHECK(slice_eq((sig_bytes_t){META, sizeof META}, V("register_sender_meta")->msg.u.register_sender.meta));
+    bad.meta = NULL; /* a length without bytes */
+    CHECK(sig_device_add_sender(&dev, &bad, &s) == SIG_ERR_ARG);
+    CHECK(sig_device_add_sender(&dev, &d, &s) == SIG_OK && s == 0);
+    CHECK(sig_device_listen_opts(&dev, NULL, NULL, SIG_LISTEN_POLICY_MASK, on_event, NULL, &l) == SIG_ERR_ARG);
+    CHECK(sig_device_listen_opts(&dev, NULL, NULL, 0x08u, on_event, NULL, &l) == SIG_ERR_ARG);
+    CHECK(sig_device_listen_opts(&dev, "meter", NULL, SIG_LISTEN_POLICY_LATEST, on_event, (void *)0, &l) == SIG_OK &&
+          l == 0);
+    CHECK(sig_device_listen_opts(&dev, NULL, "#cmd", SIG_LISTEN_POLICY_BLOCK | SIG_LISTEN_NO_LOCAL, on_event,
+                                 (void *)1, &l) == SIG_OK && l == 1);
+    CHECK(sig_device_start(&dev) == SIG_OK);
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
+    CHECK(gw_send_vec("welcome") == SIG_OK);
+    /* the vectors with this device's refs (sender handle 0, listeners 0 and 1) */
+    want = V("register_sender_meta")->msg;
+    decl.ref = 1;
+    decl.name = B("power");
+    want.u.register_sender.sender_ref = 1;
+    want.u.register_sender.events = &decl;
+    l1 = V("listen_options_latest")->msg;
+    l1.u.listen.listener_id = 1;
+    l2 = V("listen_options_block_no_local")->msg;
+    l2.u.listen.listener_id = 2;
+    CHECK(expect_msg(&want) && expect_msg(&l1) && expect_msg(&l2) && expect_end());
+    /* RETAINED meter/power: listener (meter, any), marked retained; (none, #cmd) does not match */
+    CHECK(gw_send_vec("retained") == SIG_OK);
+    CHECK(app.events[0] == 1 && app.events[1] == 0 && app.last_flags == SIG_EVENT_RETAINED);
+    CHECK(slice_eq((sig_bytes_t){app.last_data, app.last_data_n}, V("retained")->msg.u.retained.data));
+    CHECK(gw_send_vec("retained_stale") == SIG_OK);
+    CHECK(app.events[0] == 2 && app.last_flags == (SIG_EVENT_RETAINED | SIG_EVENT_STALE));
+    /* an EVENT of the same sender is not marked */
+    memset(&m, 0, sizeof m);
+    m.type = SIG_MSG_EVENT;
+    m.u.event.sender = B("meter");
+    m.u.event.event = B("power");
+    CHECK(gw_send(&m) == SIG_OK && app.events[0] == 3 && app.last_flags == 0u);
+    /* a retained channel value reaches the channel listener */
+    memset(&m, 0, sizeof m);
+    m.type = SIG_MSG_RETAINED;
+    m.u.retained.sender = B("panel");
+    m.u.retained.event = B("#cmd");
+    m.u.retained.flags = SIG_RETAINED_FLAG_STALE;
+    CHECK(gw_send(&m) == SIG_OK && app.events[1] == 1 && app.last_flags == (SIG_EVENT_RETAINED | SIG_EVENT_STALE));
+    /* RETAINED data that is not one CBOR item: dropped and counted, as for an EVENT */
+    m.u.retained.data.ptr = (const uint8_t *)"\x18";
+    m.u.retained.data.len = 1;
+    CHECK(gw_send(&m) == SIG_OK);
+#if SIG_CONFIG_CHECK_DATA
+    CHECK(app.events[1] == 1 && dev.data_dropped == 1);
+#else
+    CHECK(app.events[1] == 2 && dev.data_dropped == 0);
+#endif
+    CHECK(expect_end()); /* nothing is answered */
 }

@@ -78,7 +78,8 @@ int msg_eq(const sig_msg_t *a, const sig_msg_t *b)
             !slice_eq(a->u.register_sender.name, b->u.register_sender.name) ||
             a->u.register_sender.flags != b->u.register_sender.flags ||
             a->u.register_sender.n_events != b->u.register_sender.n_events ||
-            a->u.register_sender.n_methods != b->u.register_sender.n_methods) {
+            a->u.register_sender.n_methods != b->u.register_sender.n_methods ||
+            !slice_eq(a->u.register_sender.meta, b->u.register_sender.meta)) {
             return 0;
         }
         sig_reg_iter_init(&ia, a);
@@ -106,7 +107,7 @@ int msg_eq(const sig_msg_t *a, const sig_msg_t *b)
     case SIG_MSG_LISTEN:
         return a->u.listen.listener_id == b->u.listen.listener_id &&
                slice_eq(a->u.listen.sender, b->u.listen.sender) &&
-               slice_eq(a->u.listen.event, b->u.listen.event);
+               slice_eq(a->u.listen.event, b->u.listen.event) && a->u.listen.options == b->u.listen.options;
     case SIG_MSG_TRIGGER:
         return a->u.trigger.event_ref == b->u.trigger.event_ref &&
                slice_eq(a->u.trigger.data, b->u.trigger.data);
@@ -123,6 +124,10 @@ int msg_eq(const sig_msg_t *a, const sig_msg_t *b)
                a->u.response.status == b->u.response.status &&
                slice_eq(a->u.response.message, b->u.response.message) &&
                slice_eq(a->u.response.data, b->u.response.data);
+    case SIG_MSG_RETAINED:
+        return slice_eq(a->u.retained.sender, b->u.retained.sender) &&
+               slice_eq(a->u.retained.event, b->u.retained.event) &&
+               slice_eq(a->u.retained.data, b->u.retained.data) && a->u.retained.flags == b->u.retained.flags;
     }
     return 0;
 }

@@ -116,6 +116,7 @@ class Register(ctypes.Structure):
         ("events", ctypes.POINTER(EventDecl)),
         ("methods", ctypes.POINTER(Bytes)),
         ("lists", Bytes),
+        ("meta", Bytes),
     ]
 
 
@@ -124,7 +125,7 @@ class Ref(ctypes.Structure):
 
 
 class Listen(ctypes.Structure):
-    _fields_ = [("listener_id", u32), ("sender", Bytes), ("event", Bytes)]
+    _fields_ = [("listener_id", u32), ("sender", Bytes), ("event", Bytes), ("options", u32)]
 
 
 class Trigger(ctypes.Structure):
@@ -143,6 +144,10 @@ class Response(ctypes.Structure):
     _fields_ = [("request_id", u32), ("status", u32), ("message", Bytes), ("data", Bytes)]
 
 
+class Retained(ctypes.Structure):
+    _fields_ = [("sender", Bytes), ("event", Bytes), ("data", Bytes), ("flags", u8)]
+
+
 class MsgUnion(ctypes.Union):
     _fields_ = [
         ("hello", Hello),
@@ -157,6 +162,7 @@ class MsgUnion(ctypes.Union):
         ("event", Event),
         ("request", Request),
         ("response", Response),
+        ("retained", Retained),
     ]
 
 
@@ -209,6 +215,7 @@ TYPES = {
     "EVENT": 0x21,
     "REQUEST": 0x22,
     "RESPONSE": 0x23,
+    "RETAINED": 0x24,
 }  # PROTOCOL.md "Message types"
 
 
@@ -287,13 +294,14 @@ def msg_from_fields(kind: str, f: dict[str, Any], keep: Keep) -> Msg:
             ctypes.cast(events, ctypes.POINTER(EventDecl)),
             ctypes.cast(methods, ctypes.POINTER(Bytes)),
             Bytes(None, 0),
+            keep.b(bytes.fromhex(f["meta"])),
         )
     elif kind in ("SENDER_REGISTERED", "UNREGISTER_SENDER"):
         u.ref = Ref(f["sender_ref"])
     elif kind in ("LISTENING", "UNLISTEN"):
         u.ref = Ref(f["listener_id"])
     elif kind == "LISTEN":
-        u.listen = Listen(f["listener_id"], keep.b(f["sender"]), keep.b(f["event"]))
+        u.listen = Listen(f["listener_id"], keep.b(f["sender"]), keep.b(f["event"]), f["options"])
     elif kind == "TRIGGER":
         u.trigger = Trigger(f["event_ref"], keep.b(bytes.fromhex(f["data"])))
     elif kind == "EVENT":
@@ -308,6 +316,13 @@ def msg_from_fields(kind: str, f: dict[str, Any], keep: Keep) -> Msg:
     elif kind == "RESPONSE":
         u.response = Response(
             f["request_id"], f["status"], keep.b(f["message"]), keep.b(bytes.fromhex(f["data"]))
+        )
+    elif kind == "RETAINED":
+        u.retained = Retained(
+            keep.b(f["sender"]),
+            keep.b(f["event"]),
+            keep.b(bytes.fromhex(f["data"])),
+            1 if f["stale"] else 0,
         )
     return m
 
@@ -366,6 +381,7 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
             "events": events,
             "methods": methods,
             "default_handler": bool(r.flags & 1),
+            "meta": r.meta.get().hex(),
         }
     if kind in ("SENDER_REGISTERED", "UNREGISTER_SENDER"):
         return {"sender_ref": u.ref.ref}
@@ -376,6 +392,7 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
             "listener_id": u.listen.listener_id,
             "sender": opt(u.listen.sender),
             "event": opt(u.listen.event),
+            "options": u.listen.options,
         }
     if kind == "TRIGGER":
         return {"event_ref": u.trigger.event_ref, "data": u.trigger.data.get().hex()}
@@ -389,6 +406,14 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
             "sender": s(q.sender),
             "method": s(q.method),
             "data": q.data.get().hex(),
+        }
+    if kind == "RETAINED":
+        t = u.retained
+        return {
+            "sender": s(t.sender),
+            "event": s(t.event),
+            "data": t.data.get().hex(),
+            "stale": bool(t.flags & 1),
         }
     assert kind == "RESPONSE"
     p = u.response
