@@ -44,7 +44,7 @@ def from_fields(kind: str, fields: dict[str, Any]) -> w.Message:
     cls = CLASSES[kind]
     args: dict[str, Any] = {}
     for key, value in fields.items():
-        if key in ("data", "credentials"):
+        if key in ("data", "credentials", "meta"):
             value = bytes.fromhex(value)
         elif key == "events":
             value = tuple((ref, name) for ref, name in value)
