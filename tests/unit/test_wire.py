@@ -37,6 +37,7 @@ CLASSES = {
     "EVENT": w.Event,
     "REQUEST": w.Request,
     "RESPONSE": w.Response,
+    "RETAINED": w.Retained,
 }
 
 
