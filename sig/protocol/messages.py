@@ -117,8 +117,11 @@ class Error:
     TYPE: ClassVar[MessageType] = MessageType.ERROR
 
     code: int
+    #: The id of the failed message, by its type ``about`` (PROTOCOL.md section 2, "Errors").
     ref: int = 0
     message: str = ""
+    #: The type (header bits 0-5) of the message this ERROR answers; 0 when none.
+    about: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +341,7 @@ def _write_nothing(out: bytearray, msg: Invite) -> None:
 
 def _write_error(out: bytearray, msg: Error) -> None:
     write_varint(out, msg.code)
+    write_varint(out, msg.about)
     write_varint(out, msg.ref)
     _write_text(out, msg.message)
 
@@ -470,7 +474,7 @@ def split_trigger(body: bytes) -> tuple[int, bytes] | None:
     if len(body) < 2 or body[0] != _TRIGGER:
         return None
     ref = body[1]
-    if ref >= 0x80:
+    if not 0 < ref < 0x80:  # 0 is MALFORMED: decode() reports it
         return None
     return ref, body[2:]
 
@@ -522,10 +526,19 @@ class _Reader:
             if byte < 0x80:
                 if result > MAX_VARINT:
                     break
+                if byte == 0 and i:  # `80 00`: padded, not the one shortest form
+                    raise RemoteProtocolError("varint is not in its shortest form")
                 self.pos = pos + i + 1
                 return result
             shift += 7
         raise RemoteProtocolError("varint longer than 5 bytes or above 2**32-1")
+
+    def ref(self) -> int:
+        """A sender_ref, event_ref or listener_id: a varint of at least 1."""
+        value = self.varint()
+        if not value:
+            raise RemoteProtocolError("id 0: sender, event and listener ids are at least 1")
+        return value
 
     def raw(self, n: int) -> bytes:
         end = self.pos + n
@@ -588,6 +601,50 @@ def decode(body: bytes) -> Message:
     return msg
 
 
+#: Types whose first field is the id that an answer to a bad body of theirs carries.
+_ID_FIRST = frozenset(
+    {
+        MessageType.REGISTER_SENDER,
+        MessageType.UNREGISTER_SENDER,
+        MessageType.LISTEN,
+        MessageType.UNLISTEN,
+        MessageType.TRIGGER,
+        MessageType.SENDER_REGISTERED,
+        MessageType.LISTENING,
+        MessageType.REQUEST,
+        MessageType.RESPONSE,
+    }
+)
+
+
+def error_answer(body: bytes, exc: RemoteProtocolError) -> Error | Response | None:
+    """What a receiver sends back for a body :func:`decode` refused (PROTOCOL.md section 2).
+
+    None for an ERROR (never answered, even a bad one: that could loop); a
+    RESPONSE(request_id, code) for a REQUEST whose request_id parses, so that
+    the requester can match it; otherwise ERROR(code, about = its type, ref),
+    with ref the type byte (UNKNOWN_TYPE), the version this side speaks
+    (UNSUPPORTED_VERSION), the body's leading id when it parses, else 0.
+    """
+    about = body[0] & TYPE_MASK if body else 0
+    if about == MessageType.ERROR:
+        return None
+    text = str(exc)
+    if exc.code is ErrorCode.UNKNOWN_TYPE:
+        return Error(exc.code, body[0], text, about)
+    if exc.code is ErrorCode.UNSUPPORTED_VERSION:
+        return Error(exc.code, PROTOCOL_VERSION, text, about)
+    ref = 0
+    if about in _ID_FIRST and not body[0] & (FLAG_AUTH | FLAG_SEQ):
+        try:
+            ref = _Reader(body, 1).varint()
+        except RemoteProtocolError:
+            ref = -1  # not even the id parses
+    if about == MessageType.REQUEST and ref >= 0:
+        return Response(ref, exc.code, text)
+    return Error(exc.code, max(ref, 0), text, about)
+
+
 def _bad_header(header: int) -> RemoteProtocolError:
     """The error for a header byte no reader takes: flags set, or an unknown type."""
     if header & (FLAG_AUTH | FLAG_SEQ):
@@ -597,12 +654,23 @@ def _bad_header(header: int) -> RemoteProtocolError:
     return RemoteProtocolError(f"unknown message type 0x{header:02x}", ErrorCode.UNKNOWN_TYPE)
 
 
+#: The smallest ``max_body`` a HELLO or WELCOME may announce (PROTOCOL.md section 3).
+MIN_MAX_BODY = 8
+
+
+def _max_body(r: _Reader) -> int:
+    value = r.varint()
+    if value < MIN_MAX_BODY:
+        raise RemoteProtocolError(f"max_body {value} is below the minimum of {MIN_MAX_BODY}")
+    return value
+
+
 def _read_hello(r: _Reader) -> Hello:
     version = _version(r)
     return Hello(
         version=version,
         name=r.name(),
-        max_body=r.varint(),
+        max_body=_max_body(r),
         keepalive_ms=r.varint(),
         features=r.varint(),
         credentials=r.raw(r.varint()),
@@ -614,25 +682,25 @@ def _read_welcome(r: _Reader) -> Welcome:
     return Welcome(
         version=version,
         name=r.name(),
-        max_body=r.varint(),
+        max_body=_max_body(r),
         keepalive_ms=r.varint(),
         features=r.varint(),
     )
 
 
 def _read_register(r: _Reader) -> RegisterSender:
-    sender_ref = r.varint()
+    sender_ref = r.ref()
     name = r.name()
     flags = r.byte()
     if flags & ~0x01:
         raise RemoteProtocolError(f"unknown REGISTER_SENDER flags 0x{flags:02x}")
-    events = tuple((r.varint(), r.name()) for _ in range(_count(r)))
+    events = tuple((r.ref(), r.name()) for _ in range(_count(r)))
     methods = tuple(r.name() for _ in range(_count(r)))
     return RegisterSender(sender_ref, name, events, methods, bool(flags & 0x01), r.rest())
 
 
 def _read_listen(r: _Reader) -> Listen:
-    listener_id, sender, event = r.varint(), r.optional_name(), r.optional_name()
+    listener_id, sender, event = r.ref(), r.optional_name(), r.optional_name()
     options = r.varint() if r.pos < len(r.body) else 0
     if options & ~LISTEN_OPTIONS_MASK or options & POLICY_MASK == POLICY_MASK:
         raise RemoteProtocolError(f"unknown LISTEN options 0x{options:x}")
@@ -640,7 +708,7 @@ def _read_listen(r: _Reader) -> Listen:
 
 
 def _read_trigger(r: _Reader) -> Trigger:
-    return Trigger(r.varint(), r.rest())
+    return Trigger(r.ref(), r.rest())
 
 
 def _read_event(r: _Reader) -> Event:
@@ -663,14 +731,20 @@ def _read_retained(r: _Reader) -> Retained:
 
 
 def _read_error(r: _Reader) -> Error:
-    return Error(r.varint(), r.varint(), r.text())
+    code, about = r.varint(), r.varint()
+    if about > TYPE_MASK:
+        raise RemoteProtocolError(f"ERROR about 0x{about:x} is not a message type")
+    return Error(code, r.varint(), r.text(), about)
 
 
-def _one_varint(cls: Callable[[int], Message]) -> Callable[[_Reader], Message]:
-    """Reader of a message whose only field is one varint (PING, ACK, LISTENING, ...)."""
+def _one_varint(cls: Callable[[int], Message], *, ref: bool = False) -> Callable[[_Reader], Message]:
+    """Reader of a message whose only field is one varint (PING, ACK, LISTENING, ...).
+
+    ``ref``: the varint is an id (LISTENING, UNLISTEN, ...), so 0 is MALFORMED.
+    """
 
     def read(r: _Reader) -> Message:
-        return cls(r.varint())
+        return cls(r.ref() if ref else r.varint())
 
     return read
 
@@ -687,11 +761,11 @@ _READERS: dict[int, _ReadFn] = {
     MessageType.ERROR: _read_error,
     MessageType.ACK: _one_varint(Ack),
     MessageType.REGISTER_SENDER: _read_register,
-    MessageType.SENDER_REGISTERED: _one_varint(SenderRegistered),
-    MessageType.UNREGISTER_SENDER: _one_varint(UnregisterSender),
+    MessageType.SENDER_REGISTERED: _one_varint(SenderRegistered, ref=True),
+    MessageType.UNREGISTER_SENDER: _one_varint(UnregisterSender, ref=True),
     MessageType.LISTEN: _read_listen,
-    MessageType.LISTENING: _one_varint(Listening),
-    MessageType.UNLISTEN: _one_varint(Unlisten),
+    MessageType.LISTENING: _one_varint(Listening, ref=True),
+    MessageType.UNLISTEN: _one_varint(Unlisten, ref=True),
     MessageType.TRIGGER: _read_trigger,
     MessageType.EVENT: _read_event,
     MessageType.REQUEST: _read_request,

@@ -45,7 +45,8 @@ MESSAGES: list[tuple[str, w.Message, Any]] = [
     ("pong", w.Pong(token=7), None),
     ("ping_large_token", w.Ping(token=300), None),
     ("invite", w.Invite(), None),
-    ("error", w.Error(code=5, ref=1, message="sender 'sensor1' exists"), None),
+    ("error", w.Error(code=5, ref=1, message="sender 'sensor1' exists", about=0x10), None),
+    ("error_no_ref", w.Error(code=1, message="varint runs past the end of the body"), None),
     ("ack", w.Ack(seq=1), None),
     (
         "register_sender",
@@ -109,28 +110,70 @@ MESSAGES: list[tuple[str, w.Message, Any]] = [
     ("response_error", w.Response(request_id=9, status=10, message="no method 'x'"), None),
 ]
 
-BAD_BODIES: list[tuple[str, bytes, str]] = [
-    ("unknown_type", bytes([0x3F]), "UNKNOWN_TYPE"),
-    ("flag_seq_not_negotiated", bytes([0xA0, 0x01]), "UNSUPPORTED_FEATURE"),
-    ("flag_auth_not_negotiated", bytes([0x60, 0x01]), "UNSUPPORTED_FEATURE"),
+#: Bodies a receiver must refuse: name, body, the error code, and the ``ref`` of
+#: the answer (PROTOCOL.md section 2, "Errors"): an ERROR about the body's type,
+#: a RESPONSE for a REQUEST whose request_id parses, nothing for an ERROR.
+BAD_BODIES: list[tuple[str, bytes, str, int]] = [
+    ("unknown_type", bytes([0x3F]), "UNKNOWN_TYPE", 0x3F),
+    ("flag_seq_not_negotiated", bytes([0xA0, 0x01]), "UNSUPPORTED_FEATURE", 0),
+    ("flag_auth_not_negotiated", bytes([0x60, 0x01]), "UNSUPPORTED_FEATURE", 0),
     (
         "hello_version_2",
         bytes([0x01, 0x02, 0x01, 0x61, 0x00, 0x00, 0x00, 0x00]),
         "UNSUPPORTED_VERSION",
+        1,
     ),
-    ("trigger_truncated_varint", bytes([0x20, 0x81]), "MALFORMED"),
-    ("varint_too_long", bytes([0x03, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), "MALFORMED"),
-    ("varint_above_u32", bytes([0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F]), "MALFORMED"),
-    ("event_empty_sender", bytes([0x21, 0x00, 0x01, 0x65]), "INVALID_NAME"),
-    ("name_past_end", bytes([0x21, 0x05, 0x61]), "MALFORMED"),
-    ("bad_utf8_name", bytes([0x21, 0x01, 0xFF, 0x01, 0x65]), "INVALID_NAME"),
-    ("trailing_bytes", bytes([0x03, 0x01, 0x00]), "MALFORMED"),
-    ("listen_options_policy_3", bytes([0x13, 0x01, 0x00, 0x00, 0x03]), "MALFORMED"),
-    ("listen_options_unknown_bit", bytes([0x13, 0x01, 0x00, 0x00, 0x08]), "MALFORMED"),
-    ("retained_bad_flags", bytes([0x24, 0x01, 0x61, 0x01, 0x62, 0x02]), "MALFORMED"),
-    ("register_bad_flags", bytes([0x10, 0x01, 0x01, 0x61, 0x02, 0x00, 0x00]), "MALFORMED"),
-    ("empty_body", b"", "MALFORMED"),
-]
+    ("trigger_truncated_varint", bytes([0x20, 0x81]), "MALFORMED", 0),
+    ("varint_too_long", bytes([0x03, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), "MALFORMED", 0),
+    ("varint_above_u32", bytes([0x03, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F]), "MALFORMED", 0),
+    ("varint_padded", bytes([0x03, 0x80, 0x00]), "MALFORMED", 0),
+    ("varint_padded_long", bytes([0x03, 0x81, 0x80, 0x00]), "MALFORMED", 0),
+    ("trigger_padded_ref", bytes([0x20, 0x81, 0x00]), "MALFORMED", 0),
+    ("event_empty_sender", bytes([0x21, 0x00, 0x01, 0x65]), "INVALID_NAME", 0),
+    ("name_past_end", bytes([0x21, 0x05, 0x61]), "MALFORMED", 0),
+    ("bad_utf8_name", bytes([0x21, 0x01, 0xFF, 0x01, 0x65]), "INVALID_NAME", 0),
+    ("name_256_bytes", bytes([0x21, 0x80, 0x02]) + b"a" * 256 + b"\x01e", "INVALID_NAME", 0),
+    ("bad_utf8_text", bytes([0x23, 0x07, 0x01, 0x01, 0xFF]), "MALFORMED", 7),
+    ("bad_utf8_text_overlong", bytes([0x23, 0x07, 0x01, 0x02, 0xC0, 0xAF]), "MALFORMED", 7),
+    ("trailing_bytes", bytes([0x03, 0x01, 0x00]), "MALFORMED", 0),
+    ("listen_options_policy_3", bytes([0x13, 0x01, 0x00, 0x00, 0x03]), "MALFORMED", 1),
+    ("listen_options_unknown_bit", bytes([0x13, 0x01, 0x00, 0x00, 0x08]), "MALFORMED", 1),
+    ("retained_bad_flags", bytes([0x24, 0x01, 0x61, 0x01, 0x62, 0x02]), "MALFORMED", 0),
+    ("register_bad_flags", bytes([0x10, 0x01, 0x01, 0x61, 0x02, 0x00, 0x00]), "MALFORMED", 1),
+    ("register_bad_event_name", bytes([0x10, 0x03, 0x01, 0x61, 0x00, 0x01, 0x01, 0x00, 0x00]),
+     "INVALID_NAME", 3),
+    ("register_sender_ref_0", bytes([0x10, 0x00, 0x01, 0x61, 0x00, 0x00, 0x00]), "MALFORMED", 0),
+    ("register_event_ref_0", bytes([0x10, 0x02, 0x01, 0x61, 0x00, 0x01, 0x00, 0x01, 0x65, 0x00]),
+     "MALFORMED", 2),
+    ("unregister_sender_ref_0", bytes([0x12, 0x00]), "MALFORMED", 0),
+    ("listen_id_0", bytes([0x13, 0x00, 0x00, 0x00]), "MALFORMED", 0),
+    ("unlisten_id_0", bytes([0x15, 0x00]), "MALFORMED", 0),
+    ("trigger_event_ref_0", bytes([0x20, 0x00, 0xF5]), "MALFORMED", 0),
+    ("sender_registered_0", bytes([0x11, 0x00]), "MALFORMED", 0),
+    ("listening_0", bytes([0x14, 0x00]), "MALFORMED", 0),
+    ("hello_max_body_0", bytes([0x01, 0x01, 0x01, 0x61, 0x00, 0x00, 0x00, 0x00]), "MALFORMED", 0),
+    ("hello_max_body_7", bytes([0x01, 0x01, 0x01, 0x61, 0x07, 0x00, 0x00, 0x00]), "MALFORMED", 0),
+    ("request_bad_method_name", bytes([0x22, 0x07, 0x01, 0x73, 0x00]), "INVALID_NAME", 7),
+    ("request_truncated", bytes([0x22, 0x07, 0x01]), "MALFORMED", 7),
+    ("request_id_truncated", bytes([0x22, 0x87]), "MALFORMED", 0),
+    ("error_about_not_a_type", bytes([0x06, 0x01, 0x40, 0x00, 0x00]), "MALFORMED", 0),
+    ("empty_body", b"", "MALFORMED", 0),
+]  # fmt: skip
+
+
+def bad_body_cases() -> list[dict[str, Any]]:
+    """The bad_bodies vectors: with the answer (PROTOCOL.md section 2) and its ``about``."""
+    out = []
+    for name, body, error, ref in BAD_BODIES:
+        kind = body[0] & w.TYPE_MASK if body else 0
+        answer = "none" if kind == w.MessageType.ERROR else "ERROR"
+        if kind == w.MessageType.REQUEST and name != "request_id_truncated":
+            answer = "RESPONSE"  # its request_id parses: the requester can match the answer
+        out.append(
+            {"name": name, "body": body.hex(), "error": error, "answer": answer, "about": kind,
+             "ref": ref}
+        )  # fmt: skip
+    return out
 
 
 #: HELLO credentials maps (PROTOCOL.md section 3, "Open"): name, map, HELLO peer name.
@@ -329,7 +372,7 @@ def main() -> None:
             {"value": v, "hex": _varint(v).hex()} for v in (0, 1, 127, 128, 300, 16384, 0xFFFFFFFF)
         ],
         "messages": messages,
-        "bad_bodies": [{"name": n, "body": b.hex(), "error": e} for n, b, e in BAD_BODIES],
+        "bad_bodies": bad_body_cases(),
         "streams": frame_cases(),
         "credentials": credential_cases(),
         "signing": signing_cases(),

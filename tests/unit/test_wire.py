@@ -76,6 +76,22 @@ def test_bad_bodies_are_rejected_with_their_code(case: dict[str, str]) -> None:
     assert info.value.code == ErrorCode[case["error"]]
 
 
+@pytest.mark.parametrize("case", VECTORS["bad_bodies"], ids=lambda m: m["name"])
+def test_bad_bodies_are_answered_with_their_ref(case: dict[str, Any]) -> None:
+    """The answer a receiver sends: ERROR(code, about, ref), or RESPONSE for a REQUEST."""
+    body = bytes.fromhex(case["body"])
+    with pytest.raises(RemoteProtocolError) as info:
+        w.decode(body)
+    answer = w.error_answer(body, info.value)
+    code = ErrorCode[case["error"]]
+    if case["answer"] == "none":
+        assert answer is None
+    elif case["answer"] == "RESPONSE":
+        assert answer == w.Response(case["ref"], code, str(info.value))
+    else:
+        assert answer == w.Error(code, case["ref"], str(info.value), case["about"])
+
+
 @pytest.mark.parametrize("case", VECTORS["varint"], ids=lambda c: str(c["value"]))
 def test_varint_vectors(case: dict[str, Any]) -> None:
     out = bytearray()
@@ -132,30 +148,33 @@ def test_protocol_and_core_import_no_io() -> None:
 names = st.text(min_size=1, max_size=40).filter(lambda s: 0 < len(s.encode()) <= 255)
 opt_names = st.none() | names
 ids = st.integers(0, 2**32 - 1)
+refs = st.integers(1, 2**32 - 1)  # sender_ref, event_ref, listener_id: at least 1
+bodies = st.integers(w.MIN_MAX_BODY, 2**32 - 1)
+types = st.integers(0, w.TYPE_MASK)
 data = st.binary(max_size=64)
 
 messages = st.one_of(
-    st.builds(w.Hello, names, ids, ids, st.just(1), ids, st.binary(max_size=20)),
-    st.builds(w.Welcome, names, ids, ids, st.just(1), ids),
+    st.builds(w.Hello, names, bodies, ids, st.just(1), ids, st.binary(max_size=20)),
+    st.builds(w.Welcome, names, bodies, ids, st.just(1), ids),
     st.builds(w.Ping, ids),
     st.builds(w.Pong, ids),
     st.just(w.Invite()),
-    st.builds(w.Error, ids, ids, st.text(max_size=30)),
+    st.builds(w.Error, ids, ids, st.text(max_size=30), types),
     st.builds(w.Ack, ids),
     st.builds(
         w.RegisterSender,
-        ids,
+        refs,
         names,
-        st.lists(st.tuples(ids, names), max_size=5).map(tuple),
+        st.lists(st.tuples(refs, names), max_size=5).map(tuple),
         st.lists(names, max_size=5).map(tuple),
         st.booleans(),
     ),
-    st.builds(w.SenderRegistered, ids),
-    st.builds(w.UnregisterSender, ids),
-    st.builds(w.Listen, ids, opt_names, opt_names),
-    st.builds(w.Listening, ids),
-    st.builds(w.Unlisten, ids),
-    st.builds(w.Trigger, ids, data),
+    st.builds(w.SenderRegistered, refs),
+    st.builds(w.UnregisterSender, refs),
+    st.builds(w.Listen, refs, opt_names, opt_names),
+    st.builds(w.Listening, refs),
+    st.builds(w.Unlisten, refs),
+    st.builds(w.Trigger, refs, data),
     st.builds(w.Event, names, names, data),
     st.builds(w.Request, ids, names, names, data),
     st.builds(w.Response, ids, ids, st.text(max_size=30), data),
@@ -252,7 +271,8 @@ def test_split_event_none_cases_are_decoded_or_reported_by_decode() -> None:
 
 def test_split_trigger_returns_ref_and_data_of_a_common_trigger() -> None:
     assert w.split_trigger(w.encode(w.Trigger(1, pack(21.5)))) == (1, pack(21.5))
-    assert w.split_trigger(w.encode(w.Trigger(0))) == (0, b"")
+    assert w.split_trigger(w.encode(w.Trigger(1))) == (1, b"")
+    assert w.split_trigger(w.encode(w.Trigger(0))) is None  # id 0: decode() says MALFORMED
     assert w.split_trigger(w.encode(w.Trigger(127, b"\x00"))) == (127, b"\x00")
 
 
