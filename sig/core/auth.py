@@ -534,11 +534,13 @@ class Authenticator:
                 delay,
                 more,
             )
-        self._send(session, w.Error(ErrorCode.NOT_AUTHORISED, 0, "login refused"))
+        self._send(
+            session, w.Error(ErrorCode.NOT_AUTHORISED, 0, "login refused", w.MessageType.HELLO)
+        )
 
     def _busy(self, session: Session, why: str) -> None:
         self.counters["auth_busy"] += 1
-        self._send(session, w.Error(ErrorCode.BUSY, 0, why))
+        self._send(session, w.Error(ErrorCode.BUSY, 0, why, w.MessageType.HELLO))
 
     # --- the slowdown's timer ---------------------------------------------------------
 

@@ -350,7 +350,9 @@ class ClientSession:
         return self._answered(ref, None)
 
     def _on_error(self, msg: w.Error) -> list[ClientEvent]:
-        if msg.ref and self.registrations.awaits(msg.ref):
+        # Only an ERROR about a REGISTER_SENDER or LISTEN answers a registration:
+        # the ref of an ERROR about a TRIGGER is an event_ref, another kind of id.
+        if msg.about in _REGISTRATIONS and msg.ref and self.registrations.awaits(msg.ref):
             return self._answered(msg.ref, registration_error(msg.code, msg.message))
         if self.state is State.HELLO_SENT and msg.code in _HELLO_REFUSALS:
             return [hello_refused(msg)]
@@ -539,6 +541,10 @@ def hello_refused(msg: w.Error) -> HandshakeFailed:
     """The gateway answered our HELLO with an ERROR (NOT_AUTHORISED, BUSY): no session."""
     error = request_error_for(msg.code, f"the gateway refused HELLO: {msg.message}")
     return HandshakeFailed(str(error), error)
+
+
+#: The message types whose ERROR answers a registration (PROTOCOL.md section 2, "Errors").
+_REGISTRATIONS = frozenset({w.MessageType.REGISTER_SENDER, w.MessageType.LISTEN})
 
 
 def registration_error(code: int, message: str) -> SigError:

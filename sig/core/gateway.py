@@ -66,8 +66,8 @@ __all__ = [
     "Reservation",
 ]
 
-#: ERROR bytes before its message at most: type, code (5), ref (5), text length (3).
-ERROR_OVERHEAD = 14
+#: ERROR bytes before its message at most: type, code (5), about, ref (5), text length (3).
+ERROR_OVERHEAD = 15
 #: Protocol errors tolerated on a TCP link before it is closed.
 MAX_PROTOCOL_ERRORS = 32
 #: Keepalive given to TCP peers that announce none: idle peers are PINGed, and
@@ -190,6 +190,7 @@ class GatewayCore:
                     session.triggers += 1
                     self.route(pair[0], pair[1], fast[1])
                     return
+        session.about = body[0] & w.TYPE_MASK if body else 0  # what an ERROR answers
         try:
             msg = w.decode(body)
         except RemoteProtocolError as exc:
@@ -212,13 +213,13 @@ class GatewayCore:
         handler(session, msg)
 
     def _undecodable(self, session: Session, body: bytes, exc: RemoteProtocolError) -> None:
-        """A body the codec refused: ERROR back (unless it was an ERROR itself)."""
-        ref = body[0] if exc.code is ErrorCode.UNKNOWN_TYPE else 0
-        if exc.code is ErrorCode.UNSUPPORTED_VERSION:
-            ref = w.PROTOCOL_VERSION
-        # Nobody answers an ERROR with an ERROR, even a broken one: that could loop.
-        answer = body[0] & w.TYPE_MASK != w.MessageType.ERROR
-        self._protocol_error(session, exc.code, ref, str(exc), answer=answer)
+        """A body the codec refused: the answer of w.error_answer (none to an ERROR)."""
+        answer = w.error_answer(body, exc)
+        sent = self.requests.undecodable(session, answer)  # a REQUEST's id is matched
+        ref = answer.ref if isinstance(answer, w.Error) else getattr(answer, "request_id", 0)
+        self._protocol_error(
+            session, exc.code, ref, str(exc), answer=answer is not None and not sent
+        )
 
     def _before_hello(self, session: Session, msg: w.Message) -> None:
         self._protocol_error(session, ErrorCode.NO_SESSION, 0, f"{type(msg).__name__} before HELLO")
@@ -285,7 +286,7 @@ class GatewayCore:
 
     def _announce(self, info: SenderInfo, event: str) -> None:
         """Fire ``#connect`` / ``#disconnect`` (the table calls it only if someone listens)."""
-        self.route(info.name, event, pack(info.announcement()))
+        self.route(info.name, event, pack(info.presence()))
 
     def _emit_local(self, sender: str, event: str, data: Any) -> None:
         """An in-process sender triggered ``event``."""
@@ -352,7 +353,7 @@ class GatewayCore:
         if isinstance(msg, w.Error) and len(body) > peer_limit(session):
             # An ERROR is worth sending short rather than not at all.
             short = fit_text(msg.message, peer_limit(session) - ERROR_OVERHEAD)
-            body = w.encode(w.Error(msg.code, msg.ref, short))
+            body = w.encode(w.Error(msg.code, msg.ref, short, msg.about))
         self._send_body(session, body, urgent=urgent)
 
     def _send_body(self, session: Session, body: bytes, *, urgent: bool = False) -> None:
@@ -362,6 +363,7 @@ class GatewayCore:
     def _protocol_error(
         self, session: Session, code: int, ref: int, message: str, *, answer: bool = True
     ) -> None:
+        """Count, log (once per code) and answer ERROR(code, about the message handled, ref)."""
         refusal = code in _REFUSALS  # an answer to a legitimate registration, not a breach
         if not refusal:
             session.protocol_errors += 1
@@ -369,7 +371,7 @@ class GatewayCore:
             session.logged_codes.add(code)
             logger.warning("%s (%s): %s", session.link.name, ErrorCode(code).name, message)
         if answer:
-            self._send(session, w.Error(code, ref, message[:200]))
+            self._send(session, w.Error(code, ref, message[:200], session.about))
         if refusal or session.link.persistent:
             return
         if session.protocol_errors > MAX_PROTOCOL_ERRORS:
@@ -436,7 +438,6 @@ def _dispatch(core: GatewayCore) -> tuple[dict[type[Any], Handler], dict[type[An
     return any_state, open_only
 
 
-
 def _ignore(session: Session, msg: w.Message) -> None:
     """PONG: its arrival (last_rx) is all it says."""
 
@@ -463,6 +464,8 @@ _COUNTERS = (
     "busy",
     #: registrations refused by a per-link limit or an oversized announcement
     "refused_registrations",
+    #: RESPONSEs that answer no request pending (late, or never asked): ignored
+    "unsolicited_responses",
 )
 
 #: Errors that refuse a well-formed registration; they never count toward a breach.

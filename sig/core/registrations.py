@@ -94,7 +94,29 @@ class Registrations:
         except InvalidNameError as exc:
             core._protocol_error(session, ErrorCode.INVALID_NAME, 0, str(exc))
             return
+        if self._repeated(session, msg):
+            assert session.welcome is not None
+            logger.info("%s: repeated HELLO from %r, same WELCOME", session.link.name, msg.name)
+            core._send(session, session.welcome)
+            return
         core.auth.hello(session, msg)  # calls open_session, now or once the login is checked
+
+    @staticmethod
+    def _repeated(session: Session, msg: w.Hello) -> bool:
+        """True for a repeat of the HELLO that opened ``session``, which registered nothing.
+
+        An INVITE that crossed the device's HELLO makes it send a second one;
+        answering it with the same WELCOME loses nothing (there is nothing to
+        lose yet) and keeps the device from registering twice. A signed HELLO
+        (feature AUTH) always opens a new session: it carries a new nonce.
+        """
+        return (
+            session.state is State.OPEN
+            and msg == session.hello
+            and not msg.features & w.Feature.AUTH
+            and not session.senders
+            and not session.listeners
+        )
 
     def open_session(self, session: Session, msg: w.Hello, principal: Principal) -> None:
         """Open the session of an admitted HELLO (as ``principal``): WELCOME."""
@@ -109,13 +131,15 @@ class Registrations:
             core.end_session(session, "replaced by a new HELLO")
         session.step(Input.HELLO)
         session.peer = msg.name
-        session.peer_max_body = max(8, msg.max_body)
+        session.peer_max_body = msg.max_body  # at least MIN_MAX_BODY: the codec checks
         keepalive = self._keepalive_ms(session, msg.keepalive_ms)
         session.keepalive_s = keepalive / 1000
         session.features = 0
         session.opened_at = core.clock()
         session.principal = principal
-        core._send(session, w.Welcome(core.name, core.max_body, keepalive))
+        session.hello = msg
+        session.welcome = w.Welcome(core.name, core.max_body, keepalive)
+        core._send(session, session.welcome)
         logger.info("%s: session opened by %r as %s", session.link.name, msg.name, principal)
 
     def _keepalive_ms(self, session: Session, asked: int) -> int:
@@ -136,7 +160,7 @@ class Registrations:
         refs = [r for r, _ in msg.events]
         refusal = self._check_refs(session, msg, refs) or self._check_limits(session, msg)
         if refusal is not None:
-            if refusal[0] is not ErrorCode.DUPLICATE_REF:
+            if refusal[0] is ErrorCode.LIMIT_REACHED or refusal[0] is ErrorCode.TOO_LARGE:
                 core.counters["refused_registrations"] += 1
             core._protocol_error(session, refusal[0], ref, refusal[1])
             return
@@ -154,11 +178,16 @@ class Registrations:
 
     @staticmethod
     def _check_refs(session: Session, msg: w.RegisterSender, refs: list[int]) -> Refusal | None:
-        """DUPLICATE_REF if the sender_ref or an event_ref is in use on this link."""
+        """DUPLICATE_REF if the sender_ref or an event_ref is in use on this link (or
+        twice in ``msg``); INVALID_NAME if ``msg`` declares an event or method twice."""
         if msg.sender_ref in session.senders:
             return ErrorCode.DUPLICATE_REF, "sender_ref in use"
         if len(set(refs)) != len(refs) or any(r in session.events for r in refs):
             return ErrorCode.DUPLICATE_REF, "event_ref in use"
+        for kind, names in (("event", [e for _, e in msg.events]), ("method", msg.methods)):
+            if len(set(names)) != len(names):
+                twice = next(n for n in names if names.count(n) > 1)
+                return ErrorCode.INVALID_NAME, f"{kind} {twice!r} declared twice"
         return None
 
     def _check_limits(self, session: Session, msg: w.RegisterSender) -> Refusal | None:
@@ -183,7 +212,9 @@ class Registrations:
         events = list(dict.fromkeys(e for _, e in msg.events))
         methods = list(dict.fromkeys(msg.methods))
         size = len(w.encode(w.Event(msg.name, DISCONNECT))) + len(
-            pack({"events": events, "requests": methods})
+            pack(
+                {"events": events, "requests": methods, "default": True, "incarnation": 1 << 52}
+            )
         )
         if size > MAX_BODY_LIMIT:
             return (

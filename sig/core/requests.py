@@ -257,9 +257,29 @@ class Requests:
         """A RESPONSE from ``session``: finish the request it answers (late ones are dropped)."""
         pending = session.handling.pop(msg.request_id, None)
         if pending is None:
+            self.core.counters["unsolicited_responses"] += 1
             logger.debug("%s: late or unknown response %s", session.link.name, msg.request_id)
             return
         self.finish(pending, msg.status, msg.message, msg.data)
+
+    def undecodable(self, session: Session, answer: w.Error | w.Response | None) -> bool:
+        """A REQUEST or RESPONSE the codec refused whose request_id parsed; True if answered.
+
+        A REQUEST of an open session is answered RESPONSE(request_id, code),
+        so that its requester matches the answer at once instead of waiting
+        out its timeout (before HELLO the caller sends an ERROR). A RESPONSE
+        from a handler ends its request with that code for the requester.
+        """
+        if isinstance(answer, w.Response):
+            if session.state is not State.OPEN:
+                return False
+            self.respond(session, answer.request_id, answer.status, answer.message, b"")
+            return True
+        if isinstance(answer, w.Error) and answer.about == w.MessageType.RESPONSE:
+            pending = session.handling.pop(answer.ref, None)
+            if pending is not None:
+                self.finish(pending, answer.code, f"malformed response: {answer.message}", b"")
+        return False
 
     def finish(self, pending: Pending, status: int, message: str, data: bytes) -> None:
         """Call the request's ``done`` once, and forget it."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -100,11 +101,45 @@ def check_declared_event(event: object) -> str:
     """
     check_name("event", event)
     assert isinstance(event, str)
+    if event.startswith(RESERVED_PREFIX):
+        raise InvalidNameError(f"event names starting with {RESERVED_PREFIX!r} are reserved")
     if event in BUILTIN_EVENTS:
         raise InvalidNameError(
             f"event {event!r} is reserved: the router fires it, no sender may declare it"
         )
     return event
+
+
+def check_method(method: object) -> str:
+    """Return ``method`` if a sender may declare it: a name, not starting with ``$``."""
+    check_name("method", method)
+    assert isinstance(method, str)
+    if method.startswith(RESERVED_PREFIX):
+        raise InvalidNameError(f"method names starting with {RESERVED_PREFIX!r} are reserved")
+    return method
+
+
+class Incarnations:
+    """Numbers for sender sessions, unique across restarts without stored state.
+
+    A random 32-bit epoch per table (per gateway start) times 2**21, plus a
+    count: below 2**53, so exact in every JSON reader. The epoch is random,
+    not the time: a gateway host without a real-time clock (a Raspberry Pi)
+    may start with the same wrong time twice. A new epoch is drawn when the
+    count runs out.
+    """
+
+    COUNT_BITS = 21
+
+    def __init__(self) -> None:
+        self._epoch = secrets.randbits(32)
+        self._count = 0
+
+    def next(self) -> int:
+        self._count += 1
+        if self._count >> self.COUNT_BITS:
+            self._epoch, self._count = secrets.randbits(32), 1
+        return (self._epoch << self.COUNT_BITS) | self._count
 
 
 @dataclass(frozen=True)
@@ -116,10 +151,21 @@ class SenderInfo:
     methods: tuple[str, ...] = ()
     default_handler: bool = False
     owner: Any = field(default=None, compare=False, repr=False)
+    #: This sender session's number, unique across gateway restarts (PROTOCOL.md section 4).
+    incarnation: int = field(default=0, compare=False)
 
-    def announcement(self) -> dict[str, list[str]]:
-        """Data of this sender's ``#connect`` / ``#disconnect``."""
-        return {"events": list(self.events), "requests": list(self.methods)}
+    def announcement(self) -> dict[str, Any]:
+        """What this sender offers: its events, its methods, ``default`` if it has a
+        default handler (``$gateway senders``, ``sig senders``)."""
+        data: dict[str, Any] = {"events": list(self.events), "requests": list(self.methods)}
+        if self.default_handler:
+            data["default"] = True
+        return data
+
+    def presence(self) -> dict[str, Any]:
+        """Data of this sender's ``#connect`` / ``#disconnect``: the announcement and
+        the incarnation, which tells a new session of the sender from a repeat."""
+        return {**self.announcement(), "incarnation": self.incarnation}
 
     def declares(self, event: str) -> bool:
         return event in self.events or event in BUILTIN_EVENTS
@@ -151,6 +197,7 @@ class RoutingTable(Generic[Sub]):
         self._cached_by_channel: dict[str, set[str]] = {}
         self._sub_count = 0
         self._announce = announce
+        self._incarnations = Incarnations()
 
     # --- senders ----------------------------------------------------------
 
@@ -174,10 +221,11 @@ class RoutingTable(Generic[Sub]):
         if isinstance(events, str):
             raise InvalidNameError("events must be a list of names, not one str")
         event_list = tuple(dict.fromkeys(check_declared_event(e) for e in events))
-        method_list = tuple(dict.fromkeys(check_name("method", m) for m in methods))
+        method_list = tuple(dict.fromkeys(check_method(m) for m in methods))
         if name in self._senders:
             raise DuplicateSenderError(f"a sender named {name!r} is already connected")
-        info = SenderInfo(name, event_list, method_list, default_handler, owner)
+        incarnation = self._incarnations.next()
+        info = SenderInfo(name, event_list, method_list, default_handler, owner, incarnation)
         self._senders[name] = info
         logger.debug("sender %s connected with events %s", name, event_list)
         if self._announce is not None and self.matches_any(name, CONNECT):

@@ -5,7 +5,9 @@ Rules:
 1. A link starts in AWAIT_HELLO. Only HELLO, PING and PONG are accepted there;
    anything else is answered with ERROR(NO_SESSION) and INVITE.
 2. HELLO opens the session (OPEN). A HELLO while OPEN replaces the session: its
-   senders and listeners are removed first (a device that reset).
+   senders and listeners are removed first (a device that reset). The one
+   exception: a repeat of the HELLO that opened a session which has registered
+   nothing yet gets the same WELCOME and keeps it (an INVITE crossed a HELLO).
 3. A link timeout (no valid frame for 3 x keepalive) ends the session. On a
    stream link (TCP) that also closes the connection (CLOSED); on a UART the
    link stays and waits for the next HELLO (AWAIT_HELLO).
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 from sig.core.principals import ANONYMOUS, Principal
 from sig.core.routing import Key
+from sig.protocol import messages as w
 
 
 class State(Enum):
@@ -121,6 +124,11 @@ class Session:
     #: Who this session acts as (set at HELLO by authentication; ACLs check it).
     principal: Principal = ANONYMOUS
     logged_codes: set[int] = field(default_factory=set)
+    #: The type of the message being handled: the ``about`` of an ERROR answering it.
+    about: int = 0
+    #: The HELLO that opened the session and its WELCOME (a repeat is answered alike).
+    hello: w.Hello | None = None
+    welcome: w.Welcome | None = None
 
     @property
     def dropped_events(self) -> int:

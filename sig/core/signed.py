@@ -124,7 +124,7 @@ class SignedLink:
                 if exc.reason == "unsigned"
                 else "signature refused"
             )
-            link.send(w.encode(w.Error(ErrorCode.NOT_AUTHORISED, 0, why)), urgent=True)
+            link.send(w.encode(w.Error(ErrorCode.NOT_AUTHORISED, 0, why, kind)), urgent=True)
         elif exc.reason == "auth_failed" and not self.port.signer.established:
             link.send(w.encode(w.Invite()))
 

@@ -665,6 +665,9 @@ def _max_body(r: _Reader) -> int:
     return value
 
 
+_ReadFn = Callable[[_Reader], Message]
+
+
 def _read_hello(r: _Reader) -> Hello:
     version = _version(r)
     return Hello(
@@ -737,7 +740,9 @@ def _read_error(r: _Reader) -> Error:
     return Error(code, r.varint(), r.text(), about)
 
 
-def _one_varint(cls: Callable[[int], Message], *, ref: bool = False) -> Callable[[_Reader], Message]:
+def _one_varint(
+    cls: Callable[[int], Message], *, ref: bool = False
+) -> Callable[[_Reader], Message]:
     """Reader of a message whose only field is one varint (PING, ACK, LISTENING, ...).
 
     ``ref``: the varint is an id (LISTENING, UNLISTEN, ...), so 0 is MALFORMED.
@@ -748,8 +753,6 @@ def _one_varint(cls: Callable[[int], Message], *, ref: bool = False) -> Callable
 
     return read
 
-
-_ReadFn = Callable[[_Reader], Message]
 
 #: Header byte -> reader. A byte with flags set, or an unknown type, is absent.
 _READERS: dict[int, _ReadFn] = {

@@ -31,7 +31,7 @@ class LocalRouter(EndpointsAPI, LocalRouterAliases):
         self.listener_errors += deliver(self._table.match(sender, event), sender, event, data)
 
     def _announce(self, info: SenderInfo, event: str) -> None:
-        self._deliver(info.name, event, info.announcement())
+        self._deliver(info.name, event, info.presence())
 
     def request(self, sender: str, method: str, params: Any = None) -> Any:
         """Call a sender's request handler; raises a RequestError subclass on failure."""

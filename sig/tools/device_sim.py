@@ -101,6 +101,10 @@ def _code_name(code: int) -> str:
         return str(code)
 
 
+#: The message type numbers, to name an ERROR's ``about`` in the log.
+_TYPES = frozenset(int(t) for t in w.MessageType)
+
+
 def _fmt(value: Any) -> str:
     return json.dumps(value, default=repr, ensure_ascii=False, separators=(",", ":"))
 
@@ -354,18 +358,26 @@ class _Session(RecordLog):
             msg = w.decode(body)
         except RemoteProtocolError as exc:
             self._emit("BAD_FRAME", code=exc.code.name, error=str(exc))
-            ref = body[0] if exc.code is ErrorCode.UNKNOWN_TYPE else 0
-            self._send(w.Error(exc.code, ref, str(exc)[:100]))
+            answer = w.error_answer(body, RemoteProtocolError(str(exc)[:100], exc.code))
+            if answer is not None:  # an ERROR is never answered
+                self._send(answer)
             return
         handler = self._handlers.get(msg.TYPE)
         if handler is None:  # what only a device sends (HELLO, TRIGGER, ...)
-            self._send(w.Error(ErrorCode.UNKNOWN_TYPE, body[0], "not sent to a device"))
+            self._send(w.Error(ErrorCode.UNKNOWN_TYPE, body[0], "not sent to a device", msg.TYPE))
         else:
             handler(msg)
 
     def _on_invite(self, msg: w.Invite) -> None:
-        self._emit("INVITE")
-        self._start_over("invite")
+        """HELLO again, unless one waits for its WELCOME: a second HELLO would cross it.
+
+        The INVITE a port sends when the gateway opens it can reach a device
+        that has just sent HELLO (a cold start); the HELLO retry covers a
+        HELLO that was lost. PROTOCOL.md section 3, "Invite".
+        """
+        self._emit("INVITE", ignored=self.state == "hello")
+        if self.state != "hello":
+            self._start_over("invite")
 
     def _on_welcome(self, msg: w.Welcome) -> None:
         if self.state != "hello":
@@ -378,7 +390,10 @@ class _Session(RecordLog):
         self._register()
 
     def _on_error(self, msg: w.Error) -> None:
-        self._emit("ERROR", code=_code_name(msg.code), ref=msg.ref, message=msg.message)
+        about = w.MessageType(msg.about).name if msg.about in _TYPES else msg.about
+        self._emit(
+            "ERROR", code=_code_name(msg.code), about=about, ref=msg.ref, message=msg.message
+        )
         if msg.code == ErrorCode.NO_SESSION:
             self._start_over("no-session")
 

@@ -40,6 +40,11 @@ from sig.protocol.data import pack
 
 PASSWORD = "correct horse"
 
+#: The answer to a refused login: an ERROR about the HELLO.
+HELLO = w.MessageType.HELLO
+REFUSED = w.Error(ErrorCode.NOT_AUTHORISED, 0, "login refused", HELLO)
+
+
 
 @pytest.fixture(scope="module")
 def alice_hash() -> str:
@@ -175,7 +180,11 @@ def test_wrong_password_and_unknown_user_get_the_same_answer_and_delay(core: Gat
         tickets.run_all()
         seen.append((answers(link), session.state, core.auth.slowdown.until(address), cost))
     (a_msgs, a_state, a_until, a_cost), (b_msgs, b_state, b_until, b_cost) = seen
-    assert a_msgs == b_msgs == [w.Error(ErrorCode.NOT_AUTHORISED, 0, "login refused")]
+    assert (
+        a_msgs
+        == b_msgs
+        == [REFUSED]
+    )
     assert a_state is b_state is State.AWAIT_HELLO
     assert a_until == b_until > core.clock()
     assert a_cost == b_cost
@@ -187,7 +196,9 @@ def test_no_credentials_with_users_is_refused_unless_anonymous_is_allowed(
 ) -> None:
     link, session = attach(core)
     hello(core, link, session, b"")
-    assert answers(link) == [w.Error(ErrorCode.NOT_AUTHORISED, 0, "login refused")]
+    assert answers(link) == [
+        REFUSED
+    ]
     core.auth.configure(AuthSettings(parse_users(f"alice:{alice_hash}"), allow_anonymous=True))
     link, session = attach(core, "10.9.9.9")
     hello(core, link, session, b"")
@@ -217,7 +228,9 @@ def test_a_certificate_subject_is_the_principal_when_asked(
 def test_malformed_credentials_are_a_refusal(core: GatewayCore) -> None:
     link, session = attach(core)
     hello(core, link, session, b"s3cret")
-    assert answers(link) == [w.Error(ErrorCode.NOT_AUTHORISED, 0, "login refused")]
+    assert answers(link) == [
+        REFUSED
+    ]
     assert core.stats()["auth_failures"] == 1
 
 
@@ -255,7 +268,10 @@ def test_verifications_in_flight_are_bounded(core: GatewayCore) -> None:
         links.append(link)
     assert len(tickets.waiting) == auth.MAX_VERIFICATIONS
     busy = [m for link in links for m in answers(link)]
-    assert busy == [w.Error(ErrorCode.BUSY, 0, "too many logins being checked")] * 3
+    assert (
+        busy
+        == [w.Error(ErrorCode.BUSY, 0, "too many logins being checked", HELLO)] * 3
+    )
     assert core.stats()["auth_busy"] == 3
 
 

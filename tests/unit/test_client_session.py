@@ -37,6 +37,9 @@ class Host:
     def _emit(self, sender: Sender, event: str, data: Any) -> None:  # pragma: no cover
         raise AssertionError("not used")
 
+REGISTER = w.MessageType.REGISTER_SENDER
+
+
 
 @pytest.fixture
 def session(clock: FakeClock) -> ClientSession:
@@ -154,7 +157,10 @@ def test_registrations_while_open_are_answered_to_the_caller(session: ClientSess
     assert lid is not None
     again, none = session.subscribe(listener.callback, "s", "e")
     assert again is listener and none is None  # idempotent: no second LISTEN
-    refused = feed(session, w.Error(ErrorCode.LIMIT_REACHED, lid, "too many"))
+    # An ERROR about another kind of message is no answer, even with the same number as ref.
+    trigger = w.Error(ErrorCode.UNKNOWN_REF, lid, "no such event_ref", w.MessageType.TRIGGER)
+    assert feed(session, trigger) == []
+    refused = feed(session, w.Error(ErrorCode.LIMIT_REACHED, lid, "too many", w.MessageType.LISTEN))
     assert len(refused) == 1 and isinstance(refused[0], core.Refused) and refused[0].ref == lid
 
 
@@ -181,7 +187,7 @@ def test_a_sender_refused_at_the_replay_is_told_dropped_and_won_back(
     welcome(session)
     (reg,) = link.take()
     assert isinstance(reg, w.RegisterSender)
-    events = feed(session, w.Error(ErrorCode.DUPLICATE_SENDER, reg.sender_ref, "taken"))
+    events = feed(session, w.Error(ErrorCode.DUPLICATE_SENDER, reg.sender_ref, "taken", REGISTER))
     assert len(events) == 1 and isinstance(events[0], core.Opened)
     ((name, error),) = events[0].refused
     assert name == "s" and isinstance(error, DuplicateSenderError)
@@ -196,7 +202,7 @@ def test_a_sender_refused_at_the_replay_is_told_dropped_and_won_back(
     assert isinstance(retry, w.RegisterSender) and retry.sender_ref == reg.sender_ref
     session.trigger(s, "e", pack(2))  # not live before the gateway said yes
     assert link.take() == [] and session.stats["dropped_unregistered"] == 2
-    feed(session, w.Error(ErrorCode.DUPLICATE_SENDER, reg.sender_ref, "still taken"))
+    feed(session, w.Error(ErrorCode.DUPLICATE_SENDER, reg.sender_ref, "still taken", REGISTER))
     assert session.next_deadline() == clock.now + 2
     clock.now += 2
     session.poll(clock.now)
@@ -218,7 +224,7 @@ def test_a_bad_name_is_not_retried(session: ClientSession, clock: FakeClock) -> 
     welcome(session)
     (reg,) = link.take()
     assert isinstance(reg, w.RegisterSender)
-    (opened,) = feed(session, w.Error(ErrorCode.INVALID_NAME, reg.sender_ref, "bad"))
+    (opened,) = feed(session, w.Error(ErrorCode.INVALID_NAME, reg.sender_ref, "bad", REGISTER))
     assert isinstance(opened, core.Opened)
     assert isinstance(opened.refused[0][1], InvalidNameError)
     clock.now += 1000
@@ -233,7 +239,7 @@ def test_confirm_registers_a_refused_sender_and_waits_for_yes(session: ClientSes
     welcome(session)
     (reg,) = link.take()
     assert isinstance(reg, w.RegisterSender)
-    feed(session, w.Error(ErrorCode.DUPLICATE_SENDER, reg.sender_ref, "taken"))
+    feed(session, w.Error(ErrorCode.DUPLICATE_SENDER, reg.sender_ref, "taken", REGISTER))
     ref = session.confirm("s")
     assert ref == reg.sender_ref and [type(m) for m in link.take()] == [w.RegisterSender]
     assert session.confirm("s") == ref and link.take() == []  # one in flight at a time
@@ -302,7 +308,7 @@ def test_malformed_and_unexpected_input_is_counted_or_ignored(session: ClientSes
     assert session.receive(bytes([w.MessageType.EVENT, 200])) == []  # truncated
     assert session.stats["bad_messages"] == 2
     assert feed(session, w.Hello("gw", 1, 1)) == []  # not something a gateway sends
-    assert feed(session, w.Error(ErrorCode.LIMIT_REACHED, 999, "?")) == []  # unknown ref
+    assert feed(session, w.Error(ErrorCode.LIMIT_REACHED, 999, "?", REGISTER)) == []  # unknown ref
     assert feed(session, w.SenderRegistered(999)) == []
     assert link.take() == []
     (ev,) = feed(session, w.Event("a" * 200, "e", pack(1)))  # a name the fast path leaves

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fakes import CountingDict, FakeClock, MemoryLink
+from presence import plain
 
 from sig.core import gateway as _gateway
 from sig.core.gateway import DEFAULT_TCP_KEEPALIVE_MS, GatewayCore, Limits
@@ -238,7 +239,7 @@ def test_local_listener_and_sender_share_the_table(core: GatewayCore) -> None:
     core.table.subscribe(listener, "S", None)
     a, sa = connect(core, "a")
     feed(core, sa, w.RegisterSender(1, "S", ((1, "e"),)), w.Trigger(1, pack([1, 2])))
-    assert got == [("#connect", {"events": ["e"], "requests": []}), ("e", [1, 2])]
+    assert plain(got) == [("#connect", {"events": ["e"], "requests": []}), ("e", [1, 2])]
     frame = encode_frame(w.encode(w.Trigger(1, b"\xff")))  # not one CBOR item
     core.receive(sa, FrameDecoder().feed(frame)[0])
     assert core.counters["bad_data"] == 1 and len(got) == 2
@@ -284,11 +285,11 @@ def test_a_broken_error_is_counted_but_never_answered(core: GatewayCore) -> None
 def test_unregistering_one_sender_does_not_scan_the_links_events(core: GatewayCore) -> None:
     a, sa = connect(core, "a")
     for i in range(200):
-        feed(core, sa, w.RegisterSender(i, f"S{i}", ((2 * i, "e"), (2 * i + 1, "f"))))
+        feed(core, sa, w.RegisterSender(i + 1, f"S{i}", ((2 * i + 2, "e"), (2 * i + 3, "f"))))
     sa.events = CountingDict(sa.events)
-    feed(core, sa, w.UnregisterSender(7))
+    feed(core, sa, w.UnregisterSender(8))  # S7 (ids are at least 1)
     assert sa.events.scans == 0
-    assert 14 not in sa.events and 15 not in sa.events and len(sa.events) == 398
+    assert 16 not in sa.events and 17 not in sa.events and len(sa.events) == 398
     assert "S7" not in core.table.senders and "S7" not in sa.event_refs
     core.table.check_cache()
 
@@ -312,7 +313,7 @@ def test_teardown_packs_no_announcement_nobody_listens_to(
     monkeypatch.setattr(_gateway, "pack", counting_pack)
     watcher.take()
     core.detach(sa)
-    assert packed == [{"events": ["e"], "requests": []}]  # S3's, for its one listener
+    assert plain(packed) == [{"events": ["e"], "requests": []}]  # S3's, for its one listener
     assert [(m.sender, m.event) for m in watcher.take() if isinstance(m, w.Event)] == [
         ("S3", "#disconnect")
     ]
@@ -446,26 +447,26 @@ def test_per_link_limits_refuse_with_limit_reached(core: GatewayCore) -> None:
     core.limits = Limits(senders_per_link=3, listeners_per_link=4, events_per_sender=2)
     a, sa = connect(core, "a")
     a.take()
-    for ref in range(5):
+    for ref in range(1, 6):
         feed(core, sa, w.RegisterSender(ref, f"S{ref}", ()))
     replies = a.take()
-    assert replies[:3] == [w.SenderRegistered(r) for r in range(3)]
-    for ref, err in zip((3, 4), replies[3:], strict=True):
+    assert replies[:3] == [w.SenderRegistered(r) for r in range(1, 4)]
+    for ref, err in zip((4, 5), replies[3:], strict=True):
         assert isinstance(err, w.Error) and err.code == ErrorCode.LIMIT_REACHED and err.ref == ref
     assert "3 senders" in replies[3].message  # type: ignore[union-attr]
     feed(
-        core, sa, w.UnregisterSender(0), w.RegisterSender(9, "many", ((1, "a"), (2, "b"), (3, "c")))
+        core, sa, w.UnregisterSender(1), w.RegisterSender(9, "many", ((1, "a"), (2, "b"), (3, "c")))
     )
     err = a.take()[0]
     assert isinstance(err, w.Error) and err.code == ErrorCode.LIMIT_REACHED and err.ref == 9
     assert "3 events" in err.message and "many" not in core.table.senders
-    for lid in range(6):
+    for lid in range(1, 7):
         feed(core, sa, w.Listen(lid, None, None))
     replies = a.take()
-    assert replies[:4] == [w.Listening(lid) for lid in range(4)]
+    assert replies[:4] == [w.Listening(lid) for lid in range(1, 5)]
     assert [(m.code, m.ref) for m in replies[4:] if isinstance(m, w.Error)] == [
-        (ErrorCode.LIMIT_REACHED, 4),
         (ErrorCode.LIMIT_REACHED, 5),
+        (ErrorCode.LIMIT_REACHED, 6),
     ]
     assert len(sa.listeners) == 4 and core.table.subscription_count() == 4
     for lid in range(100, 160):  # refusals are answers, never a breach
@@ -583,7 +584,7 @@ def gateway_pages(
 def test_gateway_senders_come_in_pages_that_fit(core: GatewayCore) -> None:
     a, sa = connect(core, "a")
     names = [f"sender-number-{i:03}" for i in range(40)]
-    for ref, name in enumerate(names):
+    for ref, name in enumerate(names, 1):
         feed(core, sa, w.RegisterSender(ref, name, ((ref, "temperature"),), ("get",)))
     dev, sd = connect(core, "dev", max_body=300)
     dev.take()
@@ -620,7 +621,7 @@ def test_gateway_links_and_stats_come_in_pages_too(core: GatewayCore) -> None:
 
 def test_an_item_too_large_for_a_page_comes_truncated(core: GatewayCore) -> None:
     a, sa = connect(core, "a")
-    events = tuple((i, f"event-with-a-long-name-{i}") for i in range(30))
+    events = tuple((i, f"event-with-a-long-name-{i}") for i in range(1, 31))
     feed(core, sa, w.RegisterSender(1, "wide", events), w.RegisterSender(2, "narrow", ((99, "e"),)))
     dev, sd = connect(core, "dev", max_body=200)
     dev.take()
