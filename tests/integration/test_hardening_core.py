@@ -72,8 +72,8 @@ async def test_a_link_with_thousands_of_senders_goes_and_others_are_still_served
     async with asker:
         bulk = await opener("bulk")
         n = 3000
-        await bulk.msg(*(w.RegisterSender(i, f"bulk-{i}", ((i, "e"),)) for i in range(n)))
-        await bulk.expect(lambda m: m == w.SenderRegistered(n - 1))
+        await bulk.msg(*(w.RegisterSender(i, f"bulk-{i}", ((i, "e"),)) for i in range(1, n + 1)))
+        await bulk.expect(lambda m: m == w.SenderRegistered(n))
         assert len(gw.core.table.senders) == n + 1
         bulk.close()
         answers = [await asker.request("calc", "twice", i) for i in range(20)]
@@ -206,9 +206,12 @@ async def test_clients_and_the_cli_fetch_every_page(gw: ServerRouter, opener: Op
     for r in range(3):
         raw = await opener(f"bulk{r}")
         await raw.msg(
-            *(w.RegisterSender(i, f"{r}-{i:03}-".ljust(200, "n"), ((i, "e"),)) for i in range(250))
+            *(
+                w.RegisterSender(i + 1, f"{r}-{i:03}-".ljust(200, "n"), ((i + 1, "e"),))
+                for i in range(250)
+            )
         )
-        await raw.expect(lambda m: m == w.SenderRegistered(249))
+        await raw.expect(lambda m: m == w.SenderRegistered(250))
         raws.append(raw)
     expected = {f"{r}-{i:03}-".ljust(200, "n") for r in range(3) for i in range(250)}
     c = AsyncClientRouter("127.0.0.1", gw.port, name="lister", backoff=FAST)

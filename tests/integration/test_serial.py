@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from presence import plain
 from procs import until
 from serial_rig import DEADLINE, SerialRig
 from socat import SocatPairs
@@ -36,8 +37,12 @@ async def test_device_event_reaches_tcp_listener(socat: SocatPairs, rig: SerialR
     assert sim.trigger("temperature", 23.25)
     assert sim.trigger("#alarm", {"level": 2})
     await until(lambda: len(got) >= 3, what="#connect and two events from the device")
-    assert got == [
-        ("sensor1", "#connect", {"events": ["temperature", "#alarm"], "requests": ["get_temp"]}),
+    assert plain(got) == [
+        (
+            "sensor1",
+            "#connect",
+            {"events": ["temperature", "#alarm"], "requests": ["get_temp"], "default": True},
+        ),
         ("sensor1", "temperature", 23.25),
         ("sensor1", "#alarm", {"level": 2}),
     ]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from presence import plain
 from procs import Gateway, Peer, wait_until
 
 _n = itertools.count()
@@ -121,7 +122,7 @@ def test_router_broadcast_gets_everything_including_connect(
     sender.call("trigger", sender=names, event="tick", data=7)
     listener.wait_event("all", "tick", names, data=7)
     mine = [e for e in delivered(listener, "all") if e[0] == names]
-    assert mine == [
+    assert plain(mine) == [
         (names, "#connect", {"events": ["tick", "#barrier"], "requests": ["get"]}),
         (names, "tick", 7),
     ]
@@ -190,10 +191,20 @@ def test_connect_and_disconnect_carry_events_and_requests(
     listener.call("listen", tag="d", sender=None, event="#disconnect")
     sender = start(peers, gateway, "sender")
     sender.call("sender", name=names, events=["a", "#b"], methods={"m1": "echo", "*": "method"})
-    expected = {"events": ["a", "#b"], "requests": ["m1"]}
-    assert listener.wait_event("c", "#connect", names)["data"] == expected
+    expected = {"events": ["a", "#b"], "requests": ["m1"], "default": True}
+    connect = listener.wait_event("c", "#connect", names)["data"]
+    assert plain(connect) == expected
     sender.call("unsender", name=names)
-    assert listener.wait_event("d", "#disconnect", names)["data"] == expected
+    disconnect = listener.wait_event("d", "#disconnect", names)["data"]
+    assert plain(disconnect) == expected
+    # one sender session: one incarnation; the next session of the name gets another
+    assert disconnect["incarnation"] == connect["incarnation"] > 0
+    mark = listener.mark()
+    sender.call("sender", name=names, events=["a"], methods={})
+    again = listener.wait_msg(
+        lambda m: m.get("ev") == "event" and m["tag"] == "c" and m["sender"] == names, start=mark
+    )["data"]
+    assert again["incarnation"] not in (0, connect["incarnation"])
 
 
 def test_client_closing_fires_disconnect_for_all_its_senders(
