@@ -4,8 +4,11 @@
  * States: IDLE (before sig_device_start) -> HELLO (HELLO sent, waiting for
  * WELCOME; HELLO repeated every retry period) -> ONLINE (registrations sent;
  * keepalive runs). ONLINE -> HELLO on INVITE, on ERROR(NO_SESSION) and when
- * nothing valid was received for 3 x keepalive_ms. A WELCOME in any state
- * (re)opens the session and sends every registration again. */
+ * nothing valid was received for 3 x keepalive_ms. A WELCOME in state HELLO
+ * opens the session and sends every registration; in ONLINE it is ignored,
+ * and so are INVITE and ERROR(NO_SESSION) in HELLO (the HELLO retry covers a
+ * lost HELLO): an INVITE that crossed the HELLO must not make a second one,
+ * whose WELCOME would register everything twice (PROTOCOL.md section 3). */
 #include <string.h>
 
 #include "sig_internal.h"
@@ -194,13 +197,18 @@ static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
 }
 
 /* PING or PONG (token v, no data); TRIGGER (event_ref v, data); ERROR
- * (code v, ref, message, no data: msg is NULL, so the message is empty) and
- * RESPONSE (request_id v, status ref, message, data) share their layout. */
+ * (code v, about = data's length, ref, message: msg and data are NULL, so the
+ * message is empty) and RESPONSE (request_id v, status ref, message, data)
+ * share their layout. */
 static sig_err_t send_vv(sig_device_t *dev, uint8_t type, uint32_t v, uint32_t ref, const char *msg,
                          const uint8_t *data, size_t len)
 {
     sig_wr_t w;
     tx_begin(dev, &w, type, v);
+    if (type == SIG_MSG_ERROR) {
+        sig__put_varint(&w, (uint32_t)len); /* about: the type answered */
+        len = 0;
+    }
     if (type == SIG_MSG_ERROR || type == SIG_MSG_RESPONSE) {
         sig__put_varint(&w, ref);
         put_cstr(&w, msg);
@@ -545,6 +553,32 @@ static sig_err_t on_welcome(sig_device_t *dev, const sig__rx_msg_t *m)
     return e;
 }
 
+/* The answer to a body sig__rx_parse refused with `code` (PROTOCOL.md section
+ * 2, "Errors"): none to an ERROR or to what a device ignores unread;
+ * RESPONSE(request_id, code) to a REQUEST whose request_id parses, so that the
+ * gateway matches it; else ERROR(code, about = its type, ref = the type byte
+ * for UNKNOWN_TYPE, 1 for UNSUPPORTED_VERSION, the body's leading id for
+ * the types that start with one, when it parses, else 0). */
+static sig_err_t answer_bad(sig_device_t *dev, const uint8_t *body, size_t len, uint8_t code)
+{
+    uint8_t t = body[0], type = (uint8_t)(t & SIG_HEADER_TYPE_MASK);
+    uint32_t ref = 0;
+    if (code == SIG__RX_IGNORE || type == SIG_MSG_ERROR) {
+        return SIG_OK;
+    }
+    if (code == SIG_CODE_UNKNOWN_TYPE || code == SIG_CODE_UNSUPPORTED_VERSION) {
+        ref = code == SIG_CODE_UNKNOWN_TYPE ? t : SIG_PROTOCOL_VERSION;
+    } else if ((t >= SIG_MSG_REGISTER_SENDER && t <= SIG_MSG_UNLISTEN) || t == SIG_MSG_TRIGGER ||
+               t == SIG_MSG_REQUEST || t == SIG_MSG_RESPONSE) {
+        if (sig__varint(body + 1, body + len, &ref) == NULL) {
+            ref = 0; /* not even the id parses */
+        } else if (t == SIG_MSG_REQUEST) {
+            return respond(dev, ref, code, NULL, NULL, 0);
+        }
+    }
+    return send_vv(dev, SIG_MSG_ERROR, code, ref, NULL, NULL, type);
+}
+
 /* One good frame: checked and dispatched in one pass by sig__rx_parse (no
  * sig_msg_t). PROTOCOL.md section 2: an unknown type is answered
  * ERROR(UNKNOWN_TYPE, ref = type), a WELCOME of another version
@@ -570,12 +604,7 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
     }
 #endif
     if (code != 0u) {
-        if (code == SIG__RX_IGNORE || (t & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR) {
-            return SIG_OK;
-        }
-        return send_short(dev, SIG_MSG_ERROR, code,
-                          code == SIG_CODE_UNKNOWN_TYPE ? t
-                          : code == SIG_CODE_UNSUPPORTED_VERSION ? SIG_PROTOCOL_VERSION : 0u);
+        return answer_bad(dev, body, len, code);
     }
     if (t >= SIG_MSG_EVENT) { /* EVENT, REQUEST, RESPONSE: data is their last field */
         good_data = data_ok(dev, m.str[t == SIG_MSG_RESPONSE ? 1 : 2]);
@@ -584,10 +613,10 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
     case SIG__RX_INDEX(SIG_MSG_PING):
         return send_short(dev, SIG_MSG_PONG, m.num[0], 0);
     case SIG__RX_INDEX(SIG_MSG_WELCOME):
-        return on_welcome(dev, &m);
+        return dev->state == DEV_HELLO ? on_welcome(dev, &m) : SIG_OK; /* one WELCOME a session */
     case SIG__RX_INDEX(SIG_MSG_ERROR):
         if (dev->on_error != NULL) {
-            dev->on_error(dev, dev->user, m.num[0], m.num[1], m.str[0]);
+            dev->on_error(dev, dev->user, m.num[0], m.num[1], m.num[2], m.str[0]);
         }
         if (m.num[0] != SIG_CODE_NO_SESSION) {
             return SIG_OK;
@@ -595,6 +624,9 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
         /* ERROR(NO_SESSION) starts over like INVITE */
         /* fall through */
     case SIG__RX_INDEX(SIG_MSG_INVITE):
+        if (dev->state == DEV_HELLO) {
+            return SIG_OK; /* a HELLO is on its way: a second would cross its WELCOME */
+        }
         status(dev, t == SIG_MSG_INVITE ? SIG_STATUS_INVITE : SIG_STATUS_NO_SESSION, 0);
         return send_hello(dev);
     case SIG__RX_INDEX(SIG_MSG_SENDER_REGISTERED):

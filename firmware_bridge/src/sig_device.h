@@ -113,6 +113,8 @@ bool sig_bytes_eq(sig_bytes_t b, const char *s);
 #define SIG_PROTOCOL_VERSION 1u
 #define SIG_MAX_BODY_LIMIT 65535u
 #define SIG_MAX_NAME 255u
+/* The smallest max_body a HELLO or WELCOME may announce (PROTOCOL.md section 3) */
+#define SIG_MIN_MAX_BODY 8u
 #define SIG_CRC_SIZE 2u
 
 /* Largest COBS encoding of n bytes: n + ceil(n / 254), and 1 for n = 0. */
@@ -230,7 +232,7 @@ typedef struct {
                  sig_bytes_t credentials; } hello;
         struct { uint32_t version; sig_bytes_t name; uint32_t max_body, keepalive_ms, features; } welcome;
         struct { uint32_t token; } ping;        /* PING and PONG */
-        struct { uint32_t code, ref; sig_bytes_t message; } error;
+        struct { uint32_t code, ref; sig_bytes_t message; uint32_t about; } error; /* about: type answered */
         struct { uint32_t seq; } ack;
         struct {
             uint32_t sender_ref; sig_bytes_t name; uint8_t flags;
@@ -467,9 +469,11 @@ typedef enum {
 } sig_status_t;
 
 typedef void (*sig_status_cb)(sig_device_t *dev, void *user, sig_status_t status, uint32_t ref);
-/* An ERROR message from the gateway (code, ref, message; e.g. DUPLICATE_SENDER
- * with ref = sender_ref = sender handle + 1). */
-typedef void (*sig_error_cb)(sig_device_t *dev, void *user, uint32_t code, uint32_t ref,
+/* An ERROR message from the gateway (code; about = the type of the message it
+ * answers, e.g. SIG_MSG_REGISTER_SENDER; ref = the id of that message, e.g.
+ * DUPLICATE_SENDER about REGISTER_SENDER with ref = sender_ref = sender
+ * handle + 1; message). PROTOCOL.md section 2, "Errors". */
+typedef void (*sig_error_cb)(sig_device_t *dev, void *user, uint32_t code, uint32_t about, uint32_t ref,
                              sig_bytes_t message);
 
 typedef struct {

@@ -125,6 +125,7 @@ sig_err_t sig_msg_encode(const sig_msg_t *m, uint8_t *buf, size_t cap, size_t *o
         break;
     case SIG_MSG_ERROR:
         sig__put_varint(&w, m->u.error.code);
+        sig__put_varint(&w, m->u.error.about);
         sig__put_varint(&w, m->u.error.ref);
         put_text_b(&w, m->u.error.message);
         break;
@@ -247,6 +248,9 @@ const uint8_t *sig__varint(const uint8_t *p, const uint8_t *end, uint32_t *v)
         }
         result |= (uint32_t)(b & 0x7Fu) << shift;
         if (b < 0x80u) {
+            if (b == 0u && shift != 0u) {
+                return NULL; /* `80 00`: padded, not the shortest form (PROTOCOL.md section 2) */
+            }
             *v = result;
             return p;
         }
@@ -381,6 +385,26 @@ static sig_bytes_t rd_rest(rd_t *r)
     return b;
 }
 
+/* sender_ref, event_ref, listener_id: at least 1 (MALFORMED otherwise) */
+static uint32_t rd_ref(rd_t *r)
+{
+    uint32_t v = rd_varint(r);
+    if (r->err == SIG_OK && v == 0u) {
+        rd_fail(r, SIG_ERR_MALFORMED);
+    }
+    return v;
+}
+
+/* HELLO and WELCOME max_body: at least SIG_MIN_MAX_BODY (MALFORMED otherwise) */
+static uint32_t rd_max_body(rd_t *r)
+{
+    uint32_t v = rd_varint(r);
+    if (r->err == SIG_OK && v < SIG_MIN_MAX_BODY) {
+        rd_fail(r, SIG_ERR_MALFORMED);
+    }
+    return v;
+}
+
 static uint32_t rd_version(rd_t *r)
 {
     uint32_t v = rd_varint(r);
@@ -425,7 +449,7 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
     case SIG_MSG_WELCOME:
         m->u.welcome.version = rd_version(&r);
         m->u.welcome.name = rd_name(&r, false);
-        m->u.welcome.max_body = rd_varint(&r);
+        m->u.welcome.max_body = rd_max_body(&r);
         m->u.welcome.keepalive_ms = rd_varint(&r);
         m->u.welcome.features = rd_varint(&r);
         break;
@@ -437,6 +461,10 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
         break;
     case SIG_MSG_ERROR:
         m->u.error.code = rd_varint(&r);
+        m->u.error.about = rd_varint(&r);
+        if (r.err == SIG_OK && m->u.error.about > SIG_HEADER_TYPE_MASK) {
+            rd_fail(&r, SIG_ERR_MALFORMED); /* not a message type */
+        }
         m->u.error.ref = rd_varint(&r);
         m->u.error.message = rd_text(&r);
         break;
@@ -445,7 +473,7 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
         break;
     case SIG_MSG_SENDER_REGISTERED:
     case SIG_MSG_LISTENING:
-        m->u.ref.ref = rd_varint(&r);
+        m->u.ref.ref = rd_ref(&r);
         break;
     case SIG_MSG_EVENT:
         m->u.event.sender = rd_name(&r, false);
@@ -488,7 +516,7 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
         case SIG_MSG_HELLO:
             m->u.hello.version = rd_version(&r);
             m->u.hello.name = rd_name(&r, false);
-            m->u.hello.max_body = rd_varint(&r);
+            m->u.hello.max_body = rd_max_body(&r);
             m->u.hello.keepalive_ms = rd_varint(&r);
             m->u.hello.features = rd_varint(&r);
             m->u.hello.credentials = rd_raw(&r, rd_varint(&r));
@@ -496,7 +524,7 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
         case SIG_MSG_REGISTER_SENDER: {
             uint32_t i;
             size_t start;
-            m->u.register_sender.sender_ref = rd_varint(&r);
+            m->u.register_sender.sender_ref = rd_ref(&r);
             m->u.register_sender.name = rd_name(&r, false);
             m->u.register_sender.flags = rd_raw(&r, 1u).len == 1u ? body[r.pos - 1u] : 0u;
             if (r.err == SIG_OK && (m->u.register_sender.flags & ~SIG_REGISTER_FLAG_DEFAULT_HANDLER)) {
@@ -507,7 +535,7 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
             m->u.register_sender.n_events = rd_count(&r);
             start = r.pos;
             for (i = 0; i < m->u.register_sender.n_events && r.err == SIG_OK; i++) {
-                (void)rd_varint(&r);
+                (void)rd_ref(&r);
                 (void)rd_name(&r, false);
             }
             m->u.register_sender.n_methods = rd_count(&r);
@@ -521,7 +549,7 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
             break;
         }
         case SIG_MSG_LISTEN:
-            m->u.listen.listener_id = rd_varint(&r);
+            m->u.listen.listener_id = rd_ref(&r);
             m->u.listen.sender = rd_name(&r, true);
             m->u.listen.event = rd_name(&r, true);
             m->u.listen.options = r.err == SIG_OK && r.pos < r.len ? rd_varint(&r) : 0u;
@@ -531,12 +559,12 @@ sig_err_t sig_msg_decode(const uint8_t *body, size_t len, sig_msg_t *m)
             }
             break;
         case SIG_MSG_TRIGGER:
-            m->u.trigger.event_ref = rd_varint(&r);
+            m->u.trigger.event_ref = rd_ref(&r);
             m->u.trigger.data = rd_rest(&r);
             has_data = true;
             break;
         default: /* UNREGISTER_SENDER, UNLISTEN */
-            m->u.ref.ref = rd_varint(&r);
+            m->u.ref.ref = rd_ref(&r);
             break;
         }
         break;
@@ -636,7 +664,7 @@ static const uint16_t RX_SPECS[21] SIG__ROM = { /* in flash on AVR too */
     F(K_VAR, 0, 0, 0, 0),                        /* PING */
     F(K_VAR, 0, 0, 0, 0),                        /* PONG */
     0,                                           /* INVITE */
-    F(K_VAR, K_VAR, K_TEXT, 0, 0),               /* ERROR */
+    F(K_VAR, K_VAR, K_VAR, K_TEXT, 0),           /* ERROR: code, about, ref, message */
     F(K_VAR, 0, 0, 0, 0),                        /* ACK */
     SPEC_IGNORE,                                 /* REGISTER_SENDER */
     F(K_VAR, 0, 0, 0, 0),                        /* SENDER_REGISTERED */
@@ -715,5 +743,15 @@ uint8_t sig__rx_parse(const uint8_t *body, size_t len, sig__rx_msg_t *m)
         str++;
         p += n;
     }
-    return p != end ? (uint8_t)SIG_CODE_MALFORMED : 0u; /* bytes after the last field */
+    if (p != end) {
+        return SIG_CODE_MALFORMED; /* bytes after the last field */
+    }
+    /* PROTOCOL.md section 2: ids are at least 1, an ERROR is about a type,
+     * a WELCOME's max_body at least SIG_MIN_MAX_BODY */
+    if (((t == SIG_MSG_SENDER_REGISTERED || t == SIG_MSG_LISTENING) && m->num[0] == 0u) ||
+        (t == SIG_MSG_ERROR && m->num[1] > SIG_HEADER_TYPE_MASK) ||
+        (t == SIG_MSG_WELCOME && m->num[1] < SIG_MIN_MAX_BODY)) {
+        return SIG_CODE_MALFORMED;
+    }
+    return 0u;
 }

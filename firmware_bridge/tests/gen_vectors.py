@@ -67,7 +67,8 @@ def msg_init(kind: str, f: dict, idx: int, pre: list[str]) -> str:
     elif kind in ("PING", "PONG"):
         body = f".token = {f['token']}u"
     elif kind == "ERROR":
-        body = f".code = {f['code']}u, .ref = {f['ref']}u, .message = {s(f['message'])}"
+        body = (f".code = {f['code']}u, .ref = {f['ref']}u, .message = {s(f['message'])}, "
+                f".about = {f['about']}u")
     elif kind == "ACK":
         body = f".seq = {f['seq']}u"
     elif kind == "REGISTER_SENDER":
@@ -174,9 +175,12 @@ def main() -> None:
                     f"{c_arr(bytes.fromhex(e['frame']))}, {init}}},")
     rows.append("};")
 
-    rows.append("static const struct vec_bad { const char *name; const uint8_t *body; size_t n; uint32_t code; } VEC_BAD[] = {")
+    rows.append("static const struct vec_bad { const char *name; const uint8_t *body; size_t n; uint32_t code; "
+                "char answer; uint32_t about, ref; } VEC_BAD[] = {")
     for e in v["bad_bodies"]:
-        rows.append(f"  {{\"{e['name']}\", {c_arr(bytes.fromhex(e['body']))}, {codes[e['error']]}u}},")
+        answer = {"ERROR": "E", "RESPONSE": "R", "none": "N"}[e["answer"]]
+        rows.append(f"  {{\"{e['name']}\", {c_arr(bytes.fromhex(e['body']))}, {codes[e['error']]}u, "
+                    f"'{answer}', {e['about']}u, {e['ref']}u}},")
     rows.append("};")
 
     rows.append("#define VEC_MAX_BODIES 8")

@@ -829,7 +829,7 @@ static void check_rx_parse(const uint8_t *body, size_t n, sig_err_t e, const sig
         same = 1;
         break;
     case SIG_MSG_ERROR:
-        same = d.num[0] == m->u.error.code && d.num[1] == m->u.error.ref &&
+        same = d.num[0] == m->u.error.code && d.num[1] == m->u.error.about && d.num[2] == m->u.error.ref &&
                slice_eq(d.str[0], m->u.error.message);
         break;
     case SIG_MSG_ACK:

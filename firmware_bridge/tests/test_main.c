@@ -33,6 +33,7 @@ int main(void)
     RUN(session_dispatch_and_requests);
     RUN(session_keepalive_and_timeout);
     RUN(session_invite_and_no_session);
+    RUN(session_handshake_idempotent);
     RUN(session_errors_answered);
     RUN(session_random_input);
     RUN(session_write_faults);

@@ -53,7 +53,7 @@ typedef struct {
     int status[16];
     uint32_t status_ref[16];
     int n_status;
-    uint32_t err_code, err_ref;
+    uint32_t err_code, err_about, err_ref;
     char err_msg[64];
     int n_errors;
     int events[8];       /* calls per listener */
@@ -83,11 +83,13 @@ static void on_status(sig_device_t *d, void *user, sig_status_t st, uint32_t ref
     app.n_status++;
 }
 
-static void on_error(sig_device_t *d, void *user, uint32_t code, uint32_t ref, sig_bytes_t msg)
+static void on_error(sig_device_t *d, void *user, uint32_t code, uint32_t about, uint32_t ref,
+                     sig_bytes_t msg)
 {
     (void)d;
     (void)user;
     app.err_code = code;
+    app.err_about = about;
     app.err_ref = ref;
     if (msg.len > 0) {
         memcpy(app.err_msg, msg.ptr, msg.len < 63 ? msg.len : 63);
@@ -306,7 +308,7 @@ TEST(session_hello_register_vectors)
     /* ERROR(DUPLICATE_SENDER) reaches the error callback with its message */
     CHECK(gw_send_vec("error") == SIG_OK);
     CHECK(app.n_errors == 1 && app.err_code == V("error")->msg.u.error.code &&
-          app.err_ref == V("error")->msg.u.error.ref &&
+          app.err_ref == V("error")->msg.u.error.ref && app.err_about == SIG_MSG_REGISTER_SENDER &&
           sig_bytes_eq(V("error")->msg.u.error.message, app.err_msg));
     CHECK(expect_end()); /* an ERROR is never answered */
     /* a sender added while online is registered at once */
@@ -482,10 +484,12 @@ TEST(session_keepalive_and_timeout)
     CHECK(gw_send_vec("welcome") == SIG_OK);
     CHECK(expect_vec("register_sender") && expect_vec("listen_targeted") && expect_vec("listen_channel") &&
           expect_vec("listen_router_broadcast") && expect_msg(&l4) && expect_end());
-    /* keepalive 0 in WELCOME: no PING, no link timeout */
+    /* keepalive 0 in WELCOME: no PING, no link timeout (a new session: the
+     * WELCOME of an open one is ignored) */
     {
         sig_msg_t w = V("welcome")->msg;
         w.u.welcome.keepalive_ms = 0;
+        CHECK(gw_send_vec("invite") == SIG_OK && expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
         CHECK(gw_send(&w) == SIG_OK);
         fake.out_len = 0;
         out_pos = 0;
@@ -509,6 +513,7 @@ TEST(session_invite_and_no_session)
     /* ERROR(NO_SESSION): the error callback, then HELLO again */
     m.type = SIG_MSG_ERROR;
     m.u.error.code = SIG_CODE_NO_SESSION;
+    m.u.error.about = SIG_MSG_TRIGGER;
     m.u.error.ref = 0;
     m.u.error.message = B("no session");
     app.n_status = 0;
@@ -520,6 +525,32 @@ TEST(session_invite_and_no_session)
     CHECK(gw_send_vec("ping") == SIG_OK && expect_vec("pong") && expect_end());
 }
 
+TEST(session_handshake_idempotent)
+{
+    /* PROTOCOL.md section 3: a cold start gives a stale INVITE beside the
+     * device's HELLO. The INVITE (or ERROR(NO_SESSION)) while waiting for
+     * WELCOME makes no second HELLO; a second WELCOME registers nothing twice. */
+    sig_msg_t m, l4 = listen4();
+    setup_vector_device();
+    CHECK(sig_device_start(&dev) == SIG_OK);
+    CHECK(expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
+    CHECK(gw_send_vec("invite") == SIG_OK && expect_end() && !sig_device_online(&dev));
+    m.type = SIG_MSG_ERROR;
+    m.u.error.code = SIG_CODE_NO_SESSION;
+    m.u.error.about = SIG_MSG_TRIGGER;
+    m.u.error.ref = 0;
+    m.u.error.message = B(NULL);
+    CHECK(gw_send(&m) == SIG_OK && expect_end() && !sig_device_online(&dev));
+    CHECK(gw_send_vec("welcome") == SIG_OK && sig_device_online(&dev));
+    CHECK(expect_vec("register_sender") && expect_vec("listen_targeted") && expect_vec("listen_channel") &&
+          expect_vec("listen_router_broadcast") && expect_msg(&l4) && expect_end());
+    CHECK(gw_send_vec("welcome") == SIG_OK && expect_end() && sig_device_online(&dev));
+    /* the HELLO retry still covers a HELLO that was lost: INVITE, then no WELCOME */
+    CHECK(gw_send_vec("invite") == SIG_OK && expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
+    fake.now += 2000;
+    CHECK(sig_device_poll(&dev) == SIG_OK && expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
+}
+
 TEST(session_errors_answered)
 {
     /* PROTOCOL.md section 2: unknown type -> ERROR(UNKNOWN_TYPE, ref=type);
@@ -529,11 +560,11 @@ TEST(session_errors_answered)
     setup_vector_device();
     go_online();
     for (i = 0; i < VEC_N(VEC_BAD); i++) {
-        uint8_t frame[64];
+        uint8_t frame[320];
         size_t fn;
         sig_msg_t want;
-        if (VEC_BAD[i].n == 0) {
-            continue; /* an empty body cannot be framed */
+        if (VEC_BAD[i].n == 0 || VEC_BAD[i].n > SIG_CONFIG_MAX_BODY) {
+            continue; /* an empty body cannot be framed; a longer one is dropped as oversize */
         }
         CHECK(sig_frame_encode(frame, sizeof frame, VEC_BAD[i].body, VEC_BAD[i].n, &fn) == SIG_OK);
         CHECK(sig_device_feed(&dev, frame, fn) == SIG_OK);
@@ -544,11 +575,23 @@ TEST(session_errors_answered)
         if (!SIG_CONFIG_CHECK_UTF8 && strstr(VEC_BAD[i].name, "utf8") != NULL) {
             continue; /* the lean profile does not check UTF-8: a valid EVENT to it */
         }
-        want.type = SIG_MSG_ERROR;
-        want.u.error.code = VEC_BAD[i].code;
-        want.u.error.ref = VEC_BAD[i].code == SIG_CODE_UNKNOWN_TYPE ? VEC_BAD[i].body[0]
-                           : VEC_BAD[i].code == SIG_CODE_UNSUPPORTED_VERSION ? 1u : 0u;
-        want.u.error.message = B(NULL);
+        if (VEC_BAD[i].answer == 'N') {
+            CHECKN(expect_end(), VEC_BAD[i].name); /* an ERROR is never answered */
+            continue;
+        }
+        if (VEC_BAD[i].answer == 'R') { /* a REQUEST whose request_id parses */
+            want.type = SIG_MSG_RESPONSE;
+            want.u.response.request_id = VEC_BAD[i].ref;
+            want.u.response.status = VEC_BAD[i].code;
+            want.u.response.message = B(NULL);
+            want.u.response.data = B(NULL);
+        } else {
+            want.type = SIG_MSG_ERROR;
+            want.u.error.code = VEC_BAD[i].code;
+            want.u.error.about = VEC_BAD[i].about;
+            want.u.error.ref = VEC_BAD[i].ref;
+            want.u.error.message = B(NULL);
+        }
         CHECKN(expect_msg(&want) && expect_end(), VEC_BAD[i].name);
     }
     {
@@ -826,6 +869,7 @@ TEST(session_remove_and_unlisten)
     CHECK(gw_send_vec("event") == SIG_OK && app.events[0] == 0 && app.events[2] == 0);
     CHECK(gw_send_vec("event_connect") == SIG_OK && app.events[2] == 0 && expect_end());
     /* a new session registers only what is left: LISTEN 2 ("#alarm") and 4 */
+    CHECK(gw_send_vec("invite") == SIG_OK && expect_bytes(&ZERO, 1) && expect_hello() && expect_end());
     CHECK(gw_send_vec("welcome") == SIG_OK);
     CHECK(expect_vec("listen_channel") && expect_msg(&l4) && expect_end());
     /* the slots are reused: same handle, same refs, the vectors' bytes */

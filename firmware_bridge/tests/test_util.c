@@ -68,7 +68,7 @@ int msg_eq(const sig_msg_t *a, const sig_msg_t *b)
         return 1;
     case SIG_MSG_ERROR:
         return a->u.error.code == b->u.error.code && a->u.error.ref == b->u.error.ref &&
-               slice_eq(a->u.error.message, b->u.error.message);
+               a->u.error.about == b->u.error.about && slice_eq(a->u.error.message, b->u.error.message);
     case SIG_MSG_ACK:
         return a->u.ack.seq == b->u.ack.seq;
     case SIG_MSG_REGISTER_SENDER: {

@@ -99,7 +99,7 @@ class Token(ctypes.Structure):
 
 
 class Error(ctypes.Structure):
-    _fields_ = [("code", u32), ("ref", u32), ("message", Bytes)]
+    _fields_ = [("code", u32), ("ref", u32), ("message", Bytes), ("about", u32)]
 
 
 class Ack(ctypes.Structure):
@@ -276,7 +276,7 @@ def msg_from_fields(kind: str, f: dict[str, Any], keep: Keep) -> Msg:
     elif kind in ("PING", "PONG"):
         u.ping = Token(f["token"])
     elif kind == "ERROR":
-        u.error = Error(f["code"], f["ref"], keep.b(f["message"]))
+        u.error = Error(f["code"], f["ref"], keep.b(f["message"]), f["about"])
     elif kind == "ACK":
         u.ack = Ack(f["seq"])
     elif kind == "REGISTER_SENDER":
@@ -361,7 +361,12 @@ def fields_of(lib: ctypes.CDLL, kind: str, m: Msg) -> dict[str, Any]:
     if kind == "INVITE":
         return {}
     if kind == "ERROR":
-        return {"code": u.error.code, "ref": u.error.ref, "message": s(u.error.message)}
+        return {
+            "code": u.error.code,
+            "ref": u.error.ref,
+            "message": s(u.error.message),
+            "about": u.error.about,
+        }
     if kind == "ACK":
         return {"seq": u.ack.seq}
     if kind == "REGISTER_SENDER":

@@ -205,10 +205,12 @@ static void on_status(sig_device_t *dev, void *user, sig_status_t st, uint32_t r
     }
 }
 
-static void on_error(sig_device_t *dev, void *user, uint32_t code, uint32_t ref, sig_bytes_t msg)
+static void on_error(sig_device_t *dev, void *user, uint32_t code, uint32_t about, uint32_t ref,
+                     sig_bytes_t msg)
 {
     (void)dev;
     (void)user;
+    (void)about;
     (void)ref;
     line("error %lu %.*s", (unsigned long)code, (int)msg.len, (const char *)msg.ptr);
 }
