@@ -335,3 +335,15 @@ def test_the_codec_frames_the_vector_error_it_documents() -> None:
     body = w.encode(w.Error(ErrorCode.DUPLICATE_SENDER, 1, "x", T.REGISTER_SENDER))
     assert body == bytes([T.ERROR, 5, T.REGISTER_SENDER, 1, 1, 0x78])
     assert encode_frame(body)[-1] == 0
+
+
+def test_sig_senders_shows_a_default_handler_as_a_star() -> None:
+    from sig.tools.cli._show import senders_table
+
+    text = senders_table(
+        {
+            "dev": {"events": ["t"], "requests": ["get"], "default": True, "link": "serial:x"},
+            "app": {"events": [], "requests": [], "link": "tcp:y"},
+        }
+    )
+    assert [line.split()[-1] for line in text.splitlines()] == ["REQUESTS", "-", "get,*"]

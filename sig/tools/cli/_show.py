@@ -173,17 +173,25 @@ SENDER_COLUMNS = ("SENDER", "LINK", "EVENTS", "REQUESTS")
 
 
 def senders_table(senders: dict[str, dict[str, Any]]) -> str:
-    """``sig senders``: one row per sender, by name."""
+    """``sig senders``: one row per sender, by name; ``*`` in REQUESTS is a default handler."""
     rows = [
         (
             printable(name),
             printable(info.get("link", "-")),
             ",".join(printable(e) for e in info.get("events", [])) or "-",
-            ",".join(printable(m) for m in info.get("requests", [])) or "-",
+            _requests_cell(info),
         )
         for name, info in sorted(senders.items())
     ]
     return table(SENDER_COLUMNS, rows)
+
+
+def _requests_cell(info: dict[str, Any]) -> str:
+    """The REQUESTS cell: the named methods, then ``*`` for a default handler."""
+    methods = [printable(m) for m in info.get("requests", [])]
+    if info.get("default"):
+        methods.append("*")  # answers any method
+    return ",".join(methods) or "-"
 
 
 async def cmd_senders(args: argparse.Namespace) -> int:
