@@ -71,9 +71,9 @@ def teardown(n: int, kind: str) -> tuple[float, float]:
     core.receive(victim, w.encode(w.Hello("victim", 65535, 0)))
     for i in range(n):
         if kind == "senders":
-            msg: w.Message = w.RegisterSender(i, f"s{i}", ((i, "e"),))
+            msg: w.Message = w.RegisterSender(i + 1, f"s{i}", ((i + 1, "e"),))  # ids from 1
         else:
-            msg = w.Listen(i, f"s{i}", "e")
+            msg = w.Listen(i + 1, f"s{i}", "e")
         core.receive(victim, w.encode(msg))
     start, cpu = time.perf_counter(), time.process_time()
     core.detach(victim)
@@ -90,9 +90,9 @@ async def tcp_stall(n: int) -> float:
     async with ServerRouter("127.0.0.1", 0, **kw) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         frames: list[w.Message] = [w.Hello("victim", 65535, 0)]
-        frames += [w.RegisterSender(i, f"s{i}", ((i, "e"),)) for i in range(n)]
+        frames += [w.RegisterSender(i + 1, f"s{i}", ((i + 1, "e"),)) for i in range(n)]
         writer.write(b"".join(encode_frame(w.encode(m)) for m in frames))
-        decoder, last = FrameDecoder(), w.SenderRegistered(n - 1)
+        decoder, last = FrameDecoder(), w.SenderRegistered(n)
         while not any(w.decode(b) == last for b in decoder.feed(await reader.read(1 << 20))):
             pass
         worst = 0.0

@@ -526,7 +526,8 @@ static void settle(sig_device_t *dev, const sig__rx_msg_t *m, bool good_data, ui
             resp.message.ptr = m->str[0].ptr;
             resp.message.len = m->str[0].len;
             resp.data.ptr = m->str[1].ptr;
-            resp.data.len = good_data ? m->str[1].len : 0u; /* no data when it is bad */
+            /* no data when it is bad, nor for a failure (PROTOCOL.md section 2, "Errors") */
+            resp.data.len = good_data && m->num[1] == 0u ? m->str[1].len : 0u;
         }
         cb(dev, dev->pending[i].user, &resp);
         if (m != NULL) {
