@@ -369,15 +369,18 @@ class _Session(RecordLog):
             handler(msg)
 
     def _on_invite(self, msg: w.Invite) -> None:
-        """HELLO again, unless one waits for its WELCOME: a second HELLO would cross it.
+        """HELLO again, unless one waits for its WELCOME: a second HELLO would cross it
+        (ERROR(NO_SESSION) likewise).
 
         The INVITE a port sends when the gateway opens it can reach a device
         that has just sent HELLO (a cold start); the HELLO retry covers a
         HELLO that was lost. PROTOCOL.md section 3, "Invite".
         """
-        self._emit("INVITE", ignored=self.state == "hello")
-        if self.state != "hello":
-            self._start_over("invite")
+        if self.state == "hello":
+            self._emit("INVITE", ignored=True)
+            return
+        self._emit("INVITE")
+        self._start_over("invite")
 
     def _on_welcome(self, msg: w.Welcome) -> None:
         if self.state != "hello":
@@ -394,7 +397,7 @@ class _Session(RecordLog):
         self._emit(
             "ERROR", code=_code_name(msg.code), about=about, ref=msg.ref, message=msg.message
         )
-        if msg.code == ErrorCode.NO_SESSION:
+        if msg.code == ErrorCode.NO_SESSION and self.state != "hello":  # like INVITE
             self._start_over("no-session")
 
     # --- requests to other senders ------------------------------------------
