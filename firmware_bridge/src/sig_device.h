@@ -128,8 +128,11 @@ bool sig_bytes_eq(sig_bytes_t b, const char *s);
 #define SIG_RX_ENCODED_LIMIT(max_body) \
     ((uint32_t)(max_body) + 2u + ((uint32_t)(max_body) + 2u) / 254u + 1u)
 
-/* CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, not reflected, no xor out. */
-#define SIG_CRC16_INIT 0xFFFFu
+/* CRC-16/GENIBUS: poly 0x1021, init 0xFFFF, not reflected, xor out 0xFFFF
+ * (check value 0xD64E). sig_crc16_update takes and returns a finished CRC,
+ * so a CRC over pieces starts at SIG_CRC16_INIT, the CRC of no bytes:
+ * sig_crc16_update(sig_crc16(a, n), b, m) is the CRC of a || b. */
+#define SIG_CRC16_INIT 0x0000u
 uint16_t sig_crc16_update(uint16_t crc, const uint8_t *p, size_t n);
 uint16_t sig_crc16(const uint8_t *p, size_t n);
 

@@ -1,4 +1,4 @@
-/* Frame layer (PROTOCOL.md section 1): CRC-16/CCITT-FALSE, COBS, frames and
+/* Frame layer (PROTOCOL.md section 1): CRC-16/GENIBUS, COBS, frames and
  * the streaming decoder. */
 #include "sig_internal.h"
 
@@ -59,18 +59,21 @@ bool sig__name_eq(sig_bytes_t b, const char *s)
 }
 #endif
 
-/* Bitwise, no table: 2 bytes of flash instead of 512. */
+/* Bitwise, no table: 2 bytes of flash instead of 512. The register is the
+ * CRC xor 0xFFFF: undoing the final xor on entry and applying it on return
+ * keeps the function incremental over finished CRCs. */
 uint16_t sig_crc16_update(uint16_t crc, const uint8_t *p, size_t n)
 {
     size_t i;
     int bit;
+    crc = (uint16_t)(crc ^ 0xFFFFu);
     for (i = 0; i < n; i++) {
         crc ^= (uint16_t)((uint16_t)p[i] << 8);
         for (bit = 0; bit < 8; bit++) {
             crc = (crc & 0x8000u) ? (uint16_t)((crc << 1) ^ 0x1021u) : (uint16_t)(crc << 1);
         }
     }
-    return crc;
+    return (uint16_t)(crc ^ 0xFFFFu);
 }
 
 uint16_t sig_crc16(const uint8_t *p, size_t n)

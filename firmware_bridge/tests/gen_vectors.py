@@ -153,7 +153,7 @@ def main() -> None:
     rows: list[str] = []
 
     rows.append("static const struct vec_crc { const uint8_t *in; size_t n; uint16_t crc; } VEC_CRC[] = {")
-    for e in v["crc16_ccitt_false"]:
+    for e in v["crc16_genibus"]:
         rows.append(f"  {{{c_arr(bytes.fromhex(e['input']))}, 0x{e['crc']}u}},")
     rows.append("};")
 

@@ -1,8 +1,11 @@
 """Frame layer: ``COBS(body || CRC-16) || 0x00`` on any byte stream (sans-I/O).
 
-A frame carries one message body. The CRC is CRC-16/CCITT-FALSE (poly 0x1021,
-init 0xFFFF, not reflected, no final xor; check value 0x29B1 for b"123456789")
-over the body, appended most significant byte first. The result is COBS-encoded
+A frame carries one message body. The CRC is CRC-16/GENIBUS (poly 0x1021,
+init 0xFFFF, not reflected, final xor 0xFFFF; check value 0xD64E for
+b"123456789") over the body, appended most significant byte first. The final
+xor is what catches a lost COBS code byte: without it (CRC-16/CCITT-FALSE) a
+frame whose CRC ends in 0x00 still checked with that byte dropped (PROTOCOL.md
+section 1, "Why this check"). The result is COBS-encoded
 so it holds no zero byte, and a single 0x00 ends it. The same frames run over
 UART and TCP, so a device behind a serial-to-TCP bridge works unchanged.
 
@@ -29,8 +32,8 @@ DELIMITER = 0x00
 #: Size of the CRC trailer inside the COBS-encoded part.
 CRC_SIZE = 2
 
-crc16 = crcmod.predefined.mkPredefinedCrcFun("crc-ccitt-false")
-"""CRC-16/CCITT-FALSE of a bytes-like object, as an int."""
+crc16 = crcmod.predefined.mkPredefinedCrcFun("crc-16-genibus")
+"""CRC-16/GENIBUS of a bytes-like object, as an int; ``crc16(b, crc16(a)) == crc16(a + b)``."""
 
 #: True when crcmod's C extension is in use (it falls back silently to Python).
 CRC_C_EXTENSION: bool = bool(getattr(sys.modules["crcmod.crcmod"], "_usingExtension", False))

@@ -238,6 +238,27 @@ def frame_cases() -> list[dict[str, Any]]:
             "bodies": [good_body],
             "stats": {"frames": 1, "oversize": 1},
         },
+        *check_cases(good, good_body),
+    ]
+
+
+def check_cases(good: bytes, good_body: str) -> list[dict[str, Any]]:
+    """Streams that pin the edges of section 1: the lost code byte."""
+    # A frame whose CRC ends in 0x00 ends in the COBS code byte 01; losing that
+    # byte leaves a shorter frame that CRC-16/CCITT-FALSE accepted as the body
+    # minus its last byte. CRC-16/GENIBUS rejects it.
+    short = next(b for b in (bytes([0x20, 0x79, x]) for x in range(256)) if crc16(b) & 0xFF == 0)
+    lost = encode_frame(short)
+    assert lost[-2:] == b"\x01\x00"
+    lost = lost[:-2] + b"\x00"
+    assert crc16(short[:-1]) != int.from_bytes(short[-1:] + lost[-2:-1], "big")
+    return [
+        {
+            "name": "lost_last_code_byte",
+            "stream": lost.hex() + good.hex(),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "crc_errors": 1},
+        },
     ]
 
 
@@ -351,10 +372,12 @@ def main() -> None:
         messages.append(entry)
     doc = {
         "about": "sig wire test vectors; see PROTOCOL.md. Hex strings; 'data' fields are raw CBOR.",
-        "crc16_ccitt_false": [
+        "crc16_genibus": [
             {"input": b"123456789".hex(), "crc": f"{crc16(b'123456789'):04x}"},
             {"input": "", "crc": f"{crc16(b''):04x}"},
             {"input": "0300", "crc": f"{crc16(bytes([3, 0])):04x}"},
+            {"input": "0301", "crc": f"{crc16(bytes([3, 1])):04x}"},
+            {"input": "2001fa41b8cccd", "crc": f"{crc16(bytes.fromhex('2001fa41b8cccd')):04x}"},
         ],
         "cobs": [
             {"decoded": d.hex(), "encoded": cobs.encode(d).hex()}

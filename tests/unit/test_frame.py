@@ -22,9 +22,17 @@ from sig.protocol.frame import (
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors.json").read_text())
 
 
-def test_crc_is_ccitt_false_check_value() -> None:
-    # The catalogue check value of CRC-16/CCITT-FALSE, independent of the vectors file.
-    assert crc16(b"123456789") == 0x29B1
+def test_crc_is_genibus_check_value() -> None:
+    # The catalogue check value of CRC-16/GENIBUS, independent of the vectors file.
+    assert crc16(b"123456789") == 0xD64E
+    # ... and the final xor of 0xFFFF is what tells it from CRC-16/CCITT-FALSE (0x29B1).
+    assert crc16(b"123456789") ^ 0xFFFF == 0x29B1
+
+
+def test_crc_continues_over_pieces() -> None:
+    # The C library's sig_crc16_update has the same contract: it takes a finished CRC.
+    assert crc16(b"") == 0
+    assert crc16(b"6789", crc16(b"12345")) == crc16(b"123456789")
 
 
 def test_crc_uses_the_c_extension() -> None:
@@ -32,7 +40,7 @@ def test_crc_uses_the_c_extension() -> None:
     assert CRC_C_EXTENSION
 
 
-@pytest.mark.parametrize("case", VECTORS["crc16_ccitt_false"], ids=lambda c: c["input"][:12])
+@pytest.mark.parametrize("case", VECTORS["crc16_genibus"], ids=lambda c: c["input"][:12])
 def test_crc_vectors(case: dict[str, str]) -> None:
     assert crc16(bytes.fromhex(case["input"])) == int(case["crc"], 16)
 
