@@ -243,7 +243,7 @@ def frame_cases() -> list[dict[str, Any]]:
 
 
 def check_cases(good: bytes, good_body: str) -> list[dict[str, Any]]:
-    """Streams that pin the edges of section 1: the lost code byte."""
+    """Streams that pin the edges of section 1: the lost code byte, ``L``, ``FF .. 01``."""
     # A frame whose CRC ends in 0x00 ends in the COBS code byte 01; losing that
     # byte leaves a shorter frame that CRC-16/CCITT-FALSE accepted as the body
     # minus its last byte. CRC-16/GENIBUS rejects it.
@@ -252,12 +252,40 @@ def check_cases(good: bytes, good_body: str) -> list[dict[str, Any]]:
     assert lost[-2:] == b"\x01\x00"
     lost = lost[:-2] + b"\x00"
     assert crc16(short[:-1]) != int.from_bytes(short[-1:] + lost[-2:-1], "big")
+    # 253 body bytes (a zero among them) + CRC in exactly L(252) = 256 COBS
+    # bytes: the length check passes, the decoded body is one byte too long.
+    long_body = bytes([0x21, 0x00]) + bytes(range(1, 252))
+    long_frame = encode_frame(long_body)
+    assert len(long_frame) - 1 == 256 and len(long_body) == 253
+    # 252 body bytes whose CRC has no zero byte: 254 non-zero bytes, which a
+    # canonical encoder writes as FF + 254 bytes, here with a needless 01 after.
+    full = next(
+        b
+        for b in (bytes([0x21, k]) + bytes(range(1, 251)) for k in range(1, 256))
+        if 0 not in crc16(b).to_bytes(2, "big")
+    )
+    raw = full + crc16(full).to_bytes(2, "big")
+    assert encode_frame(full) == b"\xff" + raw + b"\x00"
     return [
         {
             "name": "lost_last_code_byte",
             "stream": lost.hex() + good.hex(),
             "bodies": [good_body],
             "stats": {"frames": 1, "crc_errors": 1},
+        },
+        {
+            "name": "oversize_after_decoding",
+            "max_body": 252,
+            "stream": long_frame.hex() + good.hex(),
+            "bodies": [good_body],
+            "stats": {"frames": 1, "oversize": 1},
+        },
+        {
+            "name": "non_canonical_cobs_accepted",
+            "max_body": 252,
+            "stream": (b"\xff" + raw + b"\x01\x00").hex() + good.hex(),
+            "bodies": [full.hex(), good_body],
+            "stats": {"frames": 2},
         },
     ]
 
