@@ -52,6 +52,8 @@ class SenderEntry:
     attempts: int = 0
     #: REGISTER_SENDER sent under ``ref`` and not answered yet.
     in_flight: bool = False
+    #: REGISTER_SENDER ``meta`` (retained events, describe): sig.core.meta.encode_meta.
+    meta: bytes = b""
 
 
 @dataclass
@@ -87,6 +89,12 @@ class ClientRegistry:
         self._by_ref: dict[int, SenderEntry] = {}
         self._listen_keys: dict[int, Key] = {}
         self._awaiting: set[int] = set()  # REGISTER_SENDER / LISTEN refs not answered yet
+        #: The key of the last LISTEN answered: the RETAINED that follow are for its listeners.
+        self.retained_key: Key | None = None
+
+    def listening(self, lid: int) -> None:
+        """LISTENING ``lid`` came: the RETAINED that follow it are for that key's listeners."""
+        self.retained_key = self._listen_keys.get(lid)
 
     def awaits(self, ref: int) -> bool:
         """True when a REGISTER_SENDER or LISTEN sent under ``ref`` is not answered yet."""
@@ -197,6 +205,7 @@ class ClientRegistry:
             tuple((r, e) for e, r in entry.event_refs.items()),
             s.methods,
             s.default_handler,
+            entry.meta,
         )
         entry.in_flight = True
         if optimistic:
@@ -221,7 +230,7 @@ class ClientRegistry:
 
     # --- senders --------------------------------------------------------------------
 
-    def add_sender(self, sender: Sender) -> int | None:
+    def add_sender(self, sender: Sender, meta: bytes = b"") -> int | None:
         """Keep a new sender; returns the ref to wait for when a REGISTER_SENDER was sent."""
         refs = {e: next(self._ids) for e in sender.events}
         entry = SenderEntry(
@@ -229,6 +238,7 @@ class ClientRegistry:
             next(self._ids),
             refs,
             {e: w.trigger_prefix(r) for e, r in refs.items()},
+            meta=meta,
         )
         self.senders[sender.name] = entry
         self._by_ref[entry.ref] = entry
