@@ -186,7 +186,9 @@ class RetainedStore:
     def load(self, sender: str, event: str, data: bytes, owner: str) -> bool:
         """A value read back from disk at start: stale, within the bounds; False if refused."""
         key = (sender, event)
-        if key in self.values or not self._room(len(data) + len(sender) + len(event), new=True):
+        grow = len(data) + len(sender) + len(event)
+        full = len(self.values) >= self.max_values or self._bytes + grow > self.max_bytes
+        if key in self.values or full:  # what is loaded first stays: load the newest first
             return False
         self._insert(key, Value(data, owner, stale=True), tell=False)
         self._stale[key] = None
