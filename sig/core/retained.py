@@ -141,10 +141,28 @@ class RetainedStore:
             self._owners.pop(sender, None)
 
     def update(self, sender: str, event: str, data: bytes) -> None:
-        """A retained event was triggered: its data is the value now (bounded)."""
+        """A retained event was triggered: its data is the value now (bounded).
+
+        The common case (a value kept already, no larger than the room left)
+        is a dict lookup and an attribute set.
+        """
         key = (sender, event)
         old = self.values.get(key)
-        owner = old.owner if old is not None else self._owners.get(sender, LOCAL_OWNER)
+        if old is not None:
+            grow = len(data) - len(old.data)
+            if grow <= 0 or self._bytes + grow <= self.max_bytes:
+                old.data = data
+                if grow:
+                    self._bytes += grow
+                    self.counters["retained_bytes"] = self._bytes
+                if self.journal is not None:
+                    self.journal(key, old)
+                return
+        self._update_slow(key, old, data)
+
+    def _update_slow(self, key: Pair, old: Value | None, data: bytes) -> None:
+        """A new pair, or a value that must make room first (evicting stale ones)."""
+        sender, event = key
         grow = (
             len(data) - len(old.data) if old is not None else len(data) + len(sender) + len(event)
         )
@@ -160,7 +178,7 @@ class RetainedStore:
             self.counters["retained_bytes"] = self._bytes
             self._told(key, old)
             return
-        self._insert(key, Value(data, owner))
+        self._insert(key, Value(data, self._owners.get(sender, LOCAL_OWNER)))
 
     def disconnected(self, senders: Iterable[str]) -> None:
         """These senders' sessions ended: their values stay, marked stale."""

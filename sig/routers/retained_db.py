@@ -54,7 +54,7 @@ class RetainedDb:
         #: Batches written and rows they held (shown in ``$gateway stats``).
         self.counters = store.counters
         self.counters.update({"retained_db_writes": 0, "retained_db_rows": 0})
-        self._pending: dict[Pair, Row] = {}
+        self._pending: dict[Pair, Value | None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "sig-retained-db")
@@ -81,8 +81,8 @@ class RetainedDb:
         return loaded
 
     def _note(self, key: Pair, value: Value | None) -> None:
-        """The store changed: note it; the timer writes it (never the caller)."""
-        self._pending[key] = None if value is None else (value.data, value.owner, time.time())
+        """The store changed: note it (the newest wins); the timer writes it, never the caller."""
+        self._pending[key] = value
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(self.interval, self._flush)
 
@@ -95,8 +95,13 @@ class RetainedDb:
             assert self._loop is not None
             self._timer = self._loop.call_later(self.interval, self._flush)  # the disk is slow
             return
-        batch, self._pending = self._pending, {}
-        self._inflight = self._writer.submit(self._write, batch)
+        self._inflight = self._writer.submit(self._write, self._take())
+
+    def _take(self) -> dict[Pair, Row]:
+        """What piled up, as rows (on the loop: the values may change after this)."""
+        now = time.time()
+        pending, self._pending = self._pending, {}
+        return {k: None if v is None else (v.data, v.owner, now) for k, v in pending.items()}
 
     def _write(self, batch: dict[Pair, Row]) -> None:
         """Write one batch in one transaction (on the writer thread)."""
@@ -129,8 +134,7 @@ class RetainedDb:
         if self._inflight is not None:
             self._inflight.result()
         if self._pending:
-            batch, self._pending = self._pending, {}
-            self._writer.submit(self._write, batch).result()
+            self._writer.submit(self._write, self._take()).result()
         self._writer.shutdown(wait=True)
         if self._db is not None:
             self._db.close()

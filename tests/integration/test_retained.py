@@ -3,7 +3,7 @@
 A sender marks events as retained; a listener that comes later gets the last
 value at once, marked retained in ``info`` (stale once the sender's link is
 gone); UNREGISTER_SENDER clears it; the values survive a restart of
-``sig serve --retain-db``. tests/unit/test_retained.py pins the same rules
+``sig serve --retain-db``. tests/unit/test_retained_core.py pins the same rules
 in the core on the fake clock.
 
 "Nothing came" is shown without waiting for a time: the gateway sends the
