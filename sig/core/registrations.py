@@ -314,7 +314,7 @@ class Registrations:
             return
         session.listeners[lid] = key
         core._send(session, w.Listening(lid))
-        send_retained(core.retained, core.access, session, *key)  # right after LISTENING
+        send_retained(core.retained, core.access, session, *key, msg.options)  # after LISTENING
 
     def on_unlisten(self, session: Session, msg: w.Unlisten) -> None:
         """UNLISTEN: drop one subscription of ``session``."""

@@ -40,6 +40,7 @@ from sig.core.limits import Limits, peer_limit
 from sig.core.session import Session
 from sig.errors import DecodeError
 from sig.protocol import messages as w
+from sig.protocol.constants import LISTEN_NO_LOCAL
 from sig.protocol.data import unpack
 
 if TYPE_CHECKING:
@@ -304,22 +305,31 @@ def session_owner(session: Session) -> str:
 
 
 def send_retained(
-    store: RetainedStore, access: Access, session: Session, sender: str | None, event: str | None
+    store: RetainedStore,
+    access: Access,
+    session: Session,
+    sender: str | None,
+    event: str | None,
+    options: int = 0,
 ) -> int:
     """After LISTENING: RETAINED for every value the key matches and the peer may see.
 
     Each goes like an EVENT: only where the ACL lets that principal see the
-    pair, dropped and counted when it exceeds the peer's max_body
+    pair, not to a ``no_local`` listener when its own link holds the sender,
+    dropped and counted when it exceeds the peer's max_body
     (``dropped_too_large``) or the link is above its high-water mark (the
     link's ``dropped``). Returns how many were queued.
     """
     if not store.values:
         return 0
     acl = access.acl(session.principal) if access.policy.configured else None
+    no_local = bool(options & LISTEN_NO_LOCAL)
     limit = peer_limit(session)
     sent = 0
     for (s, e), value in store.matching(sender, event):
         if acl is not None and not acl.may_see(s, e):
+            continue
+        if no_local and _owned_by(access, s, session):
             continue
         body = w.encode(w.Retained(s, e, value.data, value.stale))
         if len(body) > limit:
@@ -329,6 +339,11 @@ def send_retained(
             sent += 1
     store.counters["retained_sent"] += sent
     return sent
+
+
+def _owned_by(access: Access, sender: str, session: Session) -> bool:
+    info = access.table.sender(sender)
+    return info is not None and info.owner is session
 
 
 def retained_info(sender: str, event: str, stale: bool) -> dict[str, Any]:

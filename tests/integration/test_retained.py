@@ -141,6 +141,26 @@ async def test_stale_after_the_link_closes_and_cleared_by_unregister(
         await c.close()
 
 
+async def test_after_a_reconnect_listeners_get_the_current_values_again(
+    gateway: ServerRouter,
+) -> None:
+    pump = gateway.add_sender("pump", ["speed"], retained=True)
+    pump.trigger("speed", 100)
+    dash = await client(gateway, "dash")
+    got: Got = []
+    await dash.add_listener(lambda i, d: got.append((i, d)), "pump")
+    await until(lambda: got, what="the first retained value")
+    pump.trigger("speed", 200)  # a new value, as an event
+    await until(lambda: len(got) == 2, what="the event")
+    link = dash._link
+    assert link is not None
+    link.abort()  # the connection breaks; the client reconnects and LISTENs again
+    await until(lambda: len(got) == 3, what="the value again after the reconnect")
+    assert got[2] == ({"sender": "pump", "event": "speed", "retained": True, "stale": False}, 200)
+    assert dash.stats["reconnects"] >= 1
+    await dash.close()
+
+
 def test_the_sync_client_gets_retained_values() -> None:
     async def main() -> None:
         router = ServerRouter("127.0.0.1", 0)

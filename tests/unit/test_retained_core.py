@@ -19,6 +19,7 @@ from sig.core.retained import RetainedStore
 from sig.core.session import Session
 from sig.errors import EncodeError, ErrorCode, UnknownEventError
 from sig.protocol import messages as w
+from sig.protocol.constants import LISTEN_NO_LOCAL
 from sig.protocol.data import pack, unpack
 
 EVENTS = ("temp", "hum", "#alarm")
@@ -343,3 +344,29 @@ def test_local_router_gives_new_listeners_the_last_value() -> None:
     sensor.trigger("temp", 22)
     assert got[-1] == ({"sender": "s", "event": "temp"}, 22)
     assert router.get_sender("s") is sensor
+
+
+def test_a_no_local_listener_does_not_get_its_own_links_values(core: GatewayCore) -> None:
+    link, session = opened(core, "both")
+    register(core, session, {"retained": True})
+    feed(core, session, w.Trigger(1, pack(1)))
+    _, other = opened(core, "other")
+    register(core, other, {"retained": True}, name="t")
+    feed(core, other, w.Trigger(1, pack(2)))
+    feed(core, session, w.Listen(1, None, None, options=LISTEN_NO_LOCAL))
+    assert link.take()[-2:] == [w.Listening(1), w.Retained("t", "temp", pack(2))]
+    feed(core, session, w.Listen(2, None, None))  # without no_local: its own value too
+    assert set(link.take()[1:]) == {
+        w.Retained("t", "temp", pack(2)),
+        w.Retained("s", "temp", pack(1)),
+    }
+
+
+def test_local_router_keeps_no_value_it_cannot_encode_but_delivers_it() -> None:
+    router = LocalRouter()
+    sensor = router.add_sender("s", ["obj"], retained=True)
+    got: list[Any] = []
+    router.add_listener(lambda info, data: got.append(data), "s")
+    marker = object()
+    sensor.trigger("obj", marker)
+    assert got == [marker] and router.retained.matching("s", None) == []
