@@ -130,7 +130,8 @@ class RetainedReceived:
     """A RETAINED: a retained last value for the listeners of the LISTEN it answers.
 
     ``key`` is the key of that LISTEN (the gateway sends RETAINED right after
-    LISTENING), or None when the client no longer listens to it.
+    LISTENING), or None when the client no longer listens to it; ``only`` the
+    one listener it is for, when it answers a second LISTEN of the key.
     """
 
     sender: str
@@ -138,6 +139,7 @@ class RetainedReceived:
     data: bytes
     stale: bool
     key: Key | None
+    only: Listener | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -586,8 +588,9 @@ class _Malformed(RequestError):
 
 def _on_retained(session: ClientSession, msg: w.Retained) -> list[ClientEvent]:
     """RETAINED: for the listeners of the LISTEN it follows (the last one answered)."""
-    key = session.registrations.retained_key
-    return [RetainedReceived(msg.sender, msg.event, msg.data, msg.stale, key)]
+    regs = session.registrations
+    key, only = regs.retained_key, regs.retained_only
+    return [RetainedReceived(msg.sender, msg.event, msg.data, msg.stale, key, only)]
 
 
 def _on_listening(session: ClientSession, msg: w.Listening) -> list[ClientEvent]:

@@ -131,6 +131,8 @@ def deliver_retained(
     """
     stats["retained_in"] += 1
     listeners = table.subscribers(*ev.key) if ev.key is not None else ()
+    if ev.only is not None:  # the answer to a second LISTEN, for one new listener
+        listeners = (ev.only,) if ev.only in listeners else ()
     if not listeners:
         return
     try:

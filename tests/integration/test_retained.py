@@ -113,6 +113,31 @@ async def test_each_listener_of_a_client_gets_the_value_once(gateway: ServerRout
     await dash.close()
 
 
+async def test_a_second_listener_of_the_same_key_gets_the_value_too(
+    gateway: ServerRouter,
+) -> None:
+    pump = gateway.add_sender("pump", ["speed"], retained=True)
+    pump.trigger("speed", 7)
+    dash = await client(gateway, "dash")
+    first: Got = []
+    second: Got = []
+    await dash.add_listener(lambda i, d: first.append((i, d)), "pump", "speed")
+    await dash.add_listener(lambda i, d: second.append((i, d)), "pump", "speed")
+    await until(lambda: first and second, what="the value for both listeners")
+    async with dash.events("pump", "speed") as stream:  # a third, as an iterator
+        item = await asyncio.wait_for(stream.__anext__(), 10)
+        assert (item.data, item.retained) == (7, True)
+        # the second LISTENs are gone again: the gateway holds the key once for the link
+        await until(lambda: gateway.core.table.subscription_count() == 1, what="one LISTEN")
+        pump.trigger("speed", 8)
+        item = await asyncio.wait_for(stream.__anext__(), 10)
+        assert (item.data, item.retained) == (8, False)
+    await until(lambda: len(first) == 2 and len(second) == 2, what="the event, once each")
+    retained = {"sender": "pump", "event": "speed", "retained": True, "stale": False}
+    assert first == second == [(retained, 7), ({"sender": "pump", "event": "speed"}, 8)]
+    await dash.close()
+
+
 async def test_stale_after_the_link_closes_and_cleared_by_unregister(
     gateway: ServerRouter,
 ) -> None:
