@@ -370,3 +370,33 @@ def test_local_router_keeps_no_value_it_cannot_encode_but_delivers_it() -> None:
     marker = object()
     sensor.trigger("obj", marker)
     assert got == [marker] and router.retained.matching("s", None) == []
+
+
+# --- the client core: which listener a RETAINED is for -------------------------------
+
+
+def test_the_client_gives_retained_values_to_the_listen_they_follow() -> None:
+    from sig.core import client as ccore
+
+    session = ccore.ClientSession("app", clock=FakeClock())
+    link = MemoryLink("tcp")
+    session.start(link)
+    session.receive(w.encode(w.Welcome("gw", 4096, 10000)))
+    link.take()
+
+    def cb(info: dict[str, Any], data: Any) -> None: ...
+
+    def cb2(info: dict[str, Any], data: Any) -> None: ...
+
+    first, lid = session.subscribe(cb, "s", None)
+    assert lid is not None and link.take() == [w.Listen(lid, "s", None)]
+    session.receive(w.encode(w.Listening(lid)))
+    [ev] = session.receive(w.encode(w.Retained("s", "temp", pack(1))))
+    assert isinstance(ev, ccore.RetainedReceived) and ev.key == ("s", None) and ev.only is None
+    second, lid2 = session.subscribe(cb2, "s", None)  # the key is listened to already
+    assert lid2 is not None and lid2 != lid and link.take() == [w.Listen(lid2, "s", None)]
+    session.receive(w.encode(w.Listening(lid2)))
+    assert link.take() == [w.Unlisten(lid2)]  # its values follow; the first LISTEN stays
+    [ev] = session.receive(w.encode(w.Retained("s", "temp", pack(1), stale=True)))
+    assert isinstance(ev, ccore.RetainedReceived) and ev.only is second and ev.stale
+    assert session.registrations.listen_ids == {("s", None): lid}
