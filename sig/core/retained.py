@@ -73,10 +73,19 @@ class Value:
     data: bytes
     owner: str
     stale: bool = False
+    #: The RETAINED body, made by the first listener that gets it; None after a change.
+    body: bytes | None = None
 
     def size(self, key: Pair) -> int:
         """What the value counts against ``max_bytes``."""
         return len(self.data) + len(key[0]) + len(key[1])
+
+    def retained_body(self, key: Pair) -> bytes:
+        """The RETAINED body of this value (encoded once per change, whoever listens)."""
+        body = self.body
+        if body is None:
+            body = self.body = w.encode(w.Retained(key[0], key[1], self.data, self.stale))
+        return body
 
 
 #: Told every change: (sender, event) and the new value, or None when it went.
@@ -131,7 +140,7 @@ class RetainedStore:
             if value.owner != owner or event not in kept:
                 self._remove(key)
             elif value.stale:
-                value.stale = False
+                value.stale, value.body = False, None
                 self._stale.pop(key, None)
                 self._told(key, value)
         if kept:
@@ -152,7 +161,7 @@ class RetainedStore:
         if old is not None:
             grow = len(data) - len(old.data)
             if grow <= 0 or self._bytes + grow <= self.max_bytes:
-                old.data = data
+                old.data, old.body = data, None
                 if grow:
                     self._bytes += grow
                     self.counters["retained_bytes"] = self._bytes
@@ -174,7 +183,7 @@ class RetainedStore:
             logger.debug("retained value of %s:%s refused: the store is full", sender, event)
             return
         if old is not None:
-            old.data = data
+            old.data, old.body = data, None
             self._bytes += grow
             self.counters["retained_bytes"] = self._bytes
             self._told(key, old)
@@ -191,7 +200,7 @@ class RetainedStore:
                 key = (sender, event)
                 value = self.values[key]
                 if not value.stale:
-                    value.stale = True
+                    value.stale, value.body = True, None
                     self._stale[key] = None
                     self._told(key, value)
 
@@ -326,12 +335,13 @@ def send_retained(
     no_local = bool(options & LISTEN_NO_LOCAL)
     limit = peer_limit(session)
     sent = 0
-    for (s, e), value in store.matching(sender, event):
+    for key, value in store.matching(sender, event):
+        s, e = key
         if acl is not None and not acl.may_see(s, e):
             continue
         if no_local and _owned_by(access, s, session):
             continue
-        body = w.encode(w.Retained(s, e, value.data, value.stale))
+        body = value.retained_body(key)
         if len(body) > limit:
             session.dropped_too_large += 1
             store.counters["dropped_too_large"] = store.counters.get("dropped_too_large", 0) + 1

@@ -366,3 +366,23 @@ async def test_the_db_is_written_in_batches_off_the_loop(tmp_path: Path) -> None
     db2.close()
     [(key, value)] = again.matching(None, None)
     assert key == ("s", "v") and value.stale and value.data == pack(999)
+
+
+def test_a_retain_db_that_cannot_be_opened_stops_sig_serve(tmp_path: Path) -> None:
+    where = tmp_path / "no such dir" / "r.db"
+    out = run_sig("serve", "--port", "0", "--no-timer", "--no-discovery", "--retain-db", str(where))
+    assert out.returncode == 2 and "--retain-db" in out.stderr and "unable to open" in out.stderr
+
+
+def test_the_config_names_the_retain_db_relative_to_itself(tmp_path: Path) -> None:
+    from sig.tools.cli import load_config
+    from sig.tools.cli._serve import UsageError
+
+    conf = tmp_path / "sig.toml"
+    conf.write_text('[retained]\npath = "r.db"\n[limits]\nretained_values = 5\n')
+    loaded = load_config(str(conf))
+    assert loaded["retain_db"] == str(tmp_path / "r.db")
+    assert loaded["limits"].retained_values == 5
+    conf.write_text("[retained]\nfile = 1\n")
+    with pytest.raises(UsageError, match=r"\[retained\] takes one key"):
+        load_config(str(conf))

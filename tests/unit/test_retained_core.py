@@ -400,3 +400,16 @@ def test_the_client_gives_retained_values_to_the_listen_they_follow() -> None:
     [ev] = session.receive(w.encode(w.Retained("s", "temp", pack(1), stale=True)))
     assert isinstance(ev, ccore.RetainedReceived) and ev.only is second and ev.stale
     assert session.registrations.listen_ids == {("s", None): lid}
+
+
+def test_the_retained_body_is_encoded_once_per_change(core: GatewayCore) -> None:
+    _, sender = opened(core, "sensor")
+    register(core, sender, {"retained": True})
+    feed(core, sender, w.Trigger(1, pack(1)))
+    [(key, value)] = core.retained.matching("s", "temp")
+    body = value.retained_body(key)
+    assert value.retained_body(key) is body and w.decode(body) == w.Retained("s", "temp", pack(1))
+    feed(core, sender, w.Trigger(1, pack(2)))
+    assert w.decode(value.retained_body(key)) == w.Retained("s", "temp", pack(2))
+    core.detach(sender)
+    assert w.decode(value.retained_body(key)) == w.Retained("s", "temp", pack(2), stale=True)
