@@ -25,6 +25,11 @@ is left, the new one is refused and counted (``retained_refused``) and the
 sender's older value of that pair, if any, is dropped too: the gateway never
 hands out a value it knows is not the last one.
 
+One owner (a peer, a login, a serial link; not the gateway's own in-process
+senders) holds at most a quarter of either bound (``max_per_owner``,
+``max_bytes_per_owner``), so one peer cannot fill the store and starve the
+others: past its share its new pairs are refused and counted the same way.
+
 ``journal(key, value)`` (None: removed) is told every change; the sqlite3
 persistence (:mod:`sig.routers.retained_db`) batches them to disk.
 """
@@ -103,6 +108,11 @@ class RetainedStore:
     ) -> None:
         self.max_values = max_values
         self.max_bytes = max_bytes
+        #: What one owner may hold (in-process senders are not bound by it).
+        self.max_per_owner = max(1, max_values // 4)
+        self.max_bytes_per_owner = max(1, max_bytes // 4)
+        #: owner -> [values, bytes] it holds.
+        self._held: dict[str, list[int]] = {}
         self.counters = counters if counters is not None else {}
         self.counters.update(dict.fromkeys(COUNTERS, 0))
         #: Live sender -> its retained events: what ``route`` asks per trigger.
@@ -160,10 +170,13 @@ class RetainedStore:
         old = self.values.get(key)
         if old is not None:
             grow = len(data) - len(old.data)
-            if grow <= 0 or self._bytes + grow <= self.max_bytes:
+            if grow <= 0 or (
+                self._bytes + grow <= self.max_bytes and self._share_left(old.owner, grow, 0)
+            ):
                 old.data, old.body = data, None
                 if grow:
                     self._bytes += grow
+                    self._hold(old.owner, 0, grow)
                     self.counters["retained_bytes"] = self._bytes
                 if self.journal is not None:
                     self.journal(key, old)
@@ -176,7 +189,9 @@ class RetainedStore:
         grow = (
             len(data) - len(old.data) if old is not None else len(data) + len(sender) + len(event)
         )
-        if not self._room(grow, new=old is None):
+        owner = old.owner if old is not None else self._owners.get(sender, LOCAL_OWNER)
+        mine = self._share_left(owner, grow, 1 if old is None else 0)
+        if not mine or not self._room(grow, new=old is None):
             if old is not None:
                 self._remove(key)
             self.counters["retained_refused"] += 1
@@ -185,10 +200,11 @@ class RetainedStore:
         if old is not None:
             old.data, old.body = data, None
             self._bytes += grow
+            self._hold(owner, 0, grow)
             self.counters["retained_bytes"] = self._bytes
             self._told(key, old)
             return
-        self._insert(key, Value(data, self._owners.get(sender, LOCAL_OWNER)))
+        self._insert(key, Value(data, owner))
 
     def disconnected(self, senders: Iterable[str]) -> None:
         """These senders' sessions ended: their values stay, marked stale."""
@@ -216,7 +232,8 @@ class RetainedStore:
         key = (sender, event)
         grow = len(data) + len(sender) + len(event)
         full = len(self.values) >= self.max_values or self._bytes + grow > self.max_bytes
-        if key in self.values or full:  # what is loaded first stays: load the newest first
+        # what is loaded first stays: the file loads the newest first
+        if key in self.values or full or not self._share_left(owner, grow, 1):
             return False
         self._insert(key, Value(data, owner, stale=True), tell=False)
         self._stale[key] = None
@@ -255,6 +272,21 @@ class RetainedStore:
             self.counters["retained_evicted"] += 1
         return True
 
+    def _share_left(self, owner: str, grow: int, values: int) -> bool:
+        """Whether ``owner`` may hold ``values`` more values and ``grow`` more bytes."""
+        if owner == LOCAL_OWNER:
+            return True  # the gateway's own senders: trusted, bound by the totals only
+        held = self._held.get(owner, (0, 0))
+        return held[0] + values <= self.max_per_owner and held[1] + grow <= self.max_bytes_per_owner
+
+    def _hold(self, owner: str, values: int, size: int) -> None:
+        """Count ``values`` more values and ``size`` more bytes for ``owner`` (or fewer)."""
+        held = self._held.setdefault(owner, [0, 0])
+        held[0] += values
+        held[1] += size
+        if not held[0]:
+            del self._held[owner]
+
     def _insert(self, key: Pair, value: Value, *, tell: bool = True) -> None:
         sender, event = key
         self.values[key] = value
@@ -262,6 +294,7 @@ class RetainedStore:
         if event.startswith("#"):
             self._by_channel.setdefault(event, set()).add(sender)
         self._bytes += value.size(key)
+        self._hold(value.owner, 1, value.size(key))
         self._count()
         if tell:
             self._told(key, value)
@@ -282,6 +315,7 @@ class RetainedStore:
             if not senders:
                 del self._by_channel[event]
         self._bytes -= value.size(key)
+        self._hold(value.owner, -1, -value.size(key))
         self._count()
         self._told(key, None)
 

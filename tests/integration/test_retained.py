@@ -236,27 +236,35 @@ async def test_a_listener_without_rights_gets_nothing(gateway: ServerRouter) -> 
 
 
 async def test_bounds_refuse_new_values_when_full_and_count_them() -> None:
-    router = ServerRouter("127.0.0.1", 0, limits=Limits(retained_values=2))
+    router = ServerRouter("127.0.0.1", 0, limits=Limits(retained_values=8))
     await router.start()
     try:
-        sensor = await client(router, "sensor")
-        for name in ("a", "b", "c"):
-            s = await sensor.add_sender(name, ["temp"], retained=True)
+        # one peer holds a quarter of the store at most: 2 of 8
+        greedy = await client(router, "greedy")
+        for name in ("g1", "g2", "g3"):
+            s = await greedy.add_sender(name, ["temp"], retained=True)
             s.trigger("temp", name)
         await until(lambda: router.core.stats()["triggers"] >= 3, what="three triggers")
-        stats = await sensor.request("$gateway", "stats", timeout=5)
+        stats = await greedy.request("$gateway", "stats", timeout=5)
         assert stats["retained_values"] == 2 and stats["retained_refused"] == 1
-        await sensor.close()
-        await until(lambda: not router.core.table.senders, what="the senders gone")
-        other = await client(router, "other")  # stale values make room for new ones
-        s = await other.add_sender("d", ["temp"], retained=True)
-        s.trigger("temp", "d")
+        others = [await client(router, f"peer{i}") for i in range(4)]
+        for i, peer in enumerate(others):
+            for j in range(2):
+                s = await peer.add_sender(f"p{i}-{j}", ["temp"], retained=True)
+                s.trigger("temp", j)
+        # 2 + 6 fill the 8; the fourth peer's values find no room
+        await until(lambda: router.core.stats()["triggers"] >= 11, what="eleven triggers")
+        assert router.core.stats()["retained_values"] == 8
+        assert router.core.stats()["retained_refused"] == 3
+        await greedy.close()  # its two values go stale: room for new ones
+        await until(lambda: router.core.table.sender("g1") is None, what="greedy gone")
+        s = await others[3].add_sender("late", ["temp"], retained=True)
+        s.trigger("temp", "late")
         await until(lambda: router.core.stats()["retained_evicted"] == 1, what="an eviction")
-        assert {k for k, _ in router.core.retained.matching(None, None)} == {
-            ("b", "temp"),
-            ("d", "temp"),
-        }
-        await other.close()
+        kept = {k for k, _ in router.core.retained.matching(None, None)}
+        assert ("late", "temp") in kept and ("g1", "temp") not in kept and len(kept) == 8
+        for peer in others:
+            await peer.close()
     finally:
         await router.stop()
 

@@ -15,7 +15,7 @@ from sig.core.acl import Policy
 from sig.core.gateway import GatewayCore, Limits
 from sig.core.meta import NO_META, MetaError, encode_meta, parse_meta
 from sig.core.principals import Principal
-from sig.core.retained import RetainedStore
+from sig.core.retained import LOCAL_OWNER, RetainedStore
 from sig.core.session import Session
 from sig.errors import EncodeError, ErrorCode, UnknownEventError
 from sig.protocol import messages as w
@@ -166,16 +166,30 @@ def test_when_full_of_live_values_a_new_pair_is_refused_and_counted() -> None:
 
 
 def test_a_value_that_outgrows_the_byte_bound_goes_rather_than_lie() -> None:
-    store = store_with("a", max_bytes=20)
+    store = store_with("a", max_bytes=80)  # one owner: 20 bytes
     store.update("a", "temp", b"\x01")
     store.update("a", "temp", bytes(64))  # cannot fit: the old value is not the last any more
     assert store.matching("a", "temp") == []
     assert store.counters["retained_refused"] == 1 and store.size == 0
 
 
+def test_one_owner_holds_a_quarter_of_the_store_at_most() -> None:
+    store = store_with("a", "b", max_values=8)
+    for event in EVENTS:
+        store.update("a", event, b"\x01")
+    assert len(store.matching("a", None)) == 2 and store.counters["retained_refused"] == 1
+    store.update("b", "temp", b"\x01")  # another owner has its own share
+    assert len(store.matching("b", None)) == 1
+    local = RetainedStore(max_values=8)
+    local.registered("in", EVENTS, LOCAL_OWNER)  # the gateway's own senders: the totals only
+    for event in EVENTS:
+        local.update("in", event, b"\x01")
+    assert len(local) == 3
+
+
 def test_loaded_values_are_stale_and_bounded() -> None:
     store = RetainedStore(max_values=1)
-    assert store.load("a", "temp", b"\x01", "peer:a")
+    assert store.load("a", "temp", b"\x01", LOCAL_OWNER)
     assert not store.load("b", "temp", b"\x02", "peer:b")  # full of stale: not evicted for a load
     assert store.matching("a", "temp")[0][1].stale
 
