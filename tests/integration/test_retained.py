@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import Gateway, run_sig, until
+from procs import Gateway, Proc, run_sig, until
 from serial_rig import DEADLINE, SerialRig
 from socat import SocatPairs
 
@@ -310,6 +311,31 @@ async def test_a_device_with_retain_on_a_pty(socat: SocatPairs, rig: SerialRig) 
         {"sender": "sensor1", "event": "temperature", "retained": True, "stale": True},
         23.25,
     )
+
+
+async def test_sig_device_sim_retain_on_a_pty(socat: SocatPairs, rig: SerialRig) -> None:
+    pair = socat.pair("dev")
+    router = await rig.gateway(pair.a)
+    args = ["device-sim", "--port", str(pair.b), "--retain", "--interval", "0.05"]
+    sim = Proc([sys.executable, "-m", "sig", *args, "--temperature", "18.5"])
+    try:
+        await asyncio.to_thread(sim.wait_line, lambda s: "REGISTERED" in s)  # the loop serves
+        core = router.core
+        await until(lambda: core.stats()["retained_values"] == 1, what="the device's value kept")
+        app = await rig.client("app")
+        got: Got = []
+        await app.add_listener(lambda i, d: got.append((i, d)), "sensor1", "temperature")
+        await until(lambda: got, what="the retained value")
+        info, data = got[0]
+        assert info == {
+            "sender": "sensor1",
+            "event": "temperature",
+            "retained": True,
+            "stale": False,
+        }
+        assert data["value"] == 18.5 and data["n"] >= 1
+    finally:
+        sim.kill()
 
 
 async def test_a_device_listener_gets_retained_values(socat: SocatPairs, rig: SerialRig) -> None:
