@@ -126,6 +126,23 @@ class EventReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RetainedReceived:
+    """A RETAINED: a retained last value for the listeners of the LISTEN it answers.
+
+    ``key`` is the key of that LISTEN (the gateway sends RETAINED right after
+    LISTENING), or None when the client no longer listens to it; ``only`` the
+    one listener it is for, when it answers a second LISTEN of the key.
+    """
+
+    sender: str
+    event: str
+    data: bytes
+    stale: bool
+    key: Key | None
+    only: Listener | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RequestReceived:
     """A REQUEST for one of our senders, resolved: call ``handler(params)``, then respond."""
 
@@ -164,6 +181,7 @@ ClientEvent = (
     | Registered
     | Refused
     | EventReceived
+    | RetainedReceived
     | RequestReceived
     | RequestTimedOut
     | LinkTimeout
@@ -176,6 +194,8 @@ def new_stats() -> dict[str, int]:
     """The client's counters (the router's ``stats`` is this dict)."""
     return {
         "events_in": 0,
+        #: retained last values the gateway sent when a listener registered
+        "retained_in": 0,
         "triggers": 0,
         "dropped_offline": 0,
         "dropped_unregistered": 0,
@@ -410,9 +430,9 @@ class ClientSession:
 
     # --- registrations (kept in self.registrations) -------------------------------
 
-    def add_sender(self, sender: Sender) -> int | None:
-        """Keep a new sender; returns the ref to wait for when a REGISTER_SENDER was sent."""
-        return self.registrations.add_sender(sender)
+    def add_sender(self, sender: Sender, meta: bytes = b"") -> int | None:
+        """Keep a new sender (``meta``: sig.core.meta.encode_meta); the ref to wait for, if sent."""
+        return self.registrations.add_sender(sender, meta)
 
     def confirm(self, name: str) -> int | None:
         """Register a refused sender again now (see :meth:`ClientRegistry.confirm`)."""
@@ -566,14 +586,27 @@ class _Malformed(RequestError):
     code = ErrorCode.MALFORMED
 
 
+def _on_retained(session: ClientSession, msg: w.Retained) -> list[ClientEvent]:
+    """RETAINED: for the listeners of the LISTEN it follows (the last one answered)."""
+    regs = session.registrations
+    key, only = regs.retained_key, regs.retained_only
+    return [RetainedReceived(msg.sender, msg.event, msg.data, msg.stale, key, only)]
+
+
+def _on_listening(session: ClientSession, msg: w.Listening) -> list[ClientEvent]:
+    session.registrations.listening(msg.listener_id)
+    return session._on_registered(msg)
+
+
 _Handler = Callable[[ClientSession, Any], list[ClientEvent]]
 #: What the session does with each message type the gateway may send.
 _HANDLERS: dict[type, _Handler] = {
     w.Event: ClientSession._on_event,
+    w.Retained: _on_retained,
     w.Response: ClientSession._on_response,
     w.Request: ClientSession._on_request,
     w.SenderRegistered: ClientSession._on_registered,
-    w.Listening: ClientSession._on_registered,
+    w.Listening: _on_listening,
     w.Error: ClientSession._on_error,
     w.Welcome: ClientSession._on_welcome,
     w.Ping: ClientSession._on_ping,
@@ -594,6 +627,7 @@ __all__ = [
     "RequestReceived",
     "RequestTimedOut",
     "Response",
+    "RetainedReceived",
     "SenderEntry",
     "State",
     "registration_error",

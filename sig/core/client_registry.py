@@ -52,6 +52,8 @@ class SenderEntry:
     attempts: int = 0
     #: REGISTER_SENDER sent under ``ref`` and not answered yet.
     in_flight: bool = False
+    #: REGISTER_SENDER ``meta`` (retained events, describe): sig.core.meta.encode_meta.
+    meta: bytes = b""
 
 
 @dataclass
@@ -87,6 +89,27 @@ class ClientRegistry:
         self._by_ref: dict[int, SenderEntry] = {}
         self._listen_keys: dict[int, Key] = {}
         self._awaiting: set[int] = set()  # REGISTER_SENDER / LISTEN refs not answered yet
+        #: The key of the last LISTEN answered: the RETAINED that follow are for its
+        #: listeners, or for ``retained_only`` when it was a second LISTEN for one of them.
+        self.retained_key: Key | None = None
+        self.retained_only: Listener | None = None
+        #: Second LISTENs of a key already listened to, for one new listener's retained values.
+        self._extra: dict[int, Listener] = {}
+
+    def listening(self, lid: int) -> None:
+        """LISTENING ``lid`` came: the RETAINED that follow it are for that key's listeners.
+
+        A second LISTEN (:meth:`add_listener`) is for one listener; it is
+        UNLISTENed at once (its RETAINED are on their way already, and the
+        key's own LISTEN stays), so the gateway never counts it for long.
+        """
+        only = self.retained_only = self._extra.pop(lid, None)
+        if only is None:
+            self.retained_key = self._listen_keys.get(lid)
+            return
+        self.retained_key = (only.sender, only.event)
+        if self.state is State.OPEN:
+            self._send(w.Unlisten(lid))
 
     def awaits(self, ref: int) -> bool:
         """True when a REGISTER_SENDER or LISTEN sent under ``ref`` is not answered yet."""
@@ -98,6 +121,7 @@ class ClientRegistry:
             entry.live = entry.in_flight = False
             entry.retry_at = None
         self._awaiting.clear()
+        self._extra.clear()
         self.replay = Replay()
 
     # --- the replay -------------------------------------------------------------
@@ -137,6 +161,7 @@ class ClientRegistry:
         the replay, which reports in :meth:`finish_replay`).
         """
         self._awaiting.discard(ref)
+        self._extra.pop(ref, None)  # a second LISTEN refused
         entry = self._by_ref.get(ref)
         if entry is not None:
             entry.in_flight = False
@@ -197,6 +222,7 @@ class ClientRegistry:
             tuple((r, e) for e, r in entry.event_refs.items()),
             s.methods,
             s.default_handler,
+            entry.meta,
         )
         entry.in_flight = True
         if optimistic:
@@ -221,7 +247,7 @@ class ClientRegistry:
 
     # --- senders --------------------------------------------------------------------
 
-    def add_sender(self, sender: Sender) -> int | None:
+    def add_sender(self, sender: Sender, meta: bytes = b"") -> int | None:
         """Keep a new sender; returns the ref to wait for when a REGISTER_SENDER was sent."""
         refs = {e: next(self._ids) for e in sender.events}
         entry = SenderEntry(
@@ -229,6 +255,7 @@ class ClientRegistry:
             next(self._ids),
             refs,
             {e: w.trigger_prefix(r) for e, r in refs.items()},
+            meta=meta,
         )
         self.senders[sender.name] = entry
         self._by_ref[entry.ref] = entry
@@ -283,7 +310,7 @@ class ClientRegistry:
         """Listen to a listener's key on the gateway (once per key); it is in the table."""
         key = (listener.sender, listener.event)
         if key in self.listen_ids:
-            return listener, None
+            return listener, self._listen_again(key, listener)
         lid = next(self._ids)
         self.listen_ids[key] = lid
         self._listen_keys[lid] = key
@@ -291,6 +318,21 @@ class ClientRegistry:
             return listener, None
         self._listen(lid, key)
         return listener, self._sent(lid)
+
+    def _listen_again(self, key: Key, listener: Listener) -> int | None:
+        """A new listener of a key listened to already: LISTEN again for its retained values.
+
+        Not while the key's LISTEN waits for its answer (the values that follow
+        it reach every listener of the key then) or the session is not open
+        (the replay's LISTEN does the same). Returns the listener id to wait for.
+        """
+        if self.state is not State.OPEN or self.listen_ids[key] in self._awaiting:
+            return None
+        lid = next(self._ids)
+        self._extra[lid] = listener
+        self._awaiting.add(lid)
+        self._send(w.Listen(lid, *key))
+        return lid
 
     def unlisten(self, key: Key, *, tell: bool = True) -> None:
         """Stop listening to ``key`` on the gateway once no listener of it is left."""

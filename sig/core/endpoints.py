@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from sig.core.meta import Describe, local_meta
+from sig.core.retained import LOCAL_OWNER, RetainedStore, deliver_retained
 from sig.core.routing import RoutingTable, check_declared_event, check_name
 from sig.errors import (
     HandlerError,
@@ -254,12 +256,25 @@ class Endpoints:
         self._check = check
         self.sender_class = sender_class
         self._where = where
+        #: The router's retained last values (None: the router keeps none).
+        self.retained: RetainedStore | None = None
 
     def add_sender(
-        self, name: str, events: Iterable[str], requests: Handlers | None = None
+        self,
+        name: str,
+        events: Iterable[str],
+        requests: Handlers | None = None,
+        *,
+        retained: bool | Iterable[str] = False,
+        describe: Describe | None = None,
     ) -> Sender:
-        """Declare a sender; raises DuplicateSenderError if the name is taken."""
+        """Declare a sender; raises DuplicateSenderError if the name is taken.
+
+        ``retained``: True (every event) or the events whose last value the
+        router keeps for new listeners; ``describe``: event -> descriptive keys.
+        """
         name, event_list, handlers = check_sender_args(name, events, requests)
+        meta = local_meta(event_list, retained, describe)
         if self._check is not None:
             self._check(name)
         sender = self.sender_class(self, name, event_list, handlers)
@@ -269,14 +284,26 @@ class Endpoints:
             sender.methods,
             default_handler=sender.default_handler,
             owner=sender,
+            meta=meta,
         )
+        if self.retained is not None:
+            self.retained.registered(name, meta.retained, LOCAL_OWNER)
         return sender
 
-    def remove_sender(self, sender: str | Sender) -> bool:
-        """Remove an in-process sender (fires its ``#disconnect``); False if it was not there."""
+    def remove_sender(self, sender: str | Sender, *, on_purpose: bool = True) -> bool:
+        """Remove an in-process sender (fires its ``#disconnect``); False if it was not there.
+
+        Its retained values go; with ``on_purpose=False`` (the router shutting
+        down) they stay, stale.
+        """
         name = sender.name if isinstance(sender, Sender) else sender
         if self.get_sender(name) is None:
             return False  # not there, or a remote sender: not this registry's to remove
+        if self.retained is not None:
+            if on_purpose:
+                self.retained.unregistered(name)
+            else:
+                self.retained.disconnected([name])
         self.table.remove_sender(name)
         return True
 
@@ -297,8 +324,11 @@ class Endpoints:
     def add_listener(
         self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
     ) -> Listener:
-        """Call ``callback(info, data)`` for every matching event."""
-        return subscribe_listener(self.table, callback, sender, event)
+        """Call ``callback(info, data)`` for every matching event (retained values at once)."""
+        listener = subscribe_listener(self.table, callback, sender, event)
+        if self.retained is not None and self.retained.values:
+            deliver_retained(self.retained, listener)
+        return listener
 
     def remove_listener(
         self,
@@ -323,10 +353,22 @@ class EndpointsAPI:
     endpoints: Endpoints
 
     def add_sender(
-        self, name: str, events: Iterable[str], requests: Handlers | None = None
+        self,
+        name: str,
+        events: Iterable[str],
+        requests: Handlers | None = None,
+        *,
+        retained: bool | Iterable[str] = False,
+        describe: Describe | None = None,
     ) -> Sender:
-        """Declare a sender; raises DuplicateSenderError if the name is taken."""
-        return self.endpoints.add_sender(name, events, requests)
+        """Declare a sender; raises DuplicateSenderError if the name is taken.
+
+        ``retained``: True or the events whose last value new listeners get at
+        once (``info["retained"]``); ``describe``: event -> descriptive keys.
+        """
+        return self.endpoints.add_sender(
+            name, events, requests, retained=retained, describe=describe
+        )
 
     def remove_sender(self, sender: str | Sender) -> bool:
         """Remove a sender (fires its ``#disconnect``); False if it was not there."""

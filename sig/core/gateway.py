@@ -36,6 +36,7 @@ from sig.core.registrations import (
 )
 from sig.core.requests import Done, Pending, RequestObserver, Requests, fit_text
 from sig.core.reservations import Reservation, Reservations
+from sig.core.retained import RetainedStore
 from sig.core.routing import RoutingTable, SenderInfo
 from sig.core.service import GatewayService, LinkReporter
 from sig.core.session import Input, Link, Session, State
@@ -111,7 +112,7 @@ class GatewayCore:
         self.request_timeout = request_timeout
         self.max_body = max_body
         self.clock = clock
-        self.limits = limits or Limits()
+        self.limits = limits = limits or Limits()
         self.table: RoutingTable[Subscriber] = RoutingTable(self._announce)
         self.sessions: set[Session] = set()
         self.name_reservations = Reservations(clock)
@@ -133,6 +134,10 @@ class GatewayCore:
         self.counters = dict.fromkeys(_COUNTERS, 0)
         #: ACLs, owned names, serial ports' principals (sig.core.access).
         self.access = Access(self.table, self.counters)
+        #: Retained last values (sig.core.retained); ``kept`` is what route() asks.
+        self.retained = RetainedStore(limits.retained_values, limits.retained_bytes, self.counters)
+        self.endpoints.retained = self.retained  # in-process senders and listeners too
+        self._kept = self.retained.kept
         #: Figures that are not counts (the asyncio layer's loop lag), shown in stats.
         self.gauges: dict[str, float] = {}
         #: Who a HELLO makes a session (users, slowdown): :mod:`sig.core.auth`.
@@ -253,6 +258,8 @@ class GatewayCore:
         listeners, with the data decoded once for all of them.
         """
         self.counters["triggers"] += 1
+        if sender in self._kept and event in self._kept[sender]:  # a retained event
+            self.retained.update(sender, event, data)
         subs = self.access.match(sender, event)  # the table's match when no ACL is set
         if not subs:
             return

@@ -31,6 +31,9 @@ class Limits:
     events_per_sender: int = MAX_EVENTS_PER_SENDER
     #: Requests pending on one handler link (BUSY above; a requester gets a fair share).
     pending_per_link: int = MAX_PENDING_PER_LINK
+    #: Retained last values the gateway keeps at most, and their bytes (sig.core.retained).
+    retained_values: int = 10_000
+    retained_bytes: int = 4 * 1024 * 1024
 
 
 def peer_limit(session: Session) -> int:

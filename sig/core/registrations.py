@@ -13,7 +13,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from sig.core.meta import MetaError, SenderMeta, parse_meta
 from sig.core.principals import Principal
+from sig.core.retained import send_retained, session_owner
 from sig.core.routing import DISCONNECT, RESERVED_PREFIX, RoutingTable, check_name
 from sig.core.session import Input, Session, State
 from sig.errors import DuplicateSenderError, ErrorCode, InvalidNameError
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from sig.core.limits import Limits
     from sig.core.requests import Requests
     from sig.core.reservations import Reservations
+    from sig.core.retained import RetainedStore
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ class RegistrationsCore(Protocol):
     def requests(self) -> Requests: ...
     @property
     def auth(self) -> Authenticator: ...
+    @property
+    def retained(self) -> RetainedStore: ...
     def end_session(self, session: Session, reason: str) -> None: ...
     def _send(self, session: Session, msg: w.Message) -> None: ...
     def _protocol_error(self, session: Session, code: int, ref: int, message: str) -> None: ...
@@ -164,12 +169,18 @@ class Registrations:
                 core.counters["refused_registrations"] += 1
             core._protocol_error(session, refusal[0], ref, refusal[1])
             return
-        refusal = self._enter(session, msg)
+        try:
+            meta = parse_meta(msg.meta, [e for _, e in msg.events])
+        except MetaError as exc:
+            core._protocol_error(session, ErrorCode.MALFORMED, ref, str(exc))
+            return
+        refusal = self._enter(session, msg, meta)
         if refusal is not None:
             core._protocol_error(session, refusal[0], ref, refusal[1])
             return
         core.name_reservations.release(msg.name)  # its own port took it back (or it was free)
         core.access.registered(msg.name, session)
+        core.retained.registered(msg.name, meta.retained, session_owner(session))
         session.senders[ref] = msg.name
         for event_ref, event in msg.events:
             session.events[event_ref] = (msg.name, event)
@@ -224,7 +235,7 @@ class Registrations:
             )
         return None
 
-    def _enter(self, session: Session, msg: w.RegisterSender) -> Refusal | None:
+    def _enter(self, session: Session, msg: w.RegisterSender, meta: SenderMeta) -> Refusal | None:
         """Put the sender in the routing table; the refusal if its name is not free."""
         try:
             self.check_sender_name(msg.name, session)
@@ -237,6 +248,7 @@ class Registrations:
                 msg.methods,
                 default_handler=msg.default_handler,
                 owner=session,
+                meta=meta,
             )
         except DuplicateSenderError as exc:
             return ErrorCode.DUPLICATE_SENDER, str(exc)
@@ -261,6 +273,7 @@ class Registrations:
             )
             return
         self.core.access.unregistered(name, session)  # its owner lets the name go
+        self.core.retained.unregistered(name)  # on purpose: its retained values go
         self.drop_sender(session, name)
 
     def drop_sender(self, session: Session, name: str) -> None:
@@ -301,6 +314,7 @@ class Registrations:
             return
         session.listeners[lid] = key
         core._send(session, w.Listening(lid))
+        send_retained(core.retained, core.access, session, *key, msg.options)  # after LISTENING
 
     def on_unlisten(self, session: Session, msg: w.Unlisten) -> None:
         """UNLISTEN: drop one subscription of ``session``."""
@@ -326,6 +340,7 @@ class Registrations:
         names = list(session.senders.values())
         if session.link.persistent and names:
             self._reserve_names(session, names)  # before #disconnect: its listeners may re-add
+        core.retained.disconnected(names)  # their values stay, stale
         core.table.remove_senders(names)
         session.senders.clear()
         session.events.clear()

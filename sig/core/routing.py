@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from sig.core.meta import NO_META, SenderMeta
 from sig.errors import DuplicateSenderError, InvalidNameError, UnknownEventError
 from sig.protocol.constants import MAX_NAME
 
@@ -153,6 +154,8 @@ class SenderInfo:
     owner: Any = field(default=None, compare=False, repr=False)
     #: This sender session's number, unique across gateway restarts (PROTOCOL.md section 4).
     incarnation: int = field(default=0, compare=False)
+    #: What the sender said about itself (retained events, describe): sig.core.meta.
+    meta: SenderMeta = field(default=NO_META, compare=False, repr=False)
 
     def announcement(self) -> dict[str, Any]:
         """What this sender offers: its events, its methods, ``default`` if it has a
@@ -213,6 +216,7 @@ class RoutingTable(Generic[Sub]):
         *,
         default_handler: bool = False,
         owner: Any = None,
+        meta: SenderMeta = NO_META,
     ) -> SenderInfo:
         """Register a live sender and fire its ``#connect``."""
         check_name("sender", name)
@@ -225,7 +229,9 @@ class RoutingTable(Generic[Sub]):
         if name in self._senders:
             raise DuplicateSenderError(f"a sender named {name!r} is already connected")
         incarnation = self._incarnations.next()
-        info = SenderInfo(name, event_list, method_list, default_handler, owner, incarnation)
+        info = SenderInfo(
+            name, event_list, method_list, default_handler, owner, incarnation, meta
+        )
         self._senders[name] = info
         logger.debug("sender %s connected with events %s", name, event_list)
         if self._announce is not None and self.matches_any(name, CONNECT):

@@ -16,8 +16,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sig.core.client import ClientSession, RequestReceived
-from sig.errors import SigError
+from sig.core.client import ClientSession, RequestReceived, RetainedReceived
+from sig.core.endpoints import Listener
+from sig.core.retained import retained_info
+from sig.core.routing import RoutingTable
+from sig.errors import DecodeError, SigError
+from sig.protocol.data import unpack
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +115,37 @@ class Callbacks:
         except Exception:
             self.stats["listener_errors"] += 1
             logger.exception("callback %r raised", func)
+
+
+def deliver_retained(
+    table: RoutingTable[Listener],
+    dispatch: Dispatch,
+    stats: dict[str, int],
+    ev: RetainedReceived,
+) -> None:
+    """Deliver a RETAINED to the listeners of the LISTEN it answers (``ev.key``).
+
+    Callbacks get ``info`` with ``"retained": True`` and ``"stale"``; iterators
+    a :class:`ReceivedEvent` with ``retained`` and ``stale`` set. Listeners of
+    other keys got (or get) the value after their own LISTEN, so none gets it twice.
+    """
+    stats["retained_in"] += 1
+    listeners = table.subscribers(*ev.key) if ev.key is not None else ()
+    if ev.only is not None:  # the answer to a second LISTEN, for one new listener
+        listeners = (ev.only,) if ev.only in listeners else ()
+    if not listeners:
+        return
+    try:
+        value = unpack(ev.data)
+    except DecodeError as exc:
+        stats["bad_data"] += 1
+        logger.warning("dropping retained %s:%s: %s", ev.sender, ev.event, exc)
+        return
+    for listener in listeners:
+        if type(listener) is Listener:
+            dispatch(listener.callback, (retained_info(ev.sender, ev.event, ev.stale), value))
+        else:  # an events() iterator
+            listener.put(ev.sender, ev.event, value, ev.stale)  # type: ignore[attr-defined]
 
 
 def _answer_with(session: ClientSession, ev: RequestReceived, outcome: asyncio.Future[Any]) -> None:

@@ -40,6 +40,7 @@ from sig.core import client as core
 from sig.core.client import ClientSession
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender, check_sender_args
 from sig.core.endpoints import unsubscribe_listener as _unsubscribe
+from sig.core.meta import Describe, encode_meta
 from sig.core.routing import check_name
 from sig.errors import (
     ConnectError,
@@ -54,7 +55,12 @@ from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
 from sig.routers.callbacks import Callbacks, Dispatch, SenderRefused, run_inline
 from sig.routers.connection import ClientConnection
-from sig.routers.events import EventStream, ReceivedEvent, StreamListener, close_stream
+from sig.routers.events import (
+    EventStream,
+    ReceivedEvent,
+    StreamListener,
+    close_stream,
+)
 from sig.routers.retry import DEFAULT_BACKOFF, Backoff
 
 logger = logging.getLogger(__name__)
@@ -284,25 +290,29 @@ class AsyncClientRouter(GatewayListings):
     # --- senders ----------------------------------------------------------
 
     async def add_sender(
-        self, name: str, events: Iterable[str], requests: Handlers | None = None
+        self,
+        name: str,
+        events: Iterable[str],
+        requests: Handlers | None = None,
+        *,
+        retained: bool | Iterable[str] = False,
+        describe: Describe | None = None,
     ) -> Sender:
-        """Declare a sender on the gateway; raises DuplicateSenderError if the name is taken."""
+        """Declare a sender on the gateway; raises DuplicateSenderError if the name is taken.
+
+        ``retained``: True or the events whose last values new listeners get at
+        once; ``describe``: event -> keys for bridges (README, "Retained values")."""
         name, event_list, handlers = check_sender_args(name, events, requests)
+        meta = encode_meta(event_list, retained, describe)
         existing = self.session.senders.get(name)
         if existing is not None:
-            if existing.sender.events != event_list:
-                raise DuplicateSenderError(
-                    f"this client already has a sender {name!r} with events "
-                    f"{list(existing.sender.events)}"
-                )
-            existing.sender.handlers.clear()
-            existing.sender.handlers.update(handlers)
+            _check_same(existing, event_list, meta, handlers)
             ref = self.session.confirm(name)  # refused at the last replay: retry now
             if ref is not None:
                 await self._conn.wait(ref, self.request_timeout)
             return existing.sender
         sender = SeedSender(self, name, event_list, handlers)  # with the seed's names
-        ref = self.session.add_sender(sender)
+        ref = self.session.add_sender(sender, meta)
         if ref is not None:
             try:
                 await self._conn.wait(ref, self.request_timeout)
@@ -404,6 +414,20 @@ class AsyncClientRouter(GatewayListings):
         if response.status:
             raise request_error_for(response.status, response.message)
         return unpack(response.data)
+
+
+def _check_same(
+    existing: core.SenderEntry, events: tuple[str, ...], meta: bytes, handlers: Handlers
+) -> None:
+    """Adding a sender we have: the same one (its handlers replaced), or DuplicateSenderError."""
+    if existing.sender.events != events or existing.meta != meta:
+        other = "" if existing.meta == meta else ", and other retained/describe"
+        raise DuplicateSenderError(
+            f"this client already has a sender {existing.sender.name!r} with events "
+            f"{list(existing.sender.events)}{other}"
+        )
+    existing.sender.handlers.clear()
+    existing.sender.handlers.update(handlers)
 
 
 async def fetch_pages(request: Callable[..., Awaitable[Any]], method: str) -> list[Any]:

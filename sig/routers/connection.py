@@ -24,7 +24,7 @@ from sig.core import client as core
 from sig.core.auth import encode_credentials
 from sig.errors import ConnectError, ConnectionLost, NotAuthorised, SigError
 from sig.protocol import messages as w
-from sig.routers.callbacks import Dispatch, SenderRefused
+from sig.routers.callbacks import Dispatch, SenderRefused, deliver_retained
 from sig.routers.retry import Backoff, keep_open
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class ConnectionClient(Protocol):
     @property
     def _closing(self) -> bool: ...
     def _on_event(self, sender: str, event: str, data: bytes) -> None: ...
+    @property
+    def dispatch_event(self) -> Dispatch: ...
     def _on_request(self, ev: core.RequestReceived) -> None: ...
 
 
@@ -363,6 +365,10 @@ class ClientConnection:
     def _on_request(self, ev: core.RequestReceived) -> None:
         self.client._on_request(ev)
 
+    def _on_retained(self, ev: core.RetainedReceived) -> None:
+        client = self.client
+        deliver_retained(self.session.table, client.dispatch_event, client.stats, ev)
+
 
 _ACTIONS: dict[type, Callable[[ClientConnection, Any], None]] = {
     core.Opened: ClientConnection._on_opened,
@@ -370,6 +376,7 @@ _ACTIONS: dict[type, Callable[[ClientConnection, Any], None]] = {
     core.Registered: ClientConnection._on_answer,
     core.Refused: ClientConnection._on_answer,
     core.EventReceived: ClientConnection._on_event,
+    core.RetainedReceived: ClientConnection._on_retained,
     core.RequestReceived: ClientConnection._on_request,
     core.RequestTimedOut: ClientConnection._on_timed_out,
     core.LinkTimeout: ClientConnection._on_link_over,

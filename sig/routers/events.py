@@ -18,6 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sig.core.endpoints import Listener
+from sig.core.retained import retained_info
 from sig.errors import SigError
 
 if TYPE_CHECKING:
@@ -52,16 +53,25 @@ class StreamClient(Protocol):
 class ReceivedEvent:
     """One event read from :meth:`AsyncClientRouter.events`."""
 
-    __slots__ = ("data", "event", "sender")
+    __slots__ = ("data", "event", "retained", "sender", "stale")
 
-    def __init__(self, sender: str, event: str, data: Any) -> None:
+    def __init__(
+        self, sender: str, event: str, data: Any, retained: bool = False, stale: bool = False
+    ) -> None:
         self.sender = sender
         self.event = event
         self.data = data
+        #: A retained last value sent when the iterator registered, not a new event.
+        self.retained = retained
+        #: (retained values) its sender is not connected now.
+        self.stale = stale
 
     @property
     def info(self) -> dict[str, Any]:
-        """What a listener callback gets as ``info``: ``{"sender": ..., "event": ...}``."""
+        """What a listener callback gets as ``info``: ``{"sender": ..., "event": ...}``,
+        and ``"retained": True`` and ``"stale"`` for a retained value."""
+        if self.retained:
+            return retained_info(self.sender, self.event, self.stale)
         return {"sender": self.sender, "event": self.event}
 
     def __repr__(self) -> str:
@@ -92,8 +102,11 @@ class StreamListener(Listener):
         self.closed = False
         self.waiter: asyncio.Future[None] | None = None
 
-    def put(self, sender: str, event: str, data: Any) -> None:
-        """Queue one event, or drop and count it when the consumer is behind."""
+    def put(self, sender: str, event: str, data: Any, stale: bool | None = None) -> None:
+        """Queue one event, or drop and count it when the consumer is behind.
+
+        ``stale`` not None: a retained value (stale or not), not a new event.
+        """
         if len(self.queue) >= self.max_queued:
             self.dropped += 1
             self.stats["dropped_slow_iterator"] += 1
@@ -106,7 +119,10 @@ class StreamListener(Listener):
                     self.max_queued,
                 )
             return
-        self.queue.append(ReceivedEvent(sender, event, data))
+        if stale is None:
+            self.queue.append(ReceivedEvent(sender, event, data))
+        else:
+            self.queue.append(ReceivedEvent(sender, event, data, True, stale))
         self.wake()
 
     def wake(self) -> None:

@@ -387,7 +387,7 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
             task.cancel()
         self.security.stop()
         for sender in self.endpoints.senders():
-            self.endpoints.remove_sender(sender)
+            self.endpoints.remove_sender(sender, on_purpose=False)  # retained values: stale
         for session in list(self.core.sessions):
             self.core.end_session(session, "gateway shutting down")
         if self._server is not None:

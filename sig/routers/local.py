@@ -7,8 +7,10 @@ from typing import Any
 
 from sig.compat import LocalRouterAliases, SeedSender
 from sig.core.endpoints import Endpoints, EndpointsAPI, Listener, call_handler, deliver
+from sig.core.retained import RetainedStore
 from sig.core.routing import RoutingTable, SenderInfo
-from sig.errors import NoSuchSender
+from sig.errors import EncodeError, NoSuchSender
+from sig.protocol.data import pack
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +28,17 @@ class LocalRouter(EndpointsAPI, LocalRouterAliases):
         self._table: RoutingTable[Listener] = RoutingTable(self._announce)
         self.endpoints = Endpoints(self._table, self._deliver, sender_class=SeedSender)
         self.listener_errors = 0
+        #: Last values of the retained events (``add_sender(..., retained=...)``).
+        self.retained = self.endpoints.retained = RetainedStore()
 
     def _deliver(self, sender: str, event: str, data: Any) -> None:
         self.listener_errors += deliver(self._table.match(sender, event), sender, event, data)
+        kept = self.retained.kept.get(sender)
+        if kept is not None and event in kept:
+            try:
+                self.retained.update(sender, event, pack(data))
+            except EncodeError as exc:  # delivered in-process; not kept as a value
+                logger.warning("retained %s:%s not kept: %s", sender, event, exc)
 
     def _announce(self, info: SenderInfo, event: str) -> None:
         self._deliver(info.name, event, info.presence())

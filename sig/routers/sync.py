@@ -346,10 +346,11 @@ class ClientRouter(ClientRouterAliases, SyncListings):
     # --- API --------------------------------------------------------------
 
     def add_sender(
-        self, name: str, events: Iterable[str], requests: Handlers | None = None
+        self, name: str, events: Iterable[str], requests: Handlers | None = None, **meta: Any
     ) -> Sender:
-        """Declare a sender on the gateway (idempotent for the same name and events)."""
-        return self._call(self._client.add_sender(name, events, requests))
+        """Declare a sender on the gateway (idempotent for the same name and events);
+        ``retained=``, ``describe=``: as :meth:`AsyncClientRouter.add_sender`."""
+        return self._call(self._client.add_sender(name, events, requests, **meta))
 
     def remove_sender(self, sender: str | Sender) -> bool:
         return self._call(self._client.remove_sender(sender))

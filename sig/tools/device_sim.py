@@ -478,8 +478,10 @@ class DeviceSim(_Session):
         out: Callable[[str], None] | None = None,
         verbose: bool = False,
         key: bytes | None = None,
+        retain: bool = False,
     ) -> None:
-        """``key``: sign every frame with it (the gateway's port must have the same)."""
+        """``key``: sign every frame with it (the gateway's port must have the same).
+        ``retain``: the gateway keeps the last value of every event (meta ``retained``)."""
         super().__init__(name, keepalive_ms, out, key)
         self.port = port
         self.baud = baud
@@ -493,6 +495,7 @@ class DeviceSim(_Session):
         self.temperature = temperature
         self.reopen_delay = reopen_delay
         self.verbose = verbose
+        self.meta = pack({"retained": True}) if retain else b""
         self._port = _Port(self, port, baud, reopen_delay)
         self._next_tick = 0.0
         self._ticks = 0
@@ -503,6 +506,7 @@ class DeviceSim(_Session):
                 w.MessageType.SENDER_REGISTERED: self._on_registered,
                 w.MessageType.LISTENING: self._on_listening,
                 w.MessageType.EVENT: self._on_event,
+                w.MessageType.RETAINED: self._on_retained,
                 w.MessageType.REQUEST: self._on_request,
             }
         )
@@ -536,7 +540,9 @@ class DeviceSim(_Session):
 
     def _register(self) -> None:
         events = tuple((i + 1, e) for i, e in enumerate(self.events))
-        self._send(w.RegisterSender(1, self.sender, events, self.methods, self.default_handler))
+        self._send(
+            w.RegisterSender(1, self.sender, events, self.methods, self.default_handler, self.meta)
+        )
         for i, (s, e) in enumerate(self.listens):
             self._send(w.Listen(i + 1, s, e))
 
@@ -567,6 +573,14 @@ class DeviceSim(_Session):
             self._emit("EVENT_DROPPED", sender=msg.sender, event=msg.event, error=str(exc))
             return
         self._emit("EVENT", sender=msg.sender, event=msg.event, data=data, listeners=ids)
+
+    def _on_retained(self, msg: w.Retained) -> None:
+        try:
+            data = unpack(msg.data)
+        except DecodeError as exc:
+            self._emit("EVENT_DROPPED", sender=msg.sender, event=msg.event, error=str(exc))
+            return
+        self._emit("RETAINED", sender=msg.sender, event=msg.event, data=data, stale=msg.stale)
 
     def _on_request(self, msg: w.Request) -> None:
         try:
@@ -670,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=21.5, help="what get_temp answers")
     p.add_argument("--verbose", action="store_true", help="also print every TRIGGER")
     p.add_argument(
+        "--retain", action="store_true", help="the gateway keeps the last value of every event"
+    )
+    p.add_argument(
         "--key-file",
         metavar="FILE",
         help="sign frames with this key (64 hex digits or 32 raw bytes; PROTOCOL.md section 5)",
@@ -716,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=lambda line: print(line, flush=True),
         verbose=args.verbose,
         key=key,
+        retain=args.retain,
     )
     asyncio.run(_amain(sim))
     return 0

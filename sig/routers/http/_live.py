@@ -145,6 +145,8 @@ class LiveState:
     # --- the router listener (called inside route(): keep it cheap) -------
 
     def on_event(self, info: dict[str, Any], data: Any) -> None:
+        if info.get("retained"):  # a last value handed over at registration, not a trigger
+            return
         sender: str = info["sender"]
         event: str = info["event"]
         if event in BUILTIN_EVENTS:

@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="mutual TLS: accept only clients with a certificate this CA signed",
     )
     serve_p.add_argument(
+        "--retain-db",
+        metavar="PATH",
+        help="keep retained values in this sqlite3 file across restarts (default: memory only)",
+    )
+    serve_p.add_argument(
         "--max-queued",
         type=int,
         help="bytes queued to a link before the gateway stops reading it (1.25 MiB)",
@@ -241,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     send_p.add_argument("sender")
     send_p.add_argument("event")
     send_p.add_argument("data", nargs="?", help="JSON data (default: none)")
+    send_p.add_argument(
+        "--retain",
+        action="store_true",
+        help="the gateway keeps the value for later listeners (stale once sig send is gone)",
+    )
 
     request_p = client_parser("request", "call METHOD of SENDER and print the JSON result")
     request_p.add_argument("sender")

@@ -66,6 +66,8 @@ DEFAULTS: dict[str, Any] = {
     # everything allowed) and the owned names' state file (None: next to the config).
     "acl": None,
     "state": None,
+    # Retained values on disk (--retain-db / [retained] path; README, "Retained values").
+    "retain_db": None,
 }
 #: The [tls] table's keys and the settings they set.
 TLS_KEYS = {"cert": "tls_cert", "key": "tls_key", "client_ca": "tls_client_ca"}
@@ -133,7 +135,9 @@ def load_config(path: str | None) -> dict[str, Any]:
     out.update(_auth_table(path, doc.get("auth", {})))
     out.update(_tls_table(path, doc.get("tls", {})))
     out.update(_access(path, doc))
+    out.update(_retained_table(path, doc.get("retained", {})))
     known = {"gateway", "timer", "serial", "limits", "discovery", "http", "auth", "tls", "acl"}
+    known.add("retained")
     unknown = set(doc) - known
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -199,6 +203,34 @@ def _limits(path: str, table: Any) -> Any:
         if type(value) is not int or value < 1:
             raise UsageError(f"config {path}: limits.{key} must be an integer >= 1")
     return Limits(**table)
+
+
+def _retained_table(path: str, table: Any) -> dict[str, Any]:
+    """``[retained] path = "retained.db"`` (relative to the config): the values on disk."""
+    if not isinstance(table, dict) or set(table) - {"path"}:
+        raise UsageError(f'config {path}: [retained] takes one key, path = "retained.db"')
+    where = table.get("path")
+    if where is None:
+        return {}
+    if not isinstance(where, str) or not where:
+        raise UsageError(f"config {path}: [retained] path must be a file path")
+    return {"retain_db": str(Path(path).parent / where)}
+
+
+def open_retain_db(router: Any, where: str | None) -> Any:
+    """The gateway's retained values on disk, loaded (None: off); UsageError if unusable."""
+    if where is None:
+        return None
+    import sqlite3
+
+    from sig.routers.retained_db import RetainedDb
+
+    db = RetainedDb(where, router.core.retained)
+    try:
+        db.open()
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"--retain-db {where}: {exc}") from exc
+    return db
 
 
 def _access(path: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +333,11 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         print(f"sig serve: {problem}", file=sys.stderr)
         return 2
     try:
+        retain_db = open_retain_db(router, conf["retain_db"])
+    except UsageError as exc:
+        print(f"sig serve: {exc}", file=sys.stderr)
+        return 2
+    try:
         await router.start()
     except ExposedError as exc:
         print(f"sig serve: {exc}", file=sys.stderr)
@@ -348,6 +385,8 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     if advertiser is not None:
         await advertiser.stop()
     await router.stop()
+    if retain_db is not None:
+        retain_db.close()  # every value is stale now: written last
     return 0
 
 

@@ -90,6 +90,8 @@ async def cmd_listen(args: argparse.Namespace) -> int:
             "event": info["event"],
             "data": data,
         }
+        if info.get("retained"):  # a retained last value, not a new event
+            line.update(retained=True, stale=info["stale"])
         # ensure_ascii: control and non-ASCII characters of names and data as \uXXXX
         print(json.dumps(line, default=_json_default, ensure_ascii=True), flush=True)
         count += 1
@@ -123,9 +125,11 @@ async def cmd_send(args: argparse.Namespace) -> int:
     data = _parse_json(args.data)
     client = await _client(args, "sig-send")
     try:
-        sender = await client.add_sender(args.sender, [args.event])
+        retain = bool(getattr(args, "retain", False))
+        sender = await client.add_sender(args.sender, [args.event], retained=retain)
         sender.trigger(args.event, data)
-        await client.remove_sender(sender)  # "for a moment": a login's claim on the name goes too
+        if not retain:  # unregistering would clear a retained value: the link just closes
+            await client.remove_sender(sender)  # "for a moment": a login's claim goes too
     finally:
         await client.close()
     return 0

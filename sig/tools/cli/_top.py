@@ -200,7 +200,7 @@ async def cmd_top(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
 
     def count(info: dict[str, Any], data: Any) -> None:
-        if info["event"] not in ROUTER_EVENTS:
+        if info["event"] not in ROUTER_EVENTS and not info.get("retained"):  # triggers only
             counts[info["sender"]] = counts.get(info["sender"], 0) + 1
 
     stop = asyncio.Event()
