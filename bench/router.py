@@ -222,10 +222,10 @@ def run_request(broker: Broker, count: int, kind: str = "") -> dict[str, Any]:
         role = f"{p}{'-sync' if kind == 'sync' else ''}-request"
         requester = Child(role, str(broker.port), str(count))
         requester.expect("READY")
-        cpu0 = cpu_seconds(broker.pid) + cpu_seconds(responder.pid)
+        b0, r0 = cpu_seconds(broker.pid), cpu_seconds(responder.pid)
         requester.send("GO")
         res = requester.result()
-        cpu = cpu_seconds(broker.pid) + cpu_seconds(responder.pid) - cpu0
+        b1, r1 = cpu_seconds(broker.pid), cpu_seconds(responder.pid)
     finally:
         if requester is not None:
             requester.stop()
@@ -238,7 +238,10 @@ def run_request(broker: Broker, count: int, kind: str = "") -> dict[str, Any]:
         "p50_us": res["lat"]["p50_us"],
         "p99_us": res["lat"]["p99_us"],
         "rt_per_s": n / res["total"],
-        "all_cpu_us": (cpu + res.get("cpu", 0.0)) / n * 1e6 if n else float("nan"),
+        "all_cpu_us": (b1 - b0 + r1 - r0 + res.get("cpu", 0.0)) / n * 1e6,
+        "broker_cpu_us": (b1 - b0) / n * 1e6,
+        "responder_cpu_us": (r1 - r0) / n * 1e6,
+        "requester_cpu_us": res.get("cpu", 0.0) / n * 1e6,
     }
 
 
@@ -323,6 +326,9 @@ def report(
         row(f"{name} p99, us", shape, "p99_us")
         row(f"{name} round trips/s", shape, "rt_per_s")
         row("  all processes CPU us/round trip", shape, "all_cpu_us", "{:.1f}")
+        row("  broker CPU us/round trip", shape, "broker_cpu_us", "{:.1f}")
+        row("  responder CPU us/round trip", shape, "responder_cpu_us", "{:.1f}")
+        row("  requester CPU us/round trip", shape, "requester_cpu_us", "{:.1f}")
     head = ["shape", *(LABELS[s] for s in systems), *(f"sig/{s}" for s in peers)]
     print(table(head, rows))
     if any(shape in BASE for shape in results.get("sig", {})):
