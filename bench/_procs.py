@@ -119,7 +119,12 @@ class Recorder(Counter):
 # --- sig ----------------------------------------------------------------------
 
 
-async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
+async def sig_gateway(high_water: str = "", serial_port: str = "", serial_lib: str = "") -> None:
+    """A ServerRouter on a free port; ``serial_port`` attached through ``serial_lib``.
+
+    ``serial_lib``: the asyncio serial module, ``serial_asyncio`` (the default,
+    pyserial-asyncio) or ``serial_asyncio_fast`` (pyserial-asyncio-fast).
+    """
     from sig.routers.gateway import ServerRouter
 
     options: dict[str, Any] = {}
@@ -134,10 +139,11 @@ async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
 
             gw.core.access.install(Policy.from_table(tomllib.loads(Path(acl).read_text())["acl"]))
         if serial_port:  # attach the port as the serial carrier does: a persistent StreamLink
-            import serial_asyncio
+            import importlib
 
             from carriers.stream import StreamLink
 
+            serial_asyncio = importlib.import_module(serial_lib or "serial_asyncio")
             await serial_asyncio.create_serial_connection(
                 asyncio.get_running_loop(),
                 lambda: StreamLink(gw, name=f"serial:{serial_port}", persistent=True),
@@ -283,12 +289,13 @@ async def sig_respond(port: str) -> None:
         await await_line("QUIT")
 
 
-async def sig_request(port: str, count: str) -> None:
+async def sig_request(port: str, count: str, target: str = "svc") -> None:
+    """Sequential requests to ``target``'s ``echo`` through the asyncio client."""
     from sig.routers.client import AsyncClientRouter
 
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
         for _ in range(200):  # warm-up
-            await client.request("svc", "echo", PAYLOAD)
+            await client.request(target, "echo", PAYLOAD)
         say("READY")
         await await_line("GO")
         lat = []
@@ -296,7 +303,7 @@ async def sig_request(port: str, count: str) -> None:
         cpu0, t0 = time.process_time(), clock()
         for _ in range(int(count)):
             t = clock()
-            await client.request("svc", "echo", PAYLOAD)
+            await client.request(target, "echo", PAYLOAD)
             lat.append(clock() - t)
         total, cpu = clock() - t0, time.process_time() - cpu0
     say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat), "cpu": cpu})
@@ -589,7 +596,9 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
 
     mode "rate": the triggers (data = sequence number) as fast as the pty takes
     them, 64 frames per write; mode "lat": one frame per write, ``interval_us``
-    apart, with the time each write returned.
+    apart, with the time each write returned; mode "echo": no triggers, it
+    answers each REQUEST to ``dev.echo`` with its data (the gateway's writes to
+    the device, the path where the serial libraries differ).
     """
     import os
     import select
@@ -620,8 +629,23 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
 
     write_all(b"\x00" + frame(w.Hello("dev", 512, 60000)))
     expect(w.Welcome)
-    write_all(frame(w.RegisterSender(1, "dev", ((1, EVENT),))))
+    write_all(frame(w.RegisterSender(1, "dev", ((1, EVENT),), ("echo",))))
     expect(w.SenderRegistered)
+    if mode == "echo":  # answer every REQUEST with its data until QUIT
+        say("READY", "0")
+        while True:
+            ready, _, _ = select.select([fd, sys.stdin], [], [], 1.0)
+            if sys.stdin in ready and _stdin_says_stop():
+                break
+            if fd in ready:
+                out = b""
+                for body in decoder.feed(os.read(fd, 4096)):
+                    msg = w.decode(body)
+                    if isinstance(msg, w.Request):
+                        out += frame(w.Response(msg.request_id, 0, "", msg.data))
+                write_all(out)
+        os.close(fd)
+        return
     frames = [frame(w.Trigger(1, pack(i))) for i in range(int(count))]
     say("READY", str(sum(map(len, frames)) / len(frames)))
     wait_line("GO")
