@@ -122,8 +122,9 @@ class Recorder(Counter):
 async def sig_gateway(high_water: str = "", serial_port: str = "", serial_lib: str = "") -> None:
     """A ServerRouter on a free port; ``serial_port`` attached through ``serial_lib``.
 
-    ``serial_lib``: the asyncio serial module, ``serial_asyncio`` (the default,
-    pyserial-asyncio) or ``serial_asyncio_fast`` (pyserial-asyncio-fast).
+    ``serial_lib``: the asyncio serial module, ``serial_asyncio_fast``
+    (pyserial-asyncio-fast, the carrier's, the default) or ``serial_asyncio``
+    (pyserial-asyncio, the bench extra installs it for the comparison).
     """
     from sig.routers.gateway import ServerRouter
 
@@ -143,7 +144,7 @@ async def sig_gateway(high_water: str = "", serial_port: str = "", serial_lib: s
 
             from carriers.stream import StreamLink
 
-            serial_asyncio = importlib.import_module(serial_lib or "serial_asyncio")
+            serial_asyncio = importlib.import_module(serial_lib or "serial_asyncio_fast")
             await serial_asyncio.create_serial_connection(
                 asyncio.get_running_loop(),
                 lambda: StreamLink(gw, name=f"serial:{serial_port}", persistent=True),
