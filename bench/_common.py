@@ -198,7 +198,8 @@ class Child:
                 self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(BrokenPipeError, OSError):  # a child that died
+                    stream.close()
 
 
 def terminate(proc: subprocess.Popen[Any]) -> None:

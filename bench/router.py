@@ -519,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in systems}
+    failed: list[str] = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sig-bench-") as tmp:
         for run in range(args.runs):
@@ -526,7 +527,12 @@ def main(argv: list[str] | None = None) -> int:
                 for system in systems:
                     if shape not in RUNS[system]:
                         continue
-                    res = run_shape(system, shape, args, Path(tmp), binaries)
+                    try:
+                        res = run_shape(system, shape, args, Path(tmp), binaries)
+                    except (RuntimeError, OSError) as exc:  # a child died or timed out
+                        failed.append(f"run {run + 1} {system} {shape}: {exc!r}")
+                        print(f"run {run + 1} {system:9} {shape:12} FAILED: {exc!r}", flush=True)
+                        continue
                     results[system].setdefault(shape, []).append(res)
                     brief = {k: v for k, v in res.items() if k != "gateway" and v is not None}
                     print(
@@ -541,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     report(results, systems, args.loop)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    if failed:  # left out of the table above, and the exit status says so
+        print(f"\n{len(failed)} run(s) FAILED:\n  " + "\n  ".join(failed))
+        return 1
     return 0
 
 

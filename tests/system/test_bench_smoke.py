@@ -108,10 +108,19 @@ def test_router_benchmark_policy_shapes_run_or_fail_clearly(tmp_path: Path) -> N
     assert [(r["last_ok"], r["senders"]) for r in results["many-latest"]] == [(4, 4)]
 
 
-def test_uart_benchmark_runs() -> None:
-    out = run("uart.py", "--runs", "1", "--count", "500", "--latency-count", "50")
-    assert "added latency p50, us" in out
-    assert "'lost': 0" in out
+def test_uart_benchmark_runs_both_serial_libraries() -> None:
+    out = run(
+        "uart.py", "--runs", "1", "--count", "500", "--latency-count", "50", "--requests", "50"
+    )
+    head = next(line for line in out.splitlines() if line.startswith("| what"))
+    assert "pyserial-asyncio " in head and "pyserial-asyncio-fast" in head, head
+    for row in (
+        "added latency p50, us",
+        "request round trip via the device p50, us",
+        "gateway CPU ns per byte read",
+    ):
+        assert re.search(rf"\| +{row} +\| [\d,.]+ +\| [\d,.]+ +\|", out), (row, out)
+    assert out.count("'lost': 0") == 4  # rate and latency runs, each library: nothing lost
 
 
 def test_scale_benchmark_runs() -> None:
