@@ -385,7 +385,7 @@ def goals(results: dict[str, dict[str, list[dict[str, Any]]]], loop: str) -> Non
     if sync == sync and sig == sig:
         checks.append(("sync request p50 <= 1.3x async", sync <= 1.3 * sig, f"{sync / sig:.2f}x"))
     block = results.get("sig", {}).get("many-block")
-    if block and mqtt == mqtt:
+    if block and med("mosquitto", "many", "rate") == med("mosquitto", "many", "rate"):
         lost = max(r["lost"] for r in block)
         share = med("sig", "many-block", "rate") / med("mosquitto", "many", "rate")
         checks.append(
