@@ -78,6 +78,50 @@ __all__ = [
 ]
 
 
+class NetworkRequests:
+    """Requests to any sender on the network: a part of :class:`AsyncClientRouter`.
+
+    Its own class so that the synchronous client can send a request on the
+    I/O thread without a task (:meth:`start_request`), and the router stays
+    under the class size limit.
+    """
+
+    host: str
+    port: int
+    request_timeout: float
+    session: ClientSession
+    _conn: ClientConnection
+
+    async def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler anywhere on the network; raises a RequestError subclass."""
+        self._check_connected()
+        wait = self.request_timeout if timeout is None else timeout
+        rid, fut = self.start_request(sender, method, pack(params), wait)
+        try:
+            response = await cast("asyncio.Future[w.Response]", fut)
+        finally:
+            self._conn.requests.pop(rid, None)
+        return answer_of(response)
+
+    def _check_connected(self) -> None:
+        if not self._conn.connected:
+            raise NotConnectedError(f"not connected to the gateway at {self.host}:{self.port}")
+
+    def start_request(
+        self, sender: str, method: str, data: bytes, wait: float, answer: Answer | None = None
+    ) -> tuple[int, Answer]:
+        """Send a REQUEST now (on the loop's thread); its id and what its answer settles.
+
+        ``answer`` may be a ``concurrent.futures.Future``: the synchronous client
+        waits on one, settled by the RESPONSE as it is read, with no task between.
+        """
+        self._check_connected()
+        rid, deadline = self.session.request(sender, method, data, wait)
+        return rid, self._conn.track(rid, deadline, answer)
+
+
 class GatewayListings:
     """What the gateway holds (``$gateway senders`` and ``links``), a page at a time.
 
@@ -110,7 +154,7 @@ class GatewayListings:
         return await fetch_pages(self.request, method)
 
 
-class AsyncClientRouter(GatewayListings):
+class AsyncClientRouter(NetworkRequests, GatewayListings):
     """Connects to a gateway; senders, listeners and requests over the network.
 
     ``host=None`` finds the gateway on the LAN instead (mDNS ``_sig._tcp``, see
@@ -387,37 +431,6 @@ class AsyncClientRouter(GatewayListings):
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
         return EventStream(self, StreamListener(sender, event, max_queued, self.stats))
-
-    # --- requests ---------------------------------------------------------
-
-    async def request(
-        self, sender: str, method: str, params: Any = None, timeout: float | None = None
-    ) -> Any:
-        """Call a sender's handler anywhere on the network; raises a RequestError subclass."""
-        self._check_connected()
-        wait = self.request_timeout if timeout is None else timeout
-        rid, fut = self.start_request(sender, method, pack(params), wait)
-        try:
-            response = await cast("asyncio.Future[w.Response]", fut)
-        finally:
-            self._conn.requests.pop(rid, None)
-        return answer_of(response)
-
-    def _check_connected(self) -> None:
-        if not self._conn.connected:
-            raise NotConnectedError(f"not connected to the gateway at {self.host}:{self.port}")
-
-    def start_request(
-        self, sender: str, method: str, data: bytes, wait: float, answer: Answer | None = None
-    ) -> tuple[int, Answer]:
-        """Send a REQUEST now (on the loop's thread); its id and what its answer settles.
-
-        ``answer`` may be a ``concurrent.futures.Future``: the synchronous client
-        waits on one, settled by the RESPONSE as it is read, with no task between.
-        """
-        self._check_connected()
-        rid, deadline = self.session.request(sender, method, data, wait)
-        return rid, self._conn.track(rid, deadline, answer)
 
 
 def answer_of(response: w.Response) -> Any:

@@ -86,7 +86,58 @@ class SyncListings:
         return self._call(self._client.list_links())
 
 
-class ClientRouter(ClientRouterAliases, SyncListings):
+class SyncRequests:
+    """Requests, blocking: a part of :class:`ClientRouter` (its I/O thread sends them)."""
+
+    _client: AsyncClientRouter
+    _io: threading.Thread
+    _loop: asyncio.AbstractEventLoop
+
+    def _ensure_started(self) -> None:
+        raise NotImplementedError  # the router's: start the threads, or refuse when closed
+
+    def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler; returns the result or raises a RequestError subclass.
+
+        Two thread hops and no task: the I/O thread sends the REQUEST in one
+        callback, and its RESPONSE settles the future this thread waits on as
+        it is read (issue 13: a task and a loop turn fewer than through
+        :meth:`AsyncClientRouter.request`; the same answers and errors).
+        """
+        self._ensure_started()
+        if threading.current_thread() is self._io:
+            raise SigError("blocking sig call from the I/O thread; use the asyncio API there")
+        client = self._client
+        client._check_connected()  # as the asyncio client: before the params are packed
+        wait = client.request_timeout if timeout is None else timeout
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(
+            self._start_request, sender, method, pack(params), wait, answer
+        )
+        try:
+            response = answer.result(wait + REQUEST_GRACE)
+        except concurrent.futures.TimeoutError:  # the session's timer did not fire: a stuck loop
+            raise RequestTimeout(f"no answer within {wait} s") from None
+        return answer_of(response)
+
+    def _start_request(
+        self,
+        sender: str,
+        method: str,
+        data: bytes,
+        wait: float,
+        answer: concurrent.futures.Future[Any],
+    ) -> None:
+        """On the I/O thread: send the request; its answer, timeout or loss settles ``answer``."""
+        try:
+            self._client.start_request(sender, method, data, wait, answer)
+        except BaseException as exc:  # not connected any more, or a bad name: the caller's error
+            answer.set_exception(exc)
+
+
+class ClientRouter(ClientRouterAliases, SyncListings, SyncRequests):
     """A gateway client with blocking methods; I/O runs on a background thread.
 
     ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
@@ -376,46 +427,6 @@ class ClientRouter(ClientRouterAliases, SyncListings):
         event: str | None = None,
     ) -> bool:
         return self._call(self._client.remove_listener(listener, sender, event))
-
-    def request(
-        self, sender: str, method: str, params: Any = None, timeout: float | None = None
-    ) -> Any:
-        """Call a sender's handler; returns the result or raises a RequestError subclass.
-
-        Two thread hops and no task: the I/O thread sends the REQUEST in one
-        callback, and its RESPONSE settles the future this thread waits on as
-        it is read (issue 13: a task and a loop turn fewer than through
-        :meth:`AsyncClientRouter.request`; the same answers and errors).
-        """
-        self._ensure_started()
-        if threading.current_thread() is self._io:
-            raise SigError("blocking sig call from the I/O thread; use the asyncio API there")
-        client = self._client
-        client._check_connected()  # as the asyncio client: before the params are packed
-        wait = client.request_timeout if timeout is None else timeout
-        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._loop.call_soon_threadsafe(
-            self._start_request, sender, method, pack(params), wait, answer
-        )
-        try:
-            response = answer.result(wait + REQUEST_GRACE)
-        except concurrent.futures.TimeoutError:  # the session's timer did not fire: a stuck loop
-            raise RequestTimeout(f"no answer within {wait} s") from None
-        return answer_of(response)
-
-    def _start_request(
-        self,
-        sender: str,
-        method: str,
-        data: bytes,
-        wait: float,
-        answer: concurrent.futures.Future[Any],
-    ) -> None:
-        """On the I/O thread: send the request; its answer, timeout or loss settles ``answer``."""
-        try:
-            self._client.start_request(sender, method, data, wait, answer)
-        except BaseException as exc:  # not connected any more, or a bad name: the caller's error
-            answer.set_exception(exc)
 
 
 async def _await(awaitable: Any) -> Any:
