@@ -109,13 +109,19 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process's main thread so far (Linux /proc, ns resolution).
+    """CPU seconds of a process, all its threads, so far (Linux /proc, ns resolution).
 
-    /proc/PID/schedstat counts nanoseconds; /proc/PID/stat only clock ticks
-    (10 ms), too coarse for short runs. Every broker measured here is single-threaded.
+    /proc/PID/task/*/schedstat counts nanoseconds per thread; /proc/PID/stat
+    only clock ticks (10 ms), too coarse for short runs. Threads that ended
+    are not counted: nats-server's goroutines run on long-lived threads.
     """
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                total += int((task / "schedstat").read_text().split()[0])
+        if total:
+            return total / 1e9
     except (OSError, ValueError, IndexError):
         pass
     try:
@@ -192,7 +198,8 @@ class Child:
                 self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(BrokenPipeError, OSError):  # a child that died
+                    stream.close()
 
 
 def terminate(proc: subprocess.Popen[Any]) -> None:
@@ -262,6 +269,62 @@ class Mosquitto:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"mosquitto did not start (see {self.log})") from None
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+def find_nats_server() -> str | None:
+    """Path of the nats-server binary, or None."""
+    for candidate in (shutil.which("nats-server"), "/usr/sbin/nats-server", "/usr/bin/nats-server"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+NATS_HINT = (
+    "nats-server not found: install it (Debian/Ubuntu: apt-get install nats-server) "
+    "and nats-py (pip install -e '.[bench]')"
+)
+
+
+class NatsServer:
+    """A private nats-server on 127.0.0.1:port, configured not to cut slow consumers early."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.conf = workdir / f"nats-{self.port}.conf"
+        self.log = workdir / f"nats-{self.port}.log"
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "host: 127.0.0.1",
+                    f"port: {self.port}",
+                    # as Mosquitto here: a slow subscriber is queued for (up to
+                    # 1 GiB, 60 s), not disconnected at the default 64 MiB / 10 s
+                    "max_pending: 1073741824",
+                    'write_deadline: "60s"',
+                    f'log_file: "{self.log}"',
+                    "",
+                ]
+            )
+        )
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nats-server did not start (see {self.log})") from None
                 time.sleep(0.02)
 
     @property

@@ -5,9 +5,13 @@ is connected and registered, waits for ``GO`` on stdin where it has work to
 start, prints ``RESULT {json}`` and exits; servers run until ``QUIT``.
 Times are ``time.monotonic()``, one clock for every process on Linux.
 
-Roles: sig-gateway, sig-listen, sig-send, sig-respond, sig-request,
-mqtt-listen, mqtt-send, mqtt-respond, mqtt-request, dev-sim, and the
-misbehaving peers of bench/soak.py: soak-flood, soak-busy.
+Roles: sig-gateway, sig-listen, sig-send, sig-respond, sig-request (the
+asyncio client), sig-sync-listen, sig-sync-send, sig-sync-request (the
+synchronous ClientRouter), relay-gateway (bench/_relay.py), nats-listen,
+nats-send, nats-respond, nats-request (nats-py), mqtt-listen, mqtt-send,
+mqtt-respond, mqtt-request (paho), dev-sim, and the misbehaving peers of
+bench/soak.py: soak-flood, soak-busy. ``SIG_UVLOOP`` (a comma list of roles,
+or ``all``) runs those asyncio roles on uvloop.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SIG_PACE_BYTES = 0  #: a sig sender waits while more than this is unsent (as pah
 BATCH = 64  #: triggers between two turns of the sender's event loop / paho loop
 IDLE = 1.0  #: a listener ends when its count has not grown for this long
 DEADLINE = 120.0  #: hard bound of any run, seconds
+LAST = b"last"  #: the data of each sender's final trigger (the many-latest check)
 
 
 def say(tag: str, payload: Any = "") -> None:
@@ -74,6 +79,28 @@ class Counter:
         return {"count": self.count, "t_first": self.t_first, "t_last": self.t_last}
 
 
+class Latest(Counter):
+    """Keeps the last data of each sender; done once ``expected`` senders sent LAST."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: dict[str, Any] = {}
+
+    def hit(self, *args: Any) -> None:
+        super().hit()
+        self.last[args[0]["sender"]] = args[-1]
+
+    def done(self, expected: int, started: float) -> bool:
+        now = time.monotonic()
+        if sum(v == LAST for v in self.last.values()) >= expected or now - started > DEADLINE:
+            return True
+        return self.count > 0 and now - self.t_last > IDLE
+
+    def result(self) -> dict[str, Any]:
+        ended = sum(v == LAST for v in self.last.values())
+        return {**super().result(), "senders_seen": len(self.last), "last_ok": ended}
+
+
 class Recorder(Counter):
     """Also keeps (data, arrival time) of every delivery (data is the sequence number)."""
 
@@ -92,7 +119,13 @@ class Recorder(Counter):
 # --- sig ----------------------------------------------------------------------
 
 
-async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
+async def sig_gateway(high_water: str = "", serial_port: str = "", serial_lib: str = "") -> None:
+    """A ServerRouter on a free port; ``serial_port`` attached through ``serial_lib``.
+
+    ``serial_lib``: the asyncio serial module, ``serial_asyncio_fast``
+    (pyserial-asyncio-fast, the carrier's, the default) or ``serial_asyncio``
+    (pyserial-asyncio, the bench extra installs it for the comparison).
+    """
     from sig.routers.gateway import ServerRouter
 
     options: dict[str, Any] = {}
@@ -107,10 +140,11 @@ async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
 
             gw.core.access.install(Policy.from_table(tomllib.loads(Path(acl).read_text())["acl"]))
         if serial_port:  # attach the port as the serial carrier does: a persistent StreamLink
-            import serial_asyncio
+            import importlib
 
             from carriers.stream import StreamLink
 
+            serial_asyncio = importlib.import_module(serial_lib or "serial_asyncio_fast")
             await serial_asyncio.create_serial_connection(
                 asyncio.get_running_loop(),
                 lambda: StreamLink(gw, name=f"serial:{serial_port}", persistent=True),
@@ -127,20 +161,48 @@ async def sig_gateway(high_water: str = "", serial_port: str = "") -> None:
                 break
 
 
-async def sig_listen(port: str, expected: str, record: str = "") -> None:
+async def sig_listen(port: str, expected: str, record: str = "", policy: str = "") -> None:
+    """An AsyncClientRouter listener on (any sender, EVENT); ``policy``: the LISTEN policy.
+
+    With ``record`` = "latest" it keeps the last data of every sender instead
+    of every arrival, and ends once ``expected`` senders sent their LAST value
+    (or it went idle): the many-latest shape's check.
+    """
     from sig.routers.client import AsyncClientRouter
 
-    counter = Recorder() if record else Counter()
+    counter: Counter = Latest() if record == "latest" else Recorder() if record else Counter()
+    kwargs = {"policy": policy} if policy else {}
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
-        await client.add_listener(counter.hit, None, EVENT)
+        await client.add_listener(counter.hit, None, EVENT, **kwargs)
         say("READY")
-        started = time.monotonic()
+        cpu0, started = time.process_time(), time.monotonic()
         while not counter.done(int(expected), started):
             await asyncio.sleep(0.02)
-        say("RESULT", {**counter.result(), "client": client.stats})
+        cpu = time.process_time() - cpu0
+        say("RESULT", {**counter.result(), "client": client.stats, "cpu": cpu})
 
 
-async def sig_send(port: str, conns: str, count: str) -> None:
+def sig_sync_listen(port: str, expected: str) -> None:
+    """The same listener through the synchronous ClientRouter (its dispatcher thread)."""
+    from sig.routers.sync import ClientRouter
+
+    counter = Counter()
+    with ClientRouter(port=int(port), keepalive=0, max_queued_events=1 << 20) as client:
+        client.add_listener(counter.hit, None, EVENT)
+        say("READY")
+        cpu0, started = time.process_time(), time.monotonic()
+        while not counter.done(int(expected), started):
+            time.sleep(0.02)
+        cpu = time.process_time() - cpu0
+        say("RESULT", {**counter.result(), "client": client.stats, "cpu": cpu})
+
+
+async def sig_send(port: str, conns: str, count: str, last: str = "") -> None:
+    """``conns`` AsyncClientRouter senders, ``count`` triggers each, paced by their sockets.
+
+    With ``last``, each sender's final trigger carries :data:`LAST` instead of
+    the payload (the many-latest shape checks the listener ends with it).
+    """
     from sig.routers.client import AsyncClientRouter
 
     clients = [
@@ -154,8 +216,8 @@ async def sig_send(port: str, conns: str, count: str) -> None:
         signals.append(sender.get_signal(EVENT))
     say("READY")
     await await_line("GO")
-    n = int(count)
-    t_start = time.monotonic()
+    n = int(count) - (1 if last else 0)
+    cpu0, t_start = time.process_time(), time.monotonic()
     sent = 0
     for _ in range(0, n, BATCH):
         for sig in signals:
@@ -167,10 +229,56 @@ async def sig_send(port: str, conns: str, count: str) -> None:
             link = client._link
             while link is not None and link.write_buffer_size() > SIG_PACE_BYTES:
                 await asyncio.sleep(0.0005)
+    if last:
+        for sig in signals:
+            sig.trigger(LAST)
+        sent += 1
+        await asyncio.sleep(0)
     t_end = time.monotonic()
     for client in clients:
         await client.close()
-    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": sent * len(clients)})
+    cpu = time.process_time() - cpu0
+    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": sent * len(clients), "cpu": cpu})
+
+
+async def _sent(client: Any, deadline: float) -> None:
+    """On a client's loop: after the triggers queued before this, wait for the socket."""
+    await asyncio.sleep(0)  # the link flushes at the end of the loop turn
+    link = client._link
+    while link is not None and link.write_buffer_size() > SIG_PACE_BYTES:
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.0005)
+
+
+def sig_sync_send(port: str, conns: str, count: str) -> None:
+    """The same senders through the synchronous ClientRouter (triggers from this thread)."""
+    from sig.routers.sync import ClientRouter
+
+    clients = [ClientRouter(port=int(port), keepalive=0, name=f"s{i}") for i in range(int(conns))]
+    signals = []
+    for i, client in enumerate(clients):
+        client.connect()
+        sender = client.add_sender(f"bench{port}-{i}-{id(client)}", [EVENT])
+        signals.append(sender.get_signal(EVENT))
+    say("READY")
+    wait_line("GO")
+    n = int(count)
+    cpu0, t_start = time.process_time(), time.monotonic()
+    deadline = t_start + DEADLINE
+    sent = 0
+    for _ in range(0, n, BATCH):
+        for sig in signals:
+            for _ in range(min(BATCH, n - sent)):
+                sig.trigger(PAYLOAD)
+        sent += min(BATCH, n - sent)
+        for client in clients:  # pace: the I/O thread took the batch, the socket took it
+            client._call(_sent(client._client, deadline))
+    t_end = time.monotonic()
+    for client in clients:
+        client.close()
+    cpu = time.process_time() - cpu0
+    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": sent * len(clients), "cpu": cpu})
 
 
 async def sig_respond(port: str) -> None:
@@ -182,23 +290,44 @@ async def sig_respond(port: str) -> None:
         await await_line("QUIT")
 
 
-async def sig_request(port: str, count: str) -> None:
+async def sig_request(port: str, count: str, target: str = "svc") -> None:
+    """Sequential requests to ``target``'s ``echo`` through the asyncio client."""
     from sig.routers.client import AsyncClientRouter
 
     async with AsyncClientRouter("127.0.0.1", int(port), keepalive=0) as client:
         for _ in range(200):  # warm-up
-            await client.request("svc", "echo", PAYLOAD)
+            await client.request(target, "echo", PAYLOAD)
         say("READY")
         await await_line("GO")
         lat = []
         clock = time.perf_counter
-        t0 = clock()
+        cpu0, t0 = time.process_time(), clock()
         for _ in range(int(count)):
             t = clock()
-            await client.request("svc", "echo", PAYLOAD)
+            await client.request(target, "echo", PAYLOAD)
             lat.append(clock() - t)
-        total = clock() - t0
-    say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat)})
+        total, cpu = clock() - t0, time.process_time() - cpu0
+    say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat), "cpu": cpu})
+
+
+def sig_sync_request(port: str, count: str) -> None:
+    """Sequential requests through the synchronous ClientRouter (the seed's API)."""
+    from sig.routers.sync import ClientRouter
+
+    with ClientRouter(port=int(port), keepalive=0) as client:
+        for _ in range(200):  # warm-up
+            client.request("svc", "echo", PAYLOAD)
+        say("READY")
+        wait_line("GO")
+        lat = []
+        clock = time.perf_counter
+        cpu0, t0 = time.process_time(), clock()
+        for _ in range(int(count)):
+            t = clock()
+            client.request("svc", "echo", PAYLOAD)
+            lat.append(clock() - t)
+        total, cpu = clock() - t0, time.process_time() - cpu0
+    say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat), "cpu": cpu})
 
 
 def _lat_summary(lat: list[float]) -> dict[str, float]:
@@ -207,6 +336,139 @@ def _lat_summary(lat: list[float]) -> dict[str, float]:
         "p50_us": lat[len(lat) // 2] * 1e6,
         "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6,
     }
+
+
+# --- the bare asyncio relay (bench/_relay.py) ---------------------------------
+
+
+async def relay_gateway() -> None:
+    """The relay on a free port until QUIT; sig's clients (the sig-* roles) use it."""
+    from _relay import serve
+
+    server = await serve()
+    say("READY", str(server.sockets[0].getsockname()[1]))
+    loop = asyncio.get_running_loop()
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+        if line == "STATS":
+            say("RESULT", {})
+        elif line in ("QUIT", ""):
+            break
+    server.close()
+
+
+# --- NATS (nats-py against nats-server) ----------------------------------------
+
+NATS_SUBJECT = "bench.{}.e"  #: one subject per sender; listeners subscribe bench.*.e
+
+
+async def _nats(port: str) -> Any:
+    import nats
+
+    async def quiet(exc: Exception) -> None:  # counted by the caller where it matters
+        errors.append(type(exc).__name__)
+
+    errors: list[str] = []
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{port}",
+        error_cb=quiet,
+        allow_reconnect=False,
+        ping_interval=3600,
+        pending_size=1 << 26,
+    )
+    nc.bench_errors = errors
+    return nc
+
+
+def _nats_unsent(nc: Any) -> int:
+    """Bytes a nats-py client has not handed to the kernel yet (its buffer + the transport's)."""
+    unsent: int = nc.pending_data_size
+    writer = getattr(nc._transport, "_io_writer", None)
+    if writer is not None:
+        unsent += writer.transport.get_write_buffer_size()
+    return unsent
+
+
+async def nats_listen(port: str, expected: str) -> None:
+    counter = Counter()
+    nc = await _nats(port)
+
+    async def hit(msg: Any) -> None:
+        counter.hit()
+
+    # no client-side pending limits (0 = none), as Mosquitto is run without queue limits
+    await nc.subscribe(
+        NATS_SUBJECT.format("*"), cb=hit, pending_msgs_limit=0, pending_bytes_limit=0
+    )
+    await nc.flush()
+    say("READY")
+    cpu0, started = time.process_time(), time.monotonic()
+    while not counter.done(int(expected), started):
+        await asyncio.sleep(0.02)
+    cpu = time.process_time() - cpu0
+    errors = list(nc.bench_errors)
+    await nc.close()
+    say("RESULT", {**counter.result(), "errors": errors, "cpu": cpu})
+
+
+async def nats_send(port: str, conns: str, count: str) -> None:
+    clients = [await _nats(port) for _ in range(int(conns))]
+    subjects = [NATS_SUBJECT.format(f"s{i}") for i in range(len(clients))]
+    say("READY")
+    await await_line("GO")
+    n = int(count)
+    cpu0, t_start = time.process_time(), time.monotonic()
+    deadline = t_start + DEADLINE
+    sent = 0
+    for _ in range(0, n, BATCH):
+        k = min(BATCH, n - sent)
+        for nc, subject in zip(clients, subjects, strict=True):
+            publish = nc.publish
+            for _ in range(k):
+                await publish(subject, PAYLOAD)
+        sent += k
+        await asyncio.sleep(0)  # the flusher task writes
+        for nc in clients:  # pace: wait while this client has unsent bytes (as sig and paho)
+            while _nats_unsent(nc) > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.0005)
+    for nc in clients:
+        await nc.flush()
+    t_end = time.monotonic()
+    for nc in clients:
+        await nc.close()
+    cpu = time.process_time() - cpu0
+    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": sent * len(clients), "cpu": cpu})
+
+
+async def nats_respond(port: str) -> None:
+    nc = await _nats(port)
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    await nc.subscribe("bench.req", cb=echo)
+    await nc.flush()
+    say("READY")
+    await await_line("QUIT")
+    await nc.close()
+
+
+async def nats_request(port: str, count: str) -> None:
+    nc = await _nats(port)
+    for _ in range(200):  # warm-up
+        await nc.request("bench.req", PAYLOAD, timeout=10)
+    say("READY")
+    await await_line("GO")
+    lat = []
+    clock = time.perf_counter
+    cpu0, t0 = time.process_time(), clock()
+    for _ in range(int(count)):
+        t = clock()
+        await nc.request("bench.req", PAYLOAD, timeout=10)
+        lat.append(clock() - t)
+    total, cpu = clock() - t0, time.process_time() - cpu0
+    await nc.close()
+    say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat), "cpu": cpu})
 
 
 # --- MQTT (paho) --------------------------------------------------------------
@@ -247,12 +509,13 @@ def mqtt_listen(port: str, expected: str) -> None:
     client.on_message = counter.hit
     client.loop_start()  # paho's network thread: reads, parses, calls on_message
     say("READY")
-    started = time.monotonic()
+    cpu0, started = time.process_time(), time.monotonic()
     while not counter.done(int(expected), started):
         time.sleep(0.02)
+    cpu = time.process_time() - cpu0
     client.disconnect()
     client.loop_stop()
-    say("RESULT", counter.result())
+    say("RESULT", {**counter.result(), "cpu": cpu})
 
 
 def mqtt_send(port: str, conns: str, count: str) -> None:
@@ -263,7 +526,7 @@ def mqtt_send(port: str, conns: str, count: str) -> None:
     say("READY")
     wait_line("GO")
     n = int(count)
-    t_start = time.monotonic()
+    cpu0, t_start = time.process_time(), time.monotonic()
     deadline = t_start + DEADLINE
     sent = 0
     for _ in range(0, n, BATCH):
@@ -278,9 +541,10 @@ def mqtt_send(port: str, conns: str, count: str) -> None:
             while client.want_write() and time.monotonic() < deadline:
                 client.loop(0.001)
     t_end = time.monotonic()
+    cpu = time.process_time() - cpu0
     for client in clients:
         client.disconnect()
-    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": sent * len(clients)})
+    say("RESULT", {"t_start": t_start, "t_end": t_end, "sent": sent * len(clients), "cpu": cpu})
 
 
 def mqtt_respond(port: str) -> None:
@@ -315,14 +579,14 @@ def mqtt_request(port: str, count: str) -> None:
     wait_line("GO")
     lat = []
     clock = time.perf_counter
-    t0 = clock()
+    cpu0, t0 = time.process_time(), clock()
     for _ in range(int(count)):
         t = clock()
         one()
         lat.append(clock() - t)
-    total = clock() - t0
+    total, cpu = clock() - t0, time.process_time() - cpu0
     client.disconnect()
-    say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat)})
+    say("RESULT", {"lat": _lat_summary(lat), "total": total, "n": len(lat), "cpu": cpu})
 
 
 # --- a minimal UART device (the codec, sig.protocol, only) ---------------------
@@ -333,7 +597,9 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
 
     mode "rate": the triggers (data = sequence number) as fast as the pty takes
     them, 64 frames per write; mode "lat": one frame per write, ``interval_us``
-    apart, with the time each write returned.
+    apart, with the time each write returned; mode "echo": no triggers, it
+    answers each REQUEST to ``dev.echo`` with its data (the gateway's writes to
+    the device, the path where the serial libraries differ).
     """
     import os
     import select
@@ -364,8 +630,23 @@ def dev_sim(path: str, mode: str, count: str, interval_us: str = "0") -> None:
 
     write_all(b"\x00" + frame(w.Hello("dev", 512, 60000)))
     expect(w.Welcome)
-    write_all(frame(w.RegisterSender(1, "dev", ((1, EVENT),))))
+    write_all(frame(w.RegisterSender(1, "dev", ((1, EVENT),), ("echo",))))
     expect(w.SenderRegistered)
+    if mode == "echo":  # answer every REQUEST with its data until QUIT
+        say("READY", "0")
+        while True:
+            ready, _, _ = select.select([fd, sys.stdin], [], [], 1.0)
+            if sys.stdin in ready and _stdin_says_stop():
+                break
+            if fd in ready:
+                out = b""
+                for body in decoder.feed(os.read(fd, 4096)):
+                    msg = w.decode(body)
+                    if isinstance(msg, w.Request):
+                        out += frame(w.Response(msg.request_id, 0, "", msg.data))
+                write_all(out)
+        os.close(fd)
+        return
     frames = [frame(w.Trigger(1, pack(i))) for i in range(int(count))]
     say("READY", str(sum(map(len, frames)) / len(frames)))
     wait_line("GO")
@@ -542,6 +823,14 @@ ROLES: dict[str, Any] = {
     "sig-send": sig_send,
     "sig-respond": sig_respond,
     "sig-request": sig_request,
+    "sig-sync-listen": sig_sync_listen,
+    "sig-sync-send": sig_sync_send,
+    "sig-sync-request": sig_sync_request,
+    "relay-gateway": relay_gateway,
+    "nats-listen": nats_listen,
+    "nats-send": nats_send,
+    "nats-respond": nats_respond,
+    "nats-request": nats_request,
     "mqtt-listen": mqtt_listen,
     "mqtt-send": mqtt_send,
     "mqtt-respond": mqtt_respond,
@@ -556,17 +845,18 @@ def main() -> None:
     func = ROLES[role]
     profile = os.environ.get("BENCH_PROFILE")  # a path prefix: cProfile this process
     profiler = None
-    if profile and role.startswith("sig-"):
+    if profile and role.startswith(("sig-", "relay-")):
         import cProfile
 
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        if asyncio.iscoroutinefunction(func):
-            if os.environ.get("SIG_UVLOOP") and role in os.environ["SIG_UVLOOP"].split(","):
-                import uvloop
+        chosen = os.environ.get("SIG_UVLOOP", "").split(",")
+        if role in chosen or ("all" in chosen and role.startswith(("sig-", "relay-"))):
+            import uvloop  # the sync ClientRouter's new_event_loop() follows the policy too
 
-                uvloop.install()
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        if asyncio.iscoroutinefunction(func):
             asyncio.run(func(*args))
         else:
             func(*args)

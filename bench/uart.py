@@ -31,7 +31,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Child, header, median, percentile, summary, table, terminate
+from _common import (
+    ROOT,
+    Child,
+    cpu_seconds,
+    header,
+    median,
+    percentile,
+    summary,
+    table,
+    terminate,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -39,6 +49,8 @@ from sig.protocol import messages as w
 from sig.protocol.frame import crc16, encode_frame
 
 SOCAT_HINT = "socat not found: install it (Debian/Ubuntu: apt-get install socat)"
+#: The asyncio serial libraries compared (module -> its PyPI name).
+LIBS = {"serial_asyncio": "pyserial-asyncio", "serial_asyncio_fast": "pyserial-asyncio-fast"}
 
 
 class PtyPair:
@@ -66,23 +78,28 @@ class PtyPair:
         terminate(self.proc)
 
 
-def one_run(mode: str, count: int, interval_us: int) -> dict[str, Any]:
+def one_run(mode: str, count: int, interval_us: int, lib: str) -> dict[str, Any]:
+    """One run of ``mode`` (rate, lat or echo) with the gateway on serial library ``lib``."""
     with tempfile.TemporaryDirectory(prefix="sig-bench-serial-") as tmp:
         pty = PtyPair(Path(tmp))
         children: list[Child] = []
         try:
-            gw = Child("sig-gateway", "", str(pty.gateway))
+            gw = Child("sig-gateway", "", str(pty.gateway), lib)
             children.append(gw)
             port = gw.expect("READY")
+            if mode == "echo":
+                return _echo_run(gw, port, pty, count, children)
             listener = Child("sig-listen", port, str(count), "record" if mode == "lat" else "")
             children.append(listener)
             listener.expect("READY")
             dev = Child("dev-sim", str(pty.device), mode, str(count), str(interval_us))
             children.append(dev)
             frame_bytes = float(dev.expect("READY"))
+            cpu0 = cpu_seconds(gw.pid)
             dev.send("GO")
             sent = dev.result()
             got = listener.result()
+            cpu = cpu_seconds(gw.pid) - cpu0
             gw.send("STATS")
             counters = gw.result(10)
         finally:
@@ -97,12 +114,33 @@ def one_run(mode: str, count: int, interval_us: int) -> dict[str, Any]:
     }
     if mode == "rate":
         out["rate"] = got["count"] / (got["t_last"] - sent["t_start"]) if got["count"] else 0.0
+        out["cpu_us_per_event"] = cpu / got["count"] * 1e6 if got["count"] else float("nan")
+        out["cpu_ns_per_byte"] = cpu / (sent["sent"] * frame_bytes) * 1e9
     else:
         sent_at = sent["sent_at"]
         lat = sorted((t - sent_at[seq]) * 1e6 for seq, t in got["arrivals"])
         out["p50_us"] = percentile(lat, 50)
         out["p99_us"] = percentile(lat, 99)
     return out
+
+
+def _echo_run(gw: Child, port: str, pty: PtyPair, count: int, children: list[Child]) -> Any:
+    """Sequential requests from a TCP client to the device's ``echo``: both directions."""
+    dev = Child("dev-sim", str(pty.device), "echo", "0")
+    children.append(dev)
+    dev.expect("READY")
+    requester = Child("sig-request", port, str(count), "dev")
+    children.append(requester)
+    requester.expect("READY")
+    cpu0 = cpu_seconds(gw.pid)
+    requester.send("GO")
+    res = requester.result()
+    cpu = cpu_seconds(gw.pid) - cpu0
+    return {
+        "rt_p50_us": res["lat"]["p50_us"],
+        "rt_p99_us": res["lat"]["p99_us"],
+        "cpu_us_per_rt": cpu / res["n"] * 1e6,
+    }
 
 
 def breakdown() -> list[list[str]]:
@@ -146,10 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=20000, help="triggers of the rate test")
     ap.add_argument("--latency-count", type=int, default=2000, help="triggers of the latency test")
     ap.add_argument("--interval-us", type=int, default=1000, help="between latency triggers")
+    ap.add_argument("--requests", type=int, default=2000, help="round trips through the device")
+    ap.add_argument(
+        "--libs",
+        default=",".join(LIBS),
+        help="comma list of the gateway's serial libraries to compare (default: both)",
+    )
     args = ap.parse_args(argv)
     if shutil.which("socat") is None:
         print(SOCAT_HINT, file=sys.stderr)
         return 2
+    libs = [lib for lib in args.libs.split(",") if lib]
+    if unknown := set(libs) - set(LIBS):
+        ap.error(f"unknown libraries {sorted(unknown)}")
     header(
         "sig serial (pty) -> gateway -> TCP listener",
         [
@@ -158,34 +205,68 @@ def main(argv: list[str] | None = None) -> int:
             f"rate: {args.count:,} triggers (data = sequence number), written 64 frames per "
             f"write; latency: {args.latency_count:,} triggers, one per write, "
             f"{args.interval_us} us apart, from write() returning to the listener callback",
+            f"round trip: {args.requests:,} sequential requests from a TCP client to the "
+            "device's echo (the gateway writes to the serial port)",
+            "serial libraries (the gateway's side), interleaved: "
+            + ", ".join(LIBS[x] for x in libs),
             f"{args.runs} runs; median (min-max)",
         ],
     )
-    rate_runs, lat_runs = [], []
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        lib: {"rate": [], "lat": [], "echo": []} for lib in libs
+    }
     for r in range(args.runs):
-        rate_runs.append(one_run("rate", args.count, 0))
-        lat_runs.append(one_run("lat", args.latency_count, args.interval_us))
-        print(f"run {r + 1}: rate {rate_runs[-1]} latency {lat_runs[-1]}", flush=True)
-    per_event = median([x["frame_bytes"] for x in rate_runs])
+        for lib in libs:
+            got = runs[lib]
+            got["rate"].append(one_run("rate", args.count, 0, lib))
+            got["lat"].append(one_run("lat", args.latency_count, args.interval_us, lib))
+            got["echo"].append(one_run("echo", args.requests, 0, lib))
+            print(
+                f"run {r + 1} {lib}: rate {got['rate'][-1]} latency {got['lat'][-1]}"
+                f" round trip {got['echo'][-1]}",
+                flush=True,
+            )
+
+    def col(mode: str, key: str, fmt: str = "{:,.0f}") -> list[str]:
+        return [summary([x[key] for x in runs[lib][mode]], fmt) for lib in libs]
+
+    first = runs[libs[0]]["rate"]
+    per_event = median([x["frame_bytes"] for x in first])
     rows = [
-        ["events/s, pty -> TCP listener", summary([x["rate"] for x in rate_runs])],
+        ["events/s, pty -> TCP listener", *col("rate", "rate")],
         [
             "  lost / dropped by the gateway",
-            summary([x["lost"] for x in rate_runs])
-            + " / "
-            + summary([x["dropped"] for x in rate_runs]),
+            *(
+                summary([x["lost"] for x in runs[lib]["rate"]])
+                + " / "
+                + summary([x["dropped"] for x in runs[lib]["rate"]])
+                for lib in libs
+            ),
         ],
-        ["added latency p50, us", summary([x["p50_us"] for x in lat_runs])],
-        ["added latency p99, us", summary([x["p99_us"] for x in lat_runs])],
-        ["  lost (latency runs)", summary([x["lost"] for x in lat_runs])],
-        ["bytes per event on the wire (this test's triggers)", f"{per_event:.2f}"],
+        ["  gateway CPU us per event", *col("rate", "cpu_us_per_event", "{:.2f}")],
+        ["  gateway CPU ns per byte read", *col("rate", "cpu_ns_per_byte", "{:.0f}")],
+        ["added latency p50, us", *col("lat", "p50_us")],
+        ["added latency p99, us", *col("lat", "p99_us")],
+        ["  lost (latency runs)", *col("lat", "lost")],
+        ["request round trip via the device p50, us", *col("echo", "rt_p50_us")],
+        ["request round trip via the device p99, us", *col("echo", "rt_p99_us")],
+        ["  gateway CPU us per round trip", *col("echo", "cpu_us_per_rt", "{:.1f}")],
+        [
+            "bytes per event on the wire (this test's triggers)",
+            f"{per_event:.2f}",
+            *("" for _ in libs[1:]),
+        ],
     ]
     for baud in (115200, 921600):
         limit = baud / 10 / per_event
-        rows.append([f"wire limit at {baud} baud (8N1), events/s", f"{limit:,.0f}"])
-        rows.append(["  with an 11-byte float32 trigger", f"{baud / 10 / 11:,.0f}"])
+        rows.append(
+            [f"wire limit at {baud} baud (8N1), events/s", f"{limit:,.0f}", *("" for _ in libs[1:])]
+        )
+        rows.append(
+            ["  with an 11-byte float32 trigger", f"{baud / 10 / 11:,.0f}", *("" for _ in libs[1:])]
+        )
     print()
-    print(table(["what", "value"], rows))
+    print(table(["what", *(LIBS[lib] for lib in libs)], rows))
     print()
     print("A trigger carrying a 4-byte float32, on the wire:")
     print(table(["protocol", "bytes", "what"], breakdown()))

@@ -1,14 +1,16 @@
 """Serial carrier: a UART (or any pyserial URL) carrying sig frames.
 
-The port is opened with pyserial and driven by pyserial-asyncio's transport;
-the bytes are framed by the same :class:`~carriers.stream.StreamLink` as TCP,
-with ``persistent=True``: on a UART the link outlives sessions, line noise is
+The port is opened with pyserial and driven by pyserial-asyncio-fast's
+transport (the maintained fork of pyserial-asyncio: it writes at once instead
+of on the next writable callback, BENCHMARKS.md section 10); the bytes are
+framed by the same :class:`~carriers.stream.StreamLink` as TCP, with
+``persistent=True``: on a UART the link outlives sessions, line noise is
 counted rather than fatal, and the gateway sends INVITE whenever the port is
 (re)opened.
 
 When the port vanishes (USB adapter unplugged, pty whose other side died)
 pyserial raises on the next read: ``os.read`` fails with EIO, or the device
-reports readable but returns no data. pyserial-asyncio then closes the
+reports readable but returns no data. The transport then closes the
 transport and calls ``connection_lost`` with that exception; the link hands a
 :class:`sig.errors.ReadError` (its cause the pyserial exception) to the
 handler and sets ``link.closed``, which is what the supervisor in
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import serial
-import serial_asyncio
+import serial_asyncio_fast as serial_asyncio  # the maintained fork (BENCHMARKS.md, issue 13)
 
 from sig.errors import ConnectError, ReadError
 
@@ -195,7 +197,7 @@ class SerialLink(StreamLink[S]):
         }
 
 
-class _SerialTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
+class _SerialTransport(serial_asyncio.SerialTransport):
     """pyserial-asyncio's transport, minus the traceback it logs on a dead port.
 
     A failed write (EIO after an unplug) is an ordinary event for a UART

@@ -263,6 +263,9 @@ Message = (
 
 def write_varint(out: bytearray, value: int) -> None:
     """Append ``value`` as unsigned LEB128."""
+    if 0 <= value < 0x80:  # one byte: most ids, counts and every short name's length
+        out.append(value)
+        return
     if not 0 <= value <= MAX_VARINT:
         raise LocalProtocolError(f"varint out of range: {value!r}")
     while value >= 0x80:
@@ -502,6 +505,76 @@ def split_event(body: bytes) -> tuple[str, str, bytes] | None:
         return None
 
 
+_REQUEST = int(MessageType.REQUEST)
+_RESPONSE = int(MessageType.RESPONSE)
+
+
+def _quick_request(body: bytes) -> Request | None:
+    """:func:`decode` of a REQUEST whose id is below 2**21 and names 1..127 bytes, else None.
+
+    Each request crosses the codec four times (requester, gateway twice,
+    handler): this is :func:`_read_request` without the :class:`_Reader`
+    calls. Anything unusual returns None, and the cursor decodes and reports it.
+    """
+    size, pos, rid, shift = len(body), 1, 0, 0
+    while pos < 4 and pos < size:
+        byte = body[pos]
+        rid |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            break
+        shift += 7
+    else:
+        return None
+    if pos >= size:
+        return None
+    n = body[pos]
+    end = pos + 1 + n
+    if not 0 < n < 0x80 or end >= size:
+        return None
+    m = body[end]
+    stop = end + 1 + m
+    if not 0 < m < 0x80 or stop > size:
+        return None
+    try:
+        sender, method = body[pos + 1 : end].decode(), body[end + 1 : stop].decode()
+    except UnicodeDecodeError:
+        return None
+    return Request(rid, sender, method, body[stop:])
+
+
+def _quick_response(body: bytes) -> Response | None:
+    """:func:`decode` of a RESPONSE with an id below 2**21, status and text length below 128."""
+    size, pos, rid, shift = len(body), 1, 0, 0
+    while pos < 4 and pos < size:
+        byte = body[pos]
+        rid |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            break
+        shift += 7
+    else:
+        return None
+    if pos + 1 >= size:
+        return None
+    status, n = body[pos], body[pos + 1]
+    end = pos + 2 + n
+    if status >= 0x80 or n >= 0x80 or end > size:
+        return None
+    if not n:
+        return Response(rid, status, "", body[end:])
+    try:
+        return Response(rid, status, body[pos + 2 : end].decode(), body[end:])
+    except UnicodeDecodeError:
+        return None
+
+
+_QUICK: dict[int, Callable[[bytes], Message | None]] = {
+    _REQUEST: _quick_request,
+    _RESPONSE: _quick_response,
+}
+
+
 # --- decoder --------------------------------------------------------------
 
 
@@ -592,6 +665,10 @@ def decode(body: bytes) -> Message:
     """Parse one frame body. Raises RemoteProtocolError with the wire error code."""
     if not body:
         raise RemoteProtocolError("empty body")
+    if body[0] in _QUICK:  # a request's hops: without the cursor when the body is plain
+        msg = _QUICK[body[0]](body)
+        if msg is not None:
+            return msg
     read = _READERS.get(body[0])
     if read is None:
         raise _bad_header(body[0])

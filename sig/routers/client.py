@@ -31,7 +31,7 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from carriers.stream import StreamLink
 from carriers.tcp import client_context
@@ -51,16 +51,12 @@ from sig.errors import (
     SigError,
     request_error_for,
 )
+from sig.protocol import messages as w
 from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
 from sig.protocol.data import pack, unpack
 from sig.routers.callbacks import Callbacks, Dispatch, SenderRefused, run_inline
-from sig.routers.connection import ClientConnection
-from sig.routers.events import (
-    EventStream,
-    ReceivedEvent,
-    StreamListener,
-    close_stream,
-)
+from sig.routers.connection import Answer, ClientConnection
+from sig.routers.events import EventStream, ReceivedEvent, StreamListener, close_stream
 from sig.routers.retry import DEFAULT_BACKOFF, Backoff
 
 logger = logging.getLogger(__name__)
@@ -81,6 +77,50 @@ __all__ = [
     "EventStream",
     "ReceivedEvent",
 ]
+
+
+class NetworkRequests:
+    """Requests to any sender on the network: a part of :class:`AsyncClientRouter`.
+
+    Its own class so that the synchronous client can send a request on the
+    I/O thread without a task (:meth:`start_request`), and the router stays
+    under the class size limit.
+    """
+
+    host: str
+    port: int
+    request_timeout: float
+    session: ClientSession
+    _conn: ClientConnection
+
+    async def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler anywhere on the network; raises a RequestError subclass."""
+        self._check_connected()
+        wait = self.request_timeout if timeout is None else timeout
+        rid, fut = self.start_request(sender, method, pack(params), wait)
+        try:
+            response = await cast("asyncio.Future[w.Response]", fut)
+        finally:
+            self._conn.requests.pop(rid, None)
+        return answer_of(response)
+
+    def _check_connected(self) -> None:
+        if not self._conn.connected:
+            raise NotConnectedError(f"not connected to the gateway at {self.host}:{self.port}")
+
+    def start_request(
+        self, sender: str, method: str, data: bytes, wait: float, answer: Answer | None = None
+    ) -> tuple[int, Answer]:
+        """Send a REQUEST now (on the loop's thread); its id and what its answer settles.
+
+        ``answer`` may be a ``concurrent.futures.Future``: the synchronous client
+        waits on one, settled by the RESPONSE as it is read, with no task between.
+        """
+        self._check_connected()
+        rid, deadline = self.session.request(sender, method, data, wait)
+        return rid, self._conn.track(rid, deadline, answer)
 
 
 class GatewayListings:
@@ -115,7 +155,7 @@ class GatewayListings:
         return await fetch_pages(self.request, method)
 
 
-class AsyncClientRouter(GatewayListings):
+class AsyncClientRouter(NetworkRequests, GatewayListings):
     """Connects to a gateway; senders, listeners and requests over the network.
 
     ``host=None`` finds the gateway on the LAN instead (mDNS ``_sig._tcp``, see
@@ -397,23 +437,12 @@ class AsyncClientRouter(GatewayListings):
             raise ValueError("max_queued must be at least 1")
         return EventStream(self, StreamListener(sender, event, max_queued, self.stats))
 
-    # --- requests ---------------------------------------------------------
 
-    async def request(
-        self, sender: str, method: str, params: Any = None, timeout: float | None = None
-    ) -> Any:
-        """Call a sender's handler anywhere on the network; raises a RequestError subclass."""
-        if not self._conn.connected:
-            raise NotConnectedError(f"not connected to the gateway at {self.host}:{self.port}")
-        wait = self.request_timeout if timeout is None else timeout
-        rid, deadline = self.session.request(sender, method, pack(params), wait)
-        try:
-            response = await self._conn.track(rid, deadline)
-        finally:
-            self._conn.requests.pop(rid, None)
-        if response.status:
-            raise request_error_for(response.status, response.message)
-        return unpack(response.data)
+def answer_of(response: w.Response) -> Any:
+    """A RESPONSE's result, or the RequestError subclass its status stands for."""
+    if response.status:
+        raise request_error_for(response.status, response.message)
+    return unpack(response.data)
 
 
 def _check_same(

@@ -37,6 +37,18 @@ class Stop(Exception):
     """The reconnect loop ends (closing, or a failed first attempt without auto_reconnect)."""
 
 
+class Answer(Protocol):
+    """What a request's RESPONSE settles: an asyncio or a ``concurrent.futures`` Future.
+
+    Only the loop's thread settles it, and nobody else cancels it.
+    """
+
+    def done(self) -> bool: ...
+    def set_result(self, result: w.Response, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+    def exception(self) -> BaseException | None: ...
+
+
 class ConnectionClient(Protocol):
     """What a :class:`ClientConnection` uses of its :class:`~sig.routers.client.AsyncClientRouter`.
 
@@ -95,7 +107,7 @@ class ClientConnection:
         #: True from the end of the replay until the link is lost.
         self.connected = False
         self.waiters: dict[int, asyncio.Future[None]] = {}
-        self.requests: dict[int, asyncio.Future[w.Response]] = {}
+        self.requests: dict[int, Answer] = {}
         self.ready: asyncio.Future[core.Opened] | None = None
         self.first: asyncio.Future[None] | None = None
         self._opened = core.Opened(0)
@@ -225,7 +237,10 @@ class ClientConnection:
         self.session.connection_lost()
         self.arm()
         lost = ConnectionLost("connection to the gateway was lost")
-        pending: list[asyncio.Future[Any]] = [*self.waiters.values(), *self.requests.values()]
+        pending: list[Answer | asyncio.Future[Any]] = [
+            *self.waiters.values(),
+            *self.requests.values(),
+        ]
         if self.ready is not None:
             pending.append(self.ready)
         for fut in pending:
@@ -264,9 +279,10 @@ class ClientConnection:
             fut = self.waiters[ref] = asyncio.get_running_loop().create_future()
         await asyncio.wait_for(asyncio.shield(fut), timeout)
 
-    def track(self, request_id: int, deadline: float) -> asyncio.Future[w.Response]:
-        """The future a request's RESPONSE (or its timeout) settles."""
-        fut: asyncio.Future[w.Response] = asyncio.get_running_loop().create_future()
+    def track(self, request_id: int, deadline: float, fut: Answer | None = None) -> Answer:
+        """The future a request's RESPONSE (or its timeout) settles: ``fut``, or a new one."""
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
         self.requests[request_id] = fut
         if deadline < self.timer_due:
             self.arm()

@@ -33,11 +33,14 @@ from sig.compat import ClientRouterAliases
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
 from sig.errors import ConnectError, RequestTimeout, SigError
 from sig.protocol.constants import DEFAULT_PORT
+from sig.protocol.data import pack
+from sig.routers import loops
 from sig.routers.client import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_QUEUED_EVENTS,
     AsyncClientRouter,
     Backoff,
+    answer_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ T = TypeVar("T")
 _STOP = object()
 #: Hook calls that may wait on the dispatcher before new ones are dropped.
 MAX_QUEUED_HOOKS = 1000
+#: Seconds a request waits beyond its timeout for the I/O thread to report that timeout.
+REQUEST_GRACE = 5.0
 _STEP, _EVENT, _HOOK = 0, 1, 2  # what a dispatcher item is (only _EVENT and _HOOK are counted)
 
 
@@ -81,7 +86,58 @@ class SyncListings:
         return self._call(self._client.list_links())
 
 
-class ClientRouter(ClientRouterAliases, SyncListings):
+class SyncRequests:
+    """Requests, blocking: a part of :class:`ClientRouter` (its I/O thread sends them)."""
+
+    _client: AsyncClientRouter
+    _io: threading.Thread
+    _loop: asyncio.AbstractEventLoop
+
+    def _ensure_started(self) -> None:
+        raise NotImplementedError  # the router's: start the threads, or refuse when closed
+
+    def request(
+        self, sender: str, method: str, params: Any = None, timeout: float | None = None
+    ) -> Any:
+        """Call a sender's handler; returns the result or raises a RequestError subclass.
+
+        Two thread hops and no task: the I/O thread sends the REQUEST in one
+        callback, and its RESPONSE settles the future this thread waits on as
+        it is read (issue 13: a task and a loop turn fewer than through
+        :meth:`AsyncClientRouter.request`; the same answers and errors).
+        """
+        self._ensure_started()
+        if threading.current_thread() is self._io:
+            raise SigError("blocking sig call from the I/O thread; use the asyncio API there")
+        client = self._client
+        client._check_connected()  # as the asyncio client: before the params are packed
+        wait = client.request_timeout if timeout is None else timeout
+        answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(
+            self._start_request, sender, method, pack(params), wait, answer
+        )
+        try:
+            response = answer.result(wait + REQUEST_GRACE)
+        except concurrent.futures.TimeoutError:  # the session's timer did not fire: a stuck loop
+            raise RequestTimeout(f"no answer within {wait} s") from None
+        return answer_of(response)
+
+    def _start_request(
+        self,
+        sender: str,
+        method: str,
+        data: bytes,
+        wait: float,
+        answer: concurrent.futures.Future[Any],
+    ) -> None:
+        """On the I/O thread: send the request; its answer, timeout or loss settles ``answer``."""
+        try:
+            self._client.start_request(sender, method, data, wait, answer)
+        except BaseException as exc:  # not connected any more, or a bad name: the caller's error
+            answer.set_exception(exc)
+
+
+class ClientRouter(ClientRouterAliases, SyncListings, SyncRequests):
     """A gateway client with blocking methods; I/O runs on a background thread.
 
     ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
@@ -108,6 +164,7 @@ class ClientRouter(ClientRouterAliases, SyncListings):
         password: str | None = None,
         tls: bool | ssl.SSLContext | None = None,
         cafile: str | None = None,
+        loop: str = "asyncio",
     ) -> None:
         self._client = AsyncClientRouter(
             host,
@@ -138,7 +195,7 @@ class ClientRouter(ClientRouterAliases, SyncListings):
         self._client.on_connected = self._connected_hook
         self._client.on_disconnected = self._disconnected_hook
         self._client.on_sender_refused = self._sender_refused_hook
-        self._loop = asyncio.new_event_loop()
+        self._loop = loops.new_event_loop(loop)  # "uvloop": the fast extra (sig.routers.loops)
         self._io = threading.Thread(target=self._loop.run_forever, name="sig-io", daemon=True)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatcher = threading.Thread(
@@ -371,12 +428,6 @@ class ClientRouter(ClientRouterAliases, SyncListings):
         event: str | None = None,
     ) -> bool:
         return self._call(self._client.remove_listener(listener, sender, event))
-
-    def request(
-        self, sender: str, method: str, params: Any = None, timeout: float | None = None
-    ) -> Any:
-        """Call a sender's handler; returns the result or raises a RequestError subclass."""
-        return self._call(self._client.request(sender, method, params, timeout))
 
 
 async def _await(awaitable: Any) -> Any:

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import serial
-import serial_asyncio
+import serial_asyncio_fast as serial_asyncio
 
 from sig.errors import (
     DecodeError,
@@ -132,7 +132,7 @@ class _PortProtocol(asyncio.Protocol):
         self.lost.set()
 
 
-class _QuietTransport(serial_asyncio.SerialTransport):  # type: ignore[misc]
+class _QuietTransport(serial_asyncio.SerialTransport):
     def _fatal_error(self, exc: BaseException, message: str = "") -> None:
         self._abort(exc)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import serial_asyncio
+import serial_asyncio_fast as serial_asyncio
 from cobs import cobs
 from procs import until
 from socat import SocatPairs

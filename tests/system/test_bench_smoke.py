@@ -1,12 +1,14 @@
 """The benchmark scripts still run (tiny counts: seconds, not minutes).
 
 Not timed tests: they check that each script completes, loses nothing on an
-unloaded run, and prints its table. The router benchmark runs both sides, so
-mosquitto and paho-mqtt are part of the test setup (run-tests installs them).
+unloaded run, and prints its table. The router benchmark runs every system, so
+mosquitto + paho-mqtt and nats-server + nats-py are part of the test setup
+(run-tests installs them).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import subprocess
@@ -29,23 +31,96 @@ def run(script: str, *args: str, timeout: float = 60) -> str:
     return proc.stdout
 
 
-def test_router_benchmark_runs_sig_and_mosquitto() -> None:
+def test_router_benchmark_runs_every_system_and_shape(tmp_path: Path) -> None:
+    """sig, Mosquitto, NATS and the relay, every shape, one table and the JSON of issue 13."""
+    report = tmp_path / "router.json"
+    shapes = "fanin,fanout,many,request,sync-fanin,sync-request"
     out = run(
         "router.py",
         *("--runs", "1", "--count", "2000", "--senders", "4", "--sender-procs", "2"),
-        *("--requests", "100", "--require-mosquitto"),
+        *("--requests", "100", "--require-peers", "--shapes", shapes, "--json", str(report)),
+        timeout=180,
     )
-    assert "| fan-in 1->1, events/s" in out
-    assert "| request p50, us" in out
+    for row in (
+        "| fan-in 1->1, events/s",
+        "| sync fan-in 1->1 (ClientRouter), events/s",
+        "| request p50, us",
+        "| sync request (ClientRouter) p50, us",
+        "|   all processes CPU us/delivery",
+    ):
+        assert row in out, out
+    head = next(line for line in out.splitlines() if line.startswith("| shape"))
+    for column in ("Mosquitto + paho", "NATS + nats-py", "relay", "sig/nats", "sig/relay"):
+        assert column in head, head
     ratio_rows = [line for line in out.splitlines() if line.startswith("| fan-out")]
-    assert ratio_rows and ratio_rows[0].rstrip(" |").split("|")[-1].strip() not in ("", "-")
-    assert "lost=0" in out  # 2,000 events on an idle loopback: nothing may go missing
+    ratios = [c.strip() for c in ratio_rows[0].strip(" |").split("|")[-3:]]
+    assert all(r not in ("", "-") for r in ratios), ratio_rows
+    assert "goals (issue 13), this run:" in out
+    results = json.loads(report.read_text())
+    assert sorted(results) == ["mosquitto", "nats", "relay", "sig"]
+    assert sorted(results["sig"]) == sorted(shapes.split(","))
+    assert (
+        sorted(results["mosquitto"])
+        == sorted(results["nats"])
+        == ["fanin", "fanout", "many", "request"]
+    )
+    for system, by_shape in results.items():
+        for shape, runs in by_shape.items():
+            for r in runs:
+                assert {"delivered", "lost", "rate", "p50_us", "p99_us"} <= set(r), (system, r)
+                # 2,000 events on an idle loopback: nothing may go missing
+                assert r["lost"] == 0 and r["delivered"] > 0, (system, shape, r)
+                if "request" in shape:
+                    assert 0 < r["p50_us"] <= r["p99_us"], (system, shape, r)
 
 
-def test_uart_benchmark_runs() -> None:
-    out = run("uart.py", "--runs", "1", "--count", "500", "--latency-count", "50")
-    assert "added latency p50, us" in out
-    assert "'lost': 0" in out
+def test_router_benchmark_pinned_to_one_core_on_uvloop() -> None:
+    out = run(
+        "router.py",
+        *("--runs", "1", "--count", "1000", "--requests", "50", "--shapes", "fanin,request"),
+        *("--only", "sig,relay", "--cpus", "1", "--loop", "uvloop"),
+    )
+    assert "event loop of sig and the relay: uvloop; pinned to CPU [" in out, out
+    assert "request p50 <= 0.8x Mosquitto's" not in out  # no Mosquitto in this run: no such goal
+    assert re.search(r"\| fan-in 1->1, events/s +\| [\d,]+ +\| [\d,]+ +\| [\d.]+ +\|", out), out
+
+
+def test_router_benchmark_policy_shapes_run_or_fail_clearly(tmp_path: Path) -> None:
+    """many-block and many-latest: lossless and last-value checks, or exit 2 saying why not.
+
+    They need add_listener(policy=...) (issue 13, item 1). In a tree without
+    it they must refuse to run with a message that says so, never print an
+    empty or made-up row.
+    """
+    from sig.routers.client import AsyncClientRouter
+
+    args = ("--runs", "1", "--count", "2000", "--senders", "4", "--sender-procs", "2")
+    cmd = [sys.executable, str(BENCH / "router.py"), *args, "--only", "sig"]
+    cmd += ["--shapes", "many-block,many-latest", "--json", str(tmp_path / "r.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
+    if "policy" not in inspect.signature(AsyncClientRouter.add_listener).parameters:
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "many-block and many-latest need" in proc.stderr and "policy=" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "r.json").read_text())["sig"]
+    assert [r["lost"] for r in results["many-block"]] == [0]
+    assert [(r["last_ok"], r["senders"]) for r in results["many-latest"]] == [(4, 4)]
+
+
+def test_uart_benchmark_runs_both_serial_libraries() -> None:
+    out = run(
+        "uart.py", "--runs", "1", "--count", "500", "--latency-count", "50", "--requests", "50"
+    )
+    head = next(line for line in out.splitlines() if line.startswith("| what"))
+    assert "pyserial-asyncio " in head and "pyserial-asyncio-fast" in head, head
+    for row in (
+        "added latency p50, us",
+        "request round trip via the device p50, us",
+        "gateway CPU ns per byte read",
+    ):
+        assert re.search(rf"\| +{row} +\| [\d,.]+ +\| [\d,.]+ +\|", out), (row, out)
+    assert out.count("'lost': 0") == 4  # rate and latency runs, each library: nothing lost
 
 
 def test_scale_benchmark_runs() -> None:

@@ -27,6 +27,7 @@ from importlib import metadata
 from sig.errors import ConnectError, RequestError, SigError, UsersFileError
 from sig.logs import PrintableFormatter, RepeatFilter, printable, setup
 from sig.protocol.constants import DEFAULT_PORT
+from sig.routers import loops
 from sig.tools.cli._passwd import NO_PASSWORD_FLAG, PASSWORD_ENV, cmd_passwd
 from sig.tools.cli._passwd import add_parser as add_passwd_parser
 from sig.tools.cli._serve import (
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run the demo sender",
     )
     serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve_p.add_argument(
+        "--loop",
+        choices=loops.LOOPS,
+        help="event loop: asyncio (default), uvloop (the fast extra), auto (uvloop if installed)",
+    )
     serve_p.add_argument(
         "--no-discovery",
         dest="discovery",
@@ -307,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conf["log_format"],
                 "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
             )
-            return asyncio.run(serve(conf))
+            return loops.run(serve(conf), conf["loop"])
         if command == "passwd":
             return cmd_passwd(args)
         if command == "device-sim":

@@ -16,6 +16,7 @@ from sig.core.gateway import DEFAULT_HELLO_TIMEOUT, DEFAULT_TCP_KEEPALIVE_MS
 from sig.errors import ConnectError, SigError
 from sig.logs import printable
 from sig.protocol.constants import DEFAULT_PORT
+from sig.routers.loops import resolve as resolve_loop
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "serial": [],
     "log_level": "info",
     "log_format": "text",  # or "json": one JSON object per line (journald, Loki)
+    "loop": "asyncio",  # or "uvloop" (the fast extra), "auto": uvloop when installed
     # Seconds a quiet serial device's sender names stay reserved for its port
     # (None: twice its link timeout; 0: not at all).
     "serial_name_grace": None,
@@ -103,7 +105,7 @@ def load_config(path: str | None) -> dict[str, Any]:
         raise UsageError(f"config {path} is not valid TOML: {exc}") from exc
     out: dict[str, Any] = {}
     gateway = doc.get("gateway", {})
-    keys = ("host", "port", "name", "request_timeout", "log_level", "log_format")
+    keys = ("host", "port", "name", "request_timeout", "log_level", "log_format", "loop")
     for key in (*keys, *GATEWAY_LIMITS):
         if key in gateway:
             out[key] = gateway[key]
@@ -269,6 +271,10 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--timer-interval must be positive")
     if merged["log_format"] not in LOG_FORMATS:
         raise UsageError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+    try:
+        merged["loop"] = resolve_loop(merged["loop"])  # what "auto" means on this install
+    except SigError as exc:
+        raise UsageError(f"--loop / [gateway] {exc}") from None
     for key, (kind, least) in GATEWAY_LIMITS.items():
         value = merged[key]
         if value is None:
@@ -377,6 +383,7 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
         await advertiser.start()  # never raises: one log line when it cannot
     else:
         logger.info("discovery: off (--no-discovery or [discovery] enabled = false)")
+    logger.info("event loop: %s", conf.get("loop", "asyncio"))
     print(banner(conf, router.port, ports, http, advertiser), flush=True)
     await stop.wait()
     logger.info("shutting down")
