@@ -61,6 +61,8 @@ class Codec:
 def json_payload(value: Any, raw: bytes | None = None) -> bytes:
     """``value`` as JSON, or the ``$cbor`` wrapper of its CBOR (``raw``, or packed now)."""
     try:
+        if not _text_keys(value):
+            raise TypeError("a map key that is not text")  # json.dumps would make it one
         return json.dumps(
             value, allow_nan=False, separators=(",", ":"), ensure_ascii=False
         ).encode()
@@ -69,6 +71,17 @@ def json_payload(value: Any, raw: bytes | None = None) -> bytes:
     if raw is None:
         raw = pack(value)
     return json.dumps({CBOR_KEY: base64.b64encode(raw).decode()}, separators=(",", ":")).encode()
+
+
+def _text_keys(value: Any, depth: int = 0) -> bool:
+    """True if every map in ``value`` has only text keys (and it is not absurdly deep)."""
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _text_keys(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_text_keys(v, depth + 1) for v in value)
+    return True
 
 
 def json_to_cbor(payload: bytes) -> bytes:
