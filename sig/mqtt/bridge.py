@@ -185,7 +185,6 @@ class MqttBridge:
                 async with self._client() as client:
                     attempt = 0
                     self.connects += 1
-                    logger.info("mqtt: connected to %s as %s", self.config.url, fed.me)
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
                 if fed.state == "connected":
@@ -210,7 +209,6 @@ class MqttBridge:
         self.importer.connected(outbox)
         if self.discovery is not None:
             self.discovery.connected()
-        self.connected.set()
         writer = asyncio.create_task(self._write(client), name="sig-mqtt-write")
         try:
             async for message in client.messages:
@@ -236,19 +234,26 @@ class MqttBridge:
             logger.exception("mqtt: message on %r failed", topic)
 
     async def _write(self, client: aiomqtt.Client) -> None:
-        outbox = self._outbox
+        await self._drain(client)  # status, subscriptions (SUBACKed), presence, listens
+        self.connected.set()
+        logger.info("mqtt: connected to %s as %s", self.config.url, self.federation.me)
         while True:
-            await outbox.ready.wait()
-            while outbox.ops:
-                kind, topic, payload, qos, retain, props = outbox.ops.popleft()
-                if kind == "pub":
-                    await client.publish(topic, payload, qos, retain, _props_out(props))
-                elif kind == "sub":
-                    options = SubscribeOptions(qos=1, noLocal=bool(qos))
-                    await client.subscribe(topic, options=options)
-                else:
-                    await client.unsubscribe(topic)
-            outbox.ready.clear()
+            await self._drain(client)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Send everything queued, in order (a subscription waits for its SUBACK)."""
+        outbox = self._outbox
+        await outbox.ready.wait()
+        while outbox.ops:
+            kind, topic, payload, qos, retain, props = outbox.ops.popleft()
+            if kind == "pub":
+                await client.publish(topic, payload, qos, retain, _props_out(props))
+            elif kind == "sub":
+                options = SubscribeOptions(qos=1, noLocal=bool(qos))
+                await client.subscribe(topic, options=options)
+            else:
+                await client.unsubscribe(topic)
+        outbox.ready.clear()
 
 
 def _props_out(props: Props | None) -> Properties | None:

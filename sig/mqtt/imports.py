@@ -2,7 +2,7 @@
 
 A rule maps a topic filter to a sender and an event: ``{1}``, ``{2}``, ...
 in ``sender`` / ``event`` stand for the topic levels the filter's wildcards
-matched (``+`` one level each, ``#`` the rest joined by ``/``). An imported
+matched (``+`` one level each, ``#`` each of the levels left, one number each). An imported
 sender lives on the bridge's session like a remote one: local listeners see
 its ``#connect`` when its first message comes, and its ``#disconnect`` when
 a retained empty message clears its topic or the broker connection is lost.
@@ -43,7 +43,7 @@ def match(topic_filter: str, topic: str) -> list[str] | None:
         if level == "#":
             if i >= len(got):
                 return None  # a rule's "#" must match one level at least to name something
-            out.append("/".join(got[i:]))
+            out.extend(got[i:])
             return out
         if i >= len(got):
             return None

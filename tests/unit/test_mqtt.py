@@ -158,7 +158,7 @@ def test_urls_and_the_table() -> None:
 def test_import_filters_and_templates() -> None:
     assert match("z2m/+", "z2m/lamp") == ["lamp"]
     assert match("z2m/+", "z2m/lamp/set") is None
-    assert match("t/#", "t/a/b") == ["a/b"]
+    assert match("t/#", "t/a/b") == ["a", "b"]
     assert match("t/#", "t") is None
     assert match("t/+/x", "t/a/y") is None
     assert expand("{1}-{2}", ["a", "b"]) == "a-b"
