@@ -9,8 +9,11 @@ real Mosquitto) is tests/integration/test_mqtt_federation.py.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections import deque
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -404,3 +407,48 @@ def test_malformed_presence_and_unmapped_events_are_counted(net: Any) -> None:
     broker.run()
     stats = b.fed.stats()
     assert stats["dropped_malformed"] == 1 and stats["ignored_unmapped"] == 1
+
+
+# --- Home Assistant discovery ---------------------------------------------------------
+
+
+def test_discovery_config_follows_the_description() -> None:
+    from sig.mqtt.hass import config_topic, object_id, sensor_config
+
+    described = {"unit": "°C", "device_class": "temperature", "value_key": "value", "bad": [1]}
+    config = sensor_config(Topics(), "gw/1", "sensor 1", "temperature", described)
+    assert config["state_topic"] == "sig/sensor 1/temperature"
+    assert config["unit_of_measurement"] == "°C" and config["device_class"] == "temperature"
+    assert config["value_template"] == "{{ value_json.value }}"
+    assert config["availability"][0]["topic"] == "sig/@gw/gw%2F1/status"
+    assert "bad" not in config
+    topic = config_topic("homeassistant", "gw/1", "sensor 1", "temperature")
+    assert re.fullmatch(r"homeassistant/sensor/[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/config", topic)
+    assert object_id("a b") != object_id("a_b")  # the hash keeps names apart
+    plain = sensor_config(Topics(), "g", "s", "e", {"value_key": "x}}{{"})
+    assert plain["value_template"] == "{{ value_json }}"
+
+
+def test_discovery_publishes_for_described_senders_and_removes_on_goodbye(net: Any) -> None:
+    from sig.mqtt.hass import Discovery
+
+    broker, a, _, _ = net
+    discovery = Discovery(a.fed)
+    a.connect()
+    discovery.connected()
+    a.core.endpoints.add_sender("plain", ["e"])
+    sensor = a.core.endpoints.add_sender("sensor", ["temperature", "other"])
+    # The core keeps REGISTER_SENDER meta once sender metadata lands (h-retained's
+    # SenderInfo.meta); here the registration's meta is set as the core will set it.
+    info = a.core.table.sender(sensor.name)
+    describe = {"temperature": {"unit": "°C", "device_class": "temperature"}}
+    object.__setattr__(info, "meta", SimpleNamespace(describe=describe))
+    a.tick()
+    configs = [t for t in broker.retained if t.startswith("homeassistant/")]
+    assert len(configs) == 1
+    payload = json.loads(broker.retained[configs[0]][0])
+    assert payload["state_topic"] == "sig/sensor/temperature"
+    assert payload["unit_of_measurement"] == "°C"
+    a.core.endpoints.remove_sender("sensor")
+    a.tick()
+    assert not [t for t in broker.retained if t.startswith("homeassistant/")]
