@@ -128,14 +128,14 @@ class Federation:
         self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False,
         props: Props | None = None,
     ) -> None:  # fmt: skip
-        """Hand one message to the broker's queue; counted as dropped while it is away."""
+        """Hand one message to the broker's queue; counted as dropped when it cannot be."""
         broker = self.broker
-        if broker is not None and broker.publish(
-            topic, payload, qos=qos, retain=retain, props=props
-        ):
+        if broker is None:
+            self.counters["dropped_offline"] += 1
+        elif broker.publish(topic, payload, qos=qos, retain=retain, props=props):
             self.counters["published"] += 1
         else:
-            self.counters["dropped_offline"] += 1
+            self.counters["dropped_full"] += 1
 
     # --- the core's side ----------------------------------------------------------
 

@@ -46,6 +46,7 @@ COUNTERS = (
     "dropped_malformed",  #: payloads that do not decode (bad JSON/CBOR, bad presence)
     "ignored_unmapped",  #: topics that map to no sig sender or event here
     "dropped_offline",  #: what could not be published while the broker was away
+    "dropped_full",  #: what could not be published: MAX_OUTBOX messages already waited
     "loops_suppressed",  #: events of this bridge's own senders, never published back
     "conflicts",  #: duplicate sender names across gateways, resolved by the tie-break
     "requests_out",  #: local requests sent to a remote sender
