@@ -5,7 +5,8 @@ A sender describes events in its REGISTER_SENDER meta: ``{"describe":
 described event of a sender on this gateway, the bridge publishes one
 retained config, ``<discovery_prefix>/sensor/<node>/<object>/config``, so
 the sensor appears in Home Assistant with no YAML; an empty retained config
-removes it when the sender goes (or the gateway stops cleanly). ``node`` is
+removes it when the sender goes (or the gateway stops cleanly); the described
+events are published whoever listens (Home Assistant reads them). ``node`` is
 the gateway id and ``object`` the sender and event, each reduced to
 ``[A-Za-z0-9_-]`` (what Home Assistant accepts there) plus a short hash of
 the exact names, so two names never share one.
@@ -120,10 +121,13 @@ class Discovery:
         fed = self.federation
         for topic in self.published.pop(name, []):
             fed.publish(topic, b"", qos=1, retain=True)
+        old = {k for k in fed.listens.always if k[0] == name}
         if claim is None or fed.broker is None or fed.codec.kind != "json":
+            fed.listens.publish_always(set(), old)
             return
         describe = sender_describe(fed.core.table.sender(name))
         topics: list[str] = []
+        keys: set[tuple[str | None, str | None]] = set()
         for event in claim.events:
             described = describe.get(event)
             if not isinstance(described, Mapping) or len(topics) >= MAX_CONFIGS_PER_SENDER:
@@ -132,8 +136,10 @@ class Discovery:
             config = sensor_config(fed.topics, fed.me, name, event, described)
             fed.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
             topics.append(topic)
+            keys.add((name, event))
         if topics:
             self.published[name] = topics
+        fed.listens.publish_always(keys, old)  # Home Assistant reads the state topic
 
     def clear(self) -> None:
         """Remove every config this gateway published (a clean stop)."""

@@ -27,6 +27,8 @@ class Listens:
         self.local: frozenset[Key] = frozenset()
         self.remote: dict[str, frozenset[Key]] = {}
         self.listening: dict[Key, int] = {}  # what the session LISTENs for -> listener_id
+        #: Keys published whoever listens (Home Assistant discovery's described events).
+        self.always: set[Key] = set()
         self._ids = itertools.count(1)
 
     def received(self, gateway: str, payload: bytes) -> None:
@@ -47,7 +49,7 @@ class Listens:
     def sync(self) -> None:
         """LISTEN on the core for exactly what online gateways' listeners want."""
         host = self.host
-        want: set[Key] = set()
+        want: set[Key] = set(self.always)
         for gateway, keys in self.remote.items():
             if host.online(gateway):
                 want |= keys
@@ -61,6 +63,12 @@ class Listens:
 
     def forget_remote(self) -> None:
         self.remote.clear()
+        self.sync()
+
+    def publish_always(self, keys: set[Key], gone: set[Key]) -> None:
+        """Publish events of ``keys`` whoever listens (and those of ``gone`` no longer)."""
+        self.always -= gone
+        self.always |= keys
         self.sync()
 
     def connected(self) -> None:

@@ -449,6 +449,11 @@ def test_discovery_publishes_for_described_senders_and_removes_on_goodbye(net: A
     payload = json.loads(broker.retained[configs[0]][0])
     assert payload["state_topic"] == "sig/sensor/temperature"
     assert payload["unit_of_measurement"] == "°C"
+    sensor.trigger("temperature", 21.5)  # published with no gateway listening: HA reads it
+    sensor.trigger("other", 1)  # not described: not published
+    broker.run()
+    assert ("sig/sensor/temperature", b"21.5") in broker.log
+    assert not [t for t, _ in broker.log if t == "sig/sensor/other"]
     a.core.endpoints.remove_sender("sensor")
     a.tick()
     assert not [t for t in broker.retained if t.startswith("homeassistant/")]
