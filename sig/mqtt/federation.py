@@ -108,6 +108,19 @@ class Federation:
         self.senders = Senders(self)
         self.listens = Listens(self)
         self.requests = Requests(self)
+        #: Local senders whose #connect / #disconnect came: scanned on the next pump.
+        self.dirty: set[str] = set()
+        self.follows = self._follow_senders()
+        self.senders.scan()
+
+    def _follow_senders(self) -> bool:
+        """LISTEN for every #connect / #disconnect: local senders are then followed by
+        name, not by a scan of the whole table (False: an ACL refused it; tick scans)."""
+        ids = []
+        for lid, event in ((1 << 30, "#connect"), ((1 << 30) + 1, "#disconnect")):
+            self.feed(w.Listen(lid, None, event))
+            ids.append(lid in self.session.listeners)
+        return all(ids)
 
     # --- what the parts share (sig.mqtt.state.Host) -----------------------------
 
@@ -165,14 +178,20 @@ class Federation:
         later, self._later = self._later, []
         for msg in later:
             self.feed(msg)
+        if self.dirty:
+            names, self.dirty = self.dirty, set()
+            self.senders.scan(names)
 
     def _event_out(self, sender: str, event: str, data: bytes) -> None:
         """An event a remote listener asked for: publish it (never one that came from MQTT)."""
+        if event in BUILTIN_EVENTS:  # never published: each gateway fires its own
+            if sender not in self.remote:
+                self.dirty.add(sender)  # a local sender came or went
+                self._wake()
+            return
         if sender in self.remote or self._owned(sender):
             self.counters["loops_suppressed"] += 1
             return
-        if event in BUILTIN_EVENTS:
-            return  # each gateway fires #connect / #disconnect of remote senders itself
         try:
             payload = self.codec.to_mqtt(data)
         except DecodeError:
@@ -218,7 +237,8 @@ class Federation:
     def tick(self) -> None:
         """Follow this gateway's own senders and listens (the bridge calls it often)."""
         self.pump()
-        self.senders.scan()
+        if not self.follows:
+            self.senders.scan()
         if self.broker is not None:
             self.listens.scan()
 

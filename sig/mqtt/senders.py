@@ -159,18 +159,19 @@ class Senders:
 
     # --- this gateway's own senders ----------------------------------------------
 
-    def scan(self) -> None:
-        """Follow the core's senders (not the bridge's own): presence, the tie-break."""
+    def scan(self, names: Iterable[str] | None = None) -> None:
+        """Follow the core's senders (not the bridge's own): presence, the tie-break.
+
+        ``names``: only these (their ``#connect`` / ``#disconnect`` came); None: all.
+        """
         host = self.host
         session = host.session
-        seen = {
-            name: info
-            for name, info in host.core.table.senders.items()
-            if info.owner is not session and not name.startswith(RESERVED_PREFIX)
-        }
-        for name in [n for n in self.local if n not in seen]:
-            self.local_gone(name)
-        for name, info in seen.items():
+        table = host.core.table
+        for name in set(table.senders) | set(self.local) if names is None else set(names):
+            info = table.sender(name)
+            if info is None or info.owner is session or name.startswith(RESERVED_PREFIX):
+                self.local_gone(name)
+                continue
             claim = self.local.get(name)
             if claim is not None and claim.events == info.events and claim.methods == info.methods:
                 continue
