@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mosquitto import Mosquitto, free_port
+from mosquitto import Mosquitto, free_port, password_file
+from pki import Pki
 from procs import Gateway, Proc, until
 from socat import SocatPairs
 
@@ -311,3 +312,43 @@ async def test_broker_unreachable_at_start_then_reachable(tmp_path: Path) -> Non
     finally:
         await c.close()
         gw.stop()
+
+
+async def test_mqtts_with_a_password_and_a_wrong_password(tmp_path: Path) -> None:
+    """A TLS broker that wants a login: A and B join, C (a wrong password) keeps trying."""
+    pki = Pki(tmp_path)
+    ca = pki.ca("broker-ca")
+    server = pki.issue("broker", "127.0.0.1", ca)
+    port = free_port()
+    users = password_file(tmp_path, "gw", "s3cret")
+    extra = (f"cafile {ca[0].cert}", f"certfile {server.cert}", f"keyfile {server.key}",
+             "allow_anonymous false", f"password_file {users}")  # fmt: skip
+    with Mosquitto(tmp_path, port, extra) as broker:
+        gws = []
+        for gid, secret in (("A", "s3cret"), ("B", "s3cret"), ("C", "wrong")):
+            conf = tmp_path / f"{gid}.toml"
+            pwfile = tmp_path / f"{gid}.pass"
+            pwfile.write_text(secret + "\n")
+            conf.write_text(
+                f'[mqtt]\nurl = "mqtts://127.0.0.1:{broker.port}"\nusername = "gw"\n'
+                f'password_file = "{pwfile}"\ngateway_id = "{gid}"\n'
+                f'[mqtt.tls]\nca = "{ca[0].cert}"\n'
+            )
+            gws.append(Gateway(0, "--no-timer", "--no-discovery", "--config", str(conf)))
+        a, b, c = gws
+        ca_client = await client(a, "on-a")
+        cb = await client(b, "on-b")
+        cc = await client(c, "on-c")
+        try:
+            a.wait_log("mqtt: connected", timeout=WAIT)
+            b.wait_log("mqtt: connected", timeout=WAIT)
+            c.wait_log("mqtt: cannot reach", timeout=WAIT)  # refused: not authorised
+            await ca_client.add_sender("secure", ["e"])
+            await has_sender(cb, "secure")
+            assert "secure" not in await cc.list_senders()
+            assert (await bridge_row(cc))["mqtt"] != "connected"
+        finally:
+            for x in (ca_client, cb, cc):
+                await x.close()
+            for gw in gws:
+                gw.stop()

@@ -17,6 +17,7 @@ so a restart forgets them, as a broker that lost its disk would.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -43,17 +44,28 @@ def mosquitto_binary() -> str:
     raise AssertionError("mosquitto is not installed (./run-tests installs it)")
 
 
+def password_file(workdir: Path, user: str, password: str) -> Path:
+    """A ``mosquitto_passwd`` file with one user (for a ``password_file`` line in ``extra``)."""
+    path = workdir / "mosquitto.passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(path), user, password], check=True,
+                   timeout=START_TIMEOUT, capture_output=True)  # fmt: skip
+    return path
+
+
 class Mosquitto:
     """One broker process; ``port`` stays the same across restarts."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        """``extra``: more lines for the listener (TLS files, password_file, ...)."""
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / f"mosquitto-{self.port}.conf"
         self.conf.write_text(
             "\n".join([
                 f"listener {self.port} 127.0.0.1",
-                "allow_anonymous true",
+                # as root, mosquitto would drop to its own user, who cannot read workdir
+                f"user {getpass.getuser()}",
+                *(extra or ("allow_anonymous true",)),
                 "persistence false",
                 "max_queued_messages 0",
                 "log_dest stderr",
