@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from mosquitto import Mosquitto, free_port, password_file
 from pki import Pki
-from procs import Gateway, Proc, until
+from procs import Gateway, Proc, run_sig, until
 from socat import SocatPairs
 
 from sig.errors import (
@@ -304,11 +305,15 @@ async def test_broker_unreachable_at_start_then_reachable(tmp_path: Path) -> Non
         assert await c.request("here", "m") == "local"  # serving locally meanwhile
         row = await bridge_row(c)
         assert row["mqtt"] in ("connecting", "down")
+        links = await asyncio.to_thread(run_sig, "links", "--port", str(gw.port))
+        assert re.search(r"^mqtt:127\.0\.0\.1:\d+ .*mqtt=(connecting|down)", links.stdout, re.M)
         with Mosquitto(tmp_path, port) as broker:
             sub = broker.sub("sig/@presence/+/+")
             gw.wait_log("mqtt: connected", timeout=WAIT)
             await until(lambda: any("sig/@presence/lonely/here " in s for s in sub.lines), WAIT)
             assert (await bridge_row(c))["mqtt"] == "connected"
+            links = await asyncio.to_thread(run_sig, "links", "--port", str(gw.port))
+            assert "mqtt=connected" in links.stdout, links.stdout
     finally:
         await c.close()
         gw.stop()
