@@ -457,3 +457,17 @@ def test_discovery_publishes_for_described_senders_and_removes_on_goodbye(net: A
     a.core.endpoints.remove_sender("sensor")
     a.tick()
     assert not [t for t in broker.retained if t.startswith("homeassistant/")]
+
+
+def test_the_bridge_session_answers_keepalive_and_outlives_silence(net: Any) -> None:
+    from sig.core.session import State
+
+    broker, a, _, _ = net
+    a.connect()
+    clock = a.core.clock
+    for _ in range(20):  # 100 s without a message from the broker: PINGs, PONGs
+        clock.now += 5.0
+        a.core.poll()
+        a.tick()
+    assert a.fed.session.state is State.OPEN
+    assert a.fed.session in a.core.sessions
