@@ -39,3 +39,13 @@ class Limits:
 def peer_limit(session: Session) -> int:
     """The largest body ``session``'s peer accepts (its max_body, at most 65535)."""
     return min(session.peer_max_body, MAX_BODY_LIMIT)
+
+
+def link_limits(default: Limits, session: Session) -> Limits:
+    """The limits of ``session``'s link: its own if it has some, else the core's ``default``.
+
+    One link with many senders (the MQTT bridge: every sender of the other
+    gateways) sets its own ``limits`` attribute; every other link has none.
+    """
+    own = getattr(session.link, "limits", None)
+    return own if isinstance(own, Limits) else default

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from sig.core.limits import link_limits
 from sig.core.meta import MetaError, SenderMeta, parse_meta
 from sig.core.principals import Principal
 from sig.core.retained import send_retained, session_owner
@@ -208,7 +209,7 @@ class Registrations:
         ``#disconnect`` EVENT (the longer of the two announcements) must fit in
         one frame, or listeners could never learn that the sender came or went.
         """
-        limits = self.core.limits
+        limits = link_limits(self.core.limits, session)
         if len(session.senders) >= limits.senders_per_link:
             return (
                 ErrorCode.LIMIT_REACHED,
@@ -292,7 +293,7 @@ class Registrations:
         if lid in session.listeners:
             core._protocol_error(session, ErrorCode.DUPLICATE_REF, lid, "listener_id in use")
             return
-        cap = core.limits.listeners_per_link
+        cap = link_limits(core.limits, session).listeners_per_link
         if len(session.listeners) >= cap:
             core.counters["refused_registrations"] += 1
             core._protocol_error(

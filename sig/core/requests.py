@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sig.core.endpoints import Sender, call_handler, handler_error
-from sig.core.limits import peer_limit
+from sig.core.limits import link_limits, peer_limit
 from sig.core.session import Session, State
 from sig.errors import DecodeError, ErrorCode
 from sig.protocol import messages as w
@@ -180,7 +180,7 @@ class Requests:
         there is then admitted beyond the cap (up to twice it) as long as some
         requester holds more than its share now.
         """
-        cap = self.core.limits.pending_per_link
+        cap = link_limits(self.core.limits, owner).pending_per_link
         load = self.load.get(owner)
         mine = load.get(requester, 0) if load else 0
         if not mine:

@@ -340,6 +340,10 @@ class RoutingTable(Generic[Sub]):
         """Subscribers registered under exactly this key."""
         return tuple(self._subs.get((sender, event), ()))
 
+    def subscribed_keys(self) -> Collection[Key]:
+        """Every (sender, event) key someone subscribes to (the MQTT bridge follows them)."""
+        return self._subs.keys()
+
     def subscription_count(self) -> int:
         """All subscriptions (a subscriber under the same key twice counts twice); O(1)."""
         return self._sub_count

@@ -207,3 +207,11 @@ def test_acl_benchmark_runs() -> None:
     out = run("acl.py", "--count", "2000", "--links", "3")
     for row in ("no [acl]", "[acl], 1 principal", "[acl], 3 principals"):
         assert re.search(rf"\| {re.escape(row)} +\| [\d.]+ +\| [\d.]+ +\| [\d.]+ ", out), out
+
+
+def test_federation_benchmark_runs_local_and_federated() -> None:
+    out = run("federation.py", "--runs", "1", "--count", "500", "--latency-count", "20",
+              "--requests", "20")  # fmt: skip
+    for row in ("| fan-in 1->1, events/s", "| event latency p50, us", "| request p50, us"):
+        assert row in out, out
+    assert "lost: local=0 federated=0" in out

@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="let clients in without a login: beside --users, and on an address that is"
         " not loopback (which logs a warning)",
     )
+    serve_p.add_argument(
+        "--mqtt", dest="mqtt_url", metavar="URL",
+        help="join the MQTT broker at mqtt://[user:pass@]host[:port] (or mqtts://): BRIDGE.md",
+    )  # fmt: skip
+    serve_p.add_argument("--mqtt-client-id", help="MQTT client id (default sig-GATEWAY_ID)")
+    serve_p.add_argument("--mqtt-prefix", help="first level of the bridge's topics (default sig)")
+    serve_p.add_argument("--mqtt-id", help="this gateway's id on the broker (default HOST-NAME)")
+    serve_p.add_argument("--mqtt-keepalive", type=int, help="MQTT keepalive, seconds (default 30)")
     serve_p.add_argument("--tls-cert", metavar="PEM", help="TLS: the gateway's certificate chain")
     serve_p.add_argument("--tls-key", metavar="PEM", help="TLS: the certificate's private key")
     serve_p.add_argument(

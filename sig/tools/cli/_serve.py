@@ -70,6 +70,13 @@ DEFAULTS: dict[str, Any] = {
     "state": None,
     # Retained values on disk (--retain-db / [retained] path; README, "Retained values").
     "retain_db": None,
+    # The MQTT bridge (BRIDGE.md): the [mqtt] table, and --mqtt URL and its flags.
+    "mqtt": None,
+    "mqtt_url": None,
+    "mqtt_client_id": None,
+    "mqtt_prefix": None,
+    "mqtt_id": None,
+    "mqtt_keepalive": None,
 }
 #: The [tls] table's keys and the settings they set.
 TLS_KEYS = {"cert": "tls_cert", "key": "tls_key", "client_ca": "tls_client_ca"}
@@ -138,8 +145,10 @@ def load_config(path: str | None) -> dict[str, Any]:
     out.update(_tls_table(path, doc.get("tls", {})))
     out.update(_access(path, doc))
     out.update(_retained_table(path, doc.get("retained", {})))
+    if "mqtt" in doc:
+        out["mqtt"] = doc["mqtt"]
     known = {"gateway", "timer", "serial", "limits", "discovery", "http", "auth", "tls", "acl"}
-    known.add("retained")
+    known.update(("retained", "mqtt"))
     unknown = set(doc) - known
     if unknown:
         raise UsageError(f"config {path}: unknown section(s) {', '.join(sorted(unknown))}")
@@ -315,7 +324,8 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     )
     try:
         tls = tls_context(conf)
-    except UsageError as exc:
+        _check_mqtt(conf)
+    except (UsageError, SigError) as exc:
         print(f"sig serve: {exc}", file=sys.stderr)
         return 2
     router = ServerRouter(
@@ -355,6 +365,7 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     if http is False:
         await router.stop()
         return 2
+    bridge = _start_mqtt(router, conf)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig_no in (signal.SIGINT, signal.SIGTERM):
@@ -387,6 +398,8 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     print(banner(conf, router.port, ports, http, advertiser), flush=True)
     await stop.wait()
     logger.info("shutting down")
+    if bridge is not None:
+        await bridge.stop()
     if http:
         await http.stop()
     if advertiser is not None:
@@ -395,6 +408,22 @@ async def serve(conf: dict[str, Any], ready: Any = None) -> int:
     if retain_db is not None:
         retain_db.close()  # every value is stale now: written last
     return 0
+
+
+def _check_mqtt(conf: dict[str, Any]) -> None:
+    """Raise MqttConfigError for a bad ``--mqtt`` / ``[mqtt]`` (before anything opens)."""
+    if conf.get("mqtt") is not None or conf.get("mqtt_url") is not None:
+        from sig import mqtt
+
+        mqtt.bridge_config(conf)
+
+
+def _start_mqtt(router: Any, conf: dict[str, Any]) -> Any:
+    """The MQTT bridge (``--mqtt`` / ``[mqtt]``), started; None when off. Checked before."""
+    from sig import mqtt
+
+    config = mqtt.bridge_config(conf)
+    return None if config is None else mqtt.start(router.core, config)
 
 
 def _auth_options(conf: dict[str, Any]) -> dict[str, Any]:
@@ -493,9 +522,20 @@ def banner(conf: dict[str, Any], port: int, ports: list[Any], http: Any, adverti
         ("discovery", discovery),
         ("users", _users_row(conf)),
         ("acl", describe_acl(conf.get("acl"))),
+        ("mqtt", _mqtt_row(conf)),
     ]
     head = f"sig gateway '{printable(conf['name'])}' listening on {conf['host']}:{port}"
     return "\n".join([head, *(f"  {k:<10} {v}" for k, v in rows)])
+
+
+def _mqtt_row(conf: dict[str, Any]) -> str:
+    """The banner's mqtt line: the broker and this gateway's id there, or off."""
+    from sig import mqtt
+
+    config = mqtt.bridge_config(conf)
+    if config is None:
+        return "off"
+    return f"{config.url} as {printable(config.gateway_id)}, topics {printable(config.prefix)}/..."
 
 
 def _users_row(conf: dict[str, Any]) -> str:

@@ -224,7 +224,10 @@ SHOWN = frozenset({"link", "state", "peer", "senders", "frames_in", "frames_out"
 #: NOTES without --all: these when they are not zero, empty or "open".
 NOTABLE = ("port_state", "reopens", "failed_opens", "last_error", "closed_for_s",
            *ERROR_KEYS, "dropped_too_large", "discarded_frames", "reading_paused",
-           "reserved", "tls", "peer_subject")  # fmt: skip
+           "reserved", "tls", "peer_subject",
+           # the MQTT bridge's row (BRIDGE.md): its state, what it follows, what it refused
+           "mqtt", "gateways", "remote_senders", "dropped_malformed", "ignored_unmapped",
+           "dropped_offline", "dropped_full", "conflicts")  # fmt: skip
 
 
 def _field(value: Any) -> str:
