@@ -174,9 +174,7 @@ class Delivery:
             return link.send(body, droppable=True)
         return self._blocked(sub, link, origin or self._origin(sender), body)
 
-    def _blocked(
-        self, sub: Session, link: PolicyLink, origin: Session | None, body: bytes
-    ) -> bool:
+    def _blocked(self, sub: Session, link: PolicyLink, origin: Session | None, body: bytes) -> bool:
         """A block listener's link is behind: pause the sender's TCP link, or drop."""
         if origin is None or self.blocker is None or cast(PolicyLink, origin.link).persistent:
             self.counters["dropped_unpausable"] += 1
