@@ -22,8 +22,16 @@ from sig.core.endpoints import subscribe_listener as _subscribe
 from sig.core.routing import Key, RoutingTable
 from sig.errors import InvalidNameError, SigError
 from sig.protocol import messages as w
+from sig.protocol.constants import LISTEN_NO_LOCAL, POLICY_BLOCK, POLICY_DROP, POLICY_LATEST
 
 logger = logging.getLogger(__name__)
+
+#: A listened key with its LISTEN options: one gateway listener id each.
+ListenKey = tuple["str | None", "str | None", int]
+#: Every LISTEN options value (a policy, with or without no_local).
+LISTEN_OPTION_VALUES = tuple(
+    p | n for p in (POLICY_DROP, POLICY_LATEST, POLICY_BLOCK) for n in (0, LISTEN_NO_LOCAL)
+)
 
 
 class State(Enum):
@@ -82,10 +90,11 @@ class ClientRegistry:
         #: Listeners (callbacks and iterators) by (sender, event).
         self.table: RoutingTable[Listener] = RoutingTable()
         self.senders: dict[str, SenderEntry] = {}
-        self.listen_ids: dict[Key, int] = {}
+        #: (sender, event, LISTEN options) -> the listener id the gateway knows it by.
+        self.listen_ids: dict[ListenKey, int] = {}
         self.replay = Replay()
         self._by_ref: dict[int, SenderEntry] = {}
-        self._listen_keys: dict[int, Key] = {}
+        self._listen_keys: dict[int, ListenKey] = {}
         self._awaiting: set[int] = set()  # REGISTER_SENDER / LISTEN refs not answered yet
 
     def awaits(self, ref: int) -> bool:
@@ -204,9 +213,9 @@ class ClientRegistry:
         self._awaiting.add(entry.ref)
         self._send(msg)
 
-    def _listen(self, lid: int, key: Key) -> None:
+    def _listen(self, lid: int, key: ListenKey) -> None:
         self._awaiting.add(lid)
-        self._send(w.Listen(lid, *key))
+        self._send(w.Listen(lid, *key))  # the options too: a replay keeps the policy
 
     def _sent(self, ref: int) -> int | None:
         """After a registration was sent: the ref its caller waits for, or None.
@@ -267,21 +276,23 @@ class ClientRegistry:
     # --- listeners ------------------------------------------------------------------
 
     def subscribe(
-        self, callback: ListenerCallback, sender: str | None, event: str | None
+        self, callback: ListenerCallback, sender: str | None, event: str | None, options: int = 0
     ) -> tuple[Listener, int | None]:
-        """Add a listener (the existing one for the same callback and key).
+        """Add a listener (the existing one for the same callback, key and options).
 
         Returns it and the listener id to wait for when a LISTEN was sent.
         """
         check_listener_args(callback, sender, event)
         for existing in self.table.subscribers(sender, event):
-            if existing.callback == callback:
+            if existing.callback == callback and existing.options == options:
                 return existing, None
-        return self.add_listener(_subscribe(self.table, callback, sender, event))
+        return self.add_listener(_subscribe(self.table, callback, sender, event, options))
 
     def add_listener(self, listener: Listener) -> tuple[Listener, int | None]:
-        """Listen to a listener's key on the gateway (once per key); it is in the table."""
-        key = (listener.sender, listener.event)
+        """Listen to a listener's key on the gateway (once per key and options); it is
+        in the table. Listeners of one key with other options get a LISTEN each:
+        the gateway applies the strictest policy of a link's matching listeners."""
+        key = (listener.sender, listener.event, listener.options)
         if key in self.listen_ids:
             return listener, None
         lid = next(self._ids)
@@ -293,13 +304,16 @@ class ClientRegistry:
         return listener, self._sent(lid)
 
     def unlisten(self, key: Key, *, tell: bool = True) -> None:
-        """Stop listening to ``key`` on the gateway once no listener of it is left."""
-        if self.table.subscribers(*key):
-            return
-        lid = self.listen_ids.pop(key, None)
-        if lid is None:
-            return
-        self._listen_keys.pop(lid, None)
-        self._awaiting.discard(lid)
-        if tell and self.state is State.OPEN:
-            self._send(w.Unlisten(lid))
+        """Stop listening to ``key`` on the gateway with the options no listener of it
+        uses any more (each options value has its own LISTEN)."""
+        used = {listener.options for listener in self.table.subscribers(*key)}
+        for options in LISTEN_OPTION_VALUES:
+            if options in used:
+                continue
+            lid = self.listen_ids.pop((*key, options), None)
+            if lid is None:
+                continue
+            self._listen_keys.pop(lid, None)
+            self._awaiting.discard(lid)
+            if tell and self.state is State.OPEN:
+                self._send(w.Unlisten(lid))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from sig.core.routing import Key, RoutingTable, is_channel
 from sig.core.session import Session
@@ -39,8 +39,10 @@ from sig.protocol.constants import (
     POLICY_MASK,
 )
 
-#: Policy names as the client APIs and ``sig listen --policy`` take them.
-POLICIES = {"drop": POLICY_DROP, "latest": POLICY_LATEST, "block": POLICY_BLOCK}
+#: A delivery policy's name, as the client APIs and ``sig listen --policy`` take it.
+Policy = Literal["drop", "latest", "block"]
+#: Policy names -> LISTEN ``options`` bits.
+POLICIES: dict[str, int] = {"drop": POLICY_DROP, "latest": POLICY_LATEST, "block": POLICY_BLOCK}
 #: Rules cached per link, (sender, event) pairs (the cache starts again when full).
 RULE_CACHE = 4096
 #: No listener of the link takes the EVENT.

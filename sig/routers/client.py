@@ -38,6 +38,7 @@ from carriers.tcp import client_context
 from sig.compat import SeedSender
 from sig.core import client as core
 from sig.core.client import ClientSession
+from sig.core.delivery import Policy, listen_options
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender, check_sender_args
 from sig.core.endpoints import unsubscribe_listener as _unsubscribe
 from sig.core.routing import check_name
@@ -50,7 +51,7 @@ from sig.errors import (
     SigError,
     request_error_for,
 )
-from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
+from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER, LISTEN_NO_LOCAL
 from sig.protocol.data import pack, unpack
 from sig.routers.callbacks import Callbacks, Dispatch, SenderRefused, run_inline
 from sig.routers.connection import ClientConnection
@@ -273,6 +274,8 @@ class AsyncClientRouter(GatewayListings):
         dispatch = self.dispatch_event
         for listener in listeners:  # each callback gets its own info dict
             if type(listener) is Listener:
+                if listener.options & LISTEN_NO_LOCAL and sender in self.session.own_senders:
+                    continue  # our own link's event, which this no_local listener refused
                 dispatch(listener.callback, ({"sender": sender, "event": event}, value))
             else:
                 listener.put(sender, event, value)  # type: ignore[attr-defined]
@@ -329,10 +332,26 @@ class AsyncClientRouter(GatewayListings):
     # --- listeners --------------------------------------------------------
 
     async def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
     ) -> Listener:
-        """Call ``callback(info, data)`` for each matching event on the network."""
-        listener, lid = self.session.subscribe(callback, sender, event)
+        """Call ``callback(info, data)`` for each matching event on the network.
+
+        ``policy``: what the gateway does while this client is behind (more than
+        its high-water mark waits for it): ``"drop"`` (drop and count),
+        ``"latest"`` (keep the newest value per sender and event, count the
+        replaced ones) or ``"block"`` (stop reading the TCP senders until this
+        client catches up; serial senders' events are dropped and counted).
+        ``no_local``: not the events of this client's own senders. Both are
+        kept across reconnects (README "Delivery policies").
+        """
+        options = listen_options(policy, no_local)
+        listener, lid = self.session.subscribe(callback, sender, event, options)
         if lid is not None:
             try:
                 await self._conn.wait(lid, self.request_timeout)

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from carriers.tcp import client_context
 from sig.compat import ClientRouterAliases
+from sig.core.delivery import Policy
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
 from sig.errors import ConnectError, RequestTimeout, SigError
 from sig.protocol.constants import DEFAULT_PORT
@@ -358,10 +359,19 @@ class ClientRouter(ClientRouterAliases, SyncListings):
         return self._client.get_sender(name)
 
     def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
     ) -> Listener:
-        """Register ``callback(info, data)`` network-wide (idempotent per callback and key)."""
-        return self._call(self._client.add_listener(callback, sender, event))
+        """Register ``callback(info, data)`` network-wide (idempotent per callback, key
+        and options); ``policy`` and ``no_local`` as in AsyncClientRouter.add_listener."""
+        return self._call(
+            self._client.add_listener(callback, sender, event, policy=policy, no_local=no_local)
+        )
 
     def remove_listener(
         self,
