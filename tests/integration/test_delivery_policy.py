@@ -11,12 +11,14 @@ Serial senders are emulated devices on socat ptys.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from procs import until
+from procs import Proc, until
 from serial_rig import DEADLINE, SerialRig
 from socat import SocatPairs
 
@@ -356,3 +358,27 @@ async def test_every_client_api_carries_the_policy_and_keeps_it_across_reconnect
     finally:
         await loop.run_in_executor(None, sync.close)
         await client.close()
+
+
+async def test_sig_listen_policy_flag_registers_the_policy(gw: ServerRouter) -> None:
+    proc = Proc(
+        [sys.executable, "-m", "sig", "listen", "--port", str(gw.port), "--sender", "cli",
+         "--event", "e", "--policy", "latest", "--no-local", "--count", "1", "--timeout", "30"],
+    )  # fmt: skip
+    try:
+
+        def listening() -> bool:
+            return any(
+                POLICY_LATEST | LISTEN_NO_LOCAL in rules.options.values()
+                for rules in gw.core.delivery.links.values()
+            )
+
+        await until(listening, what="sig listen's LISTEN with its options")
+        gw.add_sender("cli", ["e"]).trigger("e", 7)
+        line = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: proc.wait_line(lambda x: '"event": "e"' in x)
+        )
+        assert json.loads(line)["data"] == 7
+        assert await asyncio.get_running_loop().run_in_executor(None, proc.wait) == 0
+    finally:
+        proc.kill()
