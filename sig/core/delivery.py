@@ -94,23 +94,39 @@ class LinkRules:
     cache: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
     def rule(self, listeners: dict[int, Key], sender: str, event: str) -> tuple[int, int]:
-        """The strictest policy of the matching listeners, for others' and for own EVENTs."""
+        """The strictest policy of the matching listeners, for others' and for own EVENTs.
+
+        Called only for a link the routing table matched, so some listener of
+        it matches: the listeners with options are looked at first, and the
+        plain ones only when those leave the link's own EVENTs to nobody.
+        """
         pair = (sender, event)
         found = self.cache.get(pair)
         if found is not None:
             return found
         others = own = NOBODY
-        for lid, key in listeners.items():
-            if key_matches(key, sender, event):
-                opts = self.options.get(lid, 0)
+        for lid, opts in self.options.items():
+            key = listeners.get(lid)
+            if key is not None and key_matches(key, sender, event):
                 policy = opts & POLICY_MASK
                 others = max(others, policy)
                 if not opts & LISTEN_NO_LOCAL:
                     own = max(own, policy)
+        if others == NOBODY:
+            others = own = POLICY_DROP  # only plain listeners match
+        elif own == NOBODY and self._plain_matches(listeners, sender, event):
+            own = POLICY_DROP
         if len(self.cache) >= RULE_CACHE:
             self.cache.clear()
         found = self.cache[pair] = (others, own)
         return found
+
+    def _plain_matches(self, listeners: dict[int, Key], sender: str, event: str) -> bool:
+        """Whether a listener without options matches (O(listeners), then cached)."""
+        options = self.options
+        return any(
+            lid not in options and key_matches(key, sender, event) for lid, key in listeners.items()
+        )
 
 
 class Delivery:

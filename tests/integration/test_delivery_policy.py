@@ -242,7 +242,7 @@ async def test_a_block_listener_that_stops_reading_is_closed_not_its_senders() -
         rows = {r["peer"]: r for r in gw.links()}
         assert {"c0", "c1", "good"} <= set(rows)
         assert not rows["c0"]["reading_paused"] and not rows["c1"]["reading_paused"]
-        assert not gw.flow.holds and not gw.flow.held_by
+        await until(lambda: not gw.flow.holds and not gw.flow.held_by, what="no hold left")
     finally:
         slow.close()
         await good.close()
@@ -382,3 +382,24 @@ async def test_sig_listen_policy_flag_registers_the_policy(gw: ServerRouter) -> 
         assert await asyncio.get_running_loop().run_in_executor(None, proc.wait) == 0
     finally:
         proc.kill()
+
+
+async def test_two_links_that_block_each_other_both_get_everything(gw: ServerRouter) -> None:
+    """Each is a sender and a block listener of the other's events: a held link is still
+    written to, so both drain as their peers read, and nothing is lost."""
+    a, b = await senders(gw, 2)
+    got: dict[int, list[Any]] = {0: [], 1: []}
+    try:
+        await a.add_listener(lambda i, d: got[0].append(d), "s1", "v", policy="block")
+        await b.add_listener(lambda i, d: got[1].append(d), "s0", "v", policy="block")
+        send_all([a, b])
+        await until(
+            lambda: len(got[0]) == len(got[1]) == PER_SENDER, what="both got all the other's"
+        )
+        assert [seq for _, seq, _ in got[0]] == list(range(PER_SENDER))
+        assert [seq for _, seq, _ in got[1]] == list(range(PER_SENDER))
+        assert gw.core.counters["dropped_events"] == 0
+        # Everything released once both queues drained (the last writes taken).
+        await until(lambda: not gw.flow.holds and not gw.flow.held_by, what="no hold left")
+    finally:
+        await close_all([a, b])
