@@ -239,10 +239,10 @@ async def test_a_block_listener_that_stops_reading_is_closed_not_its_senders() -
         # The senders are read again: every event reaches the listener that reads.
         await until(lambda: len(got) >= 2 * PER_SENDER, what="every event at the good listener")
         assert len(got) == 2 * PER_SENDER
-        rows = {r["peer"]: r for r in gw.links()}
-        assert {"c0", "c1", "good"} <= set(rows)
-        assert not rows["c0"]["reading_paused"] and not rows["c1"]["reading_paused"]
         await until(lambda: not gw.flow.holds and not gw.flow.held_by, what="no hold left")
+        rows = {r["peer"]: r for r in gw.links()}
+        assert {"c0", "c1", "good"} <= set(rows)  # the senders were never closed
+        assert not rows["c0"]["reading_paused"] and not rows["c1"]["reading_paused"]
     finally:
         slow.close()
         await good.close()
