@@ -199,12 +199,14 @@ class Outbox:
 
         Above ``high_water`` it is still queued (the sender stops after it),
         up to ``max_queued``: past that it is dropped and counted, so a burst
-        of many senders cannot grow the queue without bound.
+        of many senders cannot grow the queue without bound (nor make the
+        link stop reading its own peer, as a reply over the cap would).
         """
-        if self.queued_bytes() > self._cap:
-            self.dropped += 1
+        frame_max = len(body) + len(body) // 254 + 8  # COBS, CRC and delimiter at most
+        if self.queued_bytes() + frame_max > self._cap or not self.send(body):
+            self.dropped += 1  # over the cap (which would stop reading the listener), or closed
             return False
-        return self.send(body)
+        return True
 
     def over_high_water(self) -> bool:
         """True while more than ``high_water`` bytes wait for the peer."""
