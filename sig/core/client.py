@@ -31,7 +31,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -426,11 +426,6 @@ class ClientSession:
     ) -> tuple[Listener, int | None]:
         """Add a listener; returns it and the listener id to wait for, if a LISTEN went out."""
         return self.registrations.subscribe(callback, sender, event, options)
-
-    @property
-    def own_senders(self) -> Mapping[str, object]:
-        """This client's senders by name (a no_local listener skips their events)."""
-        return self.registrations.senders
 
     def add_listener(self, listener: Listener) -> tuple[Listener, int | None]:
         return self.registrations.add_listener(listener)

@@ -82,7 +82,39 @@ class SyncListings:
         return self._call(self._client.list_links())
 
 
-class ClientRouter(ClientRouterAliases, SyncListings):
+class SyncListeners:
+    """Listeners, blocking: a part of :class:`ClientRouter` (the asyncio client's)."""
+
+    _client: AsyncClientRouter
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        raise NotImplementedError  # the router's: run on its I/O thread
+
+    def add_listener(
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
+    ) -> Listener:
+        """Register ``callback(info, data)`` network-wide (idempotent per callback, key
+        and options); ``policy`` and ``no_local`` as in AsyncClientRouter.add_listener."""
+        return self._call(
+            self._client.add_listener(callback, sender, event, policy=policy, no_local=no_local)
+        )
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        return self._call(self._client.remove_listener(listener, sender, event))
+
+
+class ClientRouter(ClientRouterAliases, SyncListings, SyncListeners):
     """A gateway client with blocking methods; I/O runs on a background thread.
 
     ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
@@ -357,29 +389,6 @@ class ClientRouter(ClientRouterAliases, SyncListings):
 
     def get_sender(self, name: str) -> Sender | None:
         return self._client.get_sender(name)
-
-    def add_listener(
-        self,
-        callback: ListenerCallback,
-        sender: str | None = None,
-        event: str | None = None,
-        *,
-        policy: Policy = "drop",
-        no_local: bool = False,
-    ) -> Listener:
-        """Register ``callback(info, data)`` network-wide (idempotent per callback, key
-        and options); ``policy`` and ``no_local`` as in AsyncClientRouter.add_listener."""
-        return self._call(
-            self._client.add_listener(callback, sender, event, policy=policy, no_local=no_local)
-        )
-
-    def remove_listener(
-        self,
-        listener: Listener | ListenerCallback,
-        sender: str | None = None,
-        event: str | None = None,
-    ) -> bool:
-        return self._call(self._client.remove_listener(listener, sender, event))
 
     def request(
         self, sender: str, method: str, params: Any = None, timeout: float | None = None
