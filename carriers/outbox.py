@@ -23,6 +23,9 @@ from collections.abc import Callable
 from sig.protocol.frame import SharedEncoder, encode_frame
 
 DEFAULT_HIGH_WATER = 1 << 20  #: bytes queued before events to this link are dropped
+#: Pending ``latest`` values a link keeps at most (distinct (sender, event) pairs);
+#: a new pair beyond it is dropped and counted, like an event over high water.
+MAX_LATEST = 4096
 #: Bytes handed to the transport in one write when a backlog is drained.
 WRITE_PIECE = 64 << 10
 #: Frames what every link of this process sends: one EVENT body handed to N
@@ -56,23 +59,30 @@ class Outbox:
         "_closing",
         "_flush_scheduled",
         "_inflight",
+        "_latest",
+        "_latest_bytes",
         "_loop",
+        "_on_low",
         "_out",
         "_out_bytes",
         "_pause_at",
         "_write_paused",
         "bytes_out",
+        "conflated",
         "discarded_bytes",
         "discarded_frames",
         "dropped",
         "frames_out",
         "high_water",
+        "low_water",
         "max_queued",
         "transport",
     )
 
     def __init__(self, *, high_water: int = DEFAULT_HIGH_WATER, max_queued: int = 0) -> None:
         self.high_water = high_water
+        #: Queued bytes below which held ``latest`` values go out and blocked senders resume.
+        self.low_water = high_water // 2
         #: Cap on all queued bytes (0: none, as on a client's own link).
         self.max_queued = max_queued
         self._cap = max_queued or sys.maxsize
@@ -95,6 +105,13 @@ class Outbox:
         self.dropped = 0
         self.discarded_frames = 0
         self.discarded_bytes = 0
+        #: Pending ``latest`` values by (sender, event), newest last; None: none held.
+        self._latest: dict[object, bytes] | None = None
+        self._latest_bytes = 0
+        #: ``latest`` values replaced by a newer one before they were sent.
+        self.conflated = 0
+        #: Called once when the queue is back under ``low_water`` (see :meth:`when_low`).
+        self._on_low: Callable[[], None] | None = None
 
     # --- what the link does when the queue crosses its marks ---------------
 
@@ -147,6 +164,76 @@ class Outbox:
     def write_buffer_size(self) -> int:
         """Bytes the link holds that the kernel has not taken yet (senders pace on it)."""
         return self.queued_bytes()
+
+    # --- delivery policies (sig.core.delivery decides, the link keeps) -----
+
+    def send_latest(self, key: object, body: bytes) -> bool:
+        """Send ``body`` now, or hold it as the newest value of ``key`` while above high water.
+
+        Once anything is held, every ``latest`` value waits behind it, so the
+        values of one sender leave in the order they were triggered, minus the
+        replaced ones. A replaced value is counted in ``conflated``; a new
+        key beyond :data:`MAX_LATEST`, or beyond ``low_water`` held bytes (so
+        that releasing them stays under ``high_water``), is dropped and
+        counted in ``dropped``. Held values go out once the queue
+        is under ``low_water`` (:meth:`_low`).
+        """
+        latest = self._latest
+        if latest is None:
+            if self.queued_bytes() <= self.high_water:
+                return self.send(body, droppable=True)
+            latest = self._latest = {}
+        old = latest.pop(key, None)
+        if old is not None:
+            self.conflated += 1
+            self._latest_bytes -= len(old)
+        elif len(latest) >= MAX_LATEST or self._latest_bytes + len(body) > self.low_water:
+            self.dropped += 1
+            return False
+        latest[key] = body
+        self._latest_bytes += len(body)
+        return True
+
+    def send_held(self, body: bytes) -> bool:
+        """Queue an event of a ``block`` listener whose sender is being paused.
+
+        Above ``high_water`` it is still queued (the sender stops after it),
+        up to ``max_queued``: past that it is dropped and counted, so a burst
+        of many senders cannot grow the queue without bound (nor make the
+        link stop reading its own peer, as a reply over the cap would).
+        """
+        frame_max = len(body) + len(body) // 254 + 8  # COBS, CRC and delimiter at most
+        if self.queued_bytes() + frame_max > self._cap or not self.send(body):
+            self.dropped += 1  # over the cap (which would stop reading the listener), or closed
+            return False
+        return True
+
+    def over_high_water(self) -> bool:
+        """True while more than ``high_water`` bytes wait for the peer."""
+        return self._out_bytes + self._backlog_bytes + self._buffered() > self.high_water
+
+    def when_low(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the queue is next under ``low_water``.
+
+        One callback per link (a second replaces the first): its owner (the
+        gateway's flow control) keeps its own list of what waits.
+        """
+        self._on_low = callback
+
+    def _low(self) -> None:
+        """After a write: release held ``latest`` values and blocked senders when low enough."""
+        if self.queued_bytes() > self.low_water:
+            return
+        latest = self._latest
+        if latest is not None:
+            self._latest = None
+            self._latest_bytes = 0
+            for body in latest.values():  # at most low_water bytes: under high_water
+                self.send(body)
+        callback = self._on_low
+        if callback is not None:
+            self._on_low = None
+            callback()
 
     def flush(self) -> None:
         """Write what is queued now (before a close, for instance)."""
@@ -228,6 +315,11 @@ class Outbox:
         """Count (and forget) every frame queued and not fully taken by the kernel."""
         frames = len(self._out) + self._backlog_frames
         size = self._out_bytes + self._backlog_bytes
+        if self._latest:
+            frames += len(self._latest)
+            size += self._latest_bytes
+            self._latest = None
+            self._latest_bytes = 0
         residue = self._buffered()
         if residue:
             size += residue

@@ -142,7 +142,57 @@ class FrameHandler(Protocol[S]):
         ...
 
 
-class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
+class ReadGate(Outbox):
+    """Whether a link reads its peer: paused over its own cap, or held by flow control.
+
+    The base of :class:`StreamLink` (one chain of slotted classes); the
+    gateway's flow control (sig/routers/flow.py) holds the links of senders
+    that feed a ``block`` listener which is behind.
+    """
+
+    __slots__ = ("_capped", "_flow_held", "flow_pauses", "reading_paused")
+
+    def __init__(self, *, high_water: int, max_queued: int) -> None:
+        super().__init__(high_water=high_water, max_queued=max_queued)
+        #: True while the link does not read its peer: over ``max_queued``, or
+        #: held by the gateway's flow control (:meth:`hold_reading`).
+        self.reading_paused = False
+        self._capped = False  # paused because its own queue is over max_queued
+        self._flow_held = False  # paused by hold_reading (a blocked listener it feeds)
+        self.flow_pauses = 0
+
+    def _release_held(self) -> None:
+        """Go on with held bodies, then read the transport again (the link does it)."""
+        raise NotImplementedError
+
+    def hold_reading(self) -> bool:
+        """Stop reading the peer for someone else's sake (flow control); False if held already.
+
+        Unlike a pause over ``max_queued``, this starts no stall clock: the
+        peer is not stuck, the listener it feeds is, and that one's own stall
+        clock closes it if it stays so (then the gateway releases this link).
+        """
+        if self._flow_held or self.transport is None or self._closing:
+            return False
+        self._flow_held = True
+        self.reading_paused = True
+        self.flow_pauses += 1
+        self.transport.pause_reading()
+        return True
+
+    def release_reading(self) -> None:
+        """Read the peer again after :meth:`hold_reading` (unless over its own cap)."""
+        if not self._flow_held:
+            return
+        self._flow_held = False
+        if self._capped:
+            return
+        self.reading_paused = False
+        assert self._loop is not None
+        self._loop.call_soon(self._release_held)  # not inside the send that released it
+
+
+class StreamLink(ReadGate, asyncio.Protocol, Generic[S]):
     """asyncio Protocol carrying sig frames in both directions (see :class:`carriers.link.Link`)."""
 
     __slots__ = (
@@ -161,7 +211,6 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         "peer_subject",
         "persistent",
         "read_pauses",
-        "reading_paused",
         "stalled_closes",
     )
 
@@ -190,8 +239,6 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         self._session: S = cast(S, None)  # what handler.link_up returns
         #: Why the link closed itself, or why its owner closed it ("" = the peer did).
         self.close_reason = ""
-        #: True while the link does not read its peer (over ``max_queued``).
-        self.reading_paused = False
         self._eof = False  # the peer half-closed: close once its held bodies are handled
         self._held: list[bytes] = []  # bodies decoded but not handed over yet
         self._turn_scheduled = False
@@ -273,7 +320,9 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
             if self._closing:
                 self._close_transport()
             self._mark_unstuck()
-        if self.reading_paused:
+        if self._latest is not None or self._on_low is not None:
+            self._low()
+        if self._capped:
             self._maybe_resume_reading()
 
     # --- receiving --------------------------------------------------------
@@ -336,6 +385,7 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
 
     def _over_cap(self) -> None:
         """Over ``max_queued``: stop reading the peer until the queue drains."""
+        self._capped = True
         self.reading_paused = True
         self._pause_at = sys.maxsize  # no second pause while paused
         self.read_pauses += 1
@@ -344,7 +394,9 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
         self._stall.stuck(self._loop)
 
     def _flushed(self) -> None:
-        if self.reading_paused:
+        if self._latest is not None or self._on_low is not None:
+            self._low()
+        if self._capped:
             self._maybe_resume_reading()
 
     def _maybe_resume_reading(self) -> None:
@@ -356,11 +408,12 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
     def _resume_reading(self) -> None:
         self._resume_scheduled = False
         transport = self.transport
-        if not self.reading_paused or transport is None or self._closing:
+        if not self._capped or transport is None or self._closing:
             return
         if transport.is_closing() or self.queued_bytes() > self._resume_at:
             return
-        self.reading_paused = False
+        self._capped = False
+        self.reading_paused = self._flow_held
         self._pause_at = self._cap
         self._mark_unstuck()
         self._release_held()
@@ -397,7 +450,7 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
 
     def _mark_unstuck(self) -> None:
         """Progress: stop the stall clock, unless still stuck some other way."""
-        if not (self._write_paused or self.reading_paused or self._closing):
+        if not (self._write_paused or self._capped or self._closing):
             self._stall.unstuck()
 
     def _stalled(self) -> None:
@@ -411,7 +464,7 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
             self.name,
             self.stall_timeout,
             queued,
-            ", reading paused" if self.reading_paused else "",
+            ", reading paused" if self._capped else "",
             self.discarded_frames - before,
         )
         if self.transport is not None:
@@ -428,6 +481,8 @@ class StreamLink(Outbox, asyncio.Protocol, Generic[S]):
             "framing_errors": s.framing_errors,
             "oversize": s.oversize,
             "dropped": self.dropped,
+            "conflated": self.conflated,
+            "flow_pauses": self.flow_pauses,
             "queued_bytes": self.queued_bytes(),
             "reading_paused": self.reading_paused,
             "read_pauses": self.read_pauses,

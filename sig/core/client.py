@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sig.core.client_registry import ClientRegistry, SenderEntry, State
+from sig.core.client_registry import ClientRegistry, ListenKey, SenderEntry, State
 from sig.core.endpoints import Listener, ListenerCallback, Sender, handler_error, resolve_handler
 from sig.core.routing import Key
 from sig.errors import (
@@ -138,7 +138,7 @@ class RetainedReceived:
     event: str
     data: bytes
     stale: bool
-    key: Key | None
+    key: ListenKey | None  #: (sender, event, LISTEN options)
     only: Listener | None = None
 
 
@@ -442,10 +442,10 @@ class ClientSession:
         return self.registrations.remove_sender(name, tell=tell)
 
     def subscribe(
-        self, callback: ListenerCallback, sender: str | None, event: str | None
+        self, callback: ListenerCallback, sender: str | None, event: str | None, options: int = 0
     ) -> tuple[Listener, int | None]:
         """Add a listener; returns it and the listener id to wait for, if a LISTEN went out."""
-        return self.registrations.subscribe(callback, sender, event)
+        return self.registrations.subscribe(callback, sender, event, options)
 
     def add_listener(self, listener: Listener) -> tuple[Listener, int | None]:
         return self.registrations.add_listener(listener)

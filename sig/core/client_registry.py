@@ -22,8 +22,16 @@ from sig.core.endpoints import subscribe_listener as _subscribe
 from sig.core.routing import Key, RoutingTable
 from sig.errors import InvalidNameError, SigError
 from sig.protocol import messages as w
+from sig.protocol.constants import LISTEN_NO_LOCAL, POLICY_BLOCK, POLICY_DROP, POLICY_LATEST
 
 logger = logging.getLogger(__name__)
+
+#: A listened key with its LISTEN options: one gateway listener id each.
+ListenKey = tuple["str | None", "str | None", int]
+#: Every LISTEN options value (a policy, with or without no_local).
+LISTEN_OPTION_VALUES = tuple(
+    p | n for p in (POLICY_DROP, POLICY_LATEST, POLICY_BLOCK) for n in (0, LISTEN_NO_LOCAL)
+)
 
 
 class State(Enum):
@@ -84,14 +92,15 @@ class ClientRegistry:
         #: Listeners (callbacks and iterators) by (sender, event).
         self.table: RoutingTable[Listener] = RoutingTable()
         self.senders: dict[str, SenderEntry] = {}
-        self.listen_ids: dict[Key, int] = {}
+        #: (sender, event, LISTEN options) -> the listener id the gateway knows it by.
+        self.listen_ids: dict[ListenKey, int] = {}
         self.replay = Replay()
         self._by_ref: dict[int, SenderEntry] = {}
-        self._listen_keys: dict[int, Key] = {}
+        self._listen_keys: dict[int, ListenKey] = {}
         self._awaiting: set[int] = set()  # REGISTER_SENDER / LISTEN refs not answered yet
         #: The key of the last LISTEN answered: the RETAINED that follow are for its
         #: listeners, or for ``retained_only`` when it was a second LISTEN for one of them.
-        self.retained_key: Key | None = None
+        self.retained_key: ListenKey | None = None
         self.retained_only: Listener | None = None
         #: Second LISTENs of a key already listened to, for one new listener's retained values.
         self._extra: dict[int, Listener] = {}
@@ -107,7 +116,7 @@ class ClientRegistry:
         if only is None:
             self.retained_key = self._listen_keys.get(lid)
             return
-        self.retained_key = (only.sender, only.event)
+        self.retained_key = (only.sender, only.event, only.options)
         if self.state is State.OPEN:
             self._send(w.Unlisten(lid))
 
@@ -230,9 +239,9 @@ class ClientRegistry:
         self._awaiting.add(entry.ref)
         self._send(msg)
 
-    def _listen(self, lid: int, key: Key) -> None:
+    def _listen(self, lid: int, key: ListenKey) -> None:
         self._awaiting.add(lid)
-        self._send(w.Listen(lid, *key))
+        self._send(w.Listen(lid, *key))  # the options too: a replay keeps the policy
 
     def _sent(self, ref: int) -> int | None:
         """After a registration was sent: the ref its caller waits for, or None.
@@ -294,21 +303,23 @@ class ClientRegistry:
     # --- listeners ------------------------------------------------------------------
 
     def subscribe(
-        self, callback: ListenerCallback, sender: str | None, event: str | None
+        self, callback: ListenerCallback, sender: str | None, event: str | None, options: int = 0
     ) -> tuple[Listener, int | None]:
-        """Add a listener (the existing one for the same callback and key).
+        """Add a listener (the existing one for the same callback, key and options).
 
         Returns it and the listener id to wait for when a LISTEN was sent.
         """
         check_listener_args(callback, sender, event)
         for existing in self.table.subscribers(sender, event):
-            if existing.callback == callback:
+            if existing.callback == callback and existing.options == options:
                 return existing, None
-        return self.add_listener(_subscribe(self.table, callback, sender, event))
+        return self.add_listener(_subscribe(self.table, callback, sender, event, options))
 
     def add_listener(self, listener: Listener) -> tuple[Listener, int | None]:
-        """Listen to a listener's key on the gateway (once per key); it is in the table."""
-        key = (listener.sender, listener.event)
+        """Listen to a listener's key on the gateway (once per key and options); it is
+        in the table. Listeners of one key with other options get a LISTEN each:
+        the gateway applies the strictest policy of a link's matching listeners."""
+        key = (listener.sender, listener.event, listener.options)
         if key in self.listen_ids:
             return listener, self._listen_again(key, listener)
         lid = next(self._ids)
@@ -319,7 +330,7 @@ class ClientRegistry:
         self._listen(lid, key)
         return listener, self._sent(lid)
 
-    def _listen_again(self, key: Key, listener: Listener) -> int | None:
+    def _listen_again(self, key: ListenKey, listener: Listener) -> int | None:
         """A new listener of a key listened to already: LISTEN again for its retained values.
 
         Not while the key's LISTEN waits for its answer (the values that follow
@@ -335,13 +346,16 @@ class ClientRegistry:
         return lid
 
     def unlisten(self, key: Key, *, tell: bool = True) -> None:
-        """Stop listening to ``key`` on the gateway once no listener of it is left."""
-        if self.table.subscribers(*key):
-            return
-        lid = self.listen_ids.pop(key, None)
-        if lid is None:
-            return
-        self._listen_keys.pop(lid, None)
-        self._awaiting.discard(lid)
-        if tell and self.state is State.OPEN:
-            self._send(w.Unlisten(lid))
+        """Stop listening to ``key`` on the gateway with the options no listener of it
+        uses any more (each options value has its own LISTEN)."""
+        used = {listener.options for listener in self.table.subscribers(*key)}
+        for options in LISTEN_OPTION_VALUES:
+            if options in used:
+                continue
+            lid = self.listen_ids.pop((*key, options), None)
+            if lid is None:
+                continue
+            self._listen_keys.pop(lid, None)
+            self._awaiting.discard(lid)
+            if tell and self.state is State.OPEN:
+                self._send(w.Unlisten(lid))

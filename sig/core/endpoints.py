@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from sig.core.delivery import Policy, listen_options
 from sig.core.meta import Describe, local_meta
 from sig.core.retained import LOCAL_OWNER, RetainedStore, deliver_retained
 from sig.core.routing import RoutingTable, check_declared_event, check_name
@@ -113,12 +114,20 @@ class Sender:
 class Listener:
     """Handle of one listener registration; pass it to ``remove_listener``."""
 
-    __slots__ = ("callback", "event", "sender")
+    __slots__ = ("callback", "event", "options", "sender")
 
-    def __init__(self, callback: ListenerCallback, sender: str | None, event: str | None) -> None:
+    def __init__(
+        self,
+        callback: ListenerCallback,
+        sender: str | None,
+        event: str | None,
+        options: int = 0,
+    ) -> None:
         self.callback = callback
         self.sender = sender
         self.event = event
+        #: LISTEN options (delivery policy, no_local); in one process, nothing waits: 0.
+        self.options = options
 
     def __repr__(self) -> str:
         name = getattr(self.callback, "__qualname__", repr(self.callback))
@@ -169,11 +178,15 @@ def resolve_handler(
 
 
 def subscribe_listener(
-    table: RoutingTable[Any], callback: ListenerCallback, sender: str | None, event: str | None
+    table: RoutingTable[Any],
+    callback: ListenerCallback,
+    sender: str | None,
+    event: str | None,
+    options: int = 0,
 ) -> Listener:
-    """Validate and register an in-process listener in ``table``."""
+    """Validate and register an in-process listener in ``table`` (``options``: LISTEN's)."""
     check_listener_args(callback, sender, event)
-    listener = Listener(callback, sender, event)
+    listener = Listener(callback, sender, event, options)
     table.subscribe(listener, sender, event)
     return listener
 
@@ -322,12 +335,24 @@ class Endpoints:
         return {name: info.announcement() for name, info in self.table.senders.items()}
 
     def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
     ) -> Listener:
-        """Call ``callback(info, data)`` for every matching event (retained values at once)."""
+        """Call ``callback(info, data)`` for every matching event.
+
+        ``policy`` and ``no_local`` are checked and accepted for the same code
+        to run against a gateway; in one process they change nothing: delivery
+        is a direct call, nothing queues, and no event comes from a link.
+        """
+        listen_options(policy, no_local)
         listener = subscribe_listener(self.table, callback, sender, event)
         if self.retained is not None and self.retained.values:
-            deliver_retained(self.retained, listener)
+            deliver_retained(self.retained, listener)  # retained values at once
         return listener
 
     def remove_listener(
@@ -382,10 +407,19 @@ class EndpointsAPI:
         return self.endpoints.list_senders()
 
     def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
     ) -> Listener:
-        """Call ``callback(info, data)`` for every matching event."""
-        return self.endpoints.add_listener(callback, sender, event)
+        """Call ``callback(info, data)`` for every matching event (``policy``,
+        ``no_local``: accepted, a no-op in one process; see :class:`Endpoints`)."""
+        return self.endpoints.add_listener(
+            callback, sender, event, policy=policy, no_local=no_local
+        )
 
     def remove_listener(
         self,

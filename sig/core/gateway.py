@@ -24,6 +24,7 @@ from typing import Any
 
 from sig.core.access import Access
 from sig.core.auth import Authenticator
+from sig.core.delivery import Delivery
 from sig.core.endpoints import Endpoints, Listener, Sender, deliver
 from sig.core.limits import Limits, peer_limit
 from sig.core.registrations import (
@@ -138,6 +139,7 @@ class GatewayCore:
         self.retained = RetainedStore(limits.retained_values, limits.retained_bytes, self.counters)
         self.endpoints.retained = self.retained  # in-process senders and listeners too
         self._kept = self.retained.kept
+        self.delivery = Delivery(self.table, self.counters)  #: listeners' policies, no_local
         #: Figures that are not counts (the asyncio layer's loop lag), shown in stats.
         self.gauges: dict[str, float] = {}
         #: Who a HELLO makes a session (users, slowdown): :mod:`sig.core.auth`.
@@ -266,6 +268,7 @@ class GatewayCore:
         body: bytes | None = None
         size = delivered = dropped = too_large = 0
         local: list[Any] | None = None  # the in-process Listeners, if any
+        special = self.delivery.links  # links with a policy or no_local listener
         for sub in subs:
             if type(sub) is not Session:
                 if local is None:
@@ -280,6 +283,11 @@ class GatewayCore:
             if size > sub.peer_max_body:  # over its max_body (or over 65535: no link's)
                 sub.dropped_too_large += 1
                 too_large += 1
+            elif special and sub in special:
+                sent = self.delivery.send(sub, sender, event, body)
+                if sent is not None:  # None: not for this link (no_local)
+                    sub.events_out += sent
+                    delivered, dropped = delivered + sent, dropped + (not sent)
             elif sub.link.send(body, droppable=True):
                 sub.events_out += 1
                 delivered += 1

@@ -27,6 +27,7 @@ from sig.protocol.frame import MAX_BODY_LIMIT
 if TYPE_CHECKING:
     from sig.core.access import Access
     from sig.core.auth import Authenticator
+    from sig.core.delivery import Delivery
     from sig.core.endpoints import Listener
     from sig.core.limits import Limits
     from sig.core.requests import Requests
@@ -79,6 +80,8 @@ class RegistrationsCore(Protocol):
     def auth(self) -> Authenticator: ...
     @property
     def retained(self) -> RetainedStore: ...
+    @property
+    def delivery(self) -> Delivery: ...
     def end_session(self, session: Session, reason: str) -> None: ...
     def _send(self, session: Session, msg: w.Message) -> None: ...
     def _protocol_error(self, session: Session, code: int, ref: int, message: str) -> None: ...
@@ -314,6 +317,7 @@ class Registrations:
             core._protocol_error(session, ErrorCode.INVALID_NAME, lid, str(exc))
             return
         session.listeners[lid] = key
+        core.delivery.listen(session, lid, msg.options)
         core._send(session, w.Listening(lid))
         send_retained(core.retained, core.access, session, *key, msg.options)  # after LISTENING
 
@@ -326,6 +330,7 @@ class Registrations:
             )
             return
         self.core.table.unsubscribe(session, *key)
+        self.core.delivery.unlisten(session, msg.listener_id)
 
     # --- the end of a session ---------------------------------------------
 
@@ -338,6 +343,7 @@ class Registrations:
         core.requests.fail(session, f"{who} went away ({reason})")
         core.table.unsubscribe_many(session, session.listeners.values())
         session.listeners.clear()
+        core.delivery.forget(session)
         names = list(session.senders.values())
         if session.link.persistent and names:
             self._reserve_names(session, names)  # before #disconnect: its listeners may re-add

@@ -130,7 +130,10 @@ def deliver_retained(
     other keys got (or get) the value after their own LISTEN, so none gets it twice.
     """
     stats["retained_in"] += 1
-    listeners = table.subscribers(*ev.key) if ev.key is not None else ()
+    listeners: tuple[Listener, ...] = ()
+    if ev.key is not None:
+        sender, event, options = ev.key
+        listeners = tuple(x for x in table.subscribers(sender, event) if x.options == options)
     if ev.only is not None:  # the answer to a second LISTEN, for one new listener
         listeners = (ev.only,) if ev.only in listeners else ()
     if not listeners:

@@ -38,6 +38,7 @@ from carriers.tcp import client_context
 from sig.compat import SeedSender
 from sig.core import client as core
 from sig.core.client import ClientSession
+from sig.core.delivery import Policy, listen_options
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender, check_sender_args
 from sig.core.endpoints import unsubscribe_listener as _unsubscribe
 from sig.core.meta import Describe, encode_meta
@@ -52,7 +53,7 @@ from sig.errors import (
     request_error_for,
 )
 from sig.protocol import messages as w
-from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER
+from sig.protocol.constants import DEFAULT_PORT, GATEWAY_SENDER, LISTEN_NO_LOCAL
 from sig.protocol.data import pack, unpack
 from sig.routers.callbacks import Callbacks, Dispatch, SenderRefused, run_inline
 from sig.routers.connection import Answer, ClientConnection
@@ -155,7 +156,68 @@ class GatewayListings:
         return await fetch_pages(self.request, method)
 
 
-class AsyncClientRouter(NetworkRequests, GatewayListings):
+class NetworkListeners:
+    """Listener callbacks registered on the gateway: a part of :class:`AsyncClientRouter`."""
+
+    session: ClientSession
+    _conn: ClientConnection
+    request_timeout: float
+
+    async def add_listener(
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
+    ) -> Listener:
+        """Call ``callback(info, data)`` for each matching event on the network.
+
+        ``policy``: what the gateway does while this client is behind (more than
+        its high-water mark waits for it): ``"drop"`` (drop and count),
+        ``"latest"`` (keep the newest value per sender and event, count the
+        replaced ones) or ``"block"`` (stop reading the TCP senders until this
+        client catches up; serial senders' events are dropped and counted).
+        ``no_local``: not the events of this client's own senders. Both are
+        kept across reconnects (README "Delivery policies").
+        """
+        options = listen_options(policy, no_local)
+        listener, lid = self.session.subscribe(callback, sender, event, options)
+        if lid is not None:
+            try:
+                await self._conn.wait(lid, self.request_timeout)
+            except BaseException:
+                self._unsubscribe(listener, sender, event, tell=False)
+                raise
+        return listener
+
+    async def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        return self._unsubscribe(listener, sender, event)
+
+    def _unsubscribe(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None,
+        event: str | None,
+        *,
+        tell: bool = True,
+    ) -> bool:
+        """Remove a listener; UNLISTEN once nobody listens to its key any more."""
+        if isinstance(listener, Listener):
+            sender, event = listener.sender, listener.event
+        if not _unsubscribe(self.session.table, listener, sender, event):
+            return False
+        self.session.unlisten((sender, event), tell=tell)
+        return True
+
+
+class AsyncClientRouter(NetworkRequests, GatewayListings, NetworkListeners):
     """Connects to a gateway; senders, listeners and requests over the network.
 
     ``host=None`` finds the gateway on the LAN instead (mDNS ``_sig._tcp``, see
@@ -319,6 +381,8 @@ class AsyncClientRouter(NetworkRequests, GatewayListings):
         dispatch = self.dispatch_event
         for listener in listeners:  # each callback gets its own info dict
             if type(listener) is Listener:
+                if listener.options & LISTEN_NO_LOCAL and sender in self.session.senders:
+                    continue  # our own link's event, which this no_local listener refused
                 dispatch(listener.callback, ({"sender": sender, "event": event}, value))
             else:
                 listener.put(sender, event, value)  # type: ignore[attr-defined]
@@ -376,44 +440,7 @@ class AsyncClientRouter(NetworkRequests, GatewayListings):
             return
         self.session.trigger(sender, event, pack(data))
 
-    # --- listeners --------------------------------------------------------
-
-    async def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
-    ) -> Listener:
-        """Call ``callback(info, data)`` for each matching event on the network."""
-        listener, lid = self.session.subscribe(callback, sender, event)
-        if lid is not None:
-            try:
-                await self._conn.wait(lid, self.request_timeout)
-            except BaseException:
-                self._unsubscribe(listener, sender, event, tell=False)
-                raise
-        return listener
-
-    async def remove_listener(
-        self,
-        listener: Listener | ListenerCallback,
-        sender: str | None = None,
-        event: str | None = None,
-    ) -> bool:
-        return self._unsubscribe(listener, sender, event)
-
-    def _unsubscribe(
-        self,
-        listener: Listener | ListenerCallback,
-        sender: str | None,
-        event: str | None,
-        *,
-        tell: bool = True,
-    ) -> bool:
-        """Remove a listener; UNLISTEN once nobody listens to its key any more."""
-        if isinstance(listener, Listener):
-            sender, event = listener.sender, listener.event
-        if not _unsubscribe(self.session.table, listener, sender, event):
-            return False
-        self.session.unlisten((sender, event), tell=tell)
-        return True
+    # --- listeners (add_listener, remove_listener: NetworkListeners) -------
 
     def events(
         self,

@@ -64,6 +64,7 @@ from sig.logs import LogThrottle
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack, unpack
 from sig.routers.auth import GatewaySecurity
+from sig.routers.flow import FlowControl
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +265,19 @@ class ConnectionLimit:
         link.abort()
 
 
+def count_close(counters: dict[str, int], link: StreamLink, session: Session | None) -> None:
+    """Count a link that ended by its reason (``closed_<reason>``) and what it discarded."""
+    reason = link.close_reason
+    if reason == "refused":  # never admitted: counted as refused_connections
+        return
+    if not reason and session is not None:
+        reason = session.close_reason or ("breach" if session.state is State.ERROR else "")
+    key = f"closed_{reason or 'peer'}"
+    counters[key] = counters.get(key, 0) + 1
+    counters["discarded_frames"] += link.discarded_frames
+    counters["discarded_bytes"] += link.discarded_bytes
+
+
 class ServerRouter(EndpointsAPI, LocalRouterAliases):
     """The gateway: accepts TCP clients (and serial links) and routes between them."""
 
@@ -315,6 +329,7 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
         )
         self.core.hello_timeout = hello_timeout
         self.core.tcp_keepalive_ms = round(tcp_keepalive * 1000)
+        self.flow = FlowControl(self.core)  #: pauses the senders of block listeners
         #: Options every link of this gateway gets (serial ports too).
         self.link_options: dict[str, Any] = {
             "high_water": high_water,
@@ -502,23 +517,12 @@ class ServerRouter(EndpointsAPI, LocalRouterAliases):
             self._log_tls("%s: TLS handshake failed: %s", link.name, describe(exc or OSError()))
         self._links.discard(link)
         session: Session | None = link.session
-        self._count_close(link, session)
+        count_close(self.core.counters, link, session)
+        self.flow.link_down(link)
         if not link.persistent:
             self.connections.forget(link)
         if session is not None:
             self.core.detach(session)
-
-    def _count_close(self, link: StreamLink, session: Session | None) -> None:
-        reason = link.close_reason
-        if reason == "refused":  # never admitted: counted as refused_connections
-            return
-        if not reason and session is not None:
-            reason = session.close_reason or ("breach" if session.state is State.ERROR else "")
-        counters = self.core.counters
-        key = f"closed_{reason or 'peer'}"
-        counters[key] = counters.get(key, 0) + 1
-        counters["discarded_frames"] += link.discarded_frames
-        counters["discarded_bytes"] += link.discarded_bytes
 
     # --- connection limit (the TcpListener calls these) -------------------
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from carriers.tcp import client_context
 from sig.compat import ClientRouterAliases
+from sig.core.delivery import Policy
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
 from sig.errors import ConnectError, RequestTimeout, SigError
 from sig.protocol.constants import DEFAULT_PORT
@@ -137,7 +138,39 @@ class SyncRequests:
             answer.set_exception(exc)
 
 
-class ClientRouter(ClientRouterAliases, SyncListings, SyncRequests):
+class SyncListeners:
+    """Listeners, blocking: a part of :class:`ClientRouter` (the asyncio client's)."""
+
+    _client: AsyncClientRouter
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        raise NotImplementedError  # the router's: run on its I/O thread
+
+    def add_listener(
+        self,
+        callback: ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+        *,
+        policy: Policy = "drop",
+        no_local: bool = False,
+    ) -> Listener:
+        """Register ``callback(info, data)`` network-wide (idempotent per callback, key
+        and options); ``policy`` and ``no_local`` as in AsyncClientRouter.add_listener."""
+        return self._call(
+            self._client.add_listener(callback, sender, event, policy=policy, no_local=no_local)
+        )
+
+    def remove_listener(
+        self,
+        listener: Listener | ListenerCallback,
+        sender: str | None = None,
+        event: str | None = None,
+    ) -> bool:
+        return self._call(self._client.remove_listener(listener, sender, event))
+
+
+class ClientRouter(ClientRouterAliases, SyncListings, SyncRequests, SyncListeners):
     """A gateway client with blocking methods; I/O runs on a background thread.
 
     ``ClientRouter(host="gw.local", port=3000)`` then :meth:`connect`, or the
@@ -415,19 +448,6 @@ class ClientRouter(ClientRouterAliases, SyncListings, SyncRequests):
     def get_sender(self, name: str) -> Sender | None:
         return self._client.get_sender(name)
 
-    def add_listener(
-        self, callback: ListenerCallback, sender: str | None = None, event: str | None = None
-    ) -> Listener:
-        """Register ``callback(info, data)`` network-wide (idempotent per callback and key)."""
-        return self._call(self._client.add_listener(callback, sender, event))
-
-    def remove_listener(
-        self,
-        listener: Listener | ListenerCallback,
-        sender: str | None = None,
-        event: str | None = None,
-    ) -> bool:
-        return self._call(self._client.remove_listener(listener, sender, event))
 
 
 async def _await(awaitable: Any) -> Any:

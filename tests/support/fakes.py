@@ -165,6 +165,15 @@ class MemoryLink:
     def send(self, body: bytes, *, droppable: bool = False, urgent: bool = False) -> bool:
         return self.link.send(body, droppable=droppable, urgent=urgent)
 
+    def send_latest(self, key: object, body: bytes) -> bool:
+        return self.link.send_latest(key, body)
+
+    def send_held(self, body: bytes) -> bool:
+        return self.link.send_held(body)
+
+    def over_high_water(self) -> bool:
+        return self.link.over_high_water()
+
     def close(self) -> None:
         self.link.close()
 

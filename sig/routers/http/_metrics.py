@@ -93,6 +93,12 @@ LINK_KEYS: dict[str, Spec | None] = {
         "sig_link_discarded_bytes_total", "Bytes still queued when the link was aborted."
     ),
     "stalled_closes": _c("sig_link_stalled_closes_total", "Times the link was closed as stuck."),
+    "conflated": _c(
+        "sig_link_conflated_events_total", "Pending latest-policy values replaced by newer ones."
+    ),
+    "flow_pauses": _c(
+        "sig_link_flow_pauses_total", "Times the link was held while a block listener caught up."
+    ),
     "listeners": _g("sig_link_listeners", "Listener registrations of the link."),
     "queued_bytes": _g("sig_link_queued_bytes", "Bytes queued for the peer, not yet sent."),
     "baud": _g("sig_link_baud", "Configured baud rate of a serial port."),

@@ -254,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     listen_p.add_argument("--sender", help="only this sender (default: any)")
     listen_p.add_argument("--event", help="only this event (default: any)")
     listen_p.add_argument("--count", type=int, default=0, help="exit (status 0) after N events")
+    listen_p.add_argument(
+        "--policy",
+        choices=("drop", "latest", "block"),
+        default="drop",
+        help="while this listener is behind: drop events (default), keep the latest value"
+        " per sender and event, or block the TCP senders until it catches up",
+    )
+    listen_p.add_argument(
+        "--no-local", action="store_true", help="not the events of this client's own link"
+    )
     listen_p.add_argument("--json", action="store_true", help="the default: one JSON line each")
 
     send_p = client_parser("send", "register SENDER for a moment and trigger EVENT once")

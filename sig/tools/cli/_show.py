@@ -98,7 +98,9 @@ async def cmd_listen(args: argparse.Namespace) -> int:
         if args.count and count >= args.count:
             done.set()
 
-    await client.add_listener(show, args.sender, args.event)
+    await client.add_listener(
+        show, args.sender, args.event, policy=args.policy, no_local=args.no_local
+    )
     for sig_no in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig_no, done.set)
@@ -224,6 +226,7 @@ SHOWN = frozenset({"link", "state", "peer", "senders", "frames_in", "frames_out"
 #: NOTES without --all: these when they are not zero, empty or "open".
 NOTABLE = ("port_state", "reopens", "failed_opens", "last_error", "closed_for_s",
            *ERROR_KEYS, "dropped_too_large", "discarded_frames", "reading_paused",
+           "conflated", "flow_pauses",
            "reserved", "tls", "peer_subject",
            # the MQTT bridge's row (BRIDGE.md): its state, what it follows, what it refused
            "mqtt", "gateways", "remote_senders", "dropped_malformed", "ignored_unmapped",
