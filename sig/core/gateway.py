@@ -39,7 +39,7 @@ from sig.core.requests import Done, Pending, RequestObserver, Requests, fit_text
 from sig.core.reservations import Reservation, Reservations
 from sig.core.retained import RetainedStore
 from sig.core.routing import RoutingTable, SenderInfo
-from sig.core.service import GatewayService, LinkReporter
+from sig.core.service import GatewayFigures, GatewayService
 from sig.core.session import Input, Link, Session, State
 from sig.core.timers import Timers
 from sig.errors import DecodeError, ErrorCode, RemoteProtocolError
@@ -86,7 +86,7 @@ Subscriber = Session | Listener
 Handler = Callable[[Session, Any], None]
 
 
-class GatewayCore:
+class GatewayCore(GatewayFigures):
     """Routes frames between links and in-process endpoints."""
 
     #: Seconds a TCP link may stay without a session before poll() closes it (0: no limit).
@@ -321,38 +321,6 @@ class GatewayCore:
     ) -> None:
         """Route a request; ``done(status, message, result)`` is called exactly once."""
         self.requests.start(sender, method, params, done, requester=requester, timeout=timeout)
-
-    # --- $gateway, links and figures (GatewayService) -----------------------
-
-    def stats(self) -> dict[str, float]:
-        """The gateway's counters and sizes (``$gateway stats``)."""
-        return self.service.stats()
-
-    def links(self) -> list[dict[str, Any]]:
-        """One row per link: every session, then what the link reporters add."""
-        return self.service.links()
-
-    def link_info(self, session: Session) -> dict[str, Any]:
-        """The ``$gateway links`` row of one session."""
-        return self.service.link_info(session)
-
-    def add_link_reporter(self, report: LinkReporter) -> None:
-        """Have ``report()`` add rows to ``$gateway links`` (a serial port without a session)."""
-        self.service.link_reporters.append(report)
-
-    @property
-    def link_reporters(self) -> list[LinkReporter]:
-        """The link reporters (prefer :meth:`add_link_reporter`)."""
-        return self.service.link_reporters
-
-    @property
-    def reserved(self) -> dict[str, Reservation]:
-        """Reserved sender name -> the serial link it is kept for."""
-        return self.name_reservations.held
-
-    def reservations(self, link: str) -> dict[str, float]:
-        """Sender names reserved for the link named ``link``: seconds left for each."""
-        return self.name_reservations.for_link(link)
 
     # --- timers (Timers) ----------------------------------------------------
 

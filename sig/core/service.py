@@ -23,7 +23,7 @@ from sig.protocol.data import pack, unpack
 if TYPE_CHECKING:
     from sig.core.access import Access
     from sig.core.endpoints import Listener
-    from sig.core.reservations import Reservations
+    from sig.core.reservations import Reservation, Reservations
 
 #: Bytes of a ``$gateway`` page around its items at most (map, keys, next, total).
 PAGE_OVERHEAD = 40
@@ -309,3 +309,40 @@ def _cbor_array_head(n: int) -> bytes:
     if n < 0x10000:
         return b"\x99" + n.to_bytes(2, "big")
     return b"\x9a" + n.to_bytes(4, "big")
+
+
+class GatewayFigures:
+    """The ``$gateway`` figures and listings of a GatewayCore: a part of it."""
+
+    service: GatewayService
+    name_reservations: Reservations
+
+    def stats(self) -> dict[str, float]:
+        """The gateway's counters and sizes (``$gateway stats``)."""
+        return self.service.stats()
+
+    def links(self) -> list[dict[str, Any]]:
+        """One row per link: every session, then what the link reporters add."""
+        return self.service.links()
+
+    def link_info(self, session: Session) -> dict[str, Any]:
+        """The ``$gateway links`` row of one session."""
+        return self.service.link_info(session)
+
+    def add_link_reporter(self, report: LinkReporter) -> None:
+        """Have ``report()`` add rows to ``$gateway links`` (a serial port without a session)."""
+        self.service.link_reporters.append(report)
+
+    @property
+    def link_reporters(self) -> list[LinkReporter]:
+        """The link reporters (prefer :meth:`add_link_reporter`)."""
+        return self.service.link_reporters
+
+    @property
+    def reserved(self) -> dict[str, Reservation]:
+        """Reserved sender name -> the serial link it is kept for."""
+        return self.name_reservations.held
+
+    def reservations(self, link: str) -> dict[str, float]:
+        """Sender names reserved for the link named ``link``: seconds left for each."""
+        return self.name_reservations.for_link(link)

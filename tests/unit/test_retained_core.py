@@ -406,14 +406,14 @@ def test_the_client_gives_retained_values_to_the_listen_they_follow() -> None:
     assert lid is not None and link.take() == [w.Listen(lid, "s", None)]
     session.receive(w.encode(w.Listening(lid)))
     [ev] = session.receive(w.encode(w.Retained("s", "temp", pack(1))))
-    assert isinstance(ev, ccore.RetainedReceived) and ev.key == ("s", None) and ev.only is None
+    assert isinstance(ev, ccore.RetainedReceived) and ev.key == ("s", None, 0) and ev.only is None
     second, lid2 = session.subscribe(cb2, "s", None)  # the key is listened to already
     assert lid2 is not None and lid2 != lid and link.take() == [w.Listen(lid2, "s", None)]
     session.receive(w.encode(w.Listening(lid2)))
     assert link.take() == [w.Unlisten(lid2)]  # its values follow; the first LISTEN stays
     [ev] = session.receive(w.encode(w.Retained("s", "temp", pack(1), stale=True)))
     assert isinstance(ev, ccore.RetainedReceived) and ev.only is second and ev.stale
-    assert session.registrations.listen_ids == {("s", None): lid}
+    assert session.registrations.listen_ids == {("s", None, 0): lid}
 
 
 def test_the_retained_body_is_encoded_once_per_change(core: GatewayCore) -> None:
