@@ -8,7 +8,6 @@ mosquitto + paho-mqtt and nats-server + nats-py are part of the test setup
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import subprocess
@@ -85,23 +84,13 @@ def test_router_benchmark_pinned_to_one_core_on_uvloop() -> None:
     assert re.search(r"\| fan-in 1->1, events/s +\| [\d,]+ +\| [\d,]+ +\| [\d.]+ +\|", out), out
 
 
-def test_router_benchmark_policy_shapes_run_or_fail_clearly(tmp_path: Path) -> None:
-    """many-block and many-latest: lossless and last-value checks, or exit 2 saying why not.
-
-    They need add_listener(policy=...) (issue 13, item 1). In a tree without
-    it they must refuse to run with a message that says so, never print an
-    empty or made-up row.
-    """
-    from sig.routers.client import AsyncClientRouter
-
+def test_router_benchmark_policy_shapes(tmp_path: Path) -> None:
+    """many-block and many-latest: the block listener loses nothing, the latest one
+    ends with every sender's last value."""
     args = ("--runs", "1", "--count", "2000", "--senders", "4", "--sender-procs", "2")
     cmd = [sys.executable, str(BENCH / "router.py"), *args, "--only", "sig"]
     cmd += ["--shapes", "many-block,many-latest", "--json", str(tmp_path / "r.json")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
-    if "policy" not in inspect.signature(AsyncClientRouter.add_listener).parameters:
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert "many-block and many-latest need" in proc.stderr and "policy=" in proc.stderr
-        return
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads((tmp_path / "r.json").read_text())["sig"]
     assert [r["lost"] for r in results["many-block"]] == [0]
