@@ -13,7 +13,6 @@ import json
 import math
 import re
 from collections import deque
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -438,12 +437,8 @@ def test_discovery_publishes_for_described_senders_and_removes_on_goodbye(net: A
     a.connect()
     discovery.connected()
     a.core.endpoints.add_sender("plain", ["e"])
-    sensor = a.core.endpoints.add_sender("sensor", ["temperature", "other"])
-    # The core keeps REGISTER_SENDER meta once sender metadata lands (h-retained's
-    # SenderInfo.meta); here the registration's meta is set as the core will set it.
-    info = a.core.table.sender(sensor.name)
     describe = {"temperature": {"unit": "°C", "device_class": "temperature"}}
-    object.__setattr__(info, "meta", SimpleNamespace(describe=describe))
+    sensor = a.core.endpoints.add_sender("sensor", ["temperature", "other"], describe=describe)
     a.tick()
     configs = [t for t in broker.retained if t.startswith("homeassistant/")]
     assert len(configs) == 1
