@@ -60,7 +60,9 @@ class ReliableFrames:
             try:
                 plain = reliable.receive(body)
             except RemoteProtocolError as exc:  # a bad sequence header: MALFORMED, ref 0
-                self.router.core._protocol_error(link.session, exc.code, 0, str(exc))
+                session = link.session
+                session.about = body[0] & w.TYPE_MASK  # the type the ERROR answers
+                self.router.core._protocol_error(session, exc.code, 0, str(exc))
                 plain = None
             if plain is not None:
                 self.router.frames(link, [plain])

@@ -157,6 +157,7 @@ async def test_sequenced_frames_acked_duplicates_and_gaps_dropped(
         dev.send(bytes.fromhex("a00001"))  # seq 0
         _, err = await dev.expect(lambda s, m: isinstance(m, w.Error), "ERROR for seq 0")
         assert isinstance(err, w.Error) and err.code == ErrorCode.MALFORMED and err.ref == 0
+        assert err.about == w.MessageType.TRIGGER
         assert not any(w.decode(strip_seq(b)[1]) == w.Ack(0) for b in dev.bodies)
     finally:
         dev.close()

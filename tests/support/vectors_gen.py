@@ -580,7 +580,14 @@ def reliable_cases() -> dict[str, Any]:
             "frames": signed,
         },
         "bad": [
-            {"name": n, "body": b, "reliable": r, "error": e, "ref": 0}
+            {
+                "name": n,
+                "body": b,
+                "reliable": r,
+                "error": e,
+                "about": int(b[:2], 16) & 0x3F,
+                "ref": 0,
+            }
             for n, b, r, e in RELIABLE_BAD
         ],
         "exchanges": [
