@@ -272,13 +272,26 @@ class ReliableLink:
     cannot take (the gateway answers its requester BUSY).
     """
 
-    _own = frozenset({"_link", "port", "clock", "wake", "refused", "_hello_wants"})
+    _own = frozenset(
+        {
+            "_link",
+            "port",
+            "clock",
+            "wake",
+            "refused",
+            "_hello_wants",
+            "_hello_repeat",
+            "_last_hello",
+        }
+    )
     _link: Any
     port: ReliablePort
     clock: Callable[[], float]
     wake: Callable[[], None]
     refused: Callable[[bytes], None]
     _hello_wants: bool
+    _hello_repeat: bool
+    _last_hello: bytes
 
     def __init__(self, link: Any, port: ReliablePort, clock: Callable[[], float]) -> None:
         for name, value in (
@@ -288,6 +301,8 @@ class ReliableLink:
             ("wake", _nothing),
             ("refused", _nothing_with),
             ("_hello_wants", False),
+            ("_hello_repeat", False),
+            ("_last_hello", b""),
         ):
             object.__setattr__(self, name, value)
         port.session = None  # a new opening of the port: the device must HELLO again
@@ -308,10 +323,13 @@ class ReliableLink:
         kind = body[0] & TYPE_MASK
         port = self.port
         if kind == w.MessageType.WELCOME:
-            port.session = None  # a new session: both sides start again at seq 1
+            repeat = self._hello_repeat and self._current() is not None
+            if not repeat:
+                port.session = None  # a new session: both sides start again at seq 1
             if self._hello_wants:
                 body = _with_reliable(body)
-                port.session = self._new_session()
+                if not repeat:
+                    port.session = self._new_session()
         session = self._current()
         if session is not None and kind in ALWAYS_SEQUENCED and not body[0] & FLAG_SEQ:
             if not session.send(body, self.clock()):
@@ -371,9 +389,26 @@ class ReliableLink:
             return body  # the core answers it as it answers any malformed HELLO
         assert isinstance(msg, w.Hello)
         self._hello_wants = bool(self.port.enabled and msg.features & w.Feature.RELIABLE)
-        if not self._hello_wants:
-            return body
-        return w.encode(dataclasses.replace(msg, max_body=max(8, msg.max_body - MAX_SEQ_LEN)))
+        if self._hello_wants:
+            body = w.encode(dataclasses.replace(msg, max_body=max(8, msg.max_body - MAX_SEQ_LEN)))
+        self._hello_repeat = self._repeats(body, msg)
+        self._last_hello = body
+        return body
+
+    def _repeats(self, body: bytes, msg: w.Hello) -> bool:
+        """The core's "repeated HELLO" (PROTOCOL.md section 3): the same HELLO again while
+        the session registered nothing. The core answers it with the same WELCOME and
+        keeps the session, so the reliable session stays too (a device that missed the
+        first WELCOME starts at seq 1, and so far nothing has moved but ERRORs, kept)."""
+        core_session = self._link.session
+        return bool(
+            body == self._last_hello
+            and not msg.features & w.Feature.AUTH
+            and core_session is not None
+            and core_session.state is State.OPEN
+            and not core_session.senders
+            and not core_session.listeners
+        )
 
     def _sessionless(self, body: bytes) -> bytes:
         """A body while no reliable session is open. A sequenced one of a session the

@@ -103,6 +103,21 @@ def test_a_session_the_core_ended_is_forgotten() -> None:
     assert not link.poll() and link.port.session is None and link.stats()["reliable"] is False
 
 
+def test_a_repeated_hello_keeps_the_reliable_session() -> None:
+    """The same HELLO again before any registration: the core answers the same WELCOME
+    and keeps the session; so does the reliable layer (seq numbers go on)."""
+    link, lower, _, _ = opened()
+    kept = link.port.session
+    link.send(w.encode(w.Error(1, 0, "bad")))  # an ERROR in the handshake: seq 1
+    link.receive(w.encode(w.Hello("dev", 128, 1000, features=w.Feature.RELIABLE)))
+    link.send(w.encode(w.Welcome("gw", 65535, 1000)))
+    assert link.port.session is kept and kept is not None and kept.next_seq == 2
+    lower.session.senders[1] = "dev"  # once it registered, the same HELLO is a reset
+    link.receive(w.encode(w.Hello("dev", 128, 1000, features=w.Feature.RELIABLE)))
+    link.send(w.encode(w.Welcome("gw", 65535, 1000)))
+    assert link.port.session is not kept and link.port.session is not None
+
+
 def test_a_new_hello_without_the_bit_ends_the_mode_at_its_welcome() -> None:
     link, lower, _, _ = opened()
     link.receive(w.encode(w.Hello("dev", 128, 1000)))
