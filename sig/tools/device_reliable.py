@@ -45,6 +45,8 @@ class DeviceReliable:
         #: The window and initial retransmission timeout (seconds) of the next session.
         self.window = WINDOW
         self.rto = RTO
+        #: The events whose triggers are sequenced (``--reliable-events``).
+        self.marked: frozenset[str] = frozenset()
         #: The open reliable session (None: none, or the gateway did not grant it).
         self.session: ReliableSession | None = None
 
@@ -82,6 +84,15 @@ class DeviceReliable:
             self.counts["reliable_dropped"] += 1
         return True
 
+    def mark(self, events: Iterable[str]) -> None:
+        """The events whose triggers go sequenced in a reliable session."""
+        self.marked = frozenset(events)
+
+    def blocks(self, event: str) -> bool:
+        """True when a trigger of ``event`` now would be dropped: it is sequenced and
+        the window and the queue are full (the device reports it not sent)."""
+        return event in self.marked and self.full()
+
     def full(self) -> bool:
         """True when a sequenced send now would be dropped (window and queue full)."""
         session = self.session
@@ -101,10 +112,10 @@ class DeviceReliable:
         """An ACK outside a reliable session: ignored, counted."""
         self.counts["bad_acks"] += 1
 
-    def meta(self, events: Iterable[str], marked: frozenset[str], meta: bytes = b"") -> bytes:
+    def meta(self, events: Iterable[str], meta: bytes = b"") -> bytes:
         """REGISTER_SENDER ``meta`` (the device's own map, if any) naming the events sent
         reliably, for information."""
-        names = [e for e in events if e in marked]
+        names = [e for e in events if e in self.marked]
         if self.session is None or not names:
             return meta
         doc = unpack(meta) if meta else {}

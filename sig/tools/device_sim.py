@@ -318,6 +318,7 @@ class _Session(RecordLog):
         self._start_over("open")
 
     def _set_down(self) -> None:
+        # The port is gone: what the reliable session kept or expected is of no use.
         self.rel.reset()
         self.state = "down"
         self.registered = False
@@ -332,6 +333,7 @@ class _Session(RecordLog):
                 self._start_over("no-welcome")
             elif self.state == "open":
                 self._keepalive(now)
+                # 16 retransmissions without an ACK: start over, as on a link timeout.
                 if self.rel.poll(now):
                     self._start_over("reliable")
             self._periodic(now)
@@ -348,6 +350,7 @@ class _Session(RecordLog):
     # --- session ----------------------------------------------------------
 
     def _start_over(self, reason: str) -> None:
+        # A new HELLO: both directions start again at seq 1 after its WELCOME.
         self.rel.reset()
         self.state = "hello"
         self.registered = False
@@ -405,6 +408,7 @@ class _Session(RecordLog):
         if self.state != "hello":
             return
         self.state = "open"
+        # Reliable only when the WELCOME grants the bit the HELLO asked for.
         self.rel.open(msg.features)
         self._keepalive_s = (msg.keepalive_ms or self.keepalive_ms or 1000) / 1000
         self._emit(
@@ -460,7 +464,9 @@ class _Session(RecordLog):
     # --- output -------------------------------------------------------------
 
     def _send(self, msg: w.Message, sequenced: bool = False) -> None:
-        """Send ``msg`` (sequenced when a reliable session says so)."""
+        """Send ``msg``: sequenced when a reliable session is open and the spec
+        sequences its type (or ``sequenced``: a trigger of a reliable event);
+        plain otherwise, as without the mode."""
         if not self.rel.send(msg, time.monotonic(), sequenced):
             self._write_body(w.encode(msg))
 
@@ -517,9 +523,7 @@ class DeviceSim(_Session):
         self.baud = baud
         self.sender = sender or name
         self.events = tuple(events)
-        self.reliable_events = frozenset(
-            self.events if reliable_events is None else reliable_events
-        )
+        self.rel.mark(self.events if reliable_events is None else reliable_events)
         self.methods = tuple(methods)
         self.default_handler = default_handler
         self.interval = interval
@@ -573,7 +577,7 @@ class DeviceSim(_Session):
 
     def _register(self) -> None:
         events = tuple((i + 1, e) for i, e in enumerate(self.events))
-        meta = self.rel.meta(self.events, self.reliable_events, self.meta)
+        meta = self.rel.meta(self.events, self.meta)
         self._send(
             w.RegisterSender(1, self.sender, events, self.methods, self.default_handler, meta)
         )
@@ -648,13 +652,14 @@ class DeviceSim(_Session):
     # --- API for tests and the CLI ----------------------------------------
 
     def trigger(self, event: str, data: Any = None) -> bool:
-        """Trigger one declared event; False (counted) when not registered yet."""
-        reliable = event in self.reliable_events
-        if not self.registered or event not in self.events or (reliable and self.rel.full()):
+        """Trigger one declared event; False (counted) when not registered yet, or,
+        for an event sent reliably, while the reliable window and queue are full
+        (a real device would get the C library's busy error code then)."""
+        if not self.registered or event not in self.events or self.rel.blocks(event):
             self.counters["not_sent"] += 1
             return False
         ref = self.events.index(event) + 1
-        self._send(w.Trigger(ref, pack(data)), reliable)
+        self._send(w.Trigger(ref, pack(data)), event in self.rel.marked)
         self.counters["triggers"] += 1
         if self.verbose:
             self._emit("TRIGGER", event=event, data=data)
