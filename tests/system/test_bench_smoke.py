@@ -204,3 +204,16 @@ def test_federation_benchmark_runs_local_and_federated() -> None:
     for row in ("| fan-in 1->1, events/s", "| event latency p50, us", "| request p50, us"):
         assert row in out, out
     assert "lost: local=0 federated=0" in out
+
+
+def test_reliable_benchmark_runs() -> None:
+    """bench/reliable.py: a clean and a noisy cell, every event delivered once and in order."""
+    out = run(
+        "reliable.py",
+        *("--runs", "1", "--seconds", "0.5", "--noise", "0,0.01", "--payloads", "4"),
+        *("--rto-ms", "50"),
+        timeout=180,
+    )
+    rows = [line for line in out.splitlines() if re.match(r"\| (0|1)% ", line)]
+    assert len(rows) == 2, out
+    assert all("| yes " in row and "| 100 % " in row for row in rows), out

@@ -230,7 +230,10 @@ NOTABLE = ("port_state", "reopens", "failed_opens", "last_error", "closed_for_s"
            "reserved", "tls", "peer_subject",
            # the MQTT bridge's row (BRIDGE.md): its state, what it follows, what it refused
            "mqtt", "gateways", "remote_senders", "dropped_malformed", "ignored_unmapped",
-           "dropped_offline", "dropped_full", "conflicts")  # fmt: skip
+           "dropped_offline", "dropped_full", "conflicts",
+           # the reliable UART mode (PROTOCOL.md section 5)
+           "reliable", "retransmits", "duplicates", "out_of_order", "bad_acks",
+           "reliable_failures", "reliable_dropped")  # fmt: skip
 
 
 def _field(value: Any) -> str:
