@@ -411,7 +411,7 @@ def reliable_give_up() -> list[dict[str, Any]]:
             deadline_ms=t + rto,
         )  # fmt: skip
         t += rto
-    sc.step(t, {"do": "poll", "ends_session": True}, [], reliable_failures=1)
+    sc.step(t, {"do": "poll", "ends_session": True}, [], reliable_failures=1, deadline_ms=None)
     return sc.steps
 
 
