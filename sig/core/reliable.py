@@ -59,7 +59,7 @@ DEFAULT_RTO = 0.2
 #: The RTO doubles on each timeout, up to this many times the initial one.
 MAX_RTO_FACTOR = 8
 #: Timeouts without progress after which the sender ends the session.
-MAX_RETRIES = 8
+MAX_RETRIES = 16
 #: Sequenced messages queued per link while the window is full.
 DEFAULT_QUEUE = 64
 #: The per-link counters (PROTOCOL.md section 5, "Counters").
@@ -209,7 +209,7 @@ class ReliableSession:
 
     def poll(self, now: float) -> bool:
         """Retransmit when the timer is due. True when the session must end:
-        8 retransmissions without progress (counted ``reliable_failures``)."""
+        16 retransmissions without progress (counted ``reliable_failures``)."""
         if self.failed:
             return True
         deadline = self.deadline
@@ -304,7 +304,7 @@ class ReliableLink:
             if self._hello_wants:
                 body = _with_reliable(body)
                 port.session = self._new_session()
-        session = port.session
+        session = self._current()
         if session is not None and kind in ALWAYS_SEQUENCED and not body[0] & FLAG_SEQ:
             if not session.send(body, self.clock()):
                 port.counts["reliable_dropped"] += 1
@@ -336,12 +336,9 @@ class ReliableLink:
         the core answer it, as for any malformed body).
         """
         port = self.port
-        core_session = self._link.session
-        if port.session is not None and core_session.state is not State.OPEN:
-            port.session = None  # the core ended it (link timeout, breach)
         if body and body[0] == w.MessageType.HELLO:
             return self._hello(body)
-        session = port.session
+        session = self._current()
         if session is None:
             if body[:1] == bytes((_ACK,)) and len(body) > 1:
                 port.counts["bad_acks"] += 1  # ACK without the feature: ignored, counted
@@ -370,6 +367,16 @@ class ReliableLink:
             return body
         return w.encode(dataclasses.replace(msg, max_body=max(8, msg.max_body - MAX_SEQ_LEN)))
 
+    def _current(self) -> ReliableSession | None:
+        """The open reliable session, forgotten once the core's session has ended
+        (a link timeout, a breach): what it kept is of no use to the next one."""
+        port = self.port
+        if port.session is not None:
+            core_session = self._link.session
+            if core_session is None or core_session.state is not State.OPEN:
+                port.session = None
+        return port.session
+
     def _touch(self) -> None:
         """A valid frame the core does not see still counts for the keepalive."""
         core_session = self._link.session
@@ -379,12 +386,12 @@ class ReliableLink:
     # --- time ---------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        session = self.port.session
+        session = self._current()
         return session.next_deadline() if session is not None else None
 
     def poll(self) -> bool:
         """Retransmit when due; True when the session must end (then it is forgotten)."""
-        session = self.port.session
+        session = self._current()
         if session is None or not session.poll(self.clock()):
             return False
         logger.warning(

@@ -398,13 +398,13 @@ def reliable_exchange() -> list[dict[str, Any]]:
 
 
 def reliable_give_up() -> list[dict[str, Any]]:
-    """A frame never acknowledged: 8 retransmissions with backoff, then the session ends."""
+    """A frame never acknowledged: 16 retransmissions with backoff, then the session ends."""
     sc = _Script()
     msg = w.Listen(1, "timer", "tick")
     body = add_seq(w.encode(msg), 1)
     sc.step(0, _send(msg, 1), [body], next_seq=2, kept=[1], deadline_ms=200)
     t, rto = 200, 200
-    for retry in range(1, 9):
+    for retry in range(1, 17):
         rto = min(2 * rto, 1600)
         sc.step(
             t, {"do": "poll"}, [body], retransmits=1, rto_ms=rto, retries=retry,
@@ -464,12 +464,12 @@ def reliable_cases() -> dict[str, Any]:
         "about": (
             "Reliable UART mode: header|0x80, seq varint, fields; ACK 07 seq; signed: "
             "header|0xC0, counter, seq, fields, tag. Exchanges: one side's view, window 2, "
-            "initial RTO 200 ms, RTO doubles up to 1600 ms, 8 retransmissions then the end"
+            "initial RTO 200 ms, RTO doubles up to 1600 ms, 16 retransmissions then the end"
         ),
         "window": 2,
         "rto_ms": 200,
         "max_rto_ms": 1600,
-        "max_retries": 8,
+        "max_retries": 16,
         "handshake": {
             "hello_body": hello.hex(),
             "hello_frame": encode_frame(hello).hex(),
