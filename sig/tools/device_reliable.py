@@ -42,7 +42,8 @@ class DeviceReliable:
         self.wanted = wanted
         self.write = write
         self.counts = dict.fromkeys(COUNTERS, 0)
-        #: The initial retransmission timeout of the next session, seconds.
+        #: The window and initial retransmission timeout (seconds) of the next session.
+        self.window = WINDOW
         self.rto = RTO
         #: The open reliable session (None: none, or the gateway did not grant it).
         self.session: ReliableSession | None = None
@@ -57,7 +58,7 @@ class DeviceReliable:
         self.session = None
         if self.wanted and features & w.Feature.RELIABLE:
             self.session = ReliableSession(
-                self.write, self.counts, window=WINDOW, rto_initial=self.rto, queue_limit=QUEUE
+                self.write, self.counts, window=self.window, rto_initial=self.rto, queue_limit=QUEUE
             )
 
     def reset(self) -> None:
