@@ -344,7 +344,7 @@ class ReliableLink:
                 port.counts["bad_acks"] += 1  # ACK without the feature: ignored, counted
                 self._touch()
                 return None
-            return body  # SEQ here is the core's UNSUPPORTED_FEATURE
+            return self._sessionless(body)
         now = self.clock()
         try:
             plain = session.receive(body, now)
@@ -366,6 +366,19 @@ class ReliableLink:
         if not self._hello_wants:
             return body
         return w.encode(dataclasses.replace(msg, max_body=max(8, msg.max_body - MAX_SEQ_LEN)))
+
+    def _sessionless(self, body: bytes) -> bytes:
+        """A body while no reliable session is open. A sequenced one of a session the
+        gateway does not know (it restarted) goes to the core without its header, so
+        that it answers NO_SESSION and INVITE at once, as for any such frame; in an
+        open session without the mode, SEQ stays the core's UNSUPPORTED_FEATURE."""
+        core_session = self._link.session
+        if not body or not body[0] & FLAG_SEQ or core_session.state is State.OPEN:
+            return body
+        try:
+            return strip_seq(body)[1]
+        except RemoteProtocolError:
+            return body
 
     def _current(self) -> ReliableSession | None:
         """The open reliable session, forgotten once the core's session has ended

@@ -202,6 +202,48 @@ async def test_session_ends_after_16_retransmissions(socat: SocatPairs, rig: Ser
         dev.close()
 
 
+async def test_a_sequenced_frame_after_a_gateway_restart_gets_an_invite(
+    socat: SocatPairs, rig: SerialRig
+) -> None:
+    """The device still has a reliable session the gateway does not know: it is
+    invited at once (NO_SESSION, INVITE), not left to retransmit for 24 s."""
+    pair = socat.pair("dev")
+    await rig.gateway(pair.a)
+    dev = RawSerial(pair.b)
+    try:
+        dev.msg(w.Trigger(1, pack(5)), seq=7)
+        _, err = await dev.expect(lambda s, m: isinstance(m, w.Error), "ERROR")
+        assert isinstance(err, w.Error) and err.code == ErrorCode.NO_SESSION
+        await dev.expect(lambda s, m: isinstance(m, w.Invite), "INVITE")
+    finally:
+        dev.close()
+
+
+async def test_signed_and_reliable_together(
+    socat: SocatPairs, rig: SerialRig, tmp_path: Path
+) -> None:
+    """Features 0x03: sequence header inside the signature, both ways."""
+    key = bytes(range(32))
+    key_file = tmp_path / "dev.key"
+    key_file.write_text(key.hex())
+    key_file.chmod(0o600)
+    pair = socat.pair("dev")
+    await rig.gateway(port(pair.a, key_file=key_file))
+    got: list[Any] = []
+    app = await rig.client("app")
+    await app.add_listener(lambda i, d: got.append(d), "sensor1", "temperature")
+    sim = await rig.device(pair.b, keepalive_ms=KEEPALIVE_MS, key=key, reliable=True)
+    await sim.wait_for("REGISTERED", DEADLINE)
+    assert sim.rel.session is not None
+    assert sim.trigger("temperature", 2.5)
+    await until(lambda: got == [2.5], what="the signed, sequenced event")
+    assert await app.request("sensor1", "get_temp", timeout=5) == 21.5
+    await until(lambda: sim.rel.backlog() == 0, what="the device's frames acknowledged")
+    row = rig.link(pair.a)
+    assert row["signed_session"] is True and row["reliable"] is True
+    assert row["auth_failed"] == row["replayed"] == row["unsigned"] == 0
+
+
 async def test_ack_without_the_mode_is_ignored_and_counted(
     socat: SocatPairs, rig: SerialRig
 ) -> None:
