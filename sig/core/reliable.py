@@ -77,11 +77,10 @@ _ACK = w.MessageType.ACK
 
 @dataclass(slots=True)
 class _Kept:
-    """One sent, unacknowledged frame: its seq, its sequenced body, when it last went out."""
+    """One sent, unacknowledged frame: its seq and its sequenced body."""
 
     seq: int
     body: bytes
-    sent_at: float
 
 
 @dataclass(slots=True)
@@ -110,6 +109,8 @@ class ReliableSession:
     retries: int = 0
     #: When the retransmission timer fires (None: nothing kept).
     deadline: float | None = None
+    #: The oldest kept seq when the last fast retransmit went out (once per loss).
+    fast_seq: int = 0
     #: True once the session must end (max retries, or seq used up).
     failed: bool = False
 
@@ -144,7 +145,7 @@ class ReliableSession:
         seqd = add_seq(body, seq)
         if not self.kept:
             self.deadline = now + self.rto
-        self.kept.append(_Kept(seq, seqd, now))
+        self.kept.append(_Kept(seq, seqd))
         self.out(seqd)
 
     def _fill(self, now: float) -> None:
@@ -152,10 +153,9 @@ class ReliableSession:
         while self.queue and len(self.kept) < self.window and not self.failed:
             self._transmit(self.queue.popleft(), now)
 
-    def _resend(self, now: float) -> None:
+    def _resend(self) -> None:
         """Write every kept frame again, in seq order, with the same seq."""
         for kept in self.kept:
-            kept.sent_at = now
             self.out(kept.body)
         self.counts["retransmits"] += len(self.kept)
 
@@ -184,7 +184,14 @@ class ReliableSession:
         return None
 
     def on_ack(self, acked: int, now: float) -> None:
-        """ACK(acked): forget what it covers; on no progress, maybe a fast retransmit."""
+        """ACK(acked): forget what it covers; on no progress, maybe a fast retransmit.
+
+        An ACK that acknowledges nothing while frames are kept means the
+        receiver saw a later frame and not the oldest kept one: it is resent
+        at once (with those after it), once per oldest kept seq, so that the
+        duplicate ACKs of the rest of a window do not resend it again (a lost
+        retransmission is the timer's).
+        """
         if acked >= self.next_seq:
             self.counts["bad_acks"] += 1  # a seq never sent
             return
@@ -198,8 +205,9 @@ class ReliableSession:
             self.rto = self.rto_initial
             self.deadline = now + self.rto if kept else None
             self._fill(now)
-        elif kept and self.fast_retransmit and now - kept[0].sent_at >= self.rto / 4:
-            self._resend(now)
+        elif kept and self.fast_retransmit and kept[0].seq != self.fast_seq:
+            self.fast_seq = kept[0].seq
+            self._resend()
 
     # --- time ---------------------------------------------------------------
 
@@ -220,7 +228,7 @@ class ReliableSession:
             self.deadline = None
             self.counts["reliable_failures"] += 1
             return True
-        self._resend(now)
+        self._resend()
         self.rto = min(2 * self.rto, MAX_RTO_FACTOR * self.rto_initial)
         self.retries += 1
         self.deadline = now + self.rto

@@ -416,17 +416,18 @@ def reliable_give_up() -> list[dict[str, Any]]:
 
 
 def reliable_fast_retransmit() -> list[dict[str, Any]]:
-    """An ACK that acknowledges nothing new, RTO/4 after the oldest kept frame was sent,
-    resends the kept frames at once (the gateway must; the C library may)."""
+    """An ACK that acknowledges nothing new resends the kept frames at once, once per
+    oldest kept seq (the gateway must; the C library may)."""
     sc = _Script()
     a, b = w.Request(1, "sensor1", "a"), w.Request(2, "sensor1", "b")
     a1, b2 = add_seq(w.encode(a), 1), add_seq(w.encode(b), 2)
     sc.step(0, _send(a, 1), [a1], next_seq=2, kept=[1], deadline_ms=200)
     sc.step(1, _send(b, 2), [b2], next_seq=3, kept=[1, 2])
-    sc.step(10, _receive(_ack(0), None), [])  # sent 10 ms ago: less than RTO/4, wait
-    sc.step(60, _receive(_ack(0), None), [a1, b2], retransmits=2)  # 60 >= 50: at once
-    sc.step(70, _receive(_ack(1), None), [], kept=[2], deadline_ms=270)
-    sc.step(80, _receive(_ack(1), None), [])  # seq 2 was resent 20 ms ago: wait
+    sc.step(10, _receive(_ack(0), None), [a1, b2], retransmits=2)  # seq 1 lost, 2 came
+    sc.step(11, _receive(_ack(0), None), [])  # seq 1 was fast-resent already: the timer's
+    sc.step(20, _receive(_ack(1), None), [], kept=[2], deadline_ms=220)
+    sc.step(30, _receive(_ack(1), None), [b2], retransmits=1)  # a new oldest: at once
+    sc.step(40, _receive(_ack(2), None), [], kept=[], deadline_ms=None)
     return sc.steps
 
 

@@ -176,14 +176,19 @@ def test_ack_for_a_seq_never_sent_is_counted_and_ignored() -> None:
     assert rs.counts["bad_acks"] == 1 and len(rs.kept) == 1 and out[1:] == []
 
 
-def test_fast_retransmit_waits_a_quarter_rto() -> None:
-    rs, out = make(rto_initial=0.2)
-    rs.send(req(1), 0.0)
+def test_fast_retransmit_once_per_oldest_seq() -> None:
+    """A window of 4 with its first frame lost: 3 duplicate ACKs, one resend."""
+    rs, out = make(window=4)
+    for i in range(1, 5):
+        rs.send(req(i), 0.0)
     out.clear()
-    rs.receive(ack(0), 0.01)
-    assert out == []
-    rs.receive(ack(0), 0.06)
-    assert [strip_seq(b)[0] for b in out] == [1] and rs.deadline == pytest.approx(0.2)
+    for _ in range(3):
+        rs.receive(ack(0), 0.001)
+    assert [strip_seq(b)[0] for b in out] == [1, 2, 3, 4] and rs.deadline == pytest.approx(0.2)
+    out.clear()
+    rs.receive(ack(2), 0.002)  # 1 and 2 came; 3 lost again
+    rs.receive(ack(2), 0.003)
+    assert [strip_seq(b)[0] for b in out] == [3, 4] and rs.counts["retransmits"] == 6
 
 
 def test_fast_retransmit_can_be_off() -> None:
