@@ -25,8 +25,10 @@ waits until every triggered event is delivered (bounded). Goodput = bytes of
 the TRIGGER bodies delivered to the listener (header, event_ref and data: what
 the device asked to send, without seq, CRC, COBS) per second, from the first
 trigger to the last delivery; its fraction of the line rate is the table's
-figure. ``exactly once`` checks that the listener got 1, 2, 3, ... with no gap
-and no repeat.
+figure. ``in order, no repeat`` checks that the listener got 1, 2, 3, ... with
+no gap and no repeat; ``delivered`` is the share of the triggered events that
+arrived (less than 100 % only when a session gave up after 16 retransmissions
+and lost what it kept).
 """
 
 from __future__ import annotations
@@ -181,7 +183,8 @@ async def one_run(
         deadline = time.monotonic() + 60
         while len(got) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        elapsed = (last[0] or time.monotonic()) - t0
+        # All delivered: until the last; some lost (a session that gave up): the whole wait.
+        elapsed = (last[0] if len(got) == n else time.monotonic()) - t0
         row = next(r for r in router.links() if r["link"] == f"serial:{gw.gateway}")
         counts = sim.rel.counts
         return {
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 "RTO ms",
                 "goodput B/s",
                 "of the line",
-                "exactly once",
+                "in order, no repeat",
                 "delivered",
                 "retransmits",
                 "session failures",
