@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,9 +48,15 @@ BYTESIZES = (5, 6, 7, 8)
 #: Keys a ``[[serial]]`` table may hold.
 SPEC_KEYS = frozenset(
     {"port", "baud", "parity", "stopbits", "bytesize", "rtscts", "exclusive", "name", "key_file"}
+    | {"reliable", "retransmit_ms"}
 )
 #: How a ``--serial`` spec names the port's key file: ``PATH[:BAUD],key_file=FILE``.
 KEY_FILE_OPTION = ",key_file="
+#: The options a ``--serial`` spec may add after the port: ``,key_file=FILE``,
+#: ``,reliable=0|1``, ``,retransmit_ms=N`` (the reliable UART mode, PROTOCOL.md section 5).
+_TEXT_OPTION = re.compile(r",(key_file|reliable|retransmit_ms)=")
+#: Longest initial retransmission timeout a port takes (the RTO backs off to 8 times it).
+MAX_RETRANSMIT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,10 @@ class SerialSettings:
     #: The key itself never goes in the config: configs are shared, pasted and
     #: committed, while a key file can be mode 0600 and replaced on its own.
     key_file: str = ""
+    #: Grant the reliable UART mode (PROTOCOL.md section 5) to a device that asks.
+    reliable: bool = True
+    #: The reliable mode's initial retransmission timeout, milliseconds.
+    retransmit_ms: int = 200
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -89,9 +100,15 @@ class SerialSettings:
             )
         if self.bytesize not in BYTESIZES:
             raise ValueError(f"serial {self.port}: bytesize must be 5..8, not {self.bytesize!r}")
-        for flag in ("rtscts", "exclusive"):
+        for flag in ("rtscts", "exclusive", "reliable"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"serial {self.port}: {flag} must be true or false")
+        ms = self.retransmit_ms
+        if isinstance(ms, bool) or not isinstance(ms, int) or not 1 <= ms <= MAX_RETRANSMIT_MS:
+            raise ValueError(
+                f"serial {self.port}: retransmit_ms must be an integer 1..{MAX_RETRANSMIT_MS},"
+                f" not {ms!r}"
+            )
 
     @property
     def link_name(self) -> str:
@@ -112,12 +129,16 @@ class SerialSettings:
     @classmethod
     def _from_text(cls, spec: str) -> SerialSettings:
         """``PATH``, ``PATH:BAUD``, or a pyserial URL (``socket://host:port[:BAUD]``),
-        each optionally followed by ``,key_file=FILE``."""
-        spec, option, key_file = spec.partition(KEY_FILE_OPTION)
-        if option and not key_file:
-            raise ValueError(f"serial spec {spec!r}: key_file= names no file")
-        settings = cls._from_port_text(spec)
-        return dataclasses.replace(settings, key_file=key_file) if key_file else settings
+        each optionally followed by ``,key_file=FILE``, ``,reliable=0|1`` and
+        ``,retransmit_ms=N``."""
+        port, *pairs = _TEXT_OPTION.split(spec)
+        options: dict[str, Any] = {}
+        for key, value in zip(pairs[::2], pairs[1::2], strict=True):
+            if key in options:
+                raise ValueError(f"serial spec {port!r}: {key}= given twice")
+            options[key] = _text_option(port, key, value)
+        settings = cls._from_port_text(port)
+        return dataclasses.replace(settings, **options) if options else settings
 
     @classmethod
     def _from_port_text(cls, spec: str) -> SerialSettings:
@@ -155,7 +176,24 @@ class SerialSettings:
             exclusive=spec.get("exclusive", True),
             name=str(spec.get("name", "")),
             key_file=_key_file(spec),
+            reliable=spec.get("reliable", True),
+            retransmit_ms=spec.get("retransmit_ms", 200),
         )
+
+
+def _text_option(port: str, key: str, value: str) -> Any:
+    """One ``,key=value`` of a ``--serial`` spec, as SerialSettings takes it."""
+    if key == "key_file":
+        if not value:
+            raise ValueError(f"serial spec {port!r}: key_file= names no file")
+        return value
+    if key == "reliable":
+        if value not in ("0", "1", "true", "false"):
+            raise ValueError(f"serial spec {port!r}: reliable= must be 0 or 1, not {value!r}")
+        return value in ("1", "true")
+    if not value.isdigit():
+        raise ValueError(f"serial spec {port!r}: retransmit_ms= must be a number, not {value!r}")
+    return int(value)
 
 
 def _key_file(spec: Mapping[str, Any]) -> str:

@@ -424,6 +424,7 @@ def _dispatch(core: GatewayCore) -> tuple[dict[type[Any], Handler], dict[type[An
         w.Hello: regs.on_hello,
         w.Ping: core._on_ping,
         w.Pong: _ignore,
+        w.Ack: _ignore_ack,
     }
     open_only: dict[type[Any], Handler] = {
         w.Trigger: core._on_trigger_msg,
@@ -440,6 +441,11 @@ def _dispatch(core: GatewayCore) -> tuple[dict[type[Any], Handler], dict[type[An
 
 def _ignore(session: Session, msg: w.Message) -> None:
     """PONG: its arrival (last_rx) is all it says."""
+
+
+def _ignore_ack(session: Session, msg: w.Ack) -> None:
+    """ACK on a link without the reliable mode (TCP; a port with it off): ignored, counted."""
+    session.bad_acks += 1
 
 
 def _log_error(session: Session, msg: w.Error) -> None:

@@ -205,6 +205,7 @@ class GatewayService:
             "dropped_events": s.dropped_events,
             "dropped_too_large": s.dropped_too_large,
             "protocol_errors": s.protocol_errors,
+            "bad_acks": s.bad_acks,  # a reliable port's own count replaces it
             **s.link.stats(),
         }
         return self._add_reserved(row)

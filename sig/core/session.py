@@ -121,6 +121,8 @@ class Session:
     #: the protocol's limit); what the link could not queue it counts itself.
     dropped_too_large: int = 0
     protocol_errors: int = 0
+    #: ACKs received without the reliable mode (ignored; PROTOCOL.md section 5).
+    bad_acks: int = 0
     #: Who this session acts as (set at HELLO by authentication; ACLs check it).
     principal: Principal = ANONYMOUS
     logged_codes: set[int] = field(default_factory=set)

@@ -23,6 +23,10 @@ back. The names below are stable; the submodules' other names are not.
   :class:`Signer` is one end of one link (``seal`` what it sends, ``unseal``
   what it receives, raising :class:`SignatureError`); :func:`parse_key`
   reads a key file's content.
+* Reliable UART mode (PROTOCOL.md section 5, a serial session with
+  Feature.RELIABLE): :func:`add_seq` puts the sequence header on a plain body
+  (before signing), :func:`strip_seq` takes it off (after verifying) and
+  returns ``(seq, plain body)``, seq 0 for a best-effort body.
 
 A worked example, over TCP: open a session, register a sender with one event,
 listen to it, trigger it and read the EVENT the gateway routes back (``port``
@@ -114,6 +118,7 @@ from sig.protocol.messages import (
     split_trigger,
     trigger_prefix,
 )
+from sig.protocol.reliable import add_seq, strip_seq
 from sig.protocol.signing import Signer, parse_key
 
 #: The supported API (the docstring groups it); pinned by tests/unit/test_protocol_api.py.
@@ -154,6 +159,7 @@ __all__ = [
     "Unlisten",
     "UnregisterSender",
     "Welcome",
+    "add_seq",
     "decode",
     "encode",
     "encode_frame",
@@ -162,6 +168,7 @@ __all__ = [
     "parse_key",
     "split_event",
     "split_trigger",
+    "strip_seq",
     "trigger_prefix",
     "unpack",
 ]

@@ -44,7 +44,7 @@ class MessageType(IntEnum):
     PONG = 0x04  #: answer to PING, same token
     INVITE = 0x05  #: gateway -> peer: (re)send HELLO and all registrations
     ERROR = 0x06  #: either way: something about a previous message was wrong
-    ACK = 0x07  #: reserved for the reliable mode (FEATURE_RELIABLE)
+    ACK = 0x07  #: either way, reliable mode: cumulative acknowledgement of sequenced frames
     REGISTER_SENDER = 0x10  #: peer -> gateway: declare a sender, its events and methods
     SENDER_REGISTERED = 0x11  #: gateway -> peer: the sender is live
     UNREGISTER_SENDER = 0x12  #: peer -> gateway: the sender goes away
@@ -62,7 +62,7 @@ class Feature(IntFlag):
     """Feature bits negotiated in HELLO/WELCOME; none is required in version 1."""
 
     NONE = 0
-    RELIABLE = 0x01  #: reserved: sequence numbers and ACK on lossy links
+    RELIABLE = 0x01  #: sequence numbers, ACK, retransmission on serial (sig.protocol.reliable)
     AUTH = 0x02  #: signed frames on a keyed serial port (sig.protocol.signing)
 
 

@@ -30,9 +30,11 @@ from typing import Any
 
 from carriers.serial import SerialLink, SerialSettings, open_serial
 from sig.core.acl import DEFAULT_DEVICE_PREFIX, AclConfigError, patterns
+from sig.core.reliable import ReliablePort
 from sig.core.signed import SignedLink, SignedPort
 from sig.errors import ConnectError, SigError
 from sig.protocol.signing import parse_key
+from sig.routers.reliable import ReliableFrames
 from sig.routers.retry import Backoff, keep_open
 
 logger = logging.getLogger(__name__)
@@ -94,16 +96,19 @@ class SignedFrames:
     gateway sees it, and the core's session sends through a SignedLink."""
 
     def __init__(self, router: Any, port: SignedPort) -> None:
-        self.router = router
+        self.router = router  # the gateway, or the ReliableFrames above it
         self.port = port
+        self.link: SignedLink | None = None
 
     def link_up(self, link: SerialLink[Any]) -> Any:
-        """The core attaches the SignedLink, so all it sends is signed."""
-        return self.router.link_up(SignedLink(link, self.port))
+        """The core attaches the SignedLink (or a ReliableLink on it), so all it sends is signed."""
+        self.link = SignedLink(link, self.port)
+        return self.router.link_up(self.link)
 
     def frames(self, link: SerialLink[Any], bodies: list[bytes]) -> int | None:
         """Verify one body at a time (a body held back on a pause is not verified twice)."""
-        signed: SignedLink = link.session.link
+        signed = self.link
+        assert signed is not None
         for done, body in enumerate(bodies, 1):
             plain = signed.receive(body)
             if plain is not None:
@@ -172,9 +177,14 @@ class SerialPort:
         #: The key, signer and drop counters of a port with a key_file (else None).
         self.signed: SignedPort | None = None
         self.handler: Any = router
-        if settings.key_file:
+        #: The reliable mode's settings and counters (None: the port has it off).
+        self.reliable: ReliablePort | None = None
+        if settings.reliable:
+            self.reliable = ReliablePort(settings.link_name, rto=settings.retransmit_ms / 1000)
+            self.handler = ReliableFrames(router, self.reliable)
+        if settings.key_file:  # below the reliable layer: verify first, then sequence
             self.signed = SignedPort(read_key_file(settings), settings.link_name)
-            self.handler = SignedFrames(router, self.signed)
+            self.handler = SignedFrames(self.handler, self.signed)
 
     @property
     def name(self) -> str:
@@ -245,6 +255,8 @@ class SerialPort:
         stats = link.stats() if link is not None else {}
         if self.signed is not None:
             stats.update(self.signed.stats())
+        if self.reliable is not None:
+            stats.update(self.reliable.stats())
         return [
             {
                 "link": self.name,

@@ -41,6 +41,12 @@ section 5 says (:mod:`sig.tools.device_signing`); a frame that fails is
 dropped, counted (``auth_failed``, ``replayed``, ``unsigned`` in
 ``signing.counts``) and recorded as AUTH_DROP. Tests read the same records as
 ``(kind, fields)`` tuples in :attr:`DeviceSim.records`.
+
+With ``--reliable`` it asks for the reliable UART mode (PROTOCOL.md section 5,
+:mod:`sig.tools.device_reliable`): when granted, its registrations, requests
+and responses, and the triggers of ``--reliable-events`` (default: all its
+events), are sequenced, acknowledged and retransmitted; after 16
+retransmissions in vain it starts over with HELLO (reason "reliable").
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ from sig.protocol import messages as w
 from sig.protocol.data import pack, unpack
 from sig.protocol.frame import FrameDecoder, encode_frame
 from sig.routers.retry import Backoff, keep_open
+from sig.tools import device_reliable
 from sig.tools.device_signing import DeviceSigning, read_key_file
 
 logger = logging.getLogger(__name__)
@@ -266,9 +273,12 @@ class _Session(RecordLog):
         keepalive_ms: int,
         out: Callable[[str], None] | None,
         key: bytes | None = None,
+        reliable: bool = False,
     ) -> None:
         super().__init__(name, out)
         self.keepalive_ms = keepalive_ms
+        #: The reliable UART mode (PROTOCOL.md section 5), asked for when ``reliable``.
+        self.rel = device_reliable.DeviceReliable(reliable, self._write_body)
         #: Signs what the device sends and checks what it gets (PROTOCOL.md section 5).
         self.signing = DeviceSigning(key) if key is not None else None
         #: "down" (no port), "hello" (waiting for WELCOME), "open" (session up).
@@ -287,6 +297,7 @@ class _Session(RecordLog):
             w.MessageType.WELCOME: self._on_welcome,
             w.MessageType.ERROR: self._on_error,
             w.MessageType.RESPONSE: self._on_response,
+            w.MessageType.ACK: self.rel.stray_ack,
         }
 
     # --- what the device adds ----------------------------------------------
@@ -307,6 +318,7 @@ class _Session(RecordLog):
         self._start_over("open")
 
     def _set_down(self) -> None:
+        self.rel.reset()
         self.state = "down"
         self.registered = False
         self._fail_pending("the port closed")
@@ -320,6 +332,8 @@ class _Session(RecordLog):
                 self._start_over("no-welcome")
             elif self.state == "open":
                 self._keepalive(now)
+                if self.rel.poll(now):
+                    self._start_over("reliable")
             self._periodic(now)
 
     def _keepalive(self, now: float) -> None:
@@ -334,6 +348,7 @@ class _Session(RecordLog):
     # --- session ----------------------------------------------------------
 
     def _start_over(self, reason: str) -> None:
+        self.rel.reset()
         self.state = "hello"
         self.registered = False
         self._fail_pending(f"session restarted ({reason})")
@@ -341,6 +356,7 @@ class _Session(RecordLog):
         self._hello_at = now
         self._last_rx = now
         features = w.Feature.AUTH if self.signing is not None else w.Feature.NONE
+        features |= self.rel.features
         self._send(w.Hello(self.name, DEVICE_MAX_BODY, self.keepalive_ms, features=features))
         self._emit("HELLO", reason=reason)
 
@@ -355,7 +371,10 @@ class _Session(RecordLog):
         self._last_rx = time.monotonic()
         self.counters["frames_in"] += 1
         try:
-            msg = w.decode(body)
+            seen = self.rel.receive(body, self._last_rx)
+            if seen is None:
+                return  # an ACK, a duplicate or a gap: the reliable layer's own
+            msg = w.decode(body := seen)
         except RemoteProtocolError as exc:
             self._emit("BAD_FRAME", code=exc.code.name, error=str(exc))
             answer = w.error_answer(body, RemoteProtocolError(str(exc)[:100], exc.code))
@@ -386,6 +405,7 @@ class _Session(RecordLog):
         if self.state != "hello":
             return
         self.state = "open"
+        self.rel.open(msg.features)
         self._keepalive_s = (msg.keepalive_ms or self.keepalive_ms or 1000) / 1000
         self._emit(
             "WELCOME", gateway=msg.name, keepalive_ms=msg.keepalive_ms, max_body=msg.max_body
@@ -439,8 +459,14 @@ class _Session(RecordLog):
 
     # --- output -------------------------------------------------------------
 
-    def _send(self, msg: w.Message) -> None:
-        body = w.encode(msg) if self.signing is None else self.signing.seal(w.encode(msg))
+    def _send(self, msg: w.Message, sequenced: bool = False) -> None:
+        """Send ``msg`` (sequenced when a reliable session says so)."""
+        if not self.rel.send(msg, time.monotonic(), sequenced):
+            self._write_body(w.encode(msg))
+
+    def _write_body(self, plain: bytes) -> None:
+        """Sign (when keyed), frame and write one body."""
+        body = plain if self.signing is None else self.signing.seal(plain)
         if body is None:  # signed, but no session yet (or its counter is used up)
             self.counters["not_sent"] += 1
             return
@@ -478,13 +504,20 @@ class DeviceSim(_Session):
         out: Callable[[str], None] | None = None,
         verbose: bool = False,
         key: bytes | None = None,
+        reliable: bool = False,
+        reliable_events: Iterable[str] | None = None,
     ) -> None:
-        """``key``: sign every frame with it (the gateway's port must have the same)."""
-        super().__init__(name, keepalive_ms, out, key)
+        """``key``: sign every frame with it (the gateway's port must have the same).
+        ``reliable``: ask for the reliable mode, in which the triggers of
+        ``reliable_events`` (None: every event) are sequenced."""
+        super().__init__(name, keepalive_ms, out, key, reliable)
         self.port = port
         self.baud = baud
         self.sender = sender or name
         self.events = tuple(events)
+        self.reliable_events = frozenset(
+            self.events if reliable_events is None else reliable_events
+        )
         self.methods = tuple(methods)
         self.default_handler = default_handler
         self.interval = interval
@@ -536,7 +569,10 @@ class DeviceSim(_Session):
 
     def _register(self) -> None:
         events = tuple((i + 1, e) for i, e in enumerate(self.events))
-        self._send(w.RegisterSender(1, self.sender, events, self.methods, self.default_handler))
+        meta = self.rel.meta(self.events, self.reliable_events)
+        self._send(
+            w.RegisterSender(1, self.sender, events, self.methods, self.default_handler, meta)
+        )
         for i, (s, e) in enumerate(self.listens):
             self._send(w.Listen(i + 1, s, e))
 
@@ -601,11 +637,12 @@ class DeviceSim(_Session):
 
     def trigger(self, event: str, data: Any = None) -> bool:
         """Trigger one declared event; False (counted) when not registered yet."""
-        if not self.registered or event not in self.events:
+        reliable = event in self.reliable_events
+        if not self.registered or event not in self.events or (reliable and self.rel.full()):
             self.counters["not_sent"] += 1
             return False
         ref = self.events.index(event) + 1
-        self._send(w.Trigger(ref, pack(data)))
+        self._send(w.Trigger(ref, pack(data)), reliable)
         self.counters["triggers"] += 1
         if self.verbose:
             self._emit("TRIGGER", event=event, data=data)
@@ -674,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="sign frames with this key (64 hex digits or 32 raw bytes; PROTOCOL.md section 5)",
     )
+    device_reliable.add_arguments(p)
     return p
 
 
@@ -716,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=lambda line: print(line, flush=True),
         verbose=args.verbose,
         key=key,
+        **device_reliable.options(args),
     )
     asyncio.run(_amain(sim))
     return 0

@@ -18,6 +18,7 @@ from cobs import cobs
 from sig.protocol import messages as w
 from sig.protocol.data import pack
 from sig.protocol.frame import crc16, encode_frame
+from sig.protocol.reliable import add_seq
 from sig.protocol.signing import TO_DEVICE, TO_GATEWAY, sign, tag
 
 OUT = Path(__file__).parents[1] / "vectors.json"
@@ -327,6 +328,224 @@ def signing_cases() -> dict[str, Any]:
     }  # fmt: skip
 
 
+# --- reliable UART mode (PROTOCOL.md section 5, "Reliable UART mode") -------------
+
+#: Sequenced bodies: name, seq, plain message.
+SEQUENCED: list[tuple[str, int, w.Message]] = [
+    ("register_sender", 1, w.RegisterSender(1, "sensor1", events=((1, "temp"),))),
+    ("sender_registered", 1, w.SenderRegistered(1)),
+    ("trigger_float32", 2, w.Trigger(1, pack(f32(23.1)))),
+    ("request", 3, w.Request(9, "sensor1", "get_temp")),
+    ("response_ok", 4, w.Response(9, data=pack(f32(23.1)))),
+    ("error", 5, w.Error(8, 7, "")),
+    ("listen_seq_300", 300, w.Listen(1, "timer", "tick")),
+]
+
+#: Bodies a receiver refuses: name, hex, reliable session?, error code name (ref is 0).
+RELIABLE_BAD: list[tuple[str, str, bool, str]] = [
+    ("seq_zero", "a00001", True, "MALFORMED"),
+    ("seq_truncated", "a081", True, "MALFORMED"),
+    ("seq_padded", "a0810001", True, "MALFORMED"),
+    ("seq_above_u32", "a0ffffffff1f01", True, "MALFORMED"),
+    ("seq_on_ack", "870101", True, "MALFORMED"),
+    ("seq_on_ping", "830107", True, "MALFORMED"),
+    ("seq_on_event", "a101010161016201", True, "MALFORMED"),
+    ("seq_without_feature", "a00101", False, "UNSUPPORTED_FEATURE"),
+    ("seq_request_without_feature", "a2010901610162", False, "UNSUPPORTED_FEATURE"),
+    ("ack_empty", "07", True, "MALFORMED"),
+]
+
+
+def _frames(bodies: list[bytes]) -> dict[str, list[str]]:
+    return {"out": [b.hex() for b in bodies], "out_frames": [encode_frame(b).hex() for b in bodies]}
+
+
+def _ack(n: int) -> bytes:
+    return w.encode(w.Ack(n))
+
+
+class _Script:
+    """Builds one scripted exchange step by step, tracking the state the spec implies."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, Any]] = []
+        self.counters = dict.fromkeys(
+            ("retransmits", "duplicates", "out_of_order", "bad_acks", "reliable_failures"), 0
+        )
+        self.state: dict[str, Any] = {
+            "expected": 1, "next_seq": 1, "kept": [], "rto_ms": 200, "retries": 0,
+            "deadline_ms": None,
+        }  # fmt: skip
+
+    def step(self, t: int, what: dict[str, Any], out: list[bytes], **changes: Any) -> None:
+        for key, value in changes.items():
+            if key in self.counters:
+                self.counters[key] += value
+            else:
+                self.state[key] = value
+        entry = {"t_ms": t, **what, **_frames(out)}
+        entry["counters"] = dict(self.counters)
+        entry["state"] = {**self.state, "kept": list(self.state["kept"])}
+        self.steps.append(entry)
+
+
+def _send(msg: w.Message, seq: int | None) -> dict[str, Any]:
+    plain = w.encode(msg)
+    return {"do": "send", "sequenced": seq is not None, "body": plain.hex()}
+
+
+def _receive(body: bytes, accepted: bytes | None) -> dict[str, Any]:
+    return {
+        "do": "receive",
+        "body": body.hex(),
+        "frame": encode_frame(body).hex(),
+        "accepted": accepted.hex() if accepted is not None else None,
+    }
+
+
+def reliable_exchange() -> list[dict[str, Any]]:
+    """One device's session (window 2, RTO 200 ms): accept, duplicate, gap, retransmission."""
+    sc = _Script()
+    reg = w.RegisterSender(1, "sensor1", events=((1, "temp"), (2, "count")))
+    reg1 = add_seq(w.encode(reg), 1)
+    sc.step(0, _send(reg, 1), [reg1], next_seq=2, kept=[1], deadline_ms=200)
+    sc.step(10, _receive(_ack(1), None), [], kept=[], deadline_ms=None)
+    sr = w.encode(w.SenderRegistered(1))
+    sc.step(20, _receive(add_seq(sr, 1), sr), [_ack(1)], expected=2)
+    # The gateway lost our ACK(1) and sent it again: a duplicate.
+    sc.step(30, _receive(add_seq(sr, 1), None), [_ack(1)], duplicates=1)
+    req4 = w.encode(w.Request(4, "sensor1", "get_temp"))
+    req5 = w.encode(w.Request(5, "sensor1", "get_temp"))
+    # seq 2 (request 4) was lost on the line: seq 3 is a gap, dropped (go-back-N).
+    sc.step(40, _receive(add_seq(req5, 3), None), [_ack(1)], out_of_order=1)
+    ev = w.encode(w.Event("timer", "tick", pack(5)))
+    sc.step(50, _receive(ev, ev), [])  # unsequenced: best effort, accepted, no ACK
+    sc.step(60, _receive(add_seq(req4, 2), req4), [_ack(2)], expected=3)
+    sc.step(70, _receive(add_seq(req5, 3), req5), [_ack(3)], expected=4)
+    resp = w.Response(4, data=pack(f32(23.1)))
+    resp2 = add_seq(w.encode(resp), 2)
+    sc.step(80, _send(resp, 2), [resp2], next_seq=3, kept=[2], deadline_ms=280)
+    trig = w.Trigger(1, pack(f32(23.1)))
+    trig3 = add_seq(w.encode(trig), 3)
+    sc.step(90, _send(trig, 3), [trig3], next_seq=4, kept=[2, 3])
+    best = w.Trigger(2, pack(7))  # an event the device did not mark reliable
+    sc.step(100, _send(best, None), [w.encode(best)])
+    # No ACK came (lost): at the deadline both kept frames go again, the RTO doubles.
+    sc.step(
+        280, {"do": "poll"}, [resp2, trig3], retransmits=2, rto_ms=400, retries=1, deadline_ms=680
+    )
+    sc.step(300, _receive(_ack(2), None), [], kept=[3], rto_ms=200, retries=0, deadline_ms=500)
+    sc.step(310, _receive(_ack(9), None), [], bad_acks=1)  # never sent: ignored, counted
+    sc.step(320, _receive(_ack(3), None), [], kept=[], deadline_ms=None)
+    return sc.steps
+
+
+def reliable_give_up() -> list[dict[str, Any]]:
+    """A frame never acknowledged: 16 retransmissions with backoff, then the session ends."""
+    sc = _Script()
+    msg = w.Listen(1, "timer", "tick")
+    body = add_seq(w.encode(msg), 1)
+    sc.step(0, _send(msg, 1), [body], next_seq=2, kept=[1], deadline_ms=200)
+    t, rto = 200, 200
+    for retry in range(1, 17):
+        rto = min(2 * rto, 1600)
+        sc.step(
+            t, {"do": "poll"}, [body], retransmits=1, rto_ms=rto, retries=retry,
+            deadline_ms=t + rto,
+        )  # fmt: skip
+        t += rto
+    sc.step(t, {"do": "poll", "ends_session": True}, [], reliable_failures=1, deadline_ms=None)
+    return sc.steps
+
+
+def reliable_fast_retransmit() -> list[dict[str, Any]]:
+    """An ACK that acknowledges nothing new resends the kept frames at once, once per
+    oldest kept seq (the gateway must; the C library may)."""
+    sc = _Script()
+    a, b = w.Request(1, "sensor1", "a"), w.Request(2, "sensor1", "b")
+    a1, b2 = add_seq(w.encode(a), 1), add_seq(w.encode(b), 2)
+    sc.step(0, _send(a, 1), [a1], next_seq=2, kept=[1], deadline_ms=200)
+    sc.step(1, _send(b, 2), [b2], next_seq=3, kept=[1, 2])
+    sc.step(10, _receive(_ack(0), None), [a1, b2], retransmits=2)  # seq 1 lost, 2 came
+    sc.step(11, _receive(_ack(0), None), [])  # seq 1 was fast-resent already: the timer's
+    sc.step(20, _receive(_ack(1), None), [], kept=[2], deadline_ms=220)
+    sc.step(30, _receive(_ack(1), None), [b2], retransmits=1)  # a new oldest: at once
+    sc.step(40, _receive(_ack(2), None), [], kept=[], deadline_ms=None)
+    return sc.steps
+
+
+def reliable_cases() -> dict[str, Any]:
+    """Sequenced bodies, ACKs, a signed sequenced body, bad bodies, scripted exchanges."""
+    sequenced = []
+    for name, seq, msg in SEQUENCED:
+        plain = w.encode(msg)
+        body = add_seq(plain, seq)
+        sequenced.append(
+            {"name": name, "type": w.MessageType(plain[0]).name, "seq": seq,
+             "plain": plain.hex(), "body": body.hex(), "frame": encode_frame(body).hex()}
+        )  # fmt: skip
+    acks = [
+        {"name": f"ack_{n}", "seq": n, "body": _ack(n).hex(), "frame": encode_frame(_ack(n)).hex()}
+        for n in (0, 1, 300)
+    ]
+    hello = w.encode(w.Hello("sensor1", 128, 2000, features=w.Feature.RELIABLE))
+    welcome = w.encode(w.Welcome("sig-gateway", 65535, 2000, features=w.Feature.RELIABLE))
+    both = w.Feature.RELIABLE | w.Feature.AUTH
+    signed = []
+    for name, direction, counter, seq, msg in (
+        ("trigger_float32", TO_GATEWAY, 2, 1, w.Trigger(1, pack(f32(23.1)))),
+        ("request", TO_DEVICE, 3, 2, w.Request(9, "sensor1", "get_temp")),
+    ):
+        plain = w.encode(msg)
+        seqd = add_seq(plain, seq)
+        body = sign(SIGN_KEY, direction, DEVICE_NONCE, GATEWAY_NONCE, counter, seqd)
+        signed.append(
+            {"name": name, "direction": direction, "counter": counter, "seq": seq,
+             "plain": plain.hex(), "sequenced": seqd.hex(), "body": body.hex(),
+             "tag": body[-8:].hex(), "frame": encode_frame(body).hex()}
+        )  # fmt: skip
+    return {
+        "about": (
+            "Reliable UART mode: header|0x80, seq varint, fields; ACK 07 seq; signed: "
+            "header|0xC0, counter, seq, fields, tag. Exchanges: one side's view, window 2, "
+            "initial RTO 200 ms, RTO doubles up to 1600 ms, 16 retransmissions then the end"
+        ),
+        "window": 2,
+        "rto_ms": 200,
+        "max_rto_ms": 1600,
+        "max_retries": 16,
+        "handshake": {
+            "hello_body": hello.hex(),
+            "hello_frame": encode_frame(hello).hex(),
+            "welcome_body": welcome.hex(),
+            "welcome_frame": encode_frame(welcome).hex(),
+        },
+        "sequenced": sequenced,
+        "acks": acks,
+        "ack_without_feature": {"body": _ack(1).hex(), "action": "ignored, counted bad_acks"},
+        "signed": {
+            "features": int(both),
+            "key": SIGN_KEY.hex(),
+            "device_nonce": DEVICE_NONCE.hex(),
+            "gateway_nonce": GATEWAY_NONCE.hex(),
+            "frames": signed,
+        },
+        "bad": [
+            {"name": n, "body": b, "reliable": r, "error": e, "ref": 0}
+            for n, b, r, e in RELIABLE_BAD
+        ],
+        "exchanges": [
+            {"name": "accept_duplicate_gap_retransmit", "steps": reliable_exchange()},
+            {"name": "max_retries", "steps": reliable_give_up()},
+            {
+                "name": "fast_retransmit",
+                "optional_for_device": True,
+                "steps": reliable_fast_retransmit(),
+            },
+        ],
+    }
+
+
 def main() -> None:
     messages = []
     for name, msg, value in MESSAGES:
@@ -376,6 +595,7 @@ def main() -> None:
         "streams": frame_cases(),
         "credentials": credential_cases(),
         "signing": signing_cases(),
+        "reliable": reliable_cases(),
     }
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {OUT} ({len(messages)} messages)")

@@ -132,3 +132,16 @@ def test_acl_benchmark_runs() -> None:
     out = run("acl.py", "--count", "2000", "--links", "3")
     for row in ("no [acl]", "[acl], 1 principal", "[acl], 3 principals"):
         assert re.search(rf"\| {re.escape(row)} +\| [\d.]+ +\| [\d.]+ +\| [\d.]+ ", out), out
+
+
+def test_reliable_benchmark_runs() -> None:
+    """bench/reliable.py: a clean and a noisy cell, every event delivered once and in order."""
+    out = run(
+        "reliable.py",
+        *("--runs", "1", "--seconds", "0.5", "--noise", "0,0.01", "--payloads", "4"),
+        *("--rto-ms", "50"),
+        timeout=180,
+    )
+    rows = [line for line in out.splitlines() if re.match(r"\| (0|1)% ", line)]
+    assert len(rows) == 2, out
+    assert all("| yes " in row and "| 100 % " in row for row in rows), out

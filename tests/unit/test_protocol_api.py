@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sig.protocol
 from sig import errors
-from sig.protocol import constants, data, frame, messages, signing
+from sig.protocol import constants, data, frame, messages, reliable, signing
 
 ROOT = Path(__file__).parents[2]
 
@@ -56,6 +56,9 @@ PUBLIC = {
     "Signer",
     "parse_key",
     "SignatureError",
+    # reliable UART mode (PROTOCOL.md section 5)
+    "add_seq",
+    "strip_seq",
     # errors and codes
     "ErrorCode",
     "LocalProtocolError",
@@ -82,7 +85,7 @@ def test_every_public_name_is_the_codec_s_own_object() -> None:
     """sig.protocol re-exports; it defines nothing a submodule could disagree with."""
     for name in PUBLIC:
         obj = getattr(sig.protocol, name)
-        homes = (messages, frame, data, constants, errors, signing)
+        homes = (messages, frame, data, constants, errors, signing, reliable)
         assert any(getattr(m, name, None) is obj for m in homes), name
 
 

@@ -220,7 +220,10 @@ SHOWN = frozenset({"link", "state", "peer", "senders", "frames_in", "frames_out"
 #: NOTES without --all: these when they are not zero, empty or "open".
 NOTABLE = ("port_state", "reopens", "failed_opens", "last_error", "closed_for_s",
            *ERROR_KEYS, "dropped_too_large", "discarded_frames", "reading_paused",
-           "reserved", "tls", "peer_subject")  # fmt: skip
+           "reserved", "tls", "peer_subject",
+           # the reliable UART mode (PROTOCOL.md section 5)
+           "reliable", "retransmits", "duplicates", "out_of_order", "bad_acks",
+           "reliable_failures", "reliable_dropped")  # fmt: skip
 
 
 def _field(value: Any) -> str:
