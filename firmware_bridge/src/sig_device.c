@@ -360,6 +360,17 @@ static sig_err_t rel_resend(sig_device_t *dev)
     return e;
 }
 
+/* What handling a received frame returned: SIG_ERR_BUSY only when an answer
+ * of the library's own found the window full (a handler's or a listener's
+ * calls return to the application, not here). Counted, and returned. */
+static sig_err_t rel_dropped(sig_device_t *dev, sig_err_t e)
+{
+    if (e == SIG_ERR_BUSY) {
+        dev->rel_stats.reliable_dropped++;
+    }
+    return e;
+}
+
 /* Take back slot i (sender i, or listener i - SIG_CONFIG_MAX_SENDERS) of a
  * reliable session: 1 when its registration was never sent (nothing to take
  * back), -1 when the window is full (SIG_ERR_BUSY, nothing changes), else 0. */
@@ -780,14 +791,17 @@ sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte)
         int r = sig__rel_receive(dev, &body, &len, &ack);
         dev->last_rx = now_ms(dev); /* every valid frame counts for the keepalive, duplicates too */
         if (r < 0) { /* not acknowledged; an ERROR is never answered */
-            return (body[0] & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR ? SIG_OK
-                                                                   : send_short(dev, SIG_MSG_ERROR, SIG_CODE_MALFORMED, 0);
+            return (body[0] & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR
+                       ? SIG_OK
+                       : rel_dropped(dev, send_short(dev, SIG_MSG_ERROR, SIG_CODE_MALFORMED, 0));
         }
         e = send_short(dev, SIG_MSG_ACK, ack, 0);
-        return r > 0 ? e : first_err(e, on_frame(dev, body, len));
+        return r > 0 ? e : rel_dropped(dev, first_err(e, on_frame(dev, body, len)));
     }
-#endif
+    return rel_dropped(dev, on_frame(dev, body, len));
+#else
     return on_frame(dev, body, len);
+#endif
 }
 
 sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len)
@@ -941,7 +955,7 @@ const sig_reliable_stats_t *sig_device_reliable_stats(const sig_device_t *dev)
 #if SIG_CONFIG_RELIABLE
     return &dev->rel_stats;
 #else
-    static const sig_reliable_stats_t none = {0, 0, 0, 0, 0, 0};
+    static const sig_reliable_stats_t none = {0, 0, 0, 0, 0, 0, 0};
     (void)dev;
     return &none;
 #endif
@@ -954,6 +968,16 @@ bool sig_device_reliable(const sig_device_t *dev)
 #else
     (void)dev;
     return false;
+#endif
+}
+
+uint8_t sig_device_unacked(const sig_device_t *dev)
+{
+#if SIG_CONFIG_RELIABLE
+    return dev->state == DEV_ONLINE && dev->rel_on != 0u ? dev->rel_kept : 0u;
+#else
+    (void)dev;
+    return 0;
 #endif
 }
 
@@ -973,7 +997,7 @@ sig_err_t sig_device_remove_sender(sig_device_t *dev, sig_sender_t sender)
 #if SIG_CONFIG_RELIABLE
     sent = rel_take_back(dev, sender); /* never registered in this session, or no room */
     if (sent < 0) {
-        dev->rel_stats.reliable_dropped++;
+        dev->rel_stats.busy++;
         return SIG_ERR_BUSY;
     }
 #endif
@@ -992,7 +1016,7 @@ sig_err_t sig_device_unlisten(sig_device_t *dev, uint8_t listener)
 #if SIG_CONFIG_RELIABLE
     sent = rel_take_back(dev, SIG_CONFIG_MAX_SENDERS + (unsigned)listener);
     if (sent < 0) {
-        dev->rel_stats.reliable_dropped++;
+        dev->rel_stats.busy++;
         return SIG_ERR_BUSY;
     }
 #endif

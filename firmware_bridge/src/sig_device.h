@@ -401,9 +401,11 @@ typedef struct {
     uint32_t out_of_order;      /* sequenced frames after a gap (dropped, ACKed: go-back-N) */
     uint32_t bad_acks;          /* ACKs of a seq never sent, or without a reliable session */
     uint32_t reliable_failures; /* sessions ended after SIG_CONFIG_RELIABLE_MAX_RETRIES retransmissions */
-    uint32_t reliable_dropped;  /* sequenced messages refused because the window was full: the
-                                   application's calls got SIG_ERR_BUSY, the library's own
-                                   answers (an ERROR, a RESPONSE it makes itself) were dropped */
+    uint32_t reliable_dropped;  /* answers the library makes itself (an ERROR, a RESPONSE
+                                   NO_SUCH_METHOD / MALFORMED) dropped because the window was full */
+    uint32_t busy;              /* sequenced sends refused for a full window: the application's
+                                   calls got SIG_ERR_BUSY; reliable_dropped of them were answers
+                                   of the library's own */
 } sig_reliable_stats_t;
 
 #if SIG_CONFIG_RELIABLE
@@ -692,6 +694,9 @@ const sig_auth_stats_t *sig_device_auth_stats(const sig_device_t *dev);
  * whether the open session is reliable (the gateway granted the feature). */
 const sig_reliable_stats_t *sig_device_reliable_stats(const sig_device_t *dev);
 bool sig_device_reliable(const sig_device_t *dev);
+/* Frames sent and not acknowledged yet (0 without a reliable session): 0
+ * means the gateway has everything, e.g. before a device sleeps or stops. */
+uint8_t sig_device_unacked(const sig_device_t *dev);
 /* Agreed keepalive (0 before WELCOME) and the gateway's max_body. */
 uint16_t sig_device_keepalive_ms(const sig_device_t *dev);
 

@@ -58,7 +58,7 @@ sig_err_t sig__rel_send(sig_device_t *dev, uint8_t *body, size_t *len, bool trig
         return SIG_OK;
     }
     if (dev->rel_kept >= W) {
-        dev->rel_stats.reliable_dropped++;
+        dev->rel_stats.busy++; /* every refusal; sig_device.c counts its own answers as dropped too */
         return SIG_ERR_BUSY;
     }
     if (seq == 0u) {

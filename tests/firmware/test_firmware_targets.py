@@ -1,7 +1,8 @@
 """The C device library on its targets: the C test suite on a Cortex-M0 and an AVR, and
 the stack the sensor firmware really uses.
 
-Each suite runs in two configurations: the host profile and the shipped defaults.
+Each suite runs in three configurations: the host profile, the shipped defaults and the
+reliable profile (SIG_CONFIG_RELIABLE).
 (a) ``make -C firmware_bridge target-m0-test TP=<profile>`` builds the suite for the
 nRF51 (Cortex-M0) with arm-none-eabi-gcc; QEMU's ``microbit`` machine runs it, its UART0
 on stdout, and semihosting returns the runner's exit status. (b) ``target-avr-test``
@@ -84,7 +85,9 @@ def _check_suite(output: str, target: str) -> dict[str, int]:
     return {"stack": int(stack.group(1)), "stack_reserved": int(stack.group(2))}
 
 
-PROFILES = ["host", "default"]  #: firmware_bridge/Makefile's PROFILE_host and the shipped defaults
+#: firmware_bridge/Makefile's PROFILE_host, the shipped defaults, and PROFILE_reliable (the
+#: reliable UART mode: tests/test_reliable.c's session tests on the target)
+PROFILES = ["host", "default", "reliable"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
