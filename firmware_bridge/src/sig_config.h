@@ -127,7 +127,7 @@
  * numbered frames are acknowledged, duplicates and frames after a gap dropped
  * (go-back-N: no receive buffer). Adds src/sig_reliable.c and
  * SIG_CONFIG_RELIABLE_WINDOW x (SIG_CONFIG_TX_MAX_BODY + 5) bytes of kept
- * frames (+ 12 each with SIG_CONFIG_AUTH) and about 60 more to sig_device_t
+ * frames (+ 12 each with SIG_CONFIG_AUTH) and about 66 more to sig_device_t
  * (README "Reliable UART mode"). 0 (default): none of it. */
 #ifndef SIG_CONFIG_RELIABLE
 #define SIG_CONFIG_RELIABLE 0

@@ -355,7 +355,7 @@ static sig_err_t rel_resend(sig_device_t *dev)
     uint8_t *body = dev->tx_buf + SIG__TX_HEAD;
     unsigned i;
     for (i = 0; i < dev->rel_kept && dev->state == DEV_ONLINE; i++) {
-        e = first_err(e, tx_frame(dev, body, sig__rel_copy(dev, i, body, now_ms(dev))));
+        e = first_err(e, tx_frame(dev, body, sig__rel_copy(dev, i, body)));
     }
     return e;
 }
@@ -791,9 +791,9 @@ sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte)
         int r = sig__rel_receive(dev, &body, &len, &ack);
         dev->last_rx = now_ms(dev); /* every valid frame counts for the keepalive, duplicates too */
         if (r < 0) { /* not acknowledged; an ERROR is never answered */
-            return (body[0] & SIG_HEADER_TYPE_MASK) == SIG_MSG_ERROR
-                       ? SIG_OK
-                       : rel_dropped(dev, send_short(dev, SIG_MSG_ERROR, SIG_CODE_MALFORMED, 0));
+            uint8_t type = (uint8_t)(body[0] & SIG_HEADER_TYPE_MASK);
+            return type == SIG_MSG_ERROR ? SIG_OK /* about: the type answered, ref 0 */
+                                         : rel_dropped(dev, send_vv(dev, SIG_MSG_ERROR, SIG_CODE_MALFORMED, 0, NULL, NULL, type));
         }
         e = send_short(dev, SIG_MSG_ACK, ack, 0);
         return r > 0 ? e : rel_dropped(dev, first_err(e, on_frame(dev, body, len)));

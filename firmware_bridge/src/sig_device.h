@@ -575,7 +575,7 @@ struct sig_device {
     uint32_t rel_expected;   /* next seq accepted from the gateway */
     uint32_t rel_next;       /* next seq sent (0: used up, the session ends) */
     uint32_t rel_deadline;   /* retransmission timer, while frames are kept */
-    uint32_t rel_sent[SIG_CONFIG_RELIABLE_WINDOW]; /* last (re)send of each kept frame */
+    uint32_t rel_fast;       /* the oldest kept seq of the last fast retransmit (0: none) */
     sig_reliable_stats_t rel_stats;
     uint8_t rel_buf[SIG_CONFIG_RELIABLE_WINDOW][SIG__REL_SLOT];
 #endif

@@ -128,13 +128,14 @@ sig_err_t sig__rel_send(sig_device_t *dev, uint8_t *body, size_t *len, bool trig
  * plain body (stripped in place). *ack is the ACK to send for 0 and 1. */
 int sig__rel_receive(sig_device_t *dev, uint8_t **body, size_t *len, uint32_t *ack);
 /* ACK(a) received: forgets what it acknowledges; true when the kept frames
- * are to be sent again at once (fast retransmit). */
+ * are to be sent again at once (fast retransmit: an ACK of nothing new, the
+ * first one while this frame is the oldest kept). */
 bool sig__rel_ack(sig_device_t *dev, uint32_t a, uint32_t now);
 /* The retransmission timer at `now`: 0 nothing, 1 send every kept frame
  * again, 2 give up (the session ends; counted). */
 int sig__rel_timer(sig_device_t *dev, uint32_t now);
 /* Copy kept frame i (0 = oldest) to dst for sending again; returns its length. */
-size_t sig__rel_copy(sig_device_t *dev, unsigned i, uint8_t *dst, uint32_t now);
+size_t sig__rel_copy(sig_device_t *dev, unsigned i, uint8_t *dst);
 /* ms until the retransmission timer fires (0: now), or SIG_NO_DEADLINE. */
 uint32_t sig__rel_deadline(const sig_device_t *dev, uint32_t now);
 #endif

@@ -1,8 +1,8 @@
 /* The reliable UART mode (PROTOCOL.md section 5, "Reliable UART mode"), the
  * device's side, with SIG_CONFIG_RELIABLE = 1: the sequence header, the
  * window of kept frames, cumulative ACKs, go-back-N receiving (no receive
- * buffer), retransmission with backoff, fast retransmit, and the end of a
- * session after SIG_CONFIG_RELIABLE_MAX_RETRIES retransmissions.
+ * buffer), retransmission with backoff, fast retransmit (once per oldest
+ * kept frame), and the end of a session after SIG_CONFIG_RELIABLE_MAX_RETRIES retransmissions.
  *
  * This file is the state machine only: it never writes to the link.
  * sig_device.c calls it where a frame goes out (sig__rel_send), comes in
@@ -26,6 +26,7 @@ void sig__rel_start(sig_device_t *dev, bool on)
     dev->rel_todo = 0xFFFFFFFFu; /* every slot in use is registered again */
     dev->rel_expected = 1;
     dev->rel_next = 1;
+    dev->rel_fast = 0;
 }
 
 bool sig__rel_room(const sig_device_t *dev)
@@ -88,7 +89,6 @@ sig_err_t sig__rel_send(sig_device_t *dev, uint8_t *body, size_t *len, bool trig
         dev->rel_buf[s][k] = body[k];
     }
     dev->rel_len[s] = (uint16_t)*len;
-    dev->rel_sent[s] = now;
     if (dev->rel_kept++ == 0u) {
         dev->rel_deadline = now + dev->rel_rto; /* the timer starts with the first kept frame */
     }
@@ -143,8 +143,13 @@ bool sig__rel_ack(sig_device_t *dev, uint32_t a, uint32_t now)
         dev->rel_deadline = now + RTO; /* restarts; stops when nothing is kept */
         return false;
     }
-    /* nothing new: the gateway saw a gap; resend at once, at most every RTO/4 */
-    return dev->rel_kept != 0u && now - dev->rel_sent[dev->rel_head] >= (uint32_t)(dev->rel_rto / 4u);
+    /* nothing new: the gateway saw a gap; resend at once, once per oldest kept
+     * frame (a lost resend is the timer's; the timer, RTO and retries stay) */
+    if (dev->rel_kept == 0u || dev->rel_fast == oldest) {
+        return false;
+    }
+    dev->rel_fast = oldest;
+    return true;
 }
 
 int sig__rel_timer(sig_device_t *dev, uint32_t now)
@@ -162,14 +167,13 @@ int sig__rel_timer(sig_device_t *dev, uint32_t now)
     return 1;
 }
 
-size_t sig__rel_copy(sig_device_t *dev, unsigned i, uint8_t *dst, uint32_t now)
+size_t sig__rel_copy(sig_device_t *dev, unsigned i, uint8_t *dst)
 {
     unsigned s = slot(dev, i);
     size_t k, n = dev->rel_len[s];
     for (k = 0; k < n; k++) {
         dst[k] = dev->rel_buf[s][k];
     }
-    dev->rel_sent[s] = now;
     dev->rel_stats.retransmits++;
     return n;
 }

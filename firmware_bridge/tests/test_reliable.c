@@ -349,7 +349,7 @@ TEST(reliable_sequence_header)
         CHECKN(rdev.rel_kept == 1 && rdev.rel_next == v->seq + 1u && rdev.rel_deadline == 5u + VEC_REL_RTO_MS, v->name);
         CHECKN(sig_frame_encode(frame, sizeof frame, buf, n, &fn) == SIG_OK &&
                    bytes_equal(frame, fn, v->frame.ptr, v->frame.len), v->name);
-        CHECKN(sig__rel_copy(&rdev, 0, frame, 9) == v->body.len && bytes_equal(frame, v->body.len, v->body.ptr, v->body.len),
+        CHECKN(sig__rel_copy(&rdev, 0, frame) == v->body.len && bytes_equal(frame, v->body.len, v->body.ptr, v->body.len),
                v->name);
         /* receiving: accepted when expected, the header stripped in place */
         rel_fresh();
@@ -471,7 +471,7 @@ static void run_exchange(const struct vec_rel_exchange *ex)
                 CHECK(sig_varint_decode(buf + 1, n - 1u, &a, &used) == SIG_OK);
                 if (sig__rel_ack(&rdev, a, now)) {
                     for (k = 0; k < rdev.rel_kept && n_out < VEC_REL_MAX_OUT; k++) {
-                        outn[n_out] = sig__rel_copy(&rdev, (unsigned)k, out[n_out], now);
+                        outn[n_out] = sig__rel_copy(&rdev, (unsigned)k, out[n_out]);
                         n_out++;
                     }
                 }
@@ -498,7 +498,7 @@ static void run_exchange(const struct vec_rel_exchange *ex)
             int r = sig__rel_timer(&rdev, now);
             CHECKN(r == (st->ends_session ? 2 : st->n_out > 0 ? 1 : 0), ex->name);
             for (k = 0; r == 1 && k < rdev.rel_kept && n_out < VEC_REL_MAX_OUT; k++) {
-                outn[n_out] = sig__rel_copy(&rdev, (unsigned)k, out[n_out], now);
+                outn[n_out] = sig__rel_copy(&rdev, (unsigned)k, out[n_out]);
                 n_out++;
             }
         }
@@ -596,6 +596,7 @@ TEST(reliable_refused_bodies)
         gw.out_len = 0; /* the registration */
         seq = granted ? 2u : 0u;
         want.u.error.code = v->code;
+        want.u.error.about = v->body.ptr[0] & SIG_HEADER_TYPE_MASK; /* the type answered */
         want.u.error.ref = v->ref;
         if (!SIG_CONFIG_RELIABLE && v->reliable && (v->body.ptr[0] & SIG_HEADER_FLAG_SEQ)) {
             want.u.error.code = SIG_CODE_UNSUPPORTED_FEATURE; /* the flag of a feature it lacks */
@@ -688,11 +689,13 @@ TEST(reliable_session_scripted)
     gw.now += 1;
     CHECK(sig_device_poll(&dev) == SIG_OK && expect_msg_seq(&resp, 4) && expect_msg_seq(&trig, 5) && expect_end());
     CHECK(c->retransmits == 2 && sig_device_next_deadline(&dev) == 2u * SIG_CONFIG_RELIABLE_RTO_MS);
-    /* a repeated ACK (the gateway saw a gap) right after: not yet (RTO/4); later: resent at once */
-    CHECK(gw_send_ref(SIG_MSG_ACK, 3, 0) == SIG_OK && expect_end());
-    gw.now += SIG_CONFIG_RELIABLE_RTO_MS / 2u;
+    /* a repeated ACK (the gateway saw a gap): resent at once, once for this oldest frame;
+     * the timer, RTO and retries stay as they are */
+    gw.now += 5;
     CHECK(gw_send_ref(SIG_MSG_ACK, 3, 0) == SIG_OK && expect_msg_seq(&resp, 4) && expect_msg_seq(&trig, 5) &&
           expect_end() && c->retransmits == 4);
+    CHECK(sig_device_next_deadline(&dev) == 2u * SIG_CONFIG_RELIABLE_RTO_MS - 5u && dev.rel_retries == 1);
+    CHECK(gw_send_ref(SIG_MSG_ACK, 3, 0) == SIG_OK && expect_end() && c->retransmits == 4); /* not twice */
     /* the ACK comes: the window is empty, the timer stops */
     CHECK(gw_send_ref(SIG_MSG_ACK, 5, 0) == SIG_OK && expect_end());
     CHECK(dev.rel_kept == 0 && dev.rel_retries == 0 && dev.rel_rto == SIG_CONFIG_RELIABLE_RTO_MS);
@@ -761,6 +764,7 @@ TEST(reliable_session_scripted)
     CHECK(gw_welcome(SIG_FEATURE_RELIABLE, 2000) == SIG_OK);
     gw.out_len = 0;
     want.u.error.code = SIG_CODE_UNSUPPORTED_FEATURE;
+    want.u.error.about = SIG_MSG_SENDER_REGISTERED;
     CHECK(gw_send_ref(SIG_MSG_SENDER_REGISTERED, 1, 1) == SIG_OK && expect_msg_seq(&want, 0) && expect_end());
     CHECK(app.n_status == 2); /* HELLO, WELCOME: the SENDER_REGISTERED was not handled */
 }
