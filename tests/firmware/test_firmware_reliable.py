@@ -115,8 +115,9 @@ async def test_c_device_reliable_through_noise(
         stats = next(ln for ln in device.lines if ln.startswith("reliable retransmits"))
         counts = dict(zip(stats.split()[1::2], map(int, stats.split()[2::2]), strict=True))
         print(
-            f"C device, noise {fraction:.0%}: frames={relay.frames} corrupted={len(relay.corrupted)} "
-            f"dropped={dropped} gateway duplicates={row['duplicates']} "
+            f"C device, noise {fraction:.0%}: frames={relay.frames} "
+            f"corrupted={len(relay.corrupted)} dropped={dropped} "
+            f"gateway duplicates={row['duplicates']} "
             f"out_of_order={row['out_of_order']} | device {stats} | "
             f"best effort #alarm {len(alarms)}/{n // 10} | {took:.1f} s"
         )
