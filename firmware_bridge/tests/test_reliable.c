@@ -19,13 +19,13 @@
 /* ---- a scripted gateway: bytes in, bytes out, a fake clock ---- */
 
 static struct {
-    uint8_t out[1024]; /* what the device wrote since the last expect_end: a few frames */
+    uint8_t out[512]; /* what the device wrote since the last expect_end: a few frames */
     size_t out_len, pos;
     uint32_t now;
 } gw;
 static sig_device_t dev;
 static struct {
-    int status[64];
+    int status[24];
     int n_status;
     int requests;
     uint32_t last_request_id;
@@ -55,7 +55,7 @@ static void on_status(sig_device_t *d, void *user, sig_status_t st, uint32_t ref
     (void)d;
     (void)user;
     (void)ref;
-    if (app.n_status < 64) {
+    if (app.n_status < 24) {
         app.status[app.n_status] = (int)st;
     }
     app.n_status++;
