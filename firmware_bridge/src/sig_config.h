@@ -119,6 +119,38 @@
 #define SIG_CONFIG_AUTH 0
 #endif
 
+/* 1: the reliable UART mode (PROTOCOL.md section 5, "Reliable UART mode"):
+ * HELLO asks for feature 0x01; in a session the gateway grants it, the
+ * registrations, REQUESTs, RESPONSEs, ERRORs and the triggers of the events a
+ * sender marks reliable (sig_sender_desc_t.reliable) are numbered, kept until
+ * the gateway acknowledges them and sent again until it does; received
+ * numbered frames are acknowledged, duplicates and frames after a gap dropped
+ * (go-back-N: no receive buffer). Adds src/sig_reliable.c and
+ * SIG_CONFIG_RELIABLE_WINDOW x (SIG_CONFIG_TX_MAX_BODY + 5) bytes of kept
+ * frames (+ 12 each with SIG_CONFIG_AUTH) and about 66 more to sig_device_t
+ * (README "Reliable UART mode"). 0 (default): none of it. */
+#ifndef SIG_CONFIG_RELIABLE
+#define SIG_CONFIG_RELIABLE 0
+#endif
+
+/* Frames sent and not yet acknowledged at most (the window); while it is full
+ * a sequenced send returns SIG_ERR_BUSY. 2: a request and a response. */
+#ifndef SIG_CONFIG_RELIABLE_WINDOW
+#define SIG_CONFIG_RELIABLE_WINDOW 2
+#endif
+
+/* Initial retransmission timeout, ms; it doubles after each retransmission,
+ * up to 8 times this, and is reset by an ACK that acknowledges something. */
+#ifndef SIG_CONFIG_RELIABLE_RTO_MS
+#define SIG_CONFIG_RELIABLE_RTO_MS 200
+#endif
+
+/* Retransmissions without progress after which the session ends (HELLO,
+ * SIG_STATUS_RELIABLE_FAILED): 16, as the gateway (23.8 s with 200 ms). */
+#ifndef SIG_CONFIG_RELIABLE_MAX_RETRIES
+#define SIG_CONFIG_RELIABLE_MAX_RETRIES 16
+#endif
+
 /* Milliseconds between HELLOs while no WELCOME has come, when the device asked
  * for keepalive_ms = 0 (otherwise keepalive_ms is used). */
 #ifndef SIG_CONFIG_HELLO_RETRY_MS
@@ -130,6 +162,11 @@
 #endif
 #if SIG_CONFIG_TX_MAX_BODY < 16 || SIG_CONFIG_TX_MAX_BODY > 65535
 #error "SIG_CONFIG_TX_MAX_BODY must be within 16..65535"
+#endif
+#if SIG_CONFIG_RELIABLE && (SIG_CONFIG_RELIABLE_WINDOW < 1 || SIG_CONFIG_RELIABLE_WINDOW > 255 || \
+                            SIG_CONFIG_RELIABLE_RTO_MS < 4 || SIG_CONFIG_RELIABLE_RTO_MS > 8191 || \
+                            SIG_CONFIG_RELIABLE_MAX_RETRIES > 255 || SIG_CONFIG_MAX_SENDERS + SIG_CONFIG_MAX_LISTENERS > 32)
+#error "SIG_CONFIG_RELIABLE: WINDOW 1..255, RTO_MS 4..8191, MAX_RETRIES <= 255, MAX_SENDERS + MAX_LISTENERS <= 32"
 #endif
 #if SIG_CONFIG_MAX_SENDERS < 1 || SIG_CONFIG_MAX_EVENTS < 1 || \
     SIG_CONFIG_MAX_SENDERS * SIG_CONFIG_MAX_EVENTS > 65535

@@ -129,6 +129,11 @@ static size_t tx_cap(const sig_device_t *dev)
         peer = peer > SIG_AUTH_TAG_LEN ? peer - SIG_AUTH_TAG_LEN : 0u;
     }
 #endif
+#if SIG_CONFIG_RELIABLE
+    if (dev->rel_on) { /* room for the sequence header (PROTOCOL.md section 5) */
+        peer = peer > SIG__SEQ_ROOM ? peer - SIG__SEQ_ROOM : 0u;
+    }
+#endif
     return peer < cap ? peer : cap;
 }
 
@@ -179,21 +184,39 @@ static sig_err_t tx_err(const sig_wr_t *w)
 
 static sig_err_t send_hello(sig_device_t *dev);
 
+/* Sign (with a key) and frame the body at tx_buf[SIG__TX_HEAD..) of len bytes. */
+static sig_err_t tx_frame(sig_device_t *dev, uint8_t *body, size_t len)
+{
+#if SIG_CONFIG_AUTH
+    if (dev->auth_key != NULL) {
+        if (dev->auth_tx == 0xFFFFFFFFu && (body[0] & SIG_HEADER_TYPE_MASK) != SIG_MSG_HELLO) {
+            return send_hello(dev); /* the counter is used up: a new session */
+        }
+        return send_body(dev, sig__auth_seal(dev, body, len));
+    }
+#endif
+    (void)body;
+    return send_body(dev, len);
+}
+
 static sig_err_t tx_send(sig_device_t *dev, const sig_wr_t *w)
 {
     sig_err_t e = tx_err(w);
+    size_t len = w->len;
+#if SIG_CONFIG_RELIABLE
+    bool trig = dev->rel_trig != 0u;
+    dev->rel_trig = 0;
+    if (e == SIG_OK) { /* in a reliable session: numbered and kept, or BUSY */
+        e = sig__rel_send(dev, w->buf, &len, trig, now_ms(dev));
+        if (e == SIG__REL_END) {
+            return send_hello(dev);
+        }
+    }
+#endif
     if (e != SIG_OK) {
         return e;
     }
-#if SIG_CONFIG_AUTH
-    if (dev->auth_key != NULL) {
-        if (dev->auth_tx == 0xFFFFFFFFu && w->buf[0] != SIG_MSG_HELLO) {
-            return send_hello(dev); /* the counter is used up: a new session */
-        }
-        return send_body(dev, sig__auth_seal(dev, w->buf, w->len));
-    }
-#endif
-    return send_body(dev, w->len);
+    return tx_frame(dev, w->buf, len);
 }
 
 /* PING or PONG (token v, no data); TRIGGER (event_ref v, data); ERROR
@@ -231,6 +254,9 @@ static sig_err_t send_hello(sig_device_t *dev)
     dev->peer_max_body = 0xFFFFu;
     dev->tx_torn = 1; /* a lone 0x00 first: the gateway drops any torn frame */
     dev->last_hello = now_ms(dev);
+#if SIG_CONFIG_RELIABLE
+    sig__rel_start(dev, false); /* a new session forgets the window (before tx_cap) */
+#endif
 #if SIG_CONFIG_AUTH
     if (dev->auth_key != NULL) { /* a new session: a new nonce, the gateway's comes in WELCOME */
         dev->auth_nonce(dev->user, dev->auth_nd);
@@ -243,9 +269,10 @@ static sig_err_t send_hello(sig_device_t *dev)
     sig__put_varint(&w, dev->max_body);
     sig__put_varint(&w, dev->keepalive_req);
 #if SIG_CONFIG_AUTH
-    sig__put_varint(&w, dev->auth_key != NULL ? 0x02u : 0u); /* features: AUTH */
+    sig__put_varint(&w, (dev->auth_key != NULL ? SIG_FEATURE_AUTH : 0u) |
+                            (SIG_CONFIG_RELIABLE ? SIG_FEATURE_RELIABLE : 0u)); /* features */
 #else
-    sig__put_varint(&w, 0u); /* features (one byte 0x00) */
+    sig__put_varint(&w, SIG_CONFIG_RELIABLE ? SIG_FEATURE_RELIABLE : 0u); /* features (one byte) */
 #endif
     sig__put_varint(&w, 0u); /* credentials: none (one byte 0x00) */
     e = tx_send(dev, &w);
@@ -295,6 +322,68 @@ static sig_err_t first_err(sig_err_t a, sig_err_t b)
 {
     return a != SIG_OK ? a : b;
 }
+
+#if SIG_CONFIG_RELIABLE
+/* The registrations of this session not sent yet (rel_todo), in slot order,
+ * as far as the window takes them: at WELCOME, for a sender or listener
+ * added while online, and after each ACK that makes room. */
+static sig_err_t rel_pump(sig_device_t *dev)
+{
+    sig_err_t e = SIG_OK;
+    unsigned i;
+    for (i = 0; i < SIG_CONFIG_MAX_SENDERS + SIG_CONFIG_MAX_LISTENERS && dev->state == DEV_ONLINE; i++) {
+        bool used = i < SIG_CONFIG_MAX_SENDERS ? dev->senders[i] != NULL
+                                               : dev->listeners[i - SIG_CONFIG_MAX_SENDERS].cb != NULL;
+        if (!(dev->rel_todo >> i & 1u)) {
+            continue;
+        }
+        if (used && !sig__rel_room(dev)) {
+            break;
+        }
+        dev->rel_todo &= ~((uint32_t)1u << i);
+        if (used) {
+            e = first_err(e, i < SIG_CONFIG_MAX_SENDERS ? send_register(dev, i) : send_listen(dev, i - SIG_CONFIG_MAX_SENDERS));
+        }
+    }
+    return e;
+}
+
+/* Send every kept frame again, oldest first (signed again with a new counter). */
+static sig_err_t rel_resend(sig_device_t *dev)
+{
+    sig_err_t e = SIG_OK;
+    uint8_t *body = dev->tx_buf + SIG__TX_HEAD;
+    unsigned i;
+    for (i = 0; i < dev->rel_kept && dev->state == DEV_ONLINE; i++) {
+        e = first_err(e, tx_frame(dev, body, sig__rel_copy(dev, i, body)));
+    }
+    return e;
+}
+
+/* What handling a received frame returned: SIG_ERR_BUSY only when an answer
+ * of the library's own found the window full (a handler's or a listener's
+ * calls return to the application, not here). Counted, and returned. */
+static sig_err_t rel_dropped(sig_device_t *dev, sig_err_t e)
+{
+    if (e == SIG_ERR_BUSY) {
+        dev->rel_stats.reliable_dropped++;
+    }
+    return e;
+}
+
+/* Take back slot i (sender i, or listener i - SIG_CONFIG_MAX_SENDERS) of a
+ * reliable session: 1 when its registration was never sent (nothing to take
+ * back), -1 when the window is full (SIG_ERR_BUSY, nothing changes), else 0. */
+static int rel_take_back(sig_device_t *dev, unsigned i)
+{
+    uint32_t bit = (uint32_t)1u << i;
+    if (dev->state == DEV_ONLINE && (dev->rel_todo & bit) != 0u) {
+        dev->rel_todo &= ~bit;
+        return 1;
+    }
+    return dev->state == DEV_ONLINE && !sig__rel_room(dev) ? -1 : 0;
+}
+#endif
 
 /* ---- public: setup ---- */
 
@@ -372,7 +461,12 @@ sig_err_t sig_device_add_sender(sig_device_t *dev, const sig_sender_desc_t *desc
     if (out_h != NULL) {
         *out_h = (sig_sender_t)i;
     }
+#if SIG_CONFIG_RELIABLE
+    dev->rel_todo |= (uint32_t)1u << i; /* sent when the window has room */
+    return rel_pump(dev);
+#else
     return dev->state == DEV_ONLINE ? send_register(dev, i) : SIG_OK;
+#endif
 }
 
 sig_err_t sig_device_event(const sig_device_t *dev, sig_sender_t sender, uint8_t index,
@@ -408,7 +502,12 @@ sig_err_t sig_device_listen_opts(sig_device_t *dev, const char *sender, const ch
     if (out_h != NULL) {
         *out_h = (uint8_t)i;
     }
+#if SIG_CONFIG_RELIABLE
+    dev->rel_todo |= (uint32_t)1u << (SIG_CONFIG_MAX_SENDERS + i); /* sent when the window has room */
+    return rel_pump(dev);
+#else
     return dev->state == DEV_ONLINE ? send_listen(dev, i) : SIG_OK;
+#endif
 }
 
 sig_err_t sig_device_start(sig_device_t *dev)
@@ -544,7 +643,16 @@ static sig_err_t on_welcome(sig_device_t *dev, const sig__rx_msg_t *m)
     dev->state = DEV_ONLINE;
     dev->keepalive_ms = (uint16_t)(ka > 0xFFFFu ? 0xFFFFu : ka);
     dev->peer_max_body = (uint16_t)(mb > 0xFFFFu ? 0xFFFFu : mb);
+#if SIG_CONFIG_RELIABLE
+    /* granted or not, a new session; the registrations go as the window takes them */
+    sig__rel_start(dev, (m->num[3] & SIG_FEATURE_RELIABLE) != 0u);
     status(dev, SIG_STATUS_WELCOME, 0);
+    (void)i;
+    (void)e;
+    return rel_pump(dev);
+#else
+    status(dev, SIG_STATUS_WELCOME, 0);
+#endif
     for (i = 0; i < SIG_CONFIG_MAX_SENDERS + SIG_CONFIG_MAX_LISTENERS && dev->state == DEV_ONLINE; i++) {
         if (i < SIG_CONFIG_MAX_SENDERS ? dev->senders[i] != NULL : dev->listeners[i - SIG_CONFIG_MAX_SENDERS].cb != NULL) {
             /* a free slot is not sent */
@@ -649,6 +757,12 @@ static sig_err_t on_frame(sig_device_t *dev, const uint8_t *body, size_t len)
     case SIG__RX_INDEX(SIG_MSG_RESPONSE):
         settle(dev, &m, good_data, 0);
         return SIG_OK;
+#if SIG_CONFIG_RELIABLE
+    case SIG__RX_INDEX(SIG_MSG_ACK): { /* room in the window: resend at once (a gap), or send more */
+        sig_err_t e = sig__rel_ack(dev, m.num[0], dev->last_rx) ? rel_resend(dev) : SIG_OK;
+        return first_err(e, rel_pump(dev));
+    }
+#endif
     default: /* PONG, ACK */
         return SIG_OK;
     }
@@ -670,7 +784,24 @@ sig_err_t sig_device_feed_byte(sig_device_t *dev, uint8_t byte)
         }
     }
 #endif
+#if SIG_CONFIG_RELIABLE
+    if ((body[0] & SIG_HEADER_FLAG_SEQ) && dev->rel_on) {
+        sig_err_t e;
+        uint32_t ack = 0;
+        int r = sig__rel_receive(dev, &body, &len, &ack);
+        dev->last_rx = now_ms(dev); /* every valid frame counts for the keepalive, duplicates too */
+        if (r < 0) { /* not acknowledged; an ERROR is never answered */
+            uint8_t type = (uint8_t)(body[0] & SIG_HEADER_TYPE_MASK);
+            return type == SIG_MSG_ERROR ? SIG_OK /* about: the type answered, ref 0 */
+                                         : rel_dropped(dev, send_vv(dev, SIG_MSG_ERROR, SIG_CODE_MALFORMED, 0, NULL, NULL, type));
+        }
+        e = send_short(dev, SIG_MSG_ACK, ack, 0);
+        return r > 0 ? e : rel_dropped(dev, first_err(e, on_frame(dev, body, len)));
+    }
+    return rel_dropped(dev, on_frame(dev, body, len));
+#else
     return on_frame(dev, body, len);
+#endif
 }
 
 sig_err_t sig_device_feed(sig_device_t *dev, const uint8_t *buf, size_t len)
@@ -711,6 +842,17 @@ sig_err_t sig_device_poll(sig_device_t *dev)
             e = send_short(dev, SIG_MSG_PING, ++dev->ping_token, 0);
         }
     }
+#if SIG_CONFIG_RELIABLE
+    if (dev->state == DEV_ONLINE) {
+        int r = sig__rel_timer(dev, now);
+        if (r == 2) { /* MAX_RETRIES retransmissions without an ACK: start over */
+            status(dev, SIG_STATUS_RELIABLE_FAILED, 0);
+            e = first_err(e, send_hello(dev));
+        } else if (r == 1) {
+            e = first_err(e, rel_resend(dev));
+        }
+    }
+#endif
     settle(dev, NULL, true, now);
     return e;
 }
@@ -731,6 +873,9 @@ sig_err_t sig_device_trigger(sig_device_t *dev, sig_event_ref_t ev, const uint8_
     if (dev->state != DEV_ONLINE) {
         return SIG_ERR_STATE;
     }
+#if SIG_CONFIG_RELIABLE
+    dev->rel_trig = (uint8_t)(k < 32u && (dev->senders[s]->reliable >> k & 1u)); /* tx_send reads it */
+#endif
     return send_vv(dev, SIG_MSG_TRIGGER, ev, 0, NULL, data, len);
 }
 
@@ -805,6 +950,37 @@ const sig_auth_stats_t *sig_device_auth_stats(const sig_device_t *dev)
 #endif
 }
 
+const sig_reliable_stats_t *sig_device_reliable_stats(const sig_device_t *dev)
+{
+#if SIG_CONFIG_RELIABLE
+    return &dev->rel_stats;
+#else
+    static const sig_reliable_stats_t none = {0, 0, 0, 0, 0, 0, 0};
+    (void)dev;
+    return &none;
+#endif
+}
+
+bool sig_device_reliable(const sig_device_t *dev)
+{
+#if SIG_CONFIG_RELIABLE
+    return dev->state == DEV_ONLINE && dev->rel_on != 0u;
+#else
+    (void)dev;
+    return false;
+#endif
+}
+
+uint8_t sig_device_unacked(const sig_device_t *dev)
+{
+#if SIG_CONFIG_RELIABLE
+    return dev->state == DEV_ONLINE && dev->rel_on != 0u ? dev->rel_kept : 0u;
+#else
+    (void)dev;
+    return 0;
+#endif
+}
+
 uint16_t sig_device_keepalive_ms(const sig_device_t *dev)
 {
     return dev->keepalive_ms;
@@ -814,21 +990,39 @@ uint16_t sig_device_keepalive_ms(const sig_device_t *dev)
 
 sig_err_t sig_device_remove_sender(sig_device_t *dev, sig_sender_t sender)
 {
+    int sent = 0;
     if (dev == NULL || sender >= SIG_CONFIG_MAX_SENDERS || dev->senders[sender] == NULL) {
         return SIG_ERR_NOT_FOUND;
     }
+#if SIG_CONFIG_RELIABLE
+    sent = rel_take_back(dev, sender); /* never registered in this session, or no room */
+    if (sent < 0) {
+        dev->rel_stats.busy++;
+        return SIG_ERR_BUSY;
+    }
+#endif
     dev->senders[sender] = NULL; /* free at once, even when the message below fails */
-    return dev->state == DEV_ONLINE ? send_short(dev, SIG_MSG_UNREGISTER_SENDER, (uint32_t)sender + 1u, 0)
-                                    : SIG_OK;
+    return dev->state == DEV_ONLINE && sent == 0
+               ? send_short(dev, SIG_MSG_UNREGISTER_SENDER, (uint32_t)sender + 1u, 0)
+               : SIG_OK;
 }
 
 sig_err_t sig_device_unlisten(sig_device_t *dev, uint8_t listener)
 {
+    int sent = 0;
     if (dev == NULL || listener >= SIG_CONFIG_MAX_LISTENERS || dev->listeners[listener].cb == NULL) {
         return SIG_ERR_NOT_FOUND;
     }
+#if SIG_CONFIG_RELIABLE
+    sent = rel_take_back(dev, SIG_CONFIG_MAX_SENDERS + (unsigned)listener);
+    if (sent < 0) {
+        dev->rel_stats.busy++;
+        return SIG_ERR_BUSY;
+    }
+#endif
     dev->listeners[listener].cb = NULL;
-    return dev->state == DEV_ONLINE ? send_short(dev, SIG_MSG_UNLISTEN, (uint32_t)listener + 1u, 0) : SIG_OK;
+    return dev->state == DEV_ONLINE && sent == 0 ? send_short(dev, SIG_MSG_UNLISTEN, (uint32_t)listener + 1u, 0)
+                                                 : SIG_OK;
 }
 
 sig_err_t sig_device_deinit(sig_device_t *dev)
@@ -879,6 +1073,12 @@ uint32_t sig_device_next_deadline(const sig_device_t *dev)
         uint32_t link = left(3u * (uint32_t)dev->keepalive_ms, now - dev->last_rx);
         best = ping < link ? ping : link;
     }
+#if SIG_CONFIG_RELIABLE
+    if (dev->state == DEV_ONLINE) {
+        uint32_t r = sig__rel_deadline(dev, now);
+        best = r < best ? r : best;
+    }
+#endif
     for (i = 0; i < SIG_CONFIG_MAX_PENDING; i++) {
         if (dev->pending[i].cb != NULL) {
             int32_t d = (int32_t)(dev->pending[i].deadline - now);

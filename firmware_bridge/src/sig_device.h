@@ -49,6 +49,8 @@ typedef enum {
     SIG_ERR_UNSUPPORTED = -7, /* compiled out (SIG_CONFIG_FULL_CODEC = 0) */
     SIG_ERR_CONFIG = -8,      /* sig_device_init: the application was compiled with other
                                  sig_config.h settings than the library (see sig_config.h) */
+    SIG_ERR_BUSY = -9,        /* SIG_CONFIG_RELIABLE: the window of unacknowledged frames is
+                                 full; nothing was sent, try again after an ACK (poll/feed) */
     /* frames, -10..-19 */
     SIG_ERR_COBS = -10,       /* not valid COBS */
     SIG_ERR_CRC = -11,        /* CRC mismatch */
@@ -387,13 +389,44 @@ void sig_auth_tag(const uint8_t *key, uint8_t direction, const uint8_t *device_n
 #define SIG__AUTH_ROOM 0u
 #endif
 
+/* ------------------------------------------------------------------------ */
+/* Reliable UART mode (PROTOCOL.md section 5), with SIG_CONFIG_RELIABLE = 1   */
+/* ------------------------------------------------------------------------ */
+
+#define SIG_FEATURE_RELIABLE 0x01u
+#define SIG_FEATURE_AUTH 0x02u
+
+/* Counters of the reliable mode (all 0 without SIG_CONFIG_RELIABLE or a
+ * gateway that grants it); they count across sessions. */
+typedef struct {
+    uint32_t retransmits;       /* frames sent again (a timeout that resends 2 kept frames adds 2) */
+    uint32_t duplicates;        /* sequenced frames received again (dropped, ACKed) */
+    uint32_t out_of_order;      /* sequenced frames after a gap (dropped, ACKed: go-back-N) */
+    uint32_t bad_acks;          /* ACKs of a seq never sent, or without a reliable session */
+    uint32_t reliable_failures; /* sessions ended after SIG_CONFIG_RELIABLE_MAX_RETRIES retransmissions */
+    uint32_t reliable_dropped;  /* answers the library makes itself (an ERROR, a RESPONSE
+                                   NO_SUCH_METHOD / MALFORMED) dropped because the window was full */
+    uint32_t busy;              /* sequenced sends refused for a full window: the application's
+                                   calls got SIG_ERR_BUSY; reliable_dropped of them were answers
+                                   of the library's own */
+} sig_reliable_stats_t;
+
+#if SIG_CONFIG_RELIABLE
+/* the sequence header (a seq varint of at most 5 bytes) on top of a body */
+#define SIG__SEQ_ROOM 5u
+/* a kept frame: the body before signing (with the counter's room when signed) */
+#define SIG__REL_SLOT (SIG_CONFIG_TX_MAX_BODY + SIG__SEQ_ROOM + (SIG__AUTH_ROOM != 0u ? SIG__AUTH_ROOM - SIG_AUTH_TAG_LEN : 0u))
+#else
+#define SIG__SEQ_ROOM 0u
+#endif
+
 typedef struct sig_device sig_device_t;
 
 /* The transmit buffer frames in place (one write() per frame) unless
  * SIG_CONFIG_TX_IN_PLACE is 0 or a body may hold a run of 254 bytes:
  * then 2 bytes in front (a lone 0x00, the first COBS code) and the
  * delimiter behind. */
-#if SIG_CONFIG_TX_IN_PLACE && SIG_CONFIG_TX_MAX_BODY + SIG__AUTH_ROOM <= 252
+#if SIG_CONFIG_TX_IN_PLACE && SIG_CONFIG_TX_MAX_BODY + SIG__AUTH_ROOM + SIG__SEQ_ROOM <= 252
 #define SIG__TX_IN_PLACE 1
 #define SIG__TX_HEAD 2u
 #else
@@ -458,6 +491,11 @@ typedef struct {
      * SIG_CONFIG_NAMES_IN_FLASH); it must fit the transmit buffer with the rest. */
     const uint8_t *meta;
     size_t meta_len;
+    /* SIG_CONFIG_RELIABLE: bit i set = event i's triggers are sequenced in a
+     * reliable session (acknowledged, sent again until they are, in order;
+     * sig_device_trigger returns SIG_ERR_BUSY while the window is full). The
+     * other events stay best effort. Events 32 and up cannot be marked. */
+    uint32_t reliable;
 } sig_sender_desc_t;
 
 typedef enum {
@@ -468,7 +506,10 @@ typedef enum {
     SIG_STATUS_INVITE,         /* INVITE received: starting over */
     SIG_STATUS_NO_SESSION,     /* ERROR(NO_SESSION) received: starting over */
     SIG_STATUS_LINK_TIMEOUT,   /* nothing received for 3 x keepalive: starting over */
-    SIG_STATUS_DATA_DROPPED    /* EVENT/REQUEST/RESPONSE with data that is not one CBOR item */
+    SIG_STATUS_DATA_DROPPED,   /* EVENT/REQUEST/RESPONSE with data that is not one CBOR item */
+    SIG_STATUS_RELIABLE_FAILED /* SIG_CONFIG_RELIABLE: a frame was sent again
+                                  SIG_CONFIG_RELIABLE_MAX_RETRIES times without an ACK:
+                                  starting over (HELLO) */
 } sig_status_t;
 
 typedef void (*sig_status_cb)(sig_device_t *dev, void *user, sig_status_t status, uint32_t ref);
@@ -525,6 +566,22 @@ struct sig_device {
         void *user;
     } listeners[SIG_CONFIG_MAX_LISTENERS];
     uint8_t listen_opts[SIG_CONFIG_MAX_LISTENERS]; /* LISTEN options of each listener */
+#if SIG_CONFIG_RELIABLE
+    /* the reliable mode (sig_reliable.c): a window of kept frames, oldest at rel_head */
+    uint8_t rel_on;          /* this session negotiated RELIABLE */
+    uint8_t rel_trig;        /* the TRIGGER being sent is of a reliable event */
+    uint8_t rel_head, rel_kept, rel_retries;
+    uint16_t rel_rto;        /* current retransmission timeout, ms */
+    uint16_t rel_len[SIG_CONFIG_RELIABLE_WINDOW];
+    uint32_t rel_todo;       /* registrations still to send: bit i sender i, bit
+                                SIG_CONFIG_MAX_SENDERS + j listener j (window full) */
+    uint32_t rel_expected;   /* next seq accepted from the gateway */
+    uint32_t rel_next;       /* next seq sent (0: used up, the session ends) */
+    uint32_t rel_deadline;   /* retransmission timer, while frames are kept */
+    uint32_t rel_fast;       /* the oldest kept seq of the last fast retransmit (0: none) */
+    sig_reliable_stats_t rel_stats;
+    uint8_t rel_buf[SIG_CONFIG_RELIABLE_WINDOW][SIG__REL_SLOT];
+#endif
     struct {
         uint32_t id, deadline;
         sig_response_cb cb;
@@ -540,7 +597,8 @@ struct sig_device {
     sig_auth_stats_t auth_stats;
 #endif
     uint8_t rx_buf[SIG_CONFIG_MAX_BODY + SIG_CRC_SIZE];
-    uint8_t tx_buf[SIG__TX_HEAD + SIG_CONFIG_TX_MAX_BODY + SIG__AUTH_ROOM + SIG_CRC_SIZE + SIG__TX_HEAD / 2u];
+    uint8_t tx_buf[SIG__TX_HEAD + SIG_CONFIG_TX_MAX_BODY + SIG__AUTH_ROOM + SIG__SEQ_ROOM + SIG_CRC_SIZE +
+                   SIG__TX_HEAD / 2u];
 };
 
 /* The configuration as a file sees it when it includes sig_device.h: the
@@ -550,6 +608,7 @@ struct sig_device {
     ((uint32_t)sizeof(sig_device_t) ^ ((uint32_t)SIG_CONFIG_MAX_EVENTS << 18) ^            \
      ((uint32_t)SIG_CONFIG_CBOR_MAX_DEPTH << 24) ^ ((uint32_t)(SIG_CONFIG_NAMES_IN_FLASH != 0) << 28) ^ \
      ((uint32_t)(SIG_CONFIG_CHECK_DATA != 0) << 29) ^ ((uint32_t)(SIG_CONFIG_AUTH != 0) << 17) ^ \
+     ((uint32_t)(SIG_CONFIG_RELIABLE != 0) << 16) ^                                          \
      ((uint32_t)(SIG_CONFIG_CHECK_UTF8 != 0) << 30) ^ ((uint32_t)(SIG_CONFIG_FULL_CODEC != 0) << 31))
 
 /* Set up dev from cfg (the device is idle until sig_device_start). Fails with
@@ -634,6 +693,13 @@ bool sig_device_online(const sig_device_t *dev);
 const sig_rx_stats_t *sig_device_rx_stats(const sig_device_t *dev);
 /* Frames dropped by the signature checks (all 0 without SIG_CONFIG_AUTH or a key). */
 const sig_auth_stats_t *sig_device_auth_stats(const sig_device_t *dev);
+/* The reliable mode's counters (all 0 without SIG_CONFIG_RELIABLE), and
+ * whether the open session is reliable (the gateway granted the feature). */
+const sig_reliable_stats_t *sig_device_reliable_stats(const sig_device_t *dev);
+bool sig_device_reliable(const sig_device_t *dev);
+/* Frames sent and not acknowledged yet (0 without a reliable session): 0
+ * means the gateway has everything, e.g. before a device sleeps or stops. */
+uint8_t sig_device_unacked(const sig_device_t *dev);
 /* Agreed keepalive (0 before WELCOME) and the gateway's max_body. */
 uint16_t sig_device_keepalive_ms(const sig_device_t *dev);
 

@@ -107,4 +107,37 @@ size_t sig__auth_seal(sig_device_t *dev, uint8_t *body, size_t len);
 size_t sig__auth_open(sig_device_t *dev, uint8_t **body, size_t len);
 #endif
 
+#if SIG_CONFIG_RELIABLE
+/* The reliable mode's state machine (sig_reliable.c); sig_device.c does the
+ * sending. All times are the device's millis(). */
+/* A new session (WELCOME, reliable when the gateway granted it) or none
+ * (HELLO): nothing kept, nothing expected, every registration to send. */
+void sig__rel_start(sig_device_t *dev, bool on);
+/* false while a reliable session's window is full. */
+bool sig__rel_room(const sig_device_t *dev);
+/* The plain body at body[0..*len) is about to be sent: in a reliable session,
+ * when its type is sequenced (a TRIGGER only when `trig`), add the sequence
+ * header (after the signing counter's room), keep a copy and start the timer.
+ * SIG_OK (sent as it is, or sequenced), SIG_ERR_BUSY (window full: counted,
+ * nothing to send) or SIG__REL_END (the seq is used up: start over). */
+#define SIG__REL_END ((sig_err_t)1)
+sig_err_t sig__rel_send(sig_device_t *dev, uint8_t *body, size_t *len, bool trig, uint32_t now);
+/* A received body with the SEQ flag, in a reliable session: -1 MALFORMED
+ * (never sequenced type, bad seq: drop, not acknowledged); 1 a duplicate or a
+ * frame after a gap (drop, counted); 0 accepted: *body / *len are now the
+ * plain body (stripped in place). *ack is the ACK to send for 0 and 1. */
+int sig__rel_receive(sig_device_t *dev, uint8_t **body, size_t *len, uint32_t *ack);
+/* ACK(a) received: forgets what it acknowledges; true when the kept frames
+ * are to be sent again at once (fast retransmit: an ACK of nothing new, the
+ * first one while this frame is the oldest kept). */
+bool sig__rel_ack(sig_device_t *dev, uint32_t a, uint32_t now);
+/* The retransmission timer at `now`: 0 nothing, 1 send every kept frame
+ * again, 2 give up (the session ends; counted). */
+int sig__rel_timer(sig_device_t *dev, uint32_t now);
+/* Copy kept frame i (0 = oldest) to dst for sending again; returns its length. */
+size_t sig__rel_copy(sig_device_t *dev, unsigned i, uint8_t *dst);
+/* ms until the retransmission timer fires (0: now), or SIG_NO_DEADLINE. */
+uint32_t sig__rel_deadline(const sig_device_t *dev, uint32_t now);
+#endif
+
 #endif

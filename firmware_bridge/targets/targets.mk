@@ -34,7 +34,7 @@ TARGET_WHY_avr := cbor_float32_shortest (a 256 KB table), cbor_f64_to_f32_roundi
 # shipped sig_config.h, what a device build gets).
 TP ?= host
 TARGET_TEST_CONFIG = $(PROFILE_$(TP))
-TARGET_TEST_SRC := tests/unittest.c tests/test_codec.c tests/test_session.c tests/test_auth.c tests/test_util.c tests/ref_cbor.c tests/ref_rx.c tests/gw_codec.c
+TARGET_TEST_SRC := tests/unittest.c tests/test_codec.c tests/test_session.c tests/test_auth.c tests/test_reliable.c tests/test_util.c tests/ref_cbor.c tests/ref_rx.c tests/gw_codec.c
 TARGET_TEST_HDR := tests/unittest.h tests/test_util.h tests/ref_cbor.h tests/ref_rx.h tests/gw_codec.h $(B)/vectors.h
 TARGET_INC = -Isrc -I$(B) -I$(TB)/$(1) -Itests -I$(TGT_COMMON)
 TARGET_DEFS = -DTARGET_EXCLUDED='"$(TARGET_WHY_$(1))"'

@@ -45,7 +45,7 @@ static void on_event(sig_device_t *d, void *user, const sig_event_t *ev)
 }
 
 static const char *const EVENTS[] = {"temp"};
-static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 1, NULL, 0, NULL, NULL, NULL, 0};
+static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 1, NULL, 0, NULL, NULL, NULL, 0, 0};
 static const uint8_t F23_1[] = {0xfa, 0x41, 0xb8, 0xcc, 0xcd};
 static sig_device_t dev;
 

@@ -96,7 +96,7 @@ static void session(void)
                                     0x74, 0x69, 0x63, 0x6b, 0x18, 0x2a, 0x0b, 0xab, 0x00};
     static const char *const ev_names[] = {S_TEMP, S_ALARM};
     static const sig_method_t methods[] = {{S_GET_TEMP, on_get_temp}};
-    static const sig_sender_desc_t desc = {S_SENSOR, ev_names, 2, methods, 1, on_get_temp, NULL, NULL, 0};
+    static const sig_sender_desc_t desc = {S_SENSOR, ev_names, 2, methods, 1, on_get_temp, NULL, NULL, 0, 0};
     static sig_device_t dev;
     sig_device_config_t cfg = {S_SENSOR, 0, 2000, {NULL, smoke_write, smoke_millis}, NULL, NULL, NULL};
     check(sig_device_init(&dev, &cfg) == SIG_OK && sig_device_add_sender(&dev, &desc, NULL) == SIG_OK &&

@@ -49,7 +49,7 @@ static void on_tick(sig_device_t *d, void *user, const sig_event_t *ev)
 
 static const char *const events[] = {"temperature", "#alarm", "echo"};
 static const sig_method_t methods[] = {{"get_temp", on_get_temp}};
-static const sig_sender_desc_t sensor = {"sensor1", events, 3, methods, 1, NULL, NULL, NULL, 0};
+static const sig_sender_desc_t sensor = {"sensor1", events, 3, methods, 1, NULL, NULL, NULL, 0, 0};
 
 #if SIG_CONFIG_AUTH
 /* A signing device (PROTOCOL.md section 5): its key, and a nonce per HELLO

@@ -73,6 +73,14 @@ def main(vectors_path: str, out_dir: str) -> None:
         ["error", "sender_registered", "listening", "ack", "pong"],
     ):
         session.append(TICK.join(by_name[n] for n in script if n in by_name))
+    # the reliable mode: its handshake, sequenced frames to a device, ACKs, refused bodies
+    rel = vec["reliable"]
+    welcome = bytes.fromhex(rel["handshake"]["welcome_frame"])
+    to_device = [bytes.fromhex(st["frame"]) for ex in rel["exchanges"] for st in ex["steps"] if "frame" in st]
+    seq_frames = [bytes.fromhex(e["frame"]) for e in rel["sequenced"] + rel["acks"]]
+    session.append(welcome + TICK.join(to_device) + TICK * 20)  # retransmissions, then giving up
+    session.append(welcome + b"".join(seq_frames) + REQUEST + REQUEST + TICK * 3)
+    codec += [bytes.fromhex(e["body"]) for e in rel["sequenced"] + rel["acks"] + rel["bad"]]
     n_codec = write_all(Path(out_dir) / "codec", codec)
     n_session = write_all(Path(out_dir) / "session", session)
     print(f"seeds: {n_codec} codec, {n_session} session in {out_dir}")

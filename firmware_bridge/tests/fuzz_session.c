@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const events[] = {"temperature", "#alarm"};
     static const sig_method_t methods[] = {{"get_temp", fz_req}};
-    static const sig_sender_desc_t desc = {"sensor1", events, 2, methods, 1, fz_req, NULL, NULL, 0};
+    static const sig_sender_desc_t desc = {"sensor1", events, 2, methods, 1, fz_req, NULL, NULL, 0, 0x01u}; /* event 0 reliable */
     static sig_device_t dev;
     sig_device_config_t cfg = {"dev", 0, 500, {NULL, fz_write, fz_millis}, fz_status, fz_error, NULL};
     size_t i;

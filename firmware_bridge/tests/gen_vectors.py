@@ -137,6 +137,92 @@ def signing_rows(sg: dict, rows: list[str]) -> None:
     rows.append("};")
 
 
+COUNTERS = ("retransmits", "duplicates", "out_of_order", "bad_acks", "reliable_failures")
+
+
+def reliable_rows(rv: dict, codes: dict[str, int], rows: list[str]) -> None:
+    """PROTOCOL.md section 5, reliable UART mode: sequenced bodies, ACKs, the
+    handshake, a signed sequenced session, refused bodies and the exchanges."""
+    hs = rv["handshake"]
+    for name in ("hello_body", "hello_frame", "welcome_body", "welcome_frame"):
+        rows.append(f"static const sig_bytes_t VEC_REL_{name.upper()} = {c_bytes(bytes.fromhex(hs[name]))};")
+    rows.append(f"#define VEC_REL_WINDOW {rv['window']}u")
+    rows.append(f"#define VEC_REL_RTO_MS {rv['rto_ms']}u")
+    rows.append(f"#define VEC_REL_MAX_RTO_MS {rv['max_rto_ms']}u")
+    rows.append(f"#define VEC_REL_MAX_RETRIES {rv['max_retries']}u")
+    rows.append("static const struct vec_rel_seq { const char *name; uint32_t seq; sig_bytes_t plain, body, frame; } "
+                "VEC_REL_SEQ[] = {")
+    for e in rv["sequenced"]:
+        rows.append(f"  {{\"{e['name']}\", {e['seq']}u, {c_bytes(bytes.fromhex(e['plain']))}, "
+                    f"{c_bytes(bytes.fromhex(e['body']))}, {c_bytes(bytes.fromhex(e['frame']))}}},")
+    rows.append("};")
+    rows.append("static const struct vec_rel_ack { uint32_t seq; sig_bytes_t body, frame; } VEC_REL_ACK[] = {")
+    for e in rv["acks"]:
+        rows.append(f"  {{{e['seq']}u, {c_bytes(bytes.fromhex(e['body']))}, {c_bytes(bytes.fromhex(e['frame']))}}},")
+    rows.append("};")
+    rows.append(f"static const sig_bytes_t VEC_REL_ACK_WITHOUT_FEATURE = "
+                f"{c_bytes(bytes.fromhex(rv['ack_without_feature']['body']))};")
+    rows.append("static const struct vec_rel_bad { const char *name; sig_bytes_t body; uint8_t reliable; uint32_t code; "
+                "uint32_t ref; } VEC_REL_BAD[] = {")
+    for e in rv["bad"]:
+        rows.append(f"  {{\"{e['name']}\", {c_bytes(bytes.fromhex(e['body']))}, {1 if e['reliable'] else 0}u, "
+                    f"{codes[e['error']]}u, {e['ref']}u}},")
+    rows.append("};")
+    sg = rv["signed"]
+    rows.append(f"#define VEC_REL_SIGN_FEATURES {sg['features']}u")
+    for name in ("key", "device_nonce", "gateway_nonce"):
+        items = ",".join(f"0x{b:02x}" for b in bytes.fromhex(sg[name]))
+        rows.append(f"static const uint8_t VEC_REL_SIGN_{name.upper()}[] = {{{items}}};")
+    rows.append("static const struct vec_rel_sign { const char *name; uint8_t direction; uint32_t counter, seq; "
+                "sig_bytes_t plain, sequenced, body, frame; } VEC_REL_SIGN[] = {")
+    for e in sg["frames"]:
+        rows.append(f"  {{\"{e['name']}\", {e['direction']}u, {e['counter']}u, {e['seq']}u, "
+                    + ", ".join(c_bytes(bytes.fromhex(e[k])) for k in ("plain", "sequenced", "body", "frame"))
+                    + "},")
+    rows.append("};")
+    # exchanges: one side's view, step by step
+    rows.append("#define VEC_REL_MAX_OUT 4")
+    rows.append("#define VEC_REL_MAX_KEPT 4")
+    rows.append("struct vec_rel_step { uint32_t t_ms; char op; uint8_t sequenced; sig_bytes_t body, frame; "
+                "uint8_t has_accepted; sig_bytes_t accepted; uint8_t ends_session; size_t n_out; "
+                "sig_bytes_t out[VEC_REL_MAX_OUT], out_frames[VEC_REL_MAX_OUT]; uint32_t counters[5]; "
+                "uint32_t expected, next_seq; size_t n_kept; uint32_t kept[VEC_REL_MAX_KEPT]; uint32_t rto_ms, retries; "
+                "uint8_t has_deadline; uint32_t deadline_ms; };")
+    ex_rows = []
+    for i, ex in enumerate(rv["exchanges"]):
+        rows.append(f"static const struct vec_rel_step vec_rel_steps_{i}[] = {{")
+        for st in ex["steps"]:
+            if len(st["out"]) > 4 or len(st["state"]["kept"]) > 4:
+                raise SystemExit("raise VEC_REL_MAX_OUT / VEC_REL_MAX_KEPT")
+            unknown = set(st["counters"]) - set(COUNTERS)
+            if unknown:
+                raise SystemExit(f"unknown counters {unknown}")
+            acc = st.get("accepted")
+            outs = [bytes.fromhex(b) for b in st["out"]]
+            ofr = [bytes.fromhex(b) for b in st["out_frames"]]
+            state = st["state"]
+            kept = state["kept"]
+            dl = state["deadline_ms"]
+            rows.append(
+                f"  {{{st['t_ms']}u, '{st['do'][0]}', {1 if st.get('sequenced') else 0}u, "
+                f"{c_bytes(bytes.fromhex(st.get('body', '')))}, {c_bytes(bytes.fromhex(st.get('frame', '')))}, "
+                f"{0 if acc is None else 1}u, {c_bytes(bytes.fromhex(acc or ''))}, "
+                f"{1 if st.get('ends_session') else 0}u, {len(outs)}u, "
+                f"{{{', '.join(c_bytes(b) for b in outs) or '{NULL, 0}'}}}, "
+                f"{{{', '.join(c_bytes(b) for b in ofr) or '{NULL, 0}'}}}, "
+                f"{{{', '.join(str(st['counters'].get(k, 0)) + 'u' for k in COUNTERS)}}}, "
+                f"{state['expected']}u, {state['next_seq']}u, {len(kept)}u, "
+                f"{{{', '.join(f'{k}u' for k in kept) or '0'}}}, {state['rto_ms']}u, {state['retries']}u, "
+                f"{0 if dl is None else 1}u, {0 if dl is None else dl}u}},")
+        rows.append("};")
+        ex_rows.append(f"  {{\"{ex['name']}\", {1 if ex.get('optional_for_device') else 0}u, "
+                       f"vec_rel_steps_{i}, {len(ex['steps'])}u}},")
+    rows.append("static const struct vec_rel_exchange { const char *name; uint8_t optional_for_device; "
+                "const struct vec_rel_step *steps; size_t n; } VEC_REL_EXCHANGES[] = {")
+    rows += ex_rows
+    rows.append("};")
+
+
 def main() -> None:
     vec_path, proto_path, out_path = sys.argv[1:4]
     with open(vec_path, encoding="utf-8") as fh:
@@ -217,6 +303,7 @@ def main() -> None:
     rows.append("};")
 
     signing_rows(v["signing"], rows)
+    reliable_rows(v["reliable"], codes, rows)
 
     rows.append("#define VEC_N(a) (sizeof(a) / sizeof((a)[0]))")
     with open(out_path, "w", encoding="utf-8") as fh:

@@ -114,7 +114,7 @@ static sig_err_t k_feed_body(const uint8_t *body, size_t n)
 }
 
 static const char *const TEMP_EVENTS[] = {"temp"};
-static const sig_sender_desc_t TEMP_SENSOR = {"sensor1", TEMP_EVENTS, 1, NULL, 0, NULL, NULL, NULL, 0};
+static const sig_sender_desc_t TEMP_SENSOR = {"sensor1", TEMP_EVENTS, 1, NULL, 0, NULL, NULL, NULL, 0, 0};
 static const uint8_t F23_1[] = {0xfa, 0x41, 0xb8, 0xcc, 0xcd};
 
 static void k_setup(const uint8_t *key)
@@ -145,7 +145,12 @@ TEST(auth_session_vectors)
     k_setup(VEC_SIGN_KEY);
     CHECK(sig_device_start(&kdev) == SIG_OK);
     CHECK(k.len == S("hello")->frame_n + 1u && k.out[0] == 0u); /* a lone 0x00, then HELLO */
+#if SIG_CONFIG_RELIABLE
+    /* features 0x03 (the vector asks for AUTH alone): the same frame but the features and tag */
+    CHECK(k.out[2] == (SIG_MSG_HELLO | SIG_HEADER_FLAG_AUTH) && memcmp(k.out + 1, S("hello")->frame, 24) == 0);
+#else
     CHECK(memcmp(k.out + 1, S("hello")->frame, S("hello")->frame_n) == 0);
+#endif
     k.len = 0;
     CHECK(sig_device_feed(&kdev, S("welcome")->frame, S("welcome")->frame_n) == SIG_OK);
     CHECK(sig_device_online(&kdev));

@@ -1,4 +1,4 @@
-/* Host test runner: every TEST of test_codec.c and test_session.c. */
+/* Host test runner: every TEST of test_codec.c, test_session.c, test_auth.c and test_reliable.c. */
 #include <stdlib.h>
 
 #include "unittest.h"
@@ -48,6 +48,11 @@ int main(void)
     RUN(auth_tag_vectors);
     RUN(auth_session_vectors);
     RUN(auth_wrong_key_and_unkeyed);
+    RUN(reliable_sequence_header);
+    RUN(reliable_exchanges);
+    RUN(reliable_refused_bodies);
+    RUN(reliable_session_scripted);
+    RUN(reliable_session_gives_up);
     printf("%d checks\n", ut_checks);
     printf("%d passed, %d failed\n", ut_passed, ut_failed);
     return ut_failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

@@ -141,7 +141,7 @@ static void on_response(sig_device_t *d, void *user, const sig_response_t *resp)
 
 static const char *const EVENTS[] = {"temperature", "#alarm"};
 static const sig_method_t METHODS[] = {{"get_temp", on_get_temp}};
-static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 2, METHODS, 1, on_default, NULL, NULL, 0};
+static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 2, METHODS, 1, on_default, NULL, NULL, 0, 0};
 
 /* ---- the fake gateway's side ---- */
 
@@ -203,6 +203,7 @@ static int expect_hello(void)
 {
     sig_msg_t m = V("hello")->msg;
     m.u.hello.max_body = SIG_CONFIG_MAX_BODY;
+    m.u.hello.features = SIG_CONFIG_RELIABLE ? SIG_FEATURE_RELIABLE : 0u; /* asks for it when compiled in */
     return expect_msg(&m);
 }
 static int expect_end(void)
@@ -313,7 +314,7 @@ TEST(session_hello_register_vectors)
     CHECK(expect_end()); /* an ERROR is never answered */
     /* a sender added while online is registered at once */
     {
-        static const sig_sender_desc_t T = {"t", NULL, 0, NULL, 0, NULL, NULL, NULL, 0};
+        static const sig_sender_desc_t T = {"t", NULL, 0, NULL, 0, NULL, NULL, NULL, 0, 0};
         sig_sender_t s;
         sig_msg_t want = V("register_sender_minimal")->msg;
         want.u.register_sender.sender_ref = 2; /* second sender of this device */
@@ -742,7 +743,7 @@ TEST(session_api_argument_errors)
     static const sig_method_t M_EMPTY[] = {{"", on_get_temp}};
     static const sig_method_t M_NULLNAME[] = {{NULL, on_get_temp}};
     static const sig_method_t M_NOHANDLER[] = {{"m", NULL}};
-    sig_sender_desc_t d = {"s", EV_OK, 2, M_OK, 1, NULL, NULL, NULL, 0};
+    sig_sender_desc_t d = {"s", EV_OK, 2, M_OK, 1, NULL, NULL, NULL, 0, 0};
     sig_sender_desc_t bad;
     sig_sender_t s = 77;
     size_t n;
@@ -1000,7 +1001,7 @@ TEST(session_meta_listen_options_retained)
 {
     static const uint8_t META[] = {0xa1, 0x68, 'r', 'e', 't', 'a', 'i', 'n', 'e', 'd', 0x81, 0x65, 'p', 'o', 'w', 'e', 'r'};
     static const char *const EV[] = {"power"};
-    const sig_sender_desc_t d = {"meter", EV, 1, NULL, 0, NULL, NULL, META, sizeof META};
+    const sig_sender_desc_t d = {"meter", EV, 1, NULL, 0, NULL, NULL, META, sizeof META, 0};
     sig_sender_desc_t bad = d;
     sig_event_decl_t decl;
     sig_msg_t want, l1, l2, m;

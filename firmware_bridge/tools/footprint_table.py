@@ -36,6 +36,8 @@ import footprint_share  # noqa: E402  (tests/footprint_share.py: map parsers)
 PROFILES: dict[str, list[str]] = {
     "base": [],
     "auth": ["-DSIG_CONFIG_AUTH=1"],  # signed frames (PROTOCOL.md section 5), with a key
+    "reliable": ["-DSIG_CONFIG_RELIABLE=1"],  # the reliable UART mode (section 5), window 2
+    "auth_reliable": ["-DSIG_CONFIG_AUTH=1", "-DSIG_CONFIG_RELIABLE=1"],
 }
 
 COMMON = ["-std=c99", "-Os", "-ffunction-sections", "-fdata-sections", "-fno-common",

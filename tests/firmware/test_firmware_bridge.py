@@ -45,7 +45,7 @@ def test_make_test_runs_the_c_tests() -> None:
     assert proc.returncode == 0, output[-4000:]
     runs = re.findall(r"^== test_sig: (\S+), profile (\S+) ==$", proc.stdout, re.M)
     summaries = re.findall(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
-    profiles = {"default", "host", "lean", "tight", "auth"}
+    profiles = {"default", "host", "lean", "tight", "auth", "reliable", "reliable_auth"}
     assert {cc for cc, _ in runs} == {"cc", "clang"}, runs
     assert {p for _, p in runs} == profiles, runs
     assert len(summaries) == len(runs) == 2 * len(profiles), output[-4000:]

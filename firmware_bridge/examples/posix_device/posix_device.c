@@ -3,20 +3,29 @@
  * public API of sig_device.h.
  *
  *   posix_device --port PATH [--baud N] [--name NAME] [--sender NAME]
- *                [--interval-ms N] [--count N] [--keepalive-ms N]
+ *                [--interval-ms N] [--count N] [--keepalive-ms N] [--counter]
  *
  * Device name and sender name default to "sensor1". The sender declares the
  * events "temperature" (float32, every interval), "#alarm" (every 10th
  * reading, same value) and "echo"; it answers the request "get_temp" (the last
  * temperature) and any other method with a default handler (the method name
  * as text). It listens to ("timer", "tick") and triggers "echo" with the same
- * data. After --count readings (0 = forever) it exits 0.
+ * data. After --count readings (0 = forever) it exits 0. --counter sends the
+ * reading's number (1, 2, 3, ... as a CBOR int) as "temperature" instead.
+ *
+ * Built with SIG_CONFIG_RELIABLE=1 (build/posix_device_reliable) it asks for
+ * the reliable UART mode and marks "temperature" reliable ("#alarm" and
+ * "echo" stay best effort): a reading the window has no room for
+ * (SIG_ERR_BUSY) is tried again until it goes, an answer too, and "done"
+ * waits until the gateway has acknowledged everything.
  *
  * stdout, one flushed line per notable thing:
  *   hello | welcome | registered SENDER | listening SENDER EVENT
  *   trigger temperature VALUE | trigger #alarm VALUE
  *   event SENDER EVENT VALUE | echo VALUE | request METHOD
  *   error CODE MESSAGE | invite | no_session | link_timeout | data_dropped N
+ *   reliable_failed       (16 retransmissions without an ACK: starting over)
+ *   reliable retransmits N duplicates N ... (before "done", built with the mode)
  *   tty_error REASON        (then exit status 2)
  *   done                    (after --count readings, exit status 0)
  * VALUE is the CBOR data as text: an int, a float (%g), "text" in quotes,
@@ -46,6 +55,13 @@ static const char *tty_reason = "";
 static float last_temp;
 static sig_event_ref_t ev_echo;
 static const char *sender_name = "sensor1";
+/* an answer the window had no room for (SIG_ERR_BUSY): sent again from the loop */
+static struct {
+    int waiting;
+    uint32_t id;
+    uint8_t data[SIG_MAX_NAME + 3];
+    size_t n;
+} deferred;
 
 static void line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #include <stdarg.h>
@@ -202,6 +218,7 @@ static void on_status(sig_device_t *dev, void *user, sig_status_t st, uint32_t r
     case SIG_STATUS_NO_SESSION: line("no_session"); break;
     case SIG_STATUS_LINK_TIMEOUT: line("link_timeout"); break;
     case SIG_STATUS_DATA_DROPPED: line("data_dropped %lu", (unsigned long)ref); break;
+    case SIG_STATUS_RELIABLE_FAILED: line("reliable_failed"); break;
     }
 }
 
@@ -229,6 +246,20 @@ static void on_tick(sig_device_t *dev, void *user, const sig_event_t *ev)
     }
 }
 
+/* RESPONSE OK with data; kept for later when the reliable window is full. */
+static sig_err_t answer(sig_device_t *dev, uint32_t id, const uint8_t *data, size_t n)
+{
+    sig_err_t e = sig_device_respond(dev, id, SIG_CODE_OK, NULL, data, n);
+    if (e == SIG_ERR_BUSY && !deferred.waiting && n <= sizeof deferred.data) {
+        deferred.waiting = 1;
+        deferred.id = id;
+        memcpy(deferred.data, data, n);
+        deferred.n = n;
+        return SIG_OK;
+    }
+    return e;
+}
+
 static void on_get_temp(sig_device_t *dev, void *user, const sig_request_t *req)
 {
     uint8_t buf[8];
@@ -238,8 +269,7 @@ static void on_get_temp(sig_device_t *dev, void *user, const sig_request_t *req)
     line("request get_temp");
     sig_cbor_writer_init(&w, buf, sizeof buf);
     sig_cbor_put_float32(&w, last_temp);
-    if (sig_cbor_finish(&w, &n) != SIG_OK ||
-        sig_device_respond(dev, req->request_id, SIG_CODE_OK, NULL, buf, n) != SIG_OK) {
+    if (sig_cbor_finish(&w, &n) != SIG_OK || answer(dev, req->request_id, buf, n) != SIG_OK) {
         line("respond_failed get_temp");
     }
 }
@@ -253,8 +283,7 @@ static void on_default(sig_device_t *dev, void *user, const sig_request_t *req)
     line("request %.*s", (int)req->method.len, (const char *)req->method.ptr);
     sig_cbor_writer_init(&w, buf, sizeof buf);
     sig_cbor_put_text(&w, (const char *)req->method.ptr, req->method.len);
-    if (sig_cbor_finish(&w, &n) != SIG_OK ||
-        sig_device_respond(dev, req->request_id, SIG_CODE_OK, NULL, buf, n) != SIG_OK) {
+    if (sig_cbor_finish(&w, &n) != SIG_OK || answer(dev, req->request_id, buf, n) != SIG_OK) {
         line("respond_failed %.*s", (int)req->method.len, (const char *)req->method.ptr);
     }
 }
@@ -262,7 +291,7 @@ static void on_default(sig_device_t *dev, void *user, const sig_request_t *req)
 static void usage(void)
 {
     fprintf(stderr, "usage: posix_device --port PATH [--baud N] [--name NAME] [--sender NAME]\n"
-                    "                    [--interval-ms N] [--count N] [--keepalive-ms N]\n"
+                    "                    [--interval-ms N] [--count N] [--keepalive-ms N] [--counter]\n"
                     "                    [--key-file FILE]   (built with SIG_CONFIG_AUTH=1)\n");
 }
 
@@ -320,10 +349,16 @@ int main(int argc, char **argv)
     sig_event_ref_t ev_temp, ev_alarm;
     uint32_t next_reading = 0;
     long readings = 0;
-    int i;
+    int i, counter = 0, pending = 0, finished = 0;
+    uint8_t data[8];
+    size_t data_n = 0;
 
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--counter") == 0) {
+            counter = 1;
+            continue;
+        }
         if (v == NULL) {
             usage();
             return 1;
@@ -389,6 +424,7 @@ int main(int argc, char **argv)
     desc.methods = methods;
     desc.n_methods = 1;
     desc.default_handler = on_default;
+    desc.reliable = 0x01u; /* "temperature" (with SIG_CONFIG_RELIABLE; ignored without) */
     if (sig_device_init(&dev, &cfg) != SIG_OK || sig_device_add_sender(&dev, &desc, &s) != SIG_OK ||
         sig_device_event(&dev, s, 0, &ev_temp) != SIG_OK || sig_device_event(&dev, s, 1, &ev_alarm) != SIG_OK ||
         sig_device_event(&dev, s, 2, &ev_echo) != SIG_OK ||
@@ -427,29 +463,58 @@ int main(int argc, char **argv)
         if (e == SIG_ERR_IO || tty_broken) {
             return tty_gone(tty_reason);
         }
-        if (sig_device_online(&dev) && (int32_t)(mono_millis(NULL) - next_reading) >= 0) {
-            uint8_t data[8];
-            size_t n = 0;
-            sig_cbor_writer_t w;
-            next_reading += (uint32_t)interval;
-            readings++;
-            last_temp = 20.0f + (float)(readings % 10) * 0.25f;
-            sig_cbor_writer_init(&w, data, sizeof data);
-            sig_cbor_put_float32(&w, last_temp);
-            if (sig_cbor_finish(&w, &n) == SIG_OK && sig_device_trigger(&dev, ev_temp, data, n) == SIG_OK) {
-                line("trigger temperature %g", (double)last_temp);
+        if (deferred.waiting && sig_device_online(&dev) &&
+            sig_device_respond(&dev, deferred.id, SIG_CODE_OK, NULL, deferred.data, deferred.n) != SIG_ERR_BUSY) {
+            deferred.waiting = 0; /* sent (or failed for good) */
+        }
+        if (finished) {
+            if (sig_device_unacked(&dev) == 0u && !deferred.waiting) {
+#if SIG_CONFIG_RELIABLE
+                const sig_reliable_stats_t *rs = sig_device_reliable_stats(&dev);
+                line("reliable retransmits %lu duplicates %lu out_of_order %lu bad_acks %lu failures %lu dropped %lu "
+                     "busy %lu",
+                     (unsigned long)rs->retransmits, (unsigned long)rs->duplicates, (unsigned long)rs->out_of_order,
+                     (unsigned long)rs->bad_acks, (unsigned long)rs->reliable_failures,
+                     (unsigned long)rs->reliable_dropped, (unsigned long)rs->busy);
+#endif
+                line("done"); /* every reliable frame acknowledged (at once without the mode) */
+                return 0;
             }
-            if (readings % 10 == 0 && sig_device_trigger(&dev, ev_alarm, data, n) == SIG_OK) {
-                line("trigger #alarm %g", (double)last_temp);
+        } else if (sig_device_online(&dev) && (pending || (int32_t)(mono_millis(NULL) - next_reading) >= 0)) {
+            sig_cbor_writer_t w;
+            if (!pending) { /* a new reading; a pending one waits for room in the window */
+                next_reading += (uint32_t)interval;
+                readings++;
+                last_temp = 20.0f + (float)(readings % 10) * 0.25f;
+                sig_cbor_writer_init(&w, data, sizeof data);
+                if (counter) {
+                    sig_cbor_put_int(&w, readings);
+                } else {
+                    sig_cbor_put_float32(&w, last_temp);
+                }
+                pending = sig_cbor_finish(&w, &data_n) == SIG_OK;
+            }
+            e = pending ? sig_device_trigger(&dev, ev_temp, data, data_n) : SIG_ERR_ARG;
+            if (e != SIG_ERR_BUSY) {
+                pending = 0;
+                if (e == SIG_OK && counter) {
+                    line("trigger temperature %ld", readings);
+                } else if (e == SIG_OK) {
+                    line("trigger temperature %g", (double)last_temp);
+                }
+                if (readings % 10 == 0 && sig_device_trigger(&dev, ev_alarm, data, data_n) == SIG_OK) {
+                    if (counter) {
+                        line("trigger #alarm %ld", readings);
+                    } else {
+                        line("trigger #alarm %g", (double)last_temp);
+                    }
+                }
+                finished = count > 0 && readings >= count;
             }
             if (tty_broken) {
                 return tty_gone(tty_reason);
             }
-            if (count > 0 && readings >= count) {
-                line("done");
-                return 0;
-            }
-        } else if (!sig_device_online(&dev)) {
+        } else if (!sig_device_online(&dev) && !pending) {
             next_reading = mono_millis(NULL) + (uint32_t)interval;
         }
     }

@@ -85,7 +85,7 @@ static void on_default(sig_device_t *d, void *user, const sig_request_t *req)
 
 static const char *const EVENTS[] = {"temperature", "#alarm", "echo"};
 static const sig_method_t METHODS[] = {{"get_temp", on_get_temp}};
-static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 3, METHODS, 1, on_default, NULL, NULL, 0};
+static const sig_sender_desc_t SENSOR = {"sensor1", EVENTS, 3, METHODS, 1, on_default, NULL, NULL, 0, 0};
 
 void setup()
 {
