@@ -32,6 +32,7 @@ from carriers.tcp import client_context
 from sig.compat import ClientRouterAliases
 from sig.core.delivery import Policy
 from sig.core.endpoints import Handlers, Listener, ListenerCallback, Sender
+from sig.core.meta import Describe
 from sig.errors import ConnectError, RequestTimeout, SigError
 from sig.protocol.constants import DEFAULT_PORT
 from sig.protocol.data import pack
@@ -436,11 +437,20 @@ class ClientRouter(ClientRouterAliases, SyncListings, SyncRequests, SyncListener
     # --- API --------------------------------------------------------------
 
     def add_sender(
-        self, name: str, events: Iterable[str], requests: Handlers | None = None, **meta: Any
+        self,
+        name: str,
+        events: Iterable[str],
+        requests: Handlers | None = None,
+        *,
+        retained: bool | Iterable[str] = False,
+        describe: Describe | None = None,
     ) -> Sender:
         """Declare a sender on the gateway (idempotent for the same name and events);
-        ``retained=``, ``describe=``: as :meth:`AsyncClientRouter.add_sender`."""
-        return self._call(self._client.add_sender(name, events, requests, **meta))
+        ``retained``, ``describe``: as :meth:`AsyncClientRouter.add_sender`."""
+        client = self._client
+        return self._call(
+            client.add_sender(name, events, requests, retained=retained, describe=describe)
+        )
 
     def remove_sender(self, sender: str | Sender) -> bool:
         return self._call(self._client.remove_sender(sender))
