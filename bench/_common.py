@@ -231,33 +231,16 @@ MOSQUITTO_HINT = (
 )
 
 
-class Mosquitto:
-    """A private broker on 127.0.0.1:port, configured for no silent QoS-0 drops."""
+class BrokerProcess:
+    """A peer broker's process on 127.0.0.1:port: its config written, started, stopped."""
+
+    NAME = "broker"
 
     def __init__(self, binary: str, workdir: Path) -> None:
         self.port = free_port()
-        self.conf = workdir / f"mosquitto-{self.port}.conf"
-        self.log = workdir / f"mosquitto-{self.port}.log"
-        self.conf.write_text(
-            "\n".join(
-                [
-                    f"listener {self.port} 127.0.0.1",
-                    "allow_anonymous true",
-                    # 0 = no limit: QoS-0 messages for a subscriber whose socket is
-                    # full are queued, not dropped (mosquitto 2 drops them once
-                    # either queue limit is reached).
-                    "max_queued_messages 0",
-                    "max_queued_bytes 0",
-                    "max_inflight_messages 0",
-                    "persistence false",
-                    "set_tcp_nodelay true",
-                    f"log_dest file {self.log}",
-                    "log_type error",
-                    "log_type warning",
-                    "",
-                ]
-            )
-        )
+        self.conf = workdir / f"{self.NAME}-{self.port}.conf"
+        self.log = workdir / f"{self.NAME}-{self.port}.log"
+        self.conf.write_text("\n".join([*self.config_lines(), ""]))
         self.proc = subprocess.Popen(
             [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -268,8 +251,12 @@ class Mosquitto:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start (see {self.log})") from None
+                    raise RuntimeError(f"{self.NAME} did not start (see {self.log})") from None
                 time.sleep(0.02)
+
+    def config_lines(self) -> list[str]:
+        """The config file's lines (``self.port`` and ``self.log`` are set)."""
+        raise NotImplementedError
 
     @property
     def pid(self) -> int:
@@ -277,6 +264,29 @@ class Mosquitto:
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+class Mosquitto(BrokerProcess):
+    """A private Mosquitto on 127.0.0.1:port, configured for no silent QoS-0 drops."""
+
+    NAME = "mosquitto"
+
+    def config_lines(self) -> list[str]:
+        return [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            # 0 = no limit: QoS-0 messages for a subscriber whose socket is
+            # full are queued, not dropped (mosquitto 2 drops them once
+            # either queue limit is reached).
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "persistence false",
+            "set_tcp_nodelay true",
+            f"log_dest file {self.log}",
+            "log_type error",
+            "log_type warning",
+        ]
 
 
 def find_nats_server() -> str | None:
@@ -293,46 +303,21 @@ NATS_HINT = (
 )
 
 
-class NatsServer:
+class NatsServer(BrokerProcess):
     """A private nats-server on 127.0.0.1:port, configured not to cut slow consumers early."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.conf = workdir / f"nats-{self.port}.conf"
-        self.log = workdir / f"nats-{self.port}.log"
-        self.conf.write_text(
-            "\n".join(
-                [
-                    "host: 127.0.0.1",
-                    f"port: {self.port}",
-                    # as Mosquitto here: a slow subscriber is queued for (up to
-                    # 1 GiB, 60 s), not disconnected at the default 64 MiB / 10 s
-                    "max_pending: 1073741824",
-                    'write_deadline: "60s"',
-                    f'log_file: "{self.log}"',
-                    "",
-                ]
-            )
-        )
-        self.proc = subprocess.Popen(
-            [binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nats-server did not start (see {self.log})") from None
-                time.sleep(0.02)
+    NAME = "nats-server"
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        terminate(self.proc)
+    def config_lines(self) -> list[str]:
+        return [
+            "host: 127.0.0.1",
+            f"port: {self.port}",
+            # as Mosquitto here: a slow subscriber is queued for (up to
+            # 1 GiB, 60 s), not disconnected at the default 64 MiB / 10 s
+            "max_pending: 1073741824",
+            'write_deadline: "60s"',
+            f'log_file: "{self.log}"',
+        ]
 
 
 def frames(*msgs: w.Message) -> bytes:
