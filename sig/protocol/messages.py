@@ -509,6 +509,22 @@ _REQUEST = int(MessageType.REQUEST)
 _RESPONSE = int(MessageType.RESPONSE)
 
 
+def _quick_id(body: bytes) -> tuple[int, int]:
+    """The request_id after the header byte, if it is a shortest-form varint of 1-3
+    bytes: (id, position after it); else (0, len(body)), which the callers refuse."""
+    size, pos, rid, shift = len(body), 1, 0, 0
+    while pos < 4 and pos < size:
+        byte = body[pos]
+        rid |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            if byte == 0 and pos > 2:  # padded (``81 00``): the cursor reports it
+                break
+            return rid, pos
+        shift += 7
+    return 0, size
+
+
 def _quick_request(body: bytes) -> Request | None:
     """:func:`decode` of a REQUEST whose id is below 2**21 and names 1..127 bytes, else None.
 
@@ -516,16 +532,8 @@ def _quick_request(body: bytes) -> Request | None:
     handler): this is :func:`_read_request` without the :class:`_Reader`
     calls. Anything unusual returns None, and the cursor decodes and reports it.
     """
-    size, pos, rid, shift = len(body), 1, 0, 0
-    while pos < 4 and pos < size:
-        byte = body[pos]
-        rid |= (byte & 0x7F) << shift
-        pos += 1
-        if byte < 0x80:
-            break
-        shift += 7
-    else:
-        return None
+    size = len(body)
+    rid, pos = _quick_id(body)
     if pos >= size:
         return None
     n = body[pos]
@@ -545,16 +553,8 @@ def _quick_request(body: bytes) -> Request | None:
 
 def _quick_response(body: bytes) -> Response | None:
     """:func:`decode` of a RESPONSE with an id below 2**21, status and text length below 128."""
-    size, pos, rid, shift = len(body), 1, 0, 0
-    while pos < 4 and pos < size:
-        byte = body[pos]
-        rid |= (byte & 0x7F) << shift
-        pos += 1
-        if byte < 0x80:
-            break
-        shift += 7
-    else:
-        return None
+    size = len(body)
+    rid, pos = _quick_id(body)
     if pos + 1 >= size:
         return None
     status, n = body[pos], body[pos + 1]

@@ -121,3 +121,18 @@ def test_write_varint_is_leb128_for_every_size(value: int) -> None:
 def test_write_varint_still_refuses_what_is_out_of_range(value: int) -> None:
     with pytest.raises(LocalProtocolError, match="varint out of range"):
         w.write_varint(bytearray(), value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        bytes([0x22, 0x81, 0x00, 0x01, 0x73, 0x01, 0x6D]),  # REQUEST id 1 as 81 00
+        bytes([0x22, 0x80, 0x80, 0x00, 0x01, 0x73, 0x01, 0x6D]),  # REQUEST id 0 as 80 80 00
+        bytes([0x23, 0x85, 0x00, 0x00, 0x00]),  # RESPONSE id 5 as 85 00
+    ],
+)
+def test_a_padded_request_id_is_refused_on_the_fast_path_too(body: bytes) -> None:
+    """The shortcut must refuse what the cursor refuses (PROTOCOL.md section 2:
+    shortest-form varints only), or a REQUEST could cross one hop that another drops."""
+    with pytest.raises(RemoteProtocolError, match="shortest form"):
+        w.decode(body)
