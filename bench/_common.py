@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import socket
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,28 @@ def terminate(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+#: The line ``sig serve`` prints once it listens (``--port 0``: the port it got).
+SERVE_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+@contextlib.contextmanager
+def sig_serve(*flags: str) -> Iterator[int]:
+    """``sig serve --port 0 --no-discovery --log-level warning FLAGS...`` as a child
+    process on a free loopback port; yields the port, stops it on exit."""
+    args = [sys.executable, "-m", "sig", "serve", "--port", "0", "--no-discovery",
+            "--log-level", "warning", *flags]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        match = SERVE_LISTENING.search(proc.stdout.readline())
+        if match is None:
+            raise RuntimeError("sig serve did not start")
+        yield int(match.group(1))
+    finally:
+        terminate(proc)
+
 
 
 def find_mosquitto() -> str | None:

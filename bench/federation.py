@@ -23,43 +23,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import MOSQUITTO_HINT, Mosquitto, find_mosquitto, header, percentile, summary, table
+from _common import (
+    MOSQUITTO_HINT,
+    Mosquitto,
+    find_mosquitto,
+    header,
+    percentile,
+    sig_serve,
+    summary,
+    table,
+)
 
 import sig
 
-ROOT = Path(__file__).resolve().parents[1]
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 PAYLOAD = b"x" * 16
 
 
-@contextlib.contextmanager
-def gateway(url: str, gid: str) -> Iterator[int]:
+def gateway(url: str, gid: str) -> contextlib.AbstractContextManager[int]:
     """``sig serve --mqtt URL --mqtt-id GID`` on a free loopback port; yields the port."""
-    args = [sys.executable, "-m", "sig", "serve", "--port", "0", "--no-discovery", "--no-timer",
-            "--log-level", "warning", "--mqtt", url, "--mqtt-id", gid]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        match = LISTENING.search(proc.stdout.readline())
-        if match is None:
-            raise RuntimeError("sig serve did not start")
-        yield int(match.group(1))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return sig_serve("--no-timer", "--mqtt", url, "--mqtt-id", gid)
 
 
 class Sink:

@@ -19,21 +19,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from _common import header, percentile, summary, table
+from _common import header, percentile, sig_serve, summary, table
 
 import sig
 from carriers.tcp import client_context
 
-ROOT = Path(__file__).resolve().parents[1]
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 PAYLOAD = b"x" * 16
 
 
@@ -53,27 +49,12 @@ def make_certificate(where: Path) -> tuple[Path, Path, Path]:
     return where / "ca.pem", where / "gw.pem", where / "gw.key"
 
 
-@contextlib.contextmanager
-def gateway(tls: tuple[Path, Path] | None) -> Iterator[int]:
+def gateway(tls: tuple[Path, Path] | None) -> contextlib.AbstractContextManager[int]:
     """``sig serve`` on a free loopback port (TLS with ``(cert, key)``); yields the port."""
-    args = [sys.executable, "-m", "sig", "serve", "--port", "0", "--no-discovery",
-            "--timer-interval", "3600", "--log-level", "warning"]  # fmt: skip
+    flags = ["--timer-interval", "3600"]
     if tls is not None:
-        args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert proc.stdout is not None
-        match = LISTENING.search(proc.stdout.readline())
-        if match is None:
-            raise RuntimeError("sig serve did not start")
-        yield int(match.group(1))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        flags += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    return sig_serve(*flags)
 
 
 async def measure(port: int, ca: Path | None, args: argparse.Namespace) -> dict[str, float]:
