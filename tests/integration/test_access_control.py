@@ -12,7 +12,6 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,6 @@ from sig.tools.device_sim import DeviceSim
 
 T = 10.0
 FAST = Backoff(initial=0.05, maximum=0.3, jitter=0.1)
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[ServerRouter]:
-    router = ServerRouter("127.0.0.1", 0)
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
 
 
 async def client(router: ServerRouter, name: str) -> AsyncClientRouter:

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -378,14 +378,6 @@ def test_sync_client_refused_at_replay_retries_until_the_name_is_free() -> None:
 
 
 # --- reserved events ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[ServerRouter]:
-    router = ServerRouter("127.0.0.1", 0)
-    await router.start()
-    yield router
-    await router.stop()
 
 
 async def test_a_listener_of_connect_never_receives_a_forgery(gateway: ServerRouter) -> None:

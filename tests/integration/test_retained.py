@@ -17,7 +17,6 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,6 @@ from sig.routers.retained_db import RetainedDb
 
 FAST = Backoff(initial=0.05, maximum=0.3, jitter=0.1)
 Got = list[tuple[dict[str, Any], Any]]
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[ServerRouter]:
-    router = ServerRouter("127.0.0.1", 0)
-    await router.start()
-    try:
-        yield router
-    finally:
-        await router.stop()
 
 
 async def client(router: ServerRouter, name: str) -> AsyncClientRouter:
